@@ -1,0 +1,92 @@
+//! The one source of time for pollers, outboxes and the demo: tests and the demo drive it by hand.
+//!
+//! Wall time may jump (NTP, a Pi booting without an RTC); the monotonic part never does.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// A handle on wall and monotonic time.
+pub trait Clock: Send + Sync + 'static {
+    /// Wall-clock time, which may jump in either direction.
+    fn now_utc(&self) -> DateTime<Utc>;
+    /// Monotonic time since an arbitrary origin fixed for the life of the process.
+    fn mono(&self) -> Duration;
+}
+
+/// The operating system's clocks.
+#[derive(Debug, Clone)]
+pub struct SystemClock {
+    origin: Instant,
+}
+
+impl SystemClock {
+    pub fn new() -> Self {
+        Self { origin: Instant::now() }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_utc(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    fn mono(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+/// A clock moved by hand: wall time can be set (a jump), both parts can be advanced together.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    inner: Arc<Mutex<(DateTime<Utc>, Duration)>>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        Self { inner: Arc::new(Mutex::new((start, Duration::ZERO))) }
+    }
+
+    /// Advance wall and monotonic time together, as real time passing does.
+    pub fn advance(&self, by: Duration) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
+        g.1 += by;
+    }
+
+    /// Set the wall clock only (an NTP step or a bad RTC); monotonic time is untouched.
+    pub fn set_wall(&self, to: DateTime<Utc>) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_utc(&self) -> DateTime<Utc> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+    fn mono(&self) -> Duration {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manual_clock_wall_jump_leaves_monotonic_alone() {
+        let t0 = DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z").unwrap().with_timezone(&Utc);
+        let c = ManualClock::new(t0);
+        c.advance(Duration::from_secs(5));
+        c.set_wall(DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z").unwrap().with_timezone(&Utc));
+        assert_eq!(c.mono(), Duration::from_secs(5));
+        assert_eq!(c.now_utc().timestamp(), 0);
+    }
+}

@@ -1,0 +1,13 @@
+//! socer-drivers: everything between an RS-485 / Modbus TCP wire and a canonical [`Reading`].
+//!
+//! Profiles (data files) say where a meter keeps each quantity; the planner turns them into as few
+//! requests as possible; a bus scheduler performs them with the timing a shared line needs; the
+//! decoder turns words into canonical values. This crate knows nothing of MQTT, SQLite or HTTP.
+
+pub mod clock;
+pub mod profile;
+pub mod reading;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use profile::{Profile, ProfileSet};
+pub use reading::{Quality, Quantity, Reading};
