@@ -1,1 +1,63 @@
-fn main() {}
+//! The `socer` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "socer", version, about = "Software of a renewable energy community (CER)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole community on one machine: broker, central hub, sites, simulated meters.
+    Demo(socer::demo::Args),
+    /// The building agent: polls meters, keeps readings, publishes them.
+    Site(socer::site::Args),
+    /// The community hub: broker, ingest, balance, incentive, dashboard.
+    Central(socer::central::Args),
+    /// Validate a site or central config; exit 2 with FILE:LINE:COL lines on error.
+    Check(socer::check::Args),
+    /// Find devices on a bus and guess their model.
+    Scan(socer::cli::scan::Args),
+    /// One readout of one meter.
+    Read(socer::cli::read::Args),
+    /// Serve a simulated meter over Modbus TCP or RTU.
+    Simulate(socer::cli::simulate::Args),
+    /// List the built-in meter profiles.
+    Profiles(socer::cli::profiles::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    socer::cli::init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("socer: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Demo(a) => socer::demo::run(a).await,
+            Command::Site(a) => socer::site::run(a).await,
+            Command::Central(a) => socer::central::run(a).await,
+            Command::Check(a) => socer::check::run(a).await,
+            Command::Scan(a) => socer::cli::scan::run(a).await,
+            Command::Read(a) => socer::cli::read::run(a).await,
+            Command::Simulate(a) => socer::cli::simulate::run(a).await,
+            Command::Profiles(a) => socer::cli::profiles::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("socer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! TODO(owner): describe this module.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`socer read` is not built yet")
+}

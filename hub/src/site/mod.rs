@@ -1,0 +1,12 @@
+//! TODO(owner): describe this module.
+
+pub mod config;
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`socer site` is not built yet")
+}
