@@ -5,9 +5,12 @@
 //! decoder turns words into canonical values. This crate knows nothing of MQTT, SQLite or HTTP.
 
 pub mod clock;
+pub mod decode;
+pub mod link;
 pub mod profile;
 pub mod reading;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use link::{Link, LinkError};
 pub use profile::{Profile, ProfileSet};
 pub use reading::{Quality, Quantity, Reading};

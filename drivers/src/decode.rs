@@ -1,0 +1,228 @@
+//! Register words ⇄ canonical values: type, word and byte order, scale, sentinels.
+//!
+//! Pure functions. `encode` is the inverse of `decode` and serves the simulator, so that the
+//! simulator and the poller cannot disagree about a profile.
+
+use crate::profile::{ByteOrder, Defaults, QuantityMap, ValueType, WordOrder};
+
+/// Why a value could not be decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("expected {expected} registers, got {got}")]
+    Length { expected: usize, got: usize },
+    /// The raw value is one the profile marks as "not available" (or NaN/infinite).
+    #[error("not available (raw {raw})")]
+    NotAvailable { raw: String },
+}
+
+/// Resolved encoding of one quantity (the profile's defaults applied).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Encoding {
+    pub value_type: ValueType,
+    pub word_order: WordOrder,
+    pub byte_order: ByteOrder,
+    pub scale: f64,
+}
+
+impl Encoding {
+    pub fn of(map: &QuantityMap, defaults: &Defaults) -> Self {
+        Encoding {
+            value_type: map.value_type,
+            word_order: map.word_order.unwrap_or(defaults.word_order),
+            byte_order: map.byte_order.unwrap_or(defaults.byte_order),
+            scale: map.scale,
+        }
+    }
+}
+
+/// Put words into most-significant-first order with big-endian bytes.
+fn normalise(words: &[u16], enc: &Encoding) -> Vec<u16> {
+    let mut w: Vec<u16> = match enc.byte_order {
+        ByteOrder::Big => words.to_vec(),
+        ByteOrder::Little => words.iter().map(|x| x.swap_bytes()).collect(),
+    };
+    if enc.word_order == WordOrder::LowFirst {
+        w.reverse();
+    }
+    w
+}
+
+fn join(words: &[u16]) -> u64 {
+    words.iter().fold(0u64, |acc, &w| (acc << 16) | u64::from(w))
+}
+
+/// The raw value before scaling, and its integer bit pattern (for sentinel comparison).
+fn raw(words: &[u16], enc: &Encoding) -> Result<(f64, Option<i64>), DecodeError> {
+    let n = usize::from(enc.value_type.words());
+    if words.len() != n {
+        return Err(DecodeError::Length { expected: n, got: words.len() });
+    }
+    let bits = join(&normalise(words, enc));
+    Ok(match enc.value_type {
+        ValueType::U16 => (bits as f64, Some(bits as i64)),
+        ValueType::I16 => {
+            let v = bits as u16 as i16;
+            (f64::from(v), Some(i64::from(v)))
+        }
+        ValueType::U32 => (bits as f64, Some(bits as i64)),
+        ValueType::I32 => {
+            let v = bits as u32 as i32;
+            (f64::from(v), Some(i64::from(v)))
+        }
+        ValueType::U64 => (bits as f64, Some(bits as i64)),
+        ValueType::I64 => {
+            let v = bits as i64;
+            (v as f64, Some(v))
+        }
+        ValueType::F32 => (f64::from(f32::from_bits(bits as u32)), None),
+        ValueType::F64 => (f64::from_bits(bits), None),
+    })
+}
+
+/// Decode the words of one quantity into its canonical value (scale applied, not the scale
+/// register: see [`apply_scale_factor`]).
+pub fn decode(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f64, DecodeError> {
+    let enc = Encoding::of(map, defaults);
+    let (value, int_bits) = raw(words, &enc)?;
+    if !value.is_finite() {
+        return Err(DecodeError::NotAvailable { raw: format!("{value}") });
+    }
+    if let Some(bits) = int_bits {
+        // Sentinels are written as the register shows them: compare both signed and unsigned views.
+        let unsigned = join(&normalise(words, &enc)) as i64;
+        if map.sentinels.iter().any(|&s| s == bits || s == unsigned) {
+            return Err(DecodeError::NotAvailable { raw: format!("{unsigned:#x}") });
+        }
+    }
+    Ok(value * enc.scale)
+}
+
+/// Apply a SunSpec-style power-of-ten scale factor (`value × 10^sf`).
+pub fn apply_scale_factor(value: f64, sf: i16) -> f64 {
+    value * 10f64.powi(i32::from(sf))
+}
+
+/// Encode a canonical value into the words a device would hold (inverse of [`decode`]).
+/// Integer types round to nearest and saturate at the type's range.
+pub fn encode(value: f64, map: &QuantityMap, defaults: &Defaults) -> Vec<u16> {
+    let enc = Encoding::of(map, defaults);
+    let raw = if enc.scale != 0.0 { value / enc.scale } else { value };
+    let r = raw.round();
+    let bits: u64 = match enc.value_type {
+        ValueType::U16 => r.clamp(0.0, f64::from(u16::MAX)) as u64,
+        ValueType::I16 => (r.clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16) as u16 as u64,
+        ValueType::U32 => r.clamp(0.0, f64::from(u32::MAX)) as u64,
+        ValueType::I32 => (r.clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32) as u32 as u64,
+        ValueType::U64 => r.max(0.0) as u64,
+        ValueType::I64 => (r as i64) as u64,
+        ValueType::F32 => u64::from((raw as f32).to_bits()),
+        ValueType::F64 => raw.to_bits(),
+    };
+    let n = usize::from(enc.value_type.words());
+    let mut words: Vec<u16> = (0..n).rev().map(|i| (bits >> (16 * i)) as u16).collect();
+    if enc.word_order == WordOrder::LowFirst {
+        words.reverse();
+    }
+    if enc.byte_order == ByteOrder::Little {
+        words.iter_mut().for_each(|w| *w = w.swap_bytes());
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Function;
+    use crate::reading::Quantity;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            function: Function::Input,
+            word_order: WordOrder::HighFirst,
+            byte_order: ByteOrder::Big,
+            fast_interval_s: 5,
+            counter_interval_s: 60,
+            max_registers: 125,
+        }
+    }
+
+    fn map(t: ValueType, scale: f64) -> QuantityMap {
+        QuantityMap {
+            name: Quantity::PW,
+            phase: None,
+            function: None,
+            address: 0,
+            value_type: t,
+            word_order: None,
+            byte_order: None,
+            scale,
+            scale_register: None,
+            unit: None,
+            sentinels: vec![],
+            interval_s: None,
+        }
+    }
+
+    #[test]
+    fn f32_big_endian_decodes_ieee_bits() {
+        // 230.5 = 0x43668000
+        assert_eq!(decode(&[0x4366, 0x8000], &map(ValueType::F32, 1.0), &defaults()), Ok(230.5));
+    }
+
+    #[test]
+    fn low_word_first_i32_with_scale() {
+        // Carlo Gavazzi style: INT32, LSW first, W × 0.1. -1234.5 W → raw -12345 = 0xFFFFCFC7
+        let mut m = map(ValueType::I32, 0.1);
+        m.word_order = Some(WordOrder::LowFirst);
+        let v = decode(&[0xCFC7, 0xFFFF], &m, &defaults()).unwrap();
+        assert!((v + 1234.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sentinel_and_nan_are_not_available() {
+        let mut m = map(ValueType::I16, 1.0);
+        m.sentinels = vec![-32768];
+        assert!(matches!(decode(&[0x8000], &m, &defaults()), Err(DecodeError::NotAvailable { .. })));
+        let mut u = map(ValueType::U16, 1.0);
+        u.sentinels = vec![0xFFFF];
+        assert!(matches!(decode(&[0xFFFF], &u, &defaults()), Err(DecodeError::NotAvailable { .. })));
+        assert!(matches!(
+            decode(&[0x7FC0, 0x0000], &map(ValueType::F32, 1.0), &defaults()),
+            Err(DecodeError::NotAvailable { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_length_is_an_error() {
+        assert_eq!(
+            decode(&[1], &map(ValueType::U32, 1.0), &defaults()),
+            Err(DecodeError::Length { expected: 2, got: 1 })
+        );
+    }
+
+    #[test]
+    fn encode_inverts_decode_for_every_type_and_order() {
+        let types = [
+            ValueType::U16,
+            ValueType::I16,
+            ValueType::U32,
+            ValueType::I32,
+            ValueType::U64,
+            ValueType::I64,
+            ValueType::F32,
+            ValueType::F64,
+        ];
+        for t in types {
+            for wo in [WordOrder::HighFirst, WordOrder::LowFirst] {
+                for bo in [ByteOrder::Big, ByteOrder::Little] {
+                    let mut m = map(t, 0.01);
+                    m.word_order = Some(wo);
+                    m.byte_order = Some(bo);
+                    let v = 123.45;
+                    let back = decode(&encode(v, &m, &defaults()), &m, &defaults()).unwrap();
+                    assert!((back - v).abs() < 1e-3, "{t:?} {wo:?} {bo:?}: {back}");
+                }
+            }
+        }
+    }
+}
