@@ -180,19 +180,38 @@ impl tokio_modbus::server::Service for Devices {
     }
 }
 
+/// A tokio-modbus TCP server for the devices on loopback, and how many connections it accepted.
+pub struct TcpServer {
+    pub addr: std::net::SocketAddr,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
 /// Serve the devices over Modbus TCP (tokio-modbus server) on a free loopback port.
-pub async fn tcp_server(devices: Devices) -> std::net::SocketAddr {
+pub async fn tcp_server(devices: Devices) -> TcpServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_tcp(listener, devices)
+}
+
+/// Serve the devices on an already bound listener.
+pub fn serve_tcp(listener: tokio::net::TcpListener, devices: Devices) -> TcpServer {
     let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
     let server = tokio_modbus::server::tcp::Server::new(listener);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let on_connected = move |stream, _addr| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let d = devices.clone();
             async move { Ok(Some((d, stream))) }
         };
         let _ = server.serve(&on_connected, |_e| {}).await;
     });
-    addr
+    TcpServer {
+        addr,
+        connections,
+        task,
+    }
 }
 
 /// Serve the devices with tokio-modbus's RTU server on one end of a pty pair; returns the other.
