@@ -15,6 +15,9 @@ use socer_drivers::transport::{Backoff, RtuLink};
 use socer_drivers::{Link, LinkError, SystemClock};
 use tokio::sync::{mpsc, watch};
 
+/// Poll interval of power in the bus tests: longer than a timeout, as on a real bus.
+const FAST: Duration = Duration::from_millis(200);
+
 const BAUD: u32 = 19_200;
 
 fn values_a() -> Vec<(Quantity, Option<u8>, f64)> {
@@ -149,8 +152,8 @@ fn meter(name: &str, unit: u8, reverse: bool) -> MeterConfig {
         profile: Arc::new(test_profile()),
         reverse,
         intervals: Intervals {
-            fast: Some(Duration::from_millis(100)),
-            counter: Some(Duration::from_millis(300)),
+            fast: Some(FAST),
+            counter: Some(FAST * 3),
         },
     }
 }
@@ -197,7 +200,7 @@ async fn failing_meters_back_off_while_healthy_meters_keep_their_rate() {
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();
     let handle = bus::spawn(config, link, Arc::new(SystemClock::new()), tx, stop_rx);
-    let window = Duration::from_millis(2000);
+    let window = Duration::from_millis(2400);
     let readings = collect(&mut rx, window).await;
     let health = handle.health.snapshot();
     stop_tx.send(true).unwrap();
@@ -207,10 +210,10 @@ async fn failing_meters_back_off_while_healthy_meters_keep_their_rate() {
         .unwrap();
 
     let of = |m: &str| readings.iter().filter(|r| r.meter == m).collect::<Vec<_>>();
-    // 100 ms interval over 2 s is about 20 polls; failures elsewhere may delay a few.
+    // A 200 ms interval over 2.4 s is 12 polls; failures elsewhere may delay one or two.
     for m in ["a", "b"] {
         let n = of(m).len();
-        assert!((15..=22).contains(&n), "meter {m}: {n} readings in 2 s");
+        assert!((10..=13).contains(&n), "meter {m}: {n} readings in 2.4 s");
         assert!(
             of(m).iter().all(|r| r.quality == Quality::Good),
             "{:?}",
@@ -232,7 +235,7 @@ async fn failing_meters_back_off_while_healthy_meters_keep_their_rate() {
     let dead = devices.requests_to(3);
     assert!(
         (2..=4).contains(&dead.len()),
-        "dead meter polled {} times in 2 s",
+        "dead meter polled {} times in 2.4 s",
         dead.len()
     );
     for pair in dead.windows(2) {
@@ -243,7 +246,13 @@ async fn failing_meters_back_off_while_healthy_meters_keep_their_rate() {
         );
     }
     let d = of("dead");
-    assert_eq!(d.len(), dead.len(), "one reading per poll");
+    // One reading per poll; a poll still waiting for its timeout when the window closed has none.
+    assert!(
+        d.len() == dead.len() || d.len() + 1 == dead.len(),
+        "{} readings, {} polls",
+        d.len(),
+        dead.len()
+    );
     assert!(d
         .iter()
         .all(|r| r.quality == Quality::Failed && r.values.is_empty()));
@@ -295,7 +304,7 @@ async fn failing_meters_back_off_while_healthy_meters_keep_their_rate() {
 
     let h = |m: &str| health.meters.iter().find(|h| h.meter == m).unwrap().clone();
     assert_eq!(h("a").reads_failed, 0);
-    assert!(h("a").reads_ok >= 15);
+    assert!(h("a").reads_ok >= 10);
     assert!(h("dead").backed_off_until.is_some());
     assert!(h("dead")
         .last_error

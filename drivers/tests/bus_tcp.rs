@@ -16,6 +16,9 @@ use socer_drivers::transport::{Backoff, TcpLink};
 use socer_drivers::{Link, LinkError, SystemClock};
 use tokio::sync::{mpsc, watch};
 
+/// Poll interval of power in the bus tests: longer than a timeout, as on a real bus.
+const FAST: Duration = Duration::from_millis(200);
+
 fn reconnect() -> Backoff {
     Backoff {
         initial: Duration::from_millis(300),
@@ -30,8 +33,8 @@ fn meter(name: &str, unit: u8, profile: Profile, reverse: bool) -> MeterConfig {
         profile: Arc::new(profile),
         reverse,
         intervals: Intervals {
-            fast: Some(Duration::from_millis(100)),
-            counter: Some(Duration::from_millis(300)),
+            fast: Some(FAST),
+            counter: Some(FAST * 3),
         },
     }
 }
@@ -88,7 +91,7 @@ async fn gateway_units_share_one_connection_and_decode_to_canonical_values() {
     let (tx, mut rx) = mpsc::channel(64);
     let (stop_tx, stop_rx) = watch::channel(false);
     let handle = bus::spawn(config, link, Arc::new(SystemClock::new()), tx, stop_rx);
-    let readings = collect(&mut rx, Duration::from_millis(450)).await;
+    let readings = collect(&mut rx, Duration::from_millis(700)).await;
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(2), handle.task)
         .await
@@ -109,9 +112,9 @@ async fn gateway_units_share_one_connection_and_decode_to_canonical_values() {
         (Some(88_000.0), Some(20.0))
     );
     assert_eq!(first("pump").values.p_w, Some(75.5));
-    // Counters are polled every 300 ms, power every 100 ms: later readings lack counters.
+    // Counters are polled every 600 ms, power every 200 ms: some readings lack counters.
     let house_all: Vec<&Reading> = readings.iter().filter(|r| r.meter == "house").collect();
-    assert!(house_all.len() >= 4, "{}", house_all.len());
+    assert!((3..=5).contains(&house_all.len()), "{}", house_all.len());
     assert!(house_all
         .iter()
         .any(|r| r.values.e_imp_wh.is_none() && r.quality == Quality::Good));
@@ -231,7 +234,7 @@ async fn dead_unit_behind_gateway_costs_one_timeout_per_backoff() {
     let (tx, mut rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let handle = bus::spawn(config, link, Arc::new(SystemClock::new()), tx, stop_rx);
-    let readings = collect(&mut rx, Duration::from_millis(2000)).await;
+    let readings = collect(&mut rx, Duration::from_millis(2400)).await;
     let health = handle.health.snapshot();
     drop(stop_tx); // dropping the shutdown sender stops the bus too
     tokio::time::timeout(Duration::from_secs(2), handle.task)
@@ -242,8 +245,8 @@ async fn dead_unit_behind_gateway_costs_one_timeout_per_backoff() {
     let count = |m: &str| readings.iter().filter(|r| r.meter == m).count();
     for m in ["a", "b"] {
         assert!(
-            (15..=22).contains(&count(m)),
-            "meter {m}: {} readings in 2 s",
+            (10..=13).contains(&count(m)),
+            "meter {m}: {} readings in 2.4 s",
             count(m)
         );
     }
