@@ -513,3 +513,171 @@ async fn poll<L: Link>(
         last_error,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::decode::encode;
+    use crate::profile::*;
+    use std::collections::HashMap;
+
+    /// An in-memory device: answers from an image, or fails every request with one error.
+    struct FakeLink {
+        image: HashMap<u16, u16>,
+        fail: Option<LinkError>,
+        calls: Vec<(u16, u16)>,
+    }
+
+    impl Link for FakeLink {
+        async fn read_registers(
+            &mut self,
+            _unit: u8,
+            _f: Function,
+            address: u16,
+            count: u16,
+        ) -> Result<Vec<u16>, LinkError> {
+            self.calls.push((address, count));
+            match &self.fail {
+                Some(e) => Err(e.clone()),
+                None => Ok((address..address + count)
+                    .map(|a| self.image.get(&a).copied().unwrap_or(0))
+                    .collect()),
+            }
+        }
+    }
+
+    fn q(name: Quantity, address: u16, value_type: ValueType, sentinels: Vec<i64>) -> QuantityMap {
+        QuantityMap {
+            name,
+            phase: None,
+            function: None,
+            address,
+            value_type,
+            word_order: None,
+            byte_order: None,
+            scale: 1.0,
+            scale_register: None,
+            unit: None,
+            sentinels,
+            interval_s: None,
+        }
+    }
+
+    fn profile() -> Profile {
+        Profile {
+            id: "t".into(),
+            manufacturer: "t".into(),
+            model: "t".into(),
+            kind: DeviceKind::Meter,
+            phases: 1,
+            source: "test".into(),
+            defaults: Defaults {
+                function: Function::Input,
+                word_order: WordOrder::HighFirst,
+                byte_order: ByteOrder::Big,
+                fast_interval_s: 5,
+                counter_interval_s: 60,
+                max_registers: 125,
+            },
+            unreadable: vec![],
+            identify: vec![],
+            quantities: vec![
+                q(Quantity::PW, 0, ValueType::F32, vec![]),
+                q(Quantity::FHz, 2, ValueType::U16, vec![0xFFFF]),
+                q(Quantity::EImpWh, 300, ValueType::U32, vec![]),
+            ],
+        }
+    }
+
+    fn meter() -> MeterConfig {
+        MeterConfig {
+            name: "m".into(),
+            unit: 9,
+            profile: Arc::new(profile()),
+            reverse: false,
+            intervals: Intervals::default(),
+        }
+    }
+
+    fn clock() -> ManualClock {
+        ManualClock::new(
+            DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        )
+    }
+
+    #[tokio::test]
+    async fn silent_meter_costs_one_request_and_every_missing_value_names_its_register() {
+        let mut link = FakeLink {
+            image: HashMap::new(),
+            fail: Some(LinkError::Timeout { timeout_ms: 250 }),
+            calls: vec![],
+        };
+        let out = read_once(
+            &mut link,
+            "north",
+            &meter(),
+            &CostModel::rtu(9600),
+            &clock(),
+        )
+        .await;
+        // Two requests planned (0..3 and 300..302 are far apart at 9600 baud); only the first sent.
+        assert_eq!(link.calls, vec![(0, 3)]);
+        assert_eq!(out.link_failures, 1);
+        let r = out.reading;
+        assert_eq!(r.quality, Quality::Failed);
+        assert!(r.values.is_empty());
+        let reason = |name: &str| {
+            r.missing
+                .iter()
+                .find(|m| m.quantity == name)
+                .unwrap()
+                .reason
+                .clone()
+        };
+        assert_eq!(reason("p_w"), "bus north: unit 9, input register 0 (0x0000) (in a read of 3 from 0): no answer within 250 ms");
+        assert_eq!(
+            reason("e_imp_wh"),
+            "bus north: unit 9, input register 300 (0x012c): not tried after bus north: unit 9, input register 0 (0x0000), 3 registers: no answer within 250 ms"
+        );
+    }
+
+    #[tokio::test]
+    async fn sentinel_is_missing_while_the_rest_of_the_reading_is_kept() {
+        let p = profile();
+        let mut image = HashMap::new();
+        for (i, w) in encode(-2500.0, &p.quantities[0], &p.defaults)
+            .into_iter()
+            .enumerate()
+        {
+            image.insert(i as u16, w);
+        }
+        image.insert(2, 0xFFFF);
+        image.insert(301, 7);
+        let mut link = FakeLink {
+            image,
+            fail: None,
+            calls: vec![],
+        };
+        let c = clock();
+        c.advance(Duration::from_millis(1234));
+        let out = read_once(&mut link, "north", &meter(), &CostModel::rtu(9600), &c).await;
+        let r = out.reading;
+        assert_eq!(r.values.p_w, Some(-2500.0));
+        assert_eq!(r.values.e_imp_wh, Some(7.0));
+        assert_eq!(r.values.f_hz, None);
+        assert_eq!(r.quality, Quality::Partial);
+        assert_eq!(r.missing.len(), 1);
+        assert!(
+            r.missing[0]
+                .reason
+                .ends_with("register 2 (0x0002): device reports not available (raw 0xffff)"),
+            "{}",
+            r.missing[0].reason
+        );
+        assert_eq!(r.mono_ms, 1234);
+        assert_eq!(r.ts, c.now_utc());
+    }
+}
