@@ -11,6 +11,7 @@ pub mod link;
 pub mod plan;
 pub mod profile;
 pub mod reading;
+pub mod sim;
 pub mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
