@@ -77,8 +77,8 @@ impl Limits {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum CostModel {
     /// A serial line: every byte takes `bits_per_char / baud` seconds, frames are separated by a
-    /// 3.5-character silence (1.75 ms above 19200 baud), and the device takes `turnaround` to
-    /// answer.
+    /// 3.5-character silence (1.75 ms above 19200 baud), and the device takes `turnaround` (at
+    /// least that silence) from the end of the request to its answer.
     Rtu {
         baud: u32,
         bits_per_char: u32,
@@ -146,10 +146,13 @@ impl CostModel {
     /// Cost of one request with no data (the part a merge saves).
     pub fn request_cost(&self) -> Duration {
         match *self {
+            // The device answers no sooner than a 3.5-character silence after the request (its
+            // turnaround usually exceeds that), and the next request waits for one more.
             CostModel::Rtu { turnaround, .. } => {
+                let silence = self.inter_frame_silence();
                 self.bytes_time(RTU_REQUEST_BYTES + RTU_RESPONSE_OVERHEAD_BYTES)
-                    + 2 * self.inter_frame_silence()
-                    + turnaround
+                    + silence
+                    + turnaround.max(silence)
             }
             // MBAP header (7) + PDU (5) out, header (7) + function and byte count (2) back.
             CostModel::Tcp { round_trip, .. } => round_trip + self.bytes_time(21),
@@ -437,7 +440,7 @@ mod tests {
     #[test]
     fn small_gap_is_merged_on_rtu_but_large_gap_is_not() {
         let c = CostModel::rtu(9600);
-        // Request cost ≈ 13 bytes + 2 silences + 5 ms ≈ 25.8 ms ≈ 12 registers.
+        // Request cost ≈ 13 bytes + a silence + 5 ms ≈ 22.2 ms ≈ 10.6 registers.
         let p = plan(&[need(0, 2), need(10, 2)], &limits(125), &c);
         assert_eq!(
             p.requests,
