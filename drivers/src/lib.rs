@@ -9,6 +9,8 @@ pub mod decode;
 pub mod link;
 pub mod profile;
 pub mod reading;
+pub mod scan;
+pub mod sunspec;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use link::{Link, LinkError};
