@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod decode;
 pub mod link;
+pub mod plan;
 pub mod profile;
 pub mod reading;
 pub mod scan;
