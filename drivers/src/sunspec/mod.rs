@@ -63,11 +63,11 @@ pub struct Device {
 pub enum SunSpecError {
     #[error("unit {unit}: no SunS marker ({})", evidence.join("; "))]
     NotFound { unit: u8, evidence: Vec<String> },
-    #[error("unit {unit}, register {address}: {source}")]
+    #[error("unit {unit}, register {address}: {error}")]
     Link {
         unit: u8,
         address: u16,
-        source: LinkError,
+        error: LinkError,
     },
     #[error("unit {unit}: model chain broken at register {address}: {why}")]
     Chain { unit: u8, address: u16, why: String },
@@ -93,7 +93,7 @@ pub async fn discover<L: Link>(link: &mut L, unit: u8) -> Result<Device, SunSpec
                 return Err(SunSpecError::Link {
                     unit,
                     address: b,
-                    source: e,
+                    error: e,
                 })
             }
             Err(e) => evidence.push(format!("{b}: {e}")),
@@ -141,7 +141,7 @@ async fn walk_chain<L: Link>(
                 return Err(SunSpecError::Link {
                     unit,
                     address,
-                    source: e,
+                    error: e,
                 })
             }
         };
@@ -191,10 +191,10 @@ async fn read_common<L: Link>(
     let words = link
         .read_registers(unit, Function::Holding, h.address, count)
         .await
-        .map_err(|source| SunSpecError::Link {
+        .map_err(|error| SunSpecError::Link {
             unit,
             address: h.address,
-            source,
+            error,
         })?;
     let text = |name: &str| {
         def.point(name)
