@@ -17,6 +17,16 @@ use crate::profile::{
 
 /// The profile id a site config uses for any SunSpec device.
 pub const PROFILE_ID: &str = "sunspec";
+/// Whether a model id names SunSpec: `sunspec` (the first mapped model of the chain) gives
+/// `Some(None)`, `sunspec:203` (that model, for a device carrying several) `Some(Some(203))`.
+pub fn model_choice(id: &str) -> Option<Option<u16>> {
+    match id.split_once(':') {
+        None if id == PROFILE_ID => Some(None),
+        Some((PROFILE_ID, n)) => n.parse().ok().map(Some),
+        _ => None,
+    }
+}
+
 /// "SunS" as two big-endian registers.
 pub const MARKER: [u16; 2] = [0x5375, 0x6E53];
 /// Where the marker may be, in the order the specification says to look.
@@ -361,6 +371,14 @@ pub async fn discover_profile<L: Link>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_choice_reads_sunspec_with_an_optional_model_id() {
+        assert_eq!(model_choice("sunspec"), Some(None));
+        assert_eq!(model_choice("sunspec:203"), Some(Some(203)));
+        assert_eq!(model_choice("sunspec:x"), None);
+        assert_eq!(model_choice("eastron-sdm630"), None);
+    }
 
     #[test]
     fn strings_round_trip_and_stop_at_nul() {

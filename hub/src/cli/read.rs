@@ -20,7 +20,7 @@ use socer_drivers::{sunspec, SystemClock};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BusArgs {
     /// Serial device of an RS-485 adapter (Modbus RTU), e.g. /dev/ttyUSB0.
-    #[arg(long, conflicts_with = "tcp", required_unless_present = "tcp")]
+    #[arg(long)]
     pub serial: Option<PathBuf>,
     /// Serial line speed.
     #[arg(long, default_value_t = 9600)]
@@ -110,13 +110,15 @@ fn unit_of(q: Quantity) -> &'static str {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "tcp"])))]
 pub struct Args {
     #[command(flatten)]
     pub bus: BusArgs,
     /// Modbus unit id of the meter.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=247))]
     pub unit: u8,
-    /// Profile id (`eastron-sdm630`, …) or `sunspec` (discovered from the device).
+    /// Profile id (`eastron-sdm630`, …), or `sunspec` (discovered from the device; `sunspec:203`
+    /// picks one model of a device that carries several).
     #[arg(long)]
     pub model: String,
     /// Print JSON with the canonical field names.
@@ -133,8 +135,8 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bus = args.bus.name();
     let (mut link, cost) = args.bus.open(Duration::from_millis(args.timeout_ms))?;
-    let profile = if args.model == sunspec::PROFILE_ID {
-        let (_, resolved) = sunspec::discover_profile(&mut link, args.unit, None)
+    let profile = if let Some(want) = sunspec::model_choice(&args.model) {
+        let (_, resolved) = sunspec::discover_profile(&mut link, args.unit, want)
             .await
             .with_context(|| format!("bus {bus}: SunSpec discovery"))?;
         resolved.profile
