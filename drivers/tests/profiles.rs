@@ -212,6 +212,10 @@ fn carlo_gavazzi_addresses_match_the_protocol_documents() {
         .map(|p| p.identify[0].values.clone())
         .unwrap_or_default();
     assert_eq!(em24, vec![70, 71, 72, 73]);
+    // EM24: "maximum 11 register (word) with a single request"; EM300 series: 50.
+    let max = |id: &str| set.get(id).map(|p| p.defaults.max_registers);
+    assert_eq!(max("carlo-gavazzi-em24"), Some(11));
+    assert_eq!(max("carlo-gavazzi-em340"), Some(50));
 }
 
 #[test]
