@@ -1,6 +1,7 @@
 //! TODO(owner): describe this module.
 
 pub mod config;
+pub mod energy;
 
 use std::process::ExitCode;
 
