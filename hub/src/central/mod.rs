@@ -1,5 +1,6 @@
 //! TODO(owner): describe this module.
 
+pub mod balance;
 pub mod config;
 pub mod energy;
 
