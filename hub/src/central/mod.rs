@@ -3,6 +3,8 @@
 pub mod balance;
 pub mod config;
 pub mod energy;
+pub mod incentive;
+pub mod tariff;
 
 use std::process::ExitCode;
 
