@@ -25,7 +25,8 @@
 //!   substation **oldest commissioning date first** (ties by plant id), each at most its own
 //!   injection in that period. A plant's injection is its POD's injection; plants sharing a POD
 //!   split it pro rata of their power. Shared energy left over (a POD marked eligible without a
-//!   plant listed here) is reported as `unallotted`, never paid.
+//!   plant listed here) is reported as `unallotted`, never paid. A plant on a POD the balance
+//!   does not mark eligible is an error ([`IncentiveError::IneligiblePod`]).
 //! - Incentive of a plant in a period = allotted × TIP(plant, Pz of that period's hour); with
 //!   15-minute periods each quarter uses its hour's price.
 //! - ARERA valorisation per substation and period = shared × CUAf (an input: 11.22 €/MWh for 2024).
@@ -65,6 +66,10 @@ pub enum IncentiveError {
     Tariff(#[from] TariffError),
     #[error("plant `{plant}` is on POD `{pod}`, which is not in the balance")]
     UnknownPod { plant: String, pod: String },
+    #[error(
+        "plant `{plant}` is on POD `{pod}`, whose injection the balance does not count as eligible"
+    )]
+    IneligiblePod { plant: String, pod: String },
     #[error("plant `{0}` is listed twice")]
     DuplicatePlant(String),
 }
