@@ -29,6 +29,9 @@
 //!   counter cleared, overflow). The interval's energy is the new value itself: the energy counted
 //!   since the reset, which is certain; whatever was counted between the previous sample and the
 //!   reset is lost and not guessed. The periods that interval touches are flagged `counter_reset`.
+//! - **Read noise**: a counter that goes back by at most [`EnergyOptions::jitter_wh`] (default
+//!   1 Wh) or 1 ppm of its value is not a reset: that interval counts nothing, and the next
+//!   increase counts from the higher value seen before, so nothing is counted twice.
 //! - **Gap**: an interval longer than [`EnergyOptions::max_gap`] is spread over its span by time
 //!   like any other, and the periods it touches are flagged `estimated`. So are the periods touched
 //!   by an interval that starts or ends on a sample that says it is estimated.
@@ -181,10 +184,14 @@ impl CounterSample {
 }
 
 /// How samples are judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EnergyOptions {
     /// An interval between samples longer than this is a gap: spread, and flagged estimated.
     pub max_gap: Duration,
+    /// A counter that goes back by at most max(this, 1 ppm of its value) is read noise (a float
+    /// rounded differently), not a reset: it counts nothing and the higher value stays the
+    /// reference. Without this, a 0.1 Wh wobble on a 12 MWh counter would count 12 MWh.
+    pub jitter_wh: f64,
 }
 
 impl EnergyOptions {
@@ -192,6 +199,7 @@ impl EnergyOptions {
     pub fn for_interval(interval: Duration) -> Self {
         EnergyOptions {
             max_gap: interval * 2,
+            jitter_wh: 1.0,
         }
     }
 }
@@ -271,9 +279,8 @@ pub fn meter_periods(
     opts: &EnergyOptions,
 ) -> Result<Vec<PeriodEnergy>, EnergyError> {
     let starts = range.starts(period)?;
-    let max_gap_ms = opts.max_gap.num_milliseconds();
-    let imp = Counter::build(samples, |s| s.e_imp_wh, max_gap_ms);
-    let exp = Counter::build(samples, |s| s.e_exp_wh, max_gap_ms);
+    let imp = Counter::build(samples, |s| s.e_imp_wh, opts);
+    let exp = Counter::build(samples, |s| s.e_exp_wh, opts);
     let no_data = imp.is_none() && exp.is_none();
     Ok(starts
         .into_iter()
@@ -347,8 +354,14 @@ impl Counter {
     fn build(
         samples: &[CounterSample],
         value: impl Fn(&CounterSample) -> Option<f64>,
-        max_gap_ms: i64,
+        opts: &EnergyOptions,
     ) -> Option<Counter> {
+        let max_gap_ms = opts.max_gap.num_milliseconds();
+        let jitter_mwh = if opts.jitter_wh.is_finite() {
+            (opts.jitter_wh.max(0.0) * 1000.0) as u64
+        } else {
+            0
+        };
         let mut pts: Vec<(i64, u64, bool)> = samples
             .iter()
             .filter_map(|s| {
@@ -374,18 +387,32 @@ impl Counter {
             seg_estimated: Vec::with_capacity(dedup.len()),
             seg_reset: Vec::with_capacity(dedup.len()),
         };
-        let mut prev: Option<(i64, u64, bool)> = None;
+        // `reference` is the highest value since the last reset: what the next increase counts from.
+        let mut prev: Option<(i64, bool)> = None;
+        let mut reference = 0u64;
         let mut cum = 0u64;
         for (t, v, est) in dedup {
-            if let Some((pt, pv, pest)) = prev {
-                let reset = v < pv;
-                cum += if reset { v } else { v - pv };
+            if let Some((pt, pest)) = prev {
+                let tolerance = jitter_mwh.max(reference / 1_000_000);
+                let (inc, reset) = if v >= reference {
+                    (v - reference, false)
+                } else if reference - v <= tolerance {
+                    (0, false)
+                } else {
+                    (v, true)
+                };
+                if v >= reference || reset {
+                    reference = v;
+                }
+                cum += inc;
                 c.seg_reset.push(reset);
                 c.seg_estimated.push(t - pt > max_gap_ms || est || pest);
+            } else {
+                reference = v;
             }
             c.t_ms.push(t);
             c.cum.push(cum);
-            prev = Some((t, v, est));
+            prev = Some((t, est));
         }
         Some(c)
     }
@@ -522,6 +549,28 @@ mod tests {
         assert_eq!(p[1].imported_mwh, 50_000);
         assert!(!p[1].flags.counter_reset);
         assert!(p[1].flags.incomplete);
+    }
+
+    #[test]
+    fn a_small_step_back_is_noise_not_a_reset() {
+        // 12 000 000 Wh, then 11 999 999.5 (read noise), then 12 000 010: 10 Wh in all, no reset.
+        let s = [
+            imp(at(10, 0), 12_000_000.0),
+            imp(at(10, 30), 11_999_999.5),
+            imp(at(11, 0), 12_000_010.0),
+        ];
+        let p = hours(&s, (10, 0), (11, 0), &opts_minutes(30));
+        assert_eq!(p[0].imported_mwh, 10_000);
+        assert!(!p[0].flags.counter_reset);
+        // A drop beyond the tolerance (12 Wh = 1 ppm of 12 MWh) is a reset.
+        let s = [
+            imp(at(10, 0), 12_000_000.0),
+            imp(at(10, 30), 11_999_980.0),
+            imp(at(11, 0), 11_999_990.0),
+        ];
+        let p = hours(&s, (10, 0), (11, 0), &opts_minutes(30));
+        assert_eq!(p[0].imported_mwh, 11_999_990_000);
+        assert!(p[0].flags.counter_reset);
     }
 
     #[test]
@@ -739,7 +788,7 @@ mod tests {
             }
             for period in [Period::HOUR, Period::QUARTER_HOUR, Period::MINUTE] {
                 let r = Range::new(base(), period.ceil(base() + Duration::milliseconds(t)));
-                let o = EnergyOptions { max_gap: Duration::days(1) };
+                let o = EnergyOptions { max_gap: Duration::days(1), jitter_wh: 1.0 };
                 let e1 = meter_periods(&base_s, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let e2 = meter_periods(&extra, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(e1, e2);

@@ -33,7 +33,8 @@
 //! - Social part, per plant over the report range: the incentive on the shared energy allotted
 //!   above 55 % of the plant's injection (45 % with a capital grant), i.e.
 //!   incentive × max(0, allotted − t·injection) / allotted. It is the plant's average tariff over
-//!   the range applied to the excess (the rule does not say which hours are "above").
+//!   the range applied to the excess (the rule does not say which hours are "above"). For a
+//!   yearly settlement, call [`monthly_report`] with the year's range.
 //! - Members: per substation and period, the incentive of its plants and the valorisation are
 //!   split among PODs pro rata of their shared-energy contributions (as consumers, pro rata of
 //!   withdrawal; as producers, pro rata of eligible injection), then summed per member. The two
@@ -52,7 +53,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
 use super::balance::{apportion, Balance};
@@ -712,12 +713,6 @@ fn csv_cell(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-/// The year and month of a UTC instant in `tz`, for labelling.
-pub fn month_label<Tz: TimeZone>(ts: DateTime<Utc>, tz: &Tz) -> String {
-    let local = ts.with_timezone(tz);
-    format!("{:04}-{:02}", local.year(), local.month())
 }
 
 #[cfg(test)]
