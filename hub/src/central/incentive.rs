@@ -164,6 +164,18 @@ pub fn allot(
                 pod: p.pod.clone(),
             });
         }
+        // Shared energy counts only eligible injection: a plant elsewhere would be paid on
+        // energy the balance never counted.
+        if balance
+            .pods
+            .iter()
+            .any(|x| x.pod == p.pod && !x.eligible_injection)
+        {
+            return Err(IncentiveError::IneligiblePod {
+                plant: p.id.clone(),
+                pod: p.pod.clone(),
+            });
+        }
     }
     let mut order: Vec<&Plant> = plants.iter().collect();
     order.sort_by(|a, b| {
@@ -718,6 +730,91 @@ fn csv_cell(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::central::balance::{community_balance, PodPeriod, PodSeries};
+    use crate::central::tariff::{Region, Technology};
+
+    fn one_pod(eligible: bool) -> Balance {
+        let start = Utc
+            .with_ymd_and_hms(2024, 6, 3, 10, 0, 0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        community_balance(&[PodSeries {
+            pod: "P".into(),
+            member: "m".into(),
+            substation: "S".into(),
+            eligible_injection: eligible,
+            periods: vec![PodPeriod {
+                start,
+                injection_mwh: 1000,
+                withdrawal_mwh: 500,
+                production_mwh: None,
+                consumption_mwh: None,
+                flags: Flags::NONE,
+                prod_cons_flags: Flags::NONE,
+            }],
+        }])
+    }
+
+    fn plant(id: &str, pod: &str) -> Plant {
+        Plant {
+            id: id.into(),
+            pod: pod.into(),
+            commissioned: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(),
+            tariff: PlantTariff {
+                power_kw: 10.0,
+                technology: Technology::Photovoltaic,
+                region: Region::North,
+                grant_share: 0.0,
+            },
+        }
+    }
+
+    #[test]
+    fn plants_that_do_not_match_the_balance_are_refused() {
+        let params = IncentiveParams {
+            prices: Prices::Constant(100.0),
+            cuaf_eur_per_mwh: 11.22,
+        };
+        assert_eq!(
+            allot(&one_pod(false), &[plant("x", "P")], &params),
+            Err(IncentiveError::IneligiblePod {
+                plant: "x".into(),
+                pod: "P".into()
+            })
+        );
+        assert_eq!(
+            allot(&one_pod(true), &[plant("x", "Q")], &params),
+            Err(IncentiveError::UnknownPod {
+                plant: "x".into(),
+                pod: "Q".into()
+            })
+        );
+        assert_eq!(
+            allot(&one_pod(true), &[plant("x", "P"), plant("x", "P")], &params),
+            Err(IncentiveError::DuplicatePlant("x".into()))
+        );
+    }
+
+    #[test]
+    fn plants_sharing_a_pod_split_its_injection_by_power_and_the_oldest_is_served_first() {
+        // POD injects 1000 mWh, withdraws 500: shared 500. Plants 10 kW (2024) and 30 kW (2023):
+        // injection 250 / 750; the 2023 plant gets min(500, 750) = 500, the other 0.
+        let mut old = plant("old", "P");
+        old.tariff.power_kw = 30.0;
+        old.commissioned = NaiveDate::from_ymd_opt(2023, 1, 1).unwrap_or_default();
+        let params = IncentiveParams {
+            prices: Prices::Constant(100.0),
+            cuaf_eur_per_mwh: 11.22,
+        };
+        let a = allot(&one_pod(true), &[plant("new", "P"), old], &params).unwrap_or_default();
+        let got: Vec<(&str, u64, u64)> = a
+            .plants
+            .iter()
+            .map(|p| (p.plant.as_str(), p.injection_mwh, p.allotted_mwh))
+            .collect();
+        assert_eq!(got, vec![("old", 750, 500), ("new", 250, 0)]);
+    }
 
     #[test]
     fn social_part_is_the_incentive_on_the_excess_over_the_threshold() {
