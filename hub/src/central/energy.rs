@@ -11,7 +11,7 @@
 //! - [`affected_range`]`(prev, first_new, last_new, next, period) -> Range`: after late samples
 //!   arrive, the periods whose energy may have changed and must be recomputed.
 //! - [`Period`] (1 h by default, 15 min or any divisor of a day), [`Range`] (half-open, aligned),
-//!   [`EnergyOptions`] (the gap threshold), [`Flags`].
+//!   [`EnergyOptions`] (the gap threshold, the read-noise tolerance), [`Flags`].
 //!
 //! # Units and rounding
 //! Energy is an integer number of **milliwatt-hours** (`u64`, fields named `_mwh`), so sums are
@@ -25,8 +25,8 @@
 //!   value at a period boundary is interpolated on that line and rounded down to the mWh; a
 //!   period's energy is the difference of its two boundary values. So a 10:50→11:10 interval with
 //!   20 Wh gives 10 Wh to each hour, and adding a sample that lies on the line changes nothing.
-//! - **Counter reset**: a counter lower than the previous sample's is a reset (meter replaced,
-//!   counter cleared, overflow). The interval's energy is the new value itself: the energy counted
+//! - **Counter reset**: a counter lower than the highest value since the last reset, by more than
+//!   the read-noise tolerance below, is a reset (meter replaced, counter cleared, overflow). The interval's energy is the new value itself: the energy counted
 //!   since the reset, which is certain; whatever was counted between the previous sample and the
 //!   reset is lost and not guessed. The periods that interval touches are flagged `counter_reset`.
 //! - **Read noise**: a counter that goes back by at most [`EnergyOptions::jitter_wh`] (default
@@ -345,7 +345,7 @@ fn wh_to_mwh(wh: f64) -> Option<u64> {
 struct Counter {
     t_ms: Vec<i64>,
     cum: Vec<u64>,
-    /// Per segment (len = points − 1): it spans a gap or ends on an estimated reading.
+    /// Per segment (len = points − 1): it spans a gap, or starts or ends on an estimated reading.
     seg_estimated: Vec<bool>,
     seg_reset: Vec<bool>,
 }
