@@ -340,6 +340,22 @@ fn sunspec_inverter_served_by_pymodbus_over_tcp_is_discovered_and_read_exactly()
     let _peer = start_peer("sunspec103", &["--tcp".into(), port.to_string()], 3);
     let dir = profile_dir();
     assert_sunspec_inverter(&read_json(&tcp_bus(port), 3, "sunspec", dir.path()));
+    // The text form names each quantity with its unit.
+    let mut args: Vec<String> = vec!["read".into()];
+    args.extend(tcp_bus(port));
+    args.extend(["--unit", "3", "--model", "sunspec"].map(String::from));
+    let (ok, out, err) = socer(&args);
+    assert!(ok, "{err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(lines.contains(&vec!["p_w", "-5120.000", "W"]), "{out}");
+    assert!(
+        lines.contains(&vec!["e_exp_wh", "12345670.000", "Wh"]),
+        "{out}"
+    );
+    assert!(lines.contains(&vec!["v_v_l2", "229.800", "V"]), "{out}");
 }
 
 #[test]
