@@ -385,3 +385,46 @@ fn sdm630_and_sunspec_served_by_pymodbus_over_rtu_read_exactly() {
         }
     }
 }
+
+#[test]
+fn a_silent_unit_over_rtu_is_reported_missing_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_socat, peer_dev, socer_dev) = pty_pair(tmp.path());
+    let _peer = start_peer(
+        "sdm630",
+        &["--serial".into(), peer_dev, "--silent-others".into()],
+        2,
+    );
+    let args: Vec<String> = [
+        "read",
+        "--serial",
+        &socer_dev,
+        "--unit",
+        "5",
+        "--model",
+        "eastron-sdm630",
+        "--json",
+        "--timeout-ms",
+        "300",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (ok, out, _) = socer(&args);
+    assert!(!ok, "a readout with no value must fail: {out}");
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert!(j.get("p_w").is_none(), "{j}");
+    assert_eq!(j["quality"], "failed");
+    let missing = j["missing"].as_array().unwrap();
+    assert_eq!(
+        missing.len(),
+        11,
+        "every mapped quantity is accounted for: {j}"
+    );
+    let p_w = missing.iter().find(|m| m["quantity"] == "p_w").unwrap();
+    let reason = p_w["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("unit 5") && reason.contains("register 52"),
+        "{reason}"
+    );
+    assert!(reason.contains("no answer within 300 ms"), "{reason}");
+}
