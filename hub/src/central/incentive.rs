@@ -157,6 +157,12 @@ pub fn allot(
         .iter()
         .map(|p| (p.pod.as_str(), p.substation.as_str()))
         .collect();
+    let ineligible: std::collections::BTreeSet<&str> = balance
+        .pods
+        .iter()
+        .filter(|x| !x.eligible_injection)
+        .map(|x| x.pod.as_str())
+        .collect();
     for p in plants {
         if !pod_sub.contains_key(p.pod.as_str()) {
             return Err(IncentiveError::UnknownPod {
@@ -166,11 +172,7 @@ pub fn allot(
         }
         // Shared energy counts only eligible injection: a plant elsewhere would be paid on
         // energy the balance never counted.
-        if balance
-            .pods
-            .iter()
-            .any(|x| x.pod == p.pod && !x.eligible_injection)
-        {
+        if ineligible.contains(p.pod.as_str()) {
             return Err(IncentiveError::IneligiblePod {
                 plant: p.id.clone(),
                 pod: p.pod.clone(),
