@@ -78,6 +78,10 @@ pub enum IncentiveError {
     IneligiblePod { plant: String, pod: String },
     #[error("plant `{0}` is listed twice")]
     DuplicatePlant(String),
+    #[error("plant `{plant}`: {msg}")]
+    BadPlant { plant: String, msg: String },
+    #[error("CUAf of {0} €/MWh is not a finite, non-negative value")]
+    BadCuaf(f64),
 }
 
 /// An eligible plant of the community.
@@ -150,10 +154,30 @@ pub fn allot(
     plants: &[Plant],
     params: &IncentiveParams,
 ) -> Result<Allotment, IncentiveError> {
+    if !(params.cuaf_eur_per_mwh.is_finite() && params.cuaf_eur_per_mwh >= 0.0) {
+        return Err(IncentiveError::BadCuaf(params.cuaf_eur_per_mwh));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for p in plants {
         if !seen.insert(p.id.as_str()) {
             return Err(IncentiveError::DuplicatePlant(p.id.clone()));
+        }
+        let bad = |msg: String| IncentiveError::BadPlant {
+            plant: p.id.clone(),
+            msg,
+        };
+        let t = &p.tariff;
+        if !(t.power_kw.is_finite() && t.power_kw > 0.0) {
+            return Err(bad(format!(
+                "power {} kW is not a positive number",
+                t.power_kw
+            )));
+        }
+        if !(t.grant_share.is_finite() && (0.0..=1.0).contains(&t.grant_share)) {
+            return Err(bad(format!(
+                "grant share {} is not between 0 and 1",
+                t.grant_share
+            )));
         }
     }
     // The substation of each POD, from the balance itself.
@@ -875,6 +899,20 @@ mod tests {
             allot(&one_pod(true), &[plant("x", "P"), plant("x", "P")], &params),
             Err(IncentiveError::DuplicatePlant("x".into()))
         );
+        let mut nan_grant = plant("x", "P");
+        nan_grant.tariff.grant_share = f64::NAN;
+        assert!(matches!(
+            allot(&one_pod(true), &[nan_grant], &params),
+            Err(IncentiveError::BadPlant { .. })
+        ));
+        let nan_cuaf = IncentiveParams {
+            cuaf_eur_per_mwh: f64::NAN,
+            ..params.clone()
+        };
+        assert!(matches!(
+            allot(&one_pod(true), &[plant("x", "P")], &nan_cuaf),
+            Err(IncentiveError::BadCuaf(_))
+        ));
     }
 
     #[test]
