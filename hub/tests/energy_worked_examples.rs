@@ -749,3 +749,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn json_report_keeps_exact_units() {
+    let Some(r) = report() else {
+        panic!("the worked example must produce a report");
+    };
+    let v = serde_json::to_value(&r).unwrap_or_default();
+    assert_eq!(v["community"]["shared_mwh"], 346_000_000u64);
+    assert_eq!(v["community"]["incentive_ueur"], 38_490_000u64);
+    assert_eq!(v["plants"][0]["commissioned"], "2023-03-01");
+    assert_eq!(v["flagged_periods"][0]["start"], "2024-06-03T11:00:00Z");
+    assert_eq!(v["flagged_periods"][0]["flags"]["counter_reset"], true);
+}
