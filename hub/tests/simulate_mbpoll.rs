@@ -252,3 +252,40 @@ fn mbpoll_sees_the_exception_a_fault_injects_over_an_even_parity_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Slave device or server failure"), "{err}");
 }
+
+#[test]
+fn the_reset_fault_sends_the_counters_back_to_zero_once() {
+    require("mbpoll");
+    let (_sim, line) = simulate(&[
+        "--model",
+        "eastron-sdm120",
+        "--tcp",
+        "127.0.0.1:0",
+        "--noise",
+        "0",
+        "--power-w",
+        "1000",
+        "--import-wh",
+        "7000",
+        "--fault",
+        "reset-after=2",
+    ]);
+    let addr = line
+        .split_whitespace()
+        .nth(4)
+        .expect("serving Modbus TCP on ADDR");
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let target = ["-m", "tcp", "-p", port, host];
+    let before = values(&read_float(&target, 1, 73))[0];
+    assert!(
+        (7.0..7.001).contains(&before),
+        "import {before} kWh before the reset"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = values(&read_float(&target, 1, 73))[0];
+    // 1 kW for at most a second since the reset: under 0.0003 kWh.
+    assert!(
+        (0.0..0.0003).contains(&after),
+        "import {after} kWh after the reset"
+    );
+}
