@@ -34,8 +34,10 @@ pub struct Args {
     /// RTU line speed; responses take the time their bytes need at this rate.
     #[arg(long, default_value_t = 9600)]
     pub baud: u32,
+    /// RTU parity; with parity a character takes 11 bits on the line instead of 10.
     #[arg(long, value_enum, default_value_t = ParityArg::None)]
     pub parity: ParityArg,
+    /// RTU stop bits, 1 or 2 (2 also makes a character 11 bits long).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub stop_bits: u8,
     /// RTU device turnaround: how long a device thinks before answering, ms.
@@ -61,8 +63,8 @@ pub struct Args {
     /// Export energy counter at start, Wh (every device).
     #[arg(long, default_value_t = 0.0)]
     pub export_wh: f64,
-    /// [UNIT:]KIND[=VALUE]: latency=MS, silent, exception=CODE, corrupt=crc|truncate, frozen,
-    /// reset-after=SECONDS (repeatable; without UNIT it applies to every device).
+    /// A fault to show: latency=MS, silent, exception=CODE, corrupt=crc|truncate, frozen,
+    /// reset-after=SECONDS; prefix UNIT: for one device, else every device (repeatable).
     #[arg(long = "fault", value_name = "[UNIT:]KIND[=VALUE]")]
     pub faults: Vec<FaultSpec>,
     /// A folder of extra profile files (added to, or overriding, the built-in ones).
