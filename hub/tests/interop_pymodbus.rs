@@ -266,6 +266,66 @@ fn tcp_bus(port: u16) -> Vec<String> {
     vec!["--tcp".into(), format!("127.0.0.1:{port}")]
 }
 
+fn scan_json(bus: &[String], units: &str) -> Value {
+    let mut args: Vec<String> = vec!["scan".into()];
+    args.extend_from_slice(bus);
+    args.extend([
+        "--units".into(),
+        units.into(),
+        "--timeout-ms".into(),
+        "300".into(),
+        "--json".into(),
+    ]);
+    let (ok, out, err) = socer(&args);
+    assert!(ok, "socer scan failed: {err}\n{out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn builtin_eastron_sdm630_profile_reads_the_pymodbus_meter_exactly() {
+    let port = free_port();
+    let _peer = start_peer("sdm630", &["--tcp".into(), port.to_string()], 1);
+    let empty = tempfile::tempdir().unwrap();
+    let j = read_json(&tcp_bus(port), 1, "eastron-sdm630", empty.path());
+    assert_sdm630(&j);
+    assert!(
+        j["profile"].as_str().unwrap().starts_with("Eastron SDM630"),
+        "{j}"
+    );
+}
+
+#[test]
+fn scan_over_rtu_finds_only_the_answering_meter_and_names_its_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_socat, peer_dev, socer_dev) = pty_pair(tmp.path());
+    let _peer = start_peer(
+        "sdm630",
+        &["--serial".into(), peer_dev, "--silent-others".into()],
+        2,
+    );
+    let found = scan_json(&["--serial".into(), socer_dev], "1-3");
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["unit"], 2);
+    assert_eq!(found[0]["guesses"], serde_json::json!(["eastron-sdm630"]));
+    let evidence = found[0]["evidence"].to_string();
+    assert!(
+        evidence.contains("eastron-sdm630: holding 64514 = 112"),
+        "{evidence}"
+    );
+}
+
+#[test]
+fn scan_over_tcp_recognises_the_sunspec_inverter() {
+    let port = free_port();
+    let _peer = start_peer("sunspec103", &["--tcp".into(), port.to_string()], 3);
+    let found = scan_json(&tcp_bus(port), "3");
+    assert_eq!(found[0]["unit"], 3);
+    assert_eq!(found[0]["guesses"], serde_json::json!(["sunspec"]));
+    let d = found[0]["description"].as_str().unwrap();
+    assert!(d.starts_with("Fronius Symo 8.2-3-M serial 28123456"), "{d}");
+}
+
 #[test]
 fn sdm630_served_by_pymodbus_over_tcp_reads_exactly() {
     let port = free_port();

@@ -63,7 +63,7 @@ pub fn parse_units(s: &str) -> Result<Units, String> {
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let profiles = load_profiles(args.dir.as_deref())?;
-    let mut link = args.bus.link(Duration::from_millis(args.timeout_ms))?;
+    let (mut link, _) = args.bus.open(Duration::from_millis(args.timeout_ms))?;
     let found = scan(&mut link, args.units.0.iter().copied(), &profiles)
         .await
         .map_err(|e| anyhow::anyhow!("bus {}: {e}", args.bus.name()))?;

@@ -8,7 +8,7 @@ Images:
              inverter model 103 (L=50, integer + scale factors), end model 0xFFFF (SunSpec
              Information Model Specification; model 1 and 103 point layout).
 
-Usage: modbus_peer.py IMAGE (--tcp PORT | --serial DEV) --unit N
+Usage: modbus_peer.py IMAGE (--tcp PORT | --serial DEV) --unit N [--silent-others]
 Prints "READY" on stdout once it serves. Exits when its stdin closes (the test ended).
 """
 
@@ -97,13 +97,23 @@ def device(image, unit):
         return [SimData(address, values=list(values), datatype=DataType.REGISTERS)]
 
     if image == "sdm630":
-        ir, hr = block(0, sdm630_input()), block()
+        # Holding 0xFC02 (464515) is the meter code the SDM630 answers with: 0x0070.
+        ir, hr = block(0, sdm630_input()), block(0xFC02, [0x0070])
     elif image == "sunspec103":
         ir, hr = block(), block(40000, sunspec103_holding())
     else:
         raise SystemExit(f"unknown image {image}")
     bits = [SimData(0, values=[False], datatype=DataType.BITS)]
     return SimDevice(id=unit, simdata=(bits, list(bits), hr, ir))
+
+
+def drop_answers_not_from(unit):
+    """An RTU frame starts with the unit id: send nothing in place of another id's answer."""
+
+    def trace(sending, packet):
+        return b"" if sending and packet[:1] != bytes([unit]) else packet
+
+    return trace
 
 
 def exit_when_stdin_closes():
@@ -118,6 +128,9 @@ async def main():
     ap.add_argument("--serial")
     ap.add_argument("--unit", type=int, default=1)
     ap.add_argument("--baud", type=int, default=9600)
+    # A real RS-485 device stays silent for other unit ids; pymodbus 3.16 answers them with
+    # exception 4 whatever ignore_missing_devices says, so the RTU peer drops those answers.
+    ap.add_argument("--silent-others", action="store_true")
     a = ap.parse_args()
     threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
     dev = device(a.image, a.unit)
@@ -132,7 +145,13 @@ async def main():
                 await asyncio.sleep(0.05)
     else:
         task = asyncio.create_task(
-            StartAsyncSerialServer(dev, framer=FramerType.RTU, port=a.serial, baudrate=a.baud)
+            StartAsyncSerialServer(
+                dev,
+                framer=FramerType.RTU,
+                port=a.serial,
+                baudrate=a.baud,
+                trace_packet=drop_answers_not_from(a.unit) if a.silent_others else None,
+            )
         )
         await asyncio.sleep(0.3)
     print("READY", flush=True)
