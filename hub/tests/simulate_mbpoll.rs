@@ -98,7 +98,8 @@ fn mbpoll(args: &[&str]) -> Output {
     out
 }
 
-/// The values mbpoll printed, in order (`[13]: \t1500`).
+/// The values mbpoll printed, in order (`[13]: \t1500`; `[40083]: \t65535 (-1)` for a
+/// negative 16-bit register, of which the first number is taken).
 fn values(out: &Output) -> Vec<f64> {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -110,9 +111,12 @@ fn values(out: &Output) -> Vec<f64> {
         .filter(|l| l.starts_with('['))
         .filter_map(|l| l.split_once(':'))
         .map(|(_, v)| {
-            v.trim()
-                .parse::<f64>()
-                .unwrap_or_else(|_| panic!("not a number in `{v}`"))
+            let first = v.split_whitespace().next().unwrap_or_default();
+            first.parse::<f64>().unwrap_or_else(|_| {
+                i64::from_str_radix(first.trim_start_matches("0x"), 16)
+                    .map(|x| x as f64)
+                    .unwrap_or_else(|_| panic!("not a number in `{v}`"))
+            })
         })
         .collect()
 }
@@ -287,5 +291,45 @@ fn the_reset_fault_sends_the_counters_back_to_zero_once() {
     assert!(
         (0.0..0.0003).contains(&after),
         "import {after} kWh after the reset"
+    );
+}
+
+#[test]
+fn mbpoll_finds_the_sunspec_marker_and_scaled_inverter_power() {
+    require("mbpoll");
+    let (_sim, line) = simulate(&[
+        "--model",
+        "sunspec",
+        "--sunspec-model",
+        "103",
+        "--tcp",
+        "127.0.0.1:0",
+        "--noise",
+        "0",
+        "--power-w",
+        "-2500",
+    ]);
+    let addr = line
+        .split_whitespace()
+        .nth(4)
+        .expect("serving Modbus TCP on ADDR");
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let holding = |start: &str, count: &str, kind: &str| {
+        mbpoll(&[
+            "-m", "tcp", "-p", port, "-a", "1", "-0", "-r", start, "-t", kind, "-c", count, host,
+        ])
+    };
+    // "SunS" at 40000, then the common model (id 1), at 40070 model 103 of length 50.
+    assert_eq!(
+        values(&holding("40000", "3", "4:hex")),
+        vec![0x5375 as f64, 0x6E53 as f64, 1.0]
+    );
+    assert_eq!(values(&holding("40070", "2", "4")), vec![103.0, 50.0]);
+    // SunSpec model 103 (offsets from the model id): W at 14 with W_SF at 15, Hz at 16 with
+    // Hz_SF at 17. An inverter producing 2.5 kW shows W = +2500 (SunSpec counts production
+    // positive; our p_w is -2500), 50.00 Hz as 5000 × 10^-2.
+    assert_eq!(
+        values(&holding("40084", "4", "4")),
+        vec![2500.0, 0.0, 5000.0, 65534.0]
     );
 }

@@ -13,15 +13,22 @@ use anyhow::{bail, Context};
 use socer_drivers::profile::{DeviceKind, Profile, ProfileSet};
 use socer_drivers::sim::rtu::{serve_rtu, LineConfig, Parity};
 use socer_drivers::sim::server::serve_tcp;
-use socer_drivers::sim::{Fault, FaultSpec, Faults, NoisyPower, PhysicsConfig, SimDevice};
+use socer_drivers::sim::{
+    Fault, FaultSpec, Faults, NoisyPower, Physics, PhysicsConfig, RegisterImage, SimDevice,
+};
+use socer_drivers::sunspec::{self, ImageSpec, ModelSet};
 use socer_drivers::{Clock, SystemClock};
 use tokio_serial::SerialPortBuilderExt;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Profile id of the device served at --unit (`socer profiles` lists them).
+    /// Profile id of the device served at --unit (`socer profiles` lists them), or `sunspec`.
     #[arg(long)]
     pub model: String,
+    /// The SunSpec model a `sunspec` device serves after the common model: 101-103 (inverters),
+    /// 111-113 (float inverters), 201-204 (meters).
+    #[arg(long, default_value_t = 103)]
+    pub sunspec_model: u16,
     /// Serve Modbus TCP on this address (e.g. 127.0.0.1:5020; port 0 picks a free one).
     #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
     pub tcp: Option<String>,
@@ -132,6 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         set.load_dir(dir)
             .with_context(|| format!("profiles in {}", dir.display()))?;
     }
+    let models = ModelSet::builtin().context("built-in SunSpec models")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
 
     let mut wanted = vec![DeviceArg {
@@ -142,10 +150,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     wanted.extend(args.devices.iter().cloned());
     let mut devices = BTreeMap::new();
     for d in &wanted {
-        let profile = set.require(&d.model)?;
-        let power_w = d.power_w.unwrap_or_else(|| default_power_w(profile));
+        let (image, profile) = if d.model == sunspec::PROFILE_ID {
+            let spec = ImageSpec {
+                unit: d.unit,
+                ..ImageSpec::new(args.sunspec_model)
+            };
+            let img = sunspec::image(&spec, &models)
+                .with_context(|| format!("SunSpec model {}", args.sunspec_model))?;
+            (img.register_image(), img.profile)
+        } else {
+            let profile = set.require(&d.model)?;
+            (RegisterImage::from_profile(profile), profile.clone())
+        };
+        let power_w = d.power_w.unwrap_or_else(|| default_power_w(&profile));
         let seed = args.seed.wrapping_add(u64::from(d.unit));
         let config = PhysicsConfig {
+            phases: profile.phases,
             seed,
             grid_noise: if args.noise > 0.0 { 1.0 } else { 0.0 },
             import_wh: args.import_wh,
@@ -153,13 +173,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..PhysicsConfig::default()
         };
         let source = Box::new(NoisyPower::new(power_w, args.noise.max(0.0), seed));
-        let device = SimDevice::from_profile(profile, clock.clone(), source, config);
+        let device = SimDevice::new(image, Physics::new(clock.clone(), source, config));
         if devices.insert(d.unit, device).is_some() {
             bail!("unit {} is given twice", d.unit);
         }
         println!(
             "unit {:>3}: {} ({} {}), {power_w} W",
-            d.unit, profile.id, profile.manufacturer, profile.model
+            d.unit, d.model, profile.manufacturer, profile.model
         );
     }
     apply_faults(&devices, &args.faults)?;
