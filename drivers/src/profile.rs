@@ -331,6 +331,9 @@ struct LocatedUnreadable {
 #[derive(Deserialize)]
 struct LocatedAddress {
     address: Option<Spanned<toml::Value>>,
+    #[serde(rename = "type")]
+    value_type: Option<Spanned<toml::Value>>,
+    values: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +343,18 @@ struct LocatedQuantity {
     address: Option<Spanned<toml::Value>>,
     scale: Option<Spanned<toml::Value>>,
     interval_s: Option<Spanned<toml::Value>>,
+    sentinels: Option<Spanned<toml::Value>>,
+}
+
+/// The raw integers a register of this type can show, in its signed or its unsigned view
+/// (profiles write `0xFFFF` and `-1` alike); `None` for floating-point types.
+fn raw_range(t: ValueType) -> Option<(i64, i64)> {
+    match t {
+        ValueType::F32 | ValueType::F64 => None,
+        ValueType::U16 | ValueType::I16 => Some((i64::from(i16::MIN), i64::from(u16::MAX))),
+        ValueType::U32 | ValueType::I32 => Some((i64::from(i32::MIN), i64::from(u32::MAX))),
+        ValueType::U64 | ValueType::I64 => Some((i64::MIN, i64::MAX)),
+    }
 }
 
 fn span_of(v: &Option<Spanned<toml::Value>>) -> Option<Range<usize>> {
@@ -434,9 +449,29 @@ impl Profile {
                     ),
                 ));
             }
+            match raw_range(i.value_type) {
+                None => out.push((
+                    span_of(&a.value_type),
+                    format!(
+                        "identify compares raw integers: {} is not an integer type",
+                        i.value_type.name()
+                    ),
+                )),
+                Some((lo, hi)) => {
+                    if let Some(v) = i.values.iter().find(|v| !(lo..=hi).contains(*v)) {
+                        out.push((
+                            span_of(&a.values),
+                            format!(
+                                "identify value {v} does not fit a {} register",
+                                i.value_type.name()
+                            ),
+                        ));
+                    }
+                }
+            }
             if i.values.is_empty() {
                 out.push((
-                    span_of(&a.address),
+                    span_of(&a.values),
                     "identify has no values to compare with".into(),
                 ));
             }
@@ -500,6 +535,25 @@ impl Profile {
                 span_of(&a.scale),
                 format!("scale must be a finite non-zero number, not {}", q.scale),
             ));
+        }
+        if !q.sentinels.is_empty() {
+            match raw_range(q.value_type) {
+                None => out.push((
+                    span_of(&a.sentinels),
+                    format!(
+                        "sentinels apply to integer registers; a {} reads NaN when not available, which is always treated so",
+                        q.value_type.name()
+                    ),
+                )),
+                Some((lo, hi)) => {
+                    if let Some(v) = q.sentinels.iter().find(|v| !(lo..=hi).contains(*v)) {
+                        out.push((
+                            span_of(&a.sentinels),
+                            format!("sentinel {v} does not fit a {} register", q.value_type.name()),
+                        ));
+                    }
+                }
+            }
         }
         if q.interval_s == Some(0) {
             out.push((

@@ -212,6 +212,10 @@ fn carlo_gavazzi_addresses_match_the_protocol_documents() {
         .map(|p| p.identify[0].values.clone())
         .unwrap_or_default();
     assert_eq!(em24, vec![70, 71, 72, 73]);
+    // EM24: "maximum 11 register (word) with a single request"; EM300 series: 50.
+    let max = |id: &str| set.get(id).map(|p| p.defaults.max_registers);
+    assert_eq!(max("carlo-gavazzi-em24"), Some(11));
+    assert_eq!(max("carlo-gavazzi-em340"), Some(50));
 }
 
 #[test]
@@ -744,4 +748,42 @@ fn a_missing_folder_is_an_error_naming_it() {
         err.message.starts_with("cannot read the profile folder"),
         "{err}"
     );
+}
+
+#[test]
+fn a_sentinel_on_a_float_or_out_of_range_is_located() {
+    let float = variant(
+        &[("type = \"f32\"", "type = \"f32\"\nsentinels = [-1]")],
+        "",
+    );
+    assert_error_at(&float, 16, 13, "sentinels apply to integer registers");
+    let wide = variant(
+        &[("type = \"f32\"", "type = \"u16\"\nsentinels = [65536]")],
+        "",
+    );
+    assert_error_at(&wide, 16, 13, "sentinel 65536 does not fit a u16 register");
+    let ok = variant(
+        &[(
+            "type = \"f32\"",
+            "type = \"i16\"\nsentinels = [0xFFFF, -32768]",
+        )],
+        "",
+    );
+    assert!(Profile::from_toml("meters/test.toml", &ok).is_ok());
+}
+
+#[test]
+fn an_identify_value_that_cannot_fit_its_register_is_located() {
+    let text = variant(&[], "\n[[identify]]\nfunction = \"holding\"\naddress = 11\ntype = \"u16\"\nvalues = [70, 70000]\n");
+    assert_error_at(
+        &text,
+        21,
+        10,
+        "identify value 70000 does not fit a u16 register",
+    );
+    let float = variant(
+        &[],
+        "\n[[identify]]\nfunction = \"holding\"\naddress = 11\ntype = \"f32\"\nvalues = [1]\n",
+    );
+    assert_error_at(&float, 20, 8, "not an integer type");
 }
