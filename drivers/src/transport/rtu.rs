@@ -6,6 +6,11 @@
 //! stale answer (valid CRC, another unit/function/length) from a damaged one. It must never take
 //! bytes that belong to an earlier request as the answer to the current one, and never has more
 //! than one transaction on the line.
+//!
+//! RTU has no transaction id: a late answer from the same unit, with the same function and length
+//! as the next request, arriving after that request was sent, cannot be told apart. The drain
+//! before each request, the longer settle after a fault, and the bus polling another unit after a
+//! timeout make that case rare; it is a limit of the protocol, not something retried away.
 
 use std::fmt::Write as _;
 use std::time::Duration;
