@@ -13,7 +13,7 @@
 //! The next seq is never stored on its own: it is one more than the highest row, and pruning always
 //! keeps the highest row. This saves one page write per commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,7 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// How often pending readings are committed.
 pub const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Readings kept in memory while the disk refuses writes; beyond this the oldest are dropped.
-pub const MAX_PENDING: usize = 200_000;
+pub const MAX_PENDING: usize = 20_000;
 /// 1-minute aggregates are kept this long; 15-minute ones [`KEEP_15M_DAYS`].
 pub const KEEP_1M_DAYS: i64 = 35;
 pub const KEEP_15M_DAYS: i64 = 400;
@@ -1020,7 +1020,7 @@ fn writer(
     durable_tx: watch::Sender<u64>,
     wall_ms: WallMs,
 ) {
-    let mut pending: Vec<Incoming> = Vec::new();
+    let mut pending: VecDeque<Incoming> = VecDeque::new();
     let mut next_commit = Instant::now() + COMMIT_EVERY;
     let mut last_sync = Instant::now();
     let mut last_ack_persist = Instant::now();
@@ -1033,9 +1033,15 @@ fn writer(
         let mut stop = false;
         match rx.recv_timeout(wait) {
             Ok(Cmd::Insert(inc)) => {
-                pending.push(*inc);
+                pending.push_back(*inc);
                 if pending.len() > MAX_PENDING {
-                    pending.remove(0);
+                    pending.pop_front();
+                    if pending_dropped == 0 {
+                        tracing::error!(
+                            kept = MAX_PENDING,
+                            "the disk refuses writes and memory is full: dropping the oldest unstored readings"
+                        );
+                    }
                     pending_dropped += 1;
                 }
             }
@@ -1063,7 +1069,7 @@ fn writer(
                 now_ms,
             }) => {
                 // Commit first so the readings queued before sync are re-timed too.
-                if store.insert(&pending).is_ok() {
+                if store.insert(pending.make_contiguous()).is_ok() {
                     pending.clear();
                 }
                 match store.retime(&boot, offset_ms, now_ms) {
@@ -1082,11 +1088,12 @@ fn writer(
             Ok(Cmd::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => stop = true,
         }
         let now = Instant::now();
-        if now < next_commit && !stop && pending.len() < 10_000 {
+        let bulk = pending.len() >= 10_000 && last_error.is_none();
+        if now < next_commit && !stop && !bulk {
             continue;
         }
         next_commit = now + COMMIT_EVERY;
-        match store.insert(&pending) {
+        match store.insert(pending.make_contiguous()) {
             Ok(()) => {
                 pending.clear();
                 if last_error.take().is_some() {
