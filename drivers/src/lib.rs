@@ -11,7 +11,9 @@ pub mod link;
 pub mod plan;
 pub mod profile;
 pub mod reading;
+pub mod scan;
 pub mod sim;
+pub mod sunspec;
 pub mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
