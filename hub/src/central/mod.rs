@@ -1,4 +1,6 @@
-//! TODO(owner): describe this module.
+//! `socer central`: the community hub — broker, authenticated ingest, store, balance, API.
+//!
+//! Wiring only: each part lives in its own module and the pure energy rules do no I/O.
 
 pub mod config;
 
