@@ -3,6 +3,7 @@
 //! Wiring only: each part lives in its own module and the pure energy rules do no I/O.
 
 pub mod config;
+pub mod energy;
 
 use std::process::ExitCode;
 
