@@ -1,6 +1,5 @@
 //! The compute loop: live community figures from the latest power of each mapped meter, and the
-//! recomputation of dirty settlement periods with the pure energy rules (`energy`, and the POD /
-//! substation netting below until `balance` lands).
+//! recomputation of dirty settlement periods with the pure energy rules (`energy`, `balance`).
 //!
 //! It only moves data between the store and the pure functions; it never changes a reading.
 
@@ -9,8 +8,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::config::{CentralConfig, MeterMap, Role};
-use super::energy::{self, CounterSample, EnergyOptions, Period, PeriodEnergy, Range};
-use super::store::{PodPeriod, Reader, StoreError, SubstationPeriod};
+use super::balance;
+use super::energy::{self, CounterSample, EnergyOptions, Flags, Period, PeriodEnergy, Range};
+use super::store::{Reader, StoreError};
 use crate::wire::Balance;
 
 /// A reading older than this does not count in the live figures.
@@ -23,6 +23,7 @@ pub const MAX_SAMPLE_GAP_SECS: i64 = 15 * 60;
 pub struct Model {
     pub meters: HashMap<(String, String), MeterMap>,
     pub pod_substation: HashMap<String, String>,
+    pub pod_member: HashMap<String, String>,
     pub eligible_pods: HashSet<String>,
     pub substations: Vec<String>,
     pub period: Period,
@@ -33,6 +34,7 @@ impl Model {
         Model {
             meters: cfg.meter_index(),
             pod_substation: cfg.pod_substation(),
+            pod_member: cfg.members.iter().map(|m| (m.pod.clone(), m.id.clone())).collect(),
             eligible_pods: cfg.plants.iter().filter(|p| p.eligible).map(|p| p.pod.clone()).collect(),
             substations: cfg.substations.iter().map(|s| s.id.clone()).collect(),
             period: Period::from_secs(cfg.period_minutes * 60).unwrap_or(Period::HOUR),
@@ -131,8 +133,7 @@ fn ts(ms: i64) -> DateTime<Utc> {
 /// Recompute up to `limit` dirty periods that have started by `now`, oldest first; the still-open
 /// period only when `include_open`. Returns how many were recomputed.
 pub fn recompute_dirty(reader: &mut Reader, model: &Model, now: DateTime<Utc>, limit: usize, include_open: bool) -> Result<usize, StoreError> {
-    let period = model.period;
-    let open_start = period.floor(now).timestamp();
+    let open_start = model.period.floor(now).timestamp();
     let dirty: Vec<i64> = reader
         .dirty_periods(limit * 4)?
         .into_iter()
@@ -142,79 +143,87 @@ pub fn recompute_dirty(reader: &mut Reader, model: &Model, now: DateTime<Utc>, l
     if dirty.is_empty() {
         return Ok(0);
     }
-    let meters: Vec<(i64, MeterMap)> = reader
-        .meters()?
-        .into_iter()
-        .filter_map(|k| model.meters.get(&(k.site.clone(), k.name.clone())).map(|m| (k.id, m.clone())))
-        .collect();
-    let opts = EnergyOptions { max_gap: chrono::Duration::seconds(MAX_SAMPLE_GAP_SECS) };
+    let ids: HashMap<(String, String), i64> =
+        reader.meters()?.into_iter().map(|k| ((k.site, k.name), k.id)).collect();
     for start_s in &dirty {
-        let from = ts(start_s * 1000);
-        let range = Range::new(from, from + period.duration());
-        let mut per_meter = Vec::with_capacity(meters.len());
-        let mut energies: Vec<(&MeterMap, PeriodEnergy)> = Vec::with_capacity(meters.len());
-        for (id, m) in &meters {
-            let samples: Vec<CounterSample> = reader
-                .counter_samples(*id, range.from.timestamp_millis(), range.to.timestamp_millis())?
-                .into_iter()
-                .map(|s| CounterSample::new(ts(s.ts_ms), s.imp_wh, s.exp_wh))
-                .collect();
-            let Ok(e) = energy::meter_periods(&samples, range, period, &opts) else { continue };
-            if let Some(pe) = e.into_iter().next() {
-                per_meter.push((*id, pe.imported_mwh as f64 / 1000.0, pe.exported_mwh as f64 / 1000.0, pe.flags.any()));
-                energies.push((m, pe));
-            }
-        }
-        let (pods, subs) = settle_period(model, *start_s, &energies);
-        reader.save_period(*start_s, &per_meter, &pods, &subs)?;
+        let (meters, balance) = settle_period(reader, model, &ids, *start_s)?;
+        reader.save_period(*start_s, &meters, &balance)?;
     }
     Ok(dirty.len())
 }
 
-/// POD and substation figures of one period from its meters' energies (Wh).
-fn settle_period(model: &Model, start_s: i64, energies: &[(&MeterMap, PeriodEnergy)]) -> (Vec<PodPeriod>, Vec<SubstationPeriod>) {
-    let mut flows: BTreeMap<String, PodFlows> = BTreeMap::new();
-    let mut flagged: HashSet<String> = HashSet::new();
-    for (m, e) in energies {
-        let (imp, exp) = (e.imported_mwh as f64 / 1000.0, e.exported_mwh as f64 / 1000.0);
-        let f = flows.entry(m.pod.clone()).or_default();
-        match m.role {
-            Role::Grid => f.grid = Some((imp, exp)),
-            Role::Production => f.production += exp,
-            Role::Consumption => *f.consumption.get_or_insert(0.0) += imp,
-            Role::Storage => {}
-        }
-        if e.flags.any() {
-            flagged.insert(m.pod.clone());
-        }
-    }
-    let pods = flows
-        .iter()
-        .map(|(pod, f)| {
-            let (inj, wd) = f.exchange();
-            PodPeriod { start_s, pod: pod.clone(), injection_wh: inj, withdrawal_wh: wd, estimated: flagged.contains(pod) }
-        })
-        .collect();
-    let mut sub_flagged: HashSet<&str> = HashSet::new();
-    for pod in &flagged {
-        if let Some(s) = model.pod_substation.get(pod) {
-            sub_flagged.insert(s);
+/// Energy per meter, per POD and per substation of the period starting at `start_s`: counter
+/// samples from the store through `energy::meter_periods`, then `balance::pod_periods` and
+/// `balance::community_balance`. A POD without a grid meter is netted per minute.
+pub fn settle_period(
+    reader: &Reader,
+    model: &Model,
+    ids: &HashMap<(String, String), i64>,
+    start_s: i64,
+) -> Result<(Vec<(i64, PeriodEnergy)>, balance::Balance), StoreError> {
+    let period = model.period;
+    let from = ts(start_s * 1000);
+    let range = Range::new(from, from + period.duration());
+    let opts = EnergyOptions { max_gap: chrono::Duration::seconds(MAX_SAMPLE_GAP_SECS) };
+    let mut by_pod: BTreeMap<&str, Vec<&MeterMap>> = BTreeMap::new();
+    for m in model.meters.values() {
+        if m.role != Role::Storage {
+            by_pod.entry(m.pod.as_str()).or_default().push(m);
         }
     }
-    let subs = per_substation(model, &flows)
-        .into_iter()
-        .map(|(sub, v)| SubstationPeriod {
-            start_s,
-            estimated: sub_flagged.contains(sub.as_str()),
-            substation: sub,
-            injection_wh: v[0],
-            withdrawal_wh: v[2],
-            shared_wh: v[1].min(v[2]),
-            production_wh: v[3],
-            consumption_wh: v[4],
-        })
-        .collect();
-    (pods, subs)
+    let mut per_meter = Vec::new();
+    let mut series = Vec::new();
+    for (pod, meters) in by_pod {
+        let Some(member) = model.pod_member.get(pod) else { continue };
+        let Some(substation) = model.pod_substation.get(pod) else { continue };
+        let has_grid = meters.iter().any(|m| m.role == Role::Grid);
+        let step = if has_grid { period } else { Period::MINUTE };
+        let mut steps = Vec::with_capacity(meters.len());
+        for m in meters {
+            let samples: Vec<CounterSample> = match ids.get(&(m.site.clone(), m.meter.clone())) {
+                Some(id) => reader
+                    .counter_samples(*id, range.from.timestamp_millis(), range.to.timestamp_millis())?
+                    .into_iter()
+                    .map(|s| CounterSample::new(ts(s.ts_ms), s.imp_wh, s.exp_wh))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let Ok(e) = energy::meter_periods(&samples, range, step, &opts) else { continue };
+            if let Some(id) = ids.get(&(m.site.clone(), m.meter.clone())) {
+                per_meter.push((*id, sum_steps(from, &e)));
+            }
+            let role = match m.role {
+                Role::Grid => balance::MeterRole::Grid,
+                Role::Production => balance::MeterRole::Production,
+                _ => balance::MeterRole::Consumption,
+            };
+            steps.push(balance::MeterSteps { role, steps: e });
+        }
+        match balance::pod_periods(&steps, range, step, period) {
+            Ok(periods) => series.push(balance::PodSeries {
+                pod: pod.to_string(),
+                member: member.clone(),
+                substation: substation.clone(),
+                eligible_injection: model.eligible_pods.contains(pod),
+                periods,
+            }),
+            Err(e) => tracing::warn!("POD {pod}: {e}"),
+        }
+    }
+    Ok((per_meter, balance::community_balance(&series)))
+}
+
+/// One meter's steps summed into its period figure.
+fn sum_steps(start: DateTime<Utc>, steps: &[PeriodEnergy]) -> PeriodEnergy {
+    steps.iter().fold(
+        PeriodEnergy { start, imported_mwh: 0, exported_mwh: 0, flags: Flags::NONE },
+        |a, s| PeriodEnergy {
+            start,
+            imported_mwh: a.imported_mwh + s.imported_mwh,
+            exported_mwh: a.exported_mwh + s.exported_mwh,
+            flags: a.flags.merge(s.flags),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -237,6 +246,7 @@ mod tests {
                 ("P2".into(), "S1".into()),
                 ("P3".into(), "S2".into()),
             ]),
+            pod_member: HashMap::new(),
             eligible_pods: HashSet::from(["P1".to_string()]),
             substations: vec!["S1".into(), "S2".into()],
             period: Period::HOUR,

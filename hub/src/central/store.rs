@@ -10,9 +10,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::mpsc;
 
+use super::balance::{Balance, PodShare, SubstationPeriod};
+use super::energy::{Flags, PeriodEnergy};
 use super::status::Metrics;
 use crate::wire::WireReading;
 use socer_drivers::reading::Quality;
@@ -49,16 +52,18 @@ CREATE TABLE IF NOT EXISTS minute (
 CREATE TABLE IF NOT EXISTS dirty_period (start_s INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS period_meter (
   start_s INTEGER NOT NULL, meter_id INTEGER NOT NULL,
-  imp_wh REAL NOT NULL, exp_wh REAL NOT NULL, estimated INTEGER NOT NULL,
+  imp_mwh INTEGER NOT NULL, exp_mwh INTEGER NOT NULL, flags INTEGER NOT NULL,
   PRIMARY KEY (start_s, meter_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS period_substation (
   start_s INTEGER NOT NULL, substation TEXT NOT NULL,
-  injection_wh REAL NOT NULL, withdrawal_wh REAL NOT NULL, shared_wh REAL NOT NULL,
-  production_wh REAL NOT NULL, consumption_wh REAL NOT NULL, estimated INTEGER NOT NULL,
+  injection_mwh INTEGER NOT NULL, eligible_injection_mwh INTEGER NOT NULL,
+  withdrawal_mwh INTEGER NOT NULL, shared_mwh INTEGER NOT NULL,
+  production_mwh INTEGER NOT NULL, consumption_mwh INTEGER NOT NULL, flags INTEGER NOT NULL,
   PRIMARY KEY (start_s, substation)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS period_pod (
-  start_s INTEGER NOT NULL, pod TEXT NOT NULL,
-  injection_wh REAL NOT NULL, withdrawal_wh REAL NOT NULL, estimated INTEGER NOT NULL,
+  start_s INTEGER NOT NULL, pod TEXT NOT NULL, member TEXT NOT NULL, substation TEXT NOT NULL,
+  injection_mwh INTEGER NOT NULL, withdrawal_mwh INTEGER NOT NULL, eligible INTEGER NOT NULL,
+  shared_consumer_mwh INTEGER NOT NULL, shared_producer_mwh INTEGER NOT NULL, flags INTEGER NOT NULL,
   PRIMARY KEY (start_s, pod)) WITHOUT ROWID;
 ";
 
@@ -494,27 +499,17 @@ pub struct MeterKey {
     pub name: String,
 }
 
-/// Results of one settlement period for one substation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct SubstationPeriod {
-    pub start_s: i64,
-    pub substation: String,
-    pub injection_wh: f64,
-    pub withdrawal_wh: f64,
-    pub shared_wh: f64,
-    pub production_wh: f64,
-    pub consumption_wh: f64,
-    pub estimated: bool,
+/// Flags as stored: estimated = 1, counter reset = 2, incomplete = 4.
+pub fn flags_code(f: Flags) -> i64 {
+    i64::from(f.estimated) | (i64::from(f.counter_reset) << 1) | (i64::from(f.incomplete) << 2)
 }
 
-/// Results of one settlement period for one POD.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PodPeriod {
-    pub start_s: i64,
-    pub pod: String,
-    pub injection_wh: f64,
-    pub withdrawal_wh: f64,
-    pub estimated: bool,
+pub fn flags_of(code: i64) -> Flags {
+    Flags { estimated: code & 1 != 0, counter_reset: code & 2 != 0, incomplete: code & 4 != 0 }
+}
+
+fn utc(start_s: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(start_s, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Read side: queries for the compute loop and the API (each holder opens its own connection).
@@ -597,37 +592,44 @@ impl Reader {
 
     pub fn substation_periods(&self, from_s: i64, to_s: i64) -> Result<Vec<SubstationPeriod>, StoreError> {
         let mut q = self.conn.prepare_cached(
-            "SELECT start_s, substation, injection_wh, withdrawal_wh, shared_wh, production_wh,
-                    consumption_wh, estimated
+            "SELECT start_s, substation, injection_mwh, eligible_injection_mwh, withdrawal_mwh,
+                    shared_mwh, production_mwh, consumption_mwh, flags
              FROM period_substation WHERE start_s >= ?1 AND start_s < ?2 ORDER BY start_s, substation",
         )?;
         let rows = q.query_map(params![from_s, to_s], |r| {
             Ok(SubstationPeriod {
-                start_s: r.get(0)?,
+                start: utc(r.get(0)?),
                 substation: r.get(1)?,
-                injection_wh: r.get(2)?,
-                withdrawal_wh: r.get(3)?,
-                shared_wh: r.get(4)?,
-                production_wh: r.get(5)?,
-                consumption_wh: r.get(6)?,
-                estimated: r.get::<_, i64>(7)? != 0,
+                injection_mwh: r.get::<_, i64>(2)? as u64,
+                eligible_injection_mwh: r.get::<_, i64>(3)? as u64,
+                withdrawal_mwh: r.get::<_, i64>(4)? as u64,
+                shared_mwh: r.get::<_, i64>(5)? as u64,
+                production_mwh: r.get::<_, i64>(6)? as u64,
+                consumption_mwh: r.get::<_, i64>(7)? as u64,
+                flags: flags_of(r.get(8)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn pod_periods(&self, from_s: i64, to_s: i64) -> Result<Vec<PodPeriod>, StoreError> {
+    pub fn pod_periods(&self, from_s: i64, to_s: i64) -> Result<Vec<PodShare>, StoreError> {
         let mut q = self.conn.prepare_cached(
-            "SELECT start_s, pod, injection_wh, withdrawal_wh, estimated
-             FROM period_pod WHERE start_s >= ?1 AND start_s < ?2 ORDER BY start_s, pod",
+            "SELECT start_s, pod, member, substation, injection_mwh, withdrawal_mwh, eligible,
+                    shared_consumer_mwh, shared_producer_mwh, flags
+             FROM period_pod WHERE start_s >= ?1 AND start_s < ?2 ORDER BY start_s, substation, pod",
         )?;
         let rows = q.query_map(params![from_s, to_s], |r| {
-            Ok(PodPeriod {
-                start_s: r.get(0)?,
+            Ok(PodShare {
+                start: utc(r.get(0)?),
                 pod: r.get(1)?,
-                injection_wh: r.get(2)?,
-                withdrawal_wh: r.get(3)?,
-                estimated: r.get::<_, i64>(4)? != 0,
+                member: r.get(2)?,
+                substation: r.get(3)?,
+                injection_mwh: r.get::<_, i64>(4)? as u64,
+                withdrawal_mwh: r.get::<_, i64>(5)? as u64,
+                eligible_injection: r.get::<_, i64>(6)? != 0,
+                shared_as_consumer_mwh: r.get::<_, i64>(7)? as u64,
+                shared_as_producer_mwh: r.get::<_, i64>(8)? as u64,
+                flags: flags_of(r.get(9)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -637,9 +639,8 @@ impl Reader {
     pub fn save_period(
         &mut self,
         start_s: i64,
-        meters: &[(i64, f64, f64, bool)],
-        pods: &[PodPeriod],
-        substations: &[SubstationPeriod],
+        meters: &[(i64, PeriodEnergy)],
+        balance: &Balance,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM period_meter WHERE start_s = ?1", [start_s])?;
@@ -647,31 +648,46 @@ impl Reader {
         tx.execute("DELETE FROM period_substation WHERE start_s = ?1", [start_s])?;
         {
             let mut m = tx.prepare_cached(
-                "INSERT INTO period_meter (start_s, meter_id, imp_wh, exp_wh, estimated) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO period_meter (start_s, meter_id, imp_mwh, exp_mwh, flags) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (id, imp, exp, est) in meters {
-                m.execute(params![start_s, id, imp, exp, *est as i64])?;
+            for (id, e) in meters {
+                m.execute(params![start_s, id, e.imported_mwh as i64, e.exported_mwh as i64, flags_code(e.flags)])?;
             }
             let mut p = tx.prepare_cached(
-                "INSERT INTO period_pod (start_s, pod, injection_wh, withdrawal_wh, estimated) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO period_pod (start_s, pod, member, substation, injection_mwh, withdrawal_mwh,
+                   eligible, shared_consumer_mwh, shared_producer_mwh, flags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for r in pods {
-                p.execute(params![start_s, r.pod, r.injection_wh, r.withdrawal_wh, r.estimated as i64])?;
+            for r in balance.pods.iter().filter(|r| r.start.timestamp() == start_s) {
+                p.execute(params![
+                    start_s,
+                    r.pod,
+                    r.member,
+                    r.substation,
+                    r.injection_mwh as i64,
+                    r.withdrawal_mwh as i64,
+                    r.eligible_injection as i64,
+                    r.shared_as_consumer_mwh as i64,
+                    r.shared_as_producer_mwh as i64,
+                    flags_code(r.flags)
+                ])?;
             }
             let mut s = tx.prepare_cached(
-                "INSERT INTO period_substation (start_s, substation, injection_wh, withdrawal_wh, shared_wh,
-                   production_wh, consumption_wh, estimated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO period_substation (start_s, substation, injection_mwh, eligible_injection_mwh,
+                   withdrawal_mwh, shared_mwh, production_mwh, consumption_mwh, flags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            for r in substations {
+            for r in balance.substations.iter().filter(|r| r.start.timestamp() == start_s) {
                 s.execute(params![
                     start_s,
                     r.substation,
-                    r.injection_wh,
-                    r.withdrawal_wh,
-                    r.shared_wh,
-                    r.production_wh,
-                    r.consumption_wh,
-                    r.estimated as i64
+                    r.injection_mwh as i64,
+                    r.eligible_injection_mwh as i64,
+                    r.withdrawal_mwh as i64,
+                    r.shared_mwh as i64,
+                    r.production_mwh as i64,
+                    r.consumption_mwh as i64,
+                    flags_code(r.flags)
                 ])?;
             }
         }

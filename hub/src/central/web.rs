@@ -12,8 +12,10 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use warp::http::{Response, StatusCode};
-use warp::{Filter, Reply};
+use warp::Filter;
 
+use super::balance::SubstationPeriod;
+use super::energy::Flags;
 use super::report;
 use super::status::SiteView;
 use super::Hub;
@@ -199,28 +201,41 @@ pub fn parse_step(s: &str) -> Option<i64> {
     (n > 0).then_some(n * mul)
 }
 
+/// A slot's figures, in milliwatt-hours (exact integers, as the energy rules compute them).
 #[derive(Serialize, Default, Clone)]
 struct Figures {
-    injection_wh: f64,
-    withdrawal_wh: f64,
-    shared_wh: f64,
-    production_wh: f64,
-    consumption_wh: f64,
-    /// Some period in the slot is estimated, incomplete or has a counter reset.
+    injection_mwh: u64,
+    eligible_injection_mwh: u64,
+    withdrawal_mwh: u64,
+    shared_mwh: u64,
+    production_mwh: u64,
+    consumption_mwh: u64,
+    /// Some period in the slot is estimated, incomplete, has a counter reset, or is missing.
     estimated: bool,
+    /// `estimated|counter_reset|incomplete` of the slot's periods; empty when clean.
+    flags: String,
     /// Periods of the slot with a computed figure.
     periods: u32,
+    #[serde(skip)]
+    f: Flags,
 }
 
 impl Figures {
-    fn add(&mut self, p: &super::store::SubstationPeriod) {
-        self.injection_wh += p.injection_wh;
-        self.withdrawal_wh += p.withdrawal_wh;
-        self.shared_wh += p.shared_wh;
-        self.production_wh += p.production_wh;
-        self.consumption_wh += p.consumption_wh;
-        self.estimated |= p.estimated;
+    fn add(&mut self, p: &SubstationPeriod) {
+        self.injection_mwh += p.injection_mwh;
+        self.eligible_injection_mwh += p.eligible_injection_mwh;
+        self.withdrawal_mwh += p.withdrawal_mwh;
+        self.shared_mwh += p.shared_mwh;
+        self.production_mwh += p.production_mwh;
+        self.consumption_mwh += p.consumption_mwh;
+        self.f = self.f.merge(p.flags);
         self.periods += 1;
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.estimated = self.f.any();
+        self.flags = self.f.label();
     }
 }
 
@@ -269,7 +284,7 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
         s += step_s;
     }
     for r in &rows {
-        let key = r.start_s.div_euclid(step_s) * step_s;
+        let key = r.start.timestamp().div_euclid(step_s) * step_s;
         if let Some(slot) = slots.get_mut(&key) {
             slot.substations.entry(r.substation.clone()).or_default().add(r);
         }
@@ -277,16 +292,20 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
     for slot in slots.values_mut() {
         let mut t = Figures::default();
         for f in slot.substations.values() {
-            t.injection_wh += f.injection_wh;
-            t.withdrawal_wh += f.withdrawal_wh;
-            t.shared_wh += f.shared_wh;
-            t.production_wh += f.production_wh;
-            t.consumption_wh += f.consumption_wh;
-            t.estimated |= f.estimated;
+            t.injection_mwh += f.injection_mwh;
+            t.eligible_injection_mwh += f.eligible_injection_mwh;
+            t.withdrawal_mwh += f.withdrawal_mwh;
+            t.shared_mwh += f.shared_mwh;
+            t.production_mwh += f.production_mwh;
+            t.consumption_mwh += f.consumption_mwh;
+            t.f = t.f.merge(f.f);
             t.periods = t.periods.max(f.periods);
         }
         // A slot with fewer computed periods than it spans is not complete.
-        t.estimated |= i64::from(t.periods) * period_s < step_s;
+        if i64::from(t.periods) * period_s < step_s {
+            t.f.incomplete = true;
+        }
+        t.finish();
         slot.total = t;
     }
     json(
