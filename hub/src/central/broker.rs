@@ -32,7 +32,10 @@ pub enum BrokerError {
     #[error("cannot start the broker thread: {0}")]
     Thread(std::io::Error),
     #[error("{path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How the hub reaches the broker.
@@ -58,22 +61,44 @@ impl Endpoint {
             Some((h, p)) => (h.to_string(), p.parse().ok()?),
             None => (rest.to_string(), if tls { 8883 } else { 1883 }),
         };
-        Some(Endpoint { host, port, tls, username: username.into(), password: password.into() })
+        Some(Endpoint {
+            host,
+            port,
+            tls,
+            username: username.into(),
+            password: password.into(),
+        })
     }
 }
 
 /// Start the configured broker if it is embedded; return where the hub connects.
 pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
     match &cfg.broker {
-        BrokerConfig::External { url, username, password } => Endpoint::from_url(url, username, password)
-            .ok_or(BrokerError::NotListening(([0, 0, 0, 0], 0).into(), Duration::ZERO)),
-        BrokerConfig::Embedded { listen, tls, hub_user, hub_password, max_payload_bytes } => {
+        BrokerConfig::External {
+            url,
+            username,
+            password,
+        } => Endpoint::from_url(url, username, password).ok_or(BrokerError::NotListening(
+            ([0, 0, 0, 0], 0).into(),
+            Duration::ZERO,
+        )),
+        BrokerConfig::Embedded {
+            listen,
+            tls,
+            hub_user,
+            hub_password,
+            max_payload_bytes,
+        } => {
             if tls.is_some() {
                 return Err(BrokerError::TlsUnsupported);
             }
             // Without a configured password the hub's own account gets a random one: only the
             // hub, over loopback, needs it.
-            let hub_password = if hub_password.is_empty() { random_hex(16) } else { hub_password.clone() };
+            let hub_password = if hub_password.is_empty() {
+                random_hex(16)
+            } else {
+                hub_password.clone()
+            };
             let mut users: HashMap<String, String> = cfg
                 .sites
                 .iter()
@@ -82,8 +107,18 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
                 .collect();
             users.insert(hub_user.clone(), hub_password.clone());
             start_embedded(*listen, users, *max_payload_bytes)?;
-            let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
-            Ok(Endpoint { host, port: listen.port(), tls: false, username: hub_user.clone(), password: hub_password })
+            let host = if listen.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                listen.ip().to_string()
+            };
+            Ok(Endpoint {
+                host,
+                port: listen.port(),
+                tls: false,
+                username: hub_user.clone(),
+                password: hub_password,
+            })
         }
     }
 }
@@ -133,7 +168,11 @@ pub fn start_embedded(
             }
         })
         .map_err(BrokerError::Thread)?;
-    let probe = if listen.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
+    let probe = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
     let limit = Duration::from_secs(5);
     let t0 = Instant::now();
     while t0.elapsed() < limit {
@@ -186,11 +225,21 @@ fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
         out.push(A[(n >> 18) as usize & 63] as char);
         out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -200,7 +249,9 @@ fn base64(bytes: &[u8]) -> String {
 /// writes the whole tree.
 pub fn mosquitto_acl(cfg: &CentralConfig, hub_user: &str) -> String {
     let t = Topics::new(&cfg.community);
-    let mut s = String::from("# socer: generated by `socer central --mosquitto-files`; do not edit by hand.\n");
+    let mut s = String::from(
+        "# socer: generated by `socer central --mosquitto-files`; do not edit by hand.\n",
+    );
     s += &format!("\nuser {hub_user}\ntopic readwrite {}/#\n", t.root());
     for site in &cfg.sites {
         s += &format!(
@@ -224,8 +275,14 @@ pub fn mosquitto_acl(cfg: &CentralConfig, hub_user: &str) -> String {
 /// Write `passwd`, `acl` and a `mosquitto.conf` snippet into `dir`; returns the paths written.
 pub fn write_mosquitto_files(cfg: &CentralConfig, dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
     let (hub_user, hub_password) = match &cfg.broker {
-        BrokerConfig::External { username, password, .. } => (username.clone(), password.clone()),
-        BrokerConfig::Embedded { hub_user, hub_password, .. } => (hub_user.clone(), hub_password.clone()),
+        BrokerConfig::External {
+            username, password, ..
+        } => (username.clone(), password.clone()),
+        BrokerConfig::Embedded {
+            hub_user,
+            hub_password,
+            ..
+        } => (hub_user.clone(), hub_password.clone()),
     };
     let mut passwd = String::new();
     let mut entry = |user: &str, pw: &str| {
@@ -246,12 +303,22 @@ pub fn write_mosquitto_files(cfg: &CentralConfig, dir: &Path) -> Result<Vec<Path
         dir.join("acl").display(),
         crate::wire::MAX_ENVELOPE_BYTES * 2
     );
-    let files = [("passwd", passwd), ("acl", mosquitto_acl(cfg, &hub_user)), ("socer.conf", conf)];
-    std::fs::create_dir_all(dir).map_err(|source| BrokerError::Write { path: dir.into(), source })?;
+    let files = [
+        ("passwd", passwd),
+        ("acl", mosquitto_acl(cfg, &hub_user)),
+        ("socer.conf", conf),
+    ];
+    std::fs::create_dir_all(dir).map_err(|source| BrokerError::Write {
+        path: dir.into(),
+        source,
+    })?;
     let mut written = Vec::new();
     for (name, text) in files {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|source| BrokerError::Write { path: path.clone(), source })?;
+        std::fs::write(&path, text).map_err(|source| BrokerError::Write {
+            path: path.clone(),
+            source,
+        })?;
         written.push(path);
     }
     Ok(written)
@@ -292,7 +359,10 @@ mod tests {
     #[test]
     fn urls_parse_with_and_without_port() {
         let e = Endpoint::from_url("mqtt://broker.local:1884", "u", "p").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.tls), ("broker.local", 1884, false));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("broker.local", 1884, false)
+        );
         let e = Endpoint::from_url("mqtts://broker.local", "u", "p").unwrap();
         assert_eq!((e.port, e.tls), (8883, true));
         assert!(Endpoint::from_url("http://x", "u", "p").is_none());

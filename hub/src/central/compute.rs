@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::config::{CentralConfig, MeterMap, Role};
 use super::balance;
+use super::config::{CentralConfig, MeterMap, Role};
 use super::energy::{self, CounterSample, EnergyOptions, Flags, Period, PeriodEnergy, Range};
 use super::store::{Reader, StoreError};
 use crate::wire::Balance;
@@ -34,8 +34,17 @@ impl Model {
         Model {
             meters: cfg.meter_index(),
             pod_substation: cfg.pod_substation(),
-            pod_member: cfg.members.iter().map(|m| (m.pod.clone(), m.id.clone())).collect(),
-            eligible_pods: cfg.plants.iter().filter(|p| p.eligible).map(|p| p.pod.clone()).collect(),
+            pod_member: cfg
+                .members
+                .iter()
+                .map(|m| (m.pod.clone(), m.id.clone()))
+                .collect(),
+            eligible_pods: cfg
+                .plants
+                .iter()
+                .filter(|p| p.eligible)
+                .map(|p| p.pod.clone())
+                .collect(),
             substations: cfg.substations.iter().map(|s| s.id.clone()).collect(),
             period: Period::from_secs(cfg.period_minutes * 60).unwrap_or(Period::HOUR),
         }
@@ -76,9 +85,15 @@ impl PodFlows {
 
 /// Per substation: (injection, eligible injection, withdrawal, production, consumption).
 fn per_substation(model: &Model, pods: &BTreeMap<String, PodFlows>) -> BTreeMap<String, [f64; 5]> {
-    let mut out: BTreeMap<String, [f64; 5]> = model.substations.iter().map(|s| (s.clone(), [0.0; 5])).collect();
+    let mut out: BTreeMap<String, [f64; 5]> = model
+        .substations
+        .iter()
+        .map(|s| (s.clone(), [0.0; 5]))
+        .collect();
     for (pod, f) in pods {
-        let Some(sub) = model.pod_substation.get(pod) else { continue };
+        let Some(sub) = model.pod_substation.get(pod) else {
+            continue;
+        };
         let (inj, wd) = f.exchange();
         let e = out.entry(sub.clone()).or_insert([0.0; 5]);
         e[0] += inj;
@@ -93,11 +108,17 @@ fn per_substation(model: &Model, pods: &BTreeMap<String, PodFlows>) -> BTreeMap<
 }
 
 /// Live figures from the latest power per (site, meter). Pure.
-pub fn live_balance(model: &Model, latest: &HashMap<(String, String), (DateTime<Utc>, f64)>, now: DateTime<Utc>) -> Balance {
+pub fn live_balance(
+    model: &Model,
+    latest: &HashMap<(String, String), (DateTime<Utc>, f64)>,
+    now: DateTime<Utc>,
+) -> Balance {
     let mut pods: BTreeMap<String, PodFlows> = BTreeMap::new();
     let mut fresh = 0u32;
     for (key, m) in &model.meters {
-        let Some((ts, p_w)) = latest.get(key) else { continue };
+        let Some((ts, p_w)) = latest.get(key) else {
+            continue;
+        };
         if (now - *ts).num_seconds() > LIVE_FRESH_SECS {
             continue;
         }
@@ -127,12 +148,20 @@ pub fn live_balance(model: &Model, latest: &HashMap<(String, String), (DateTime<
 }
 
 fn ts(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Recompute up to `limit` dirty periods that have started by `now`, oldest first; the still-open
 /// period only when `include_open`. Returns how many were recomputed.
-pub fn recompute_dirty(reader: &mut Reader, model: &Model, now: DateTime<Utc>, limit: usize, include_open: bool) -> Result<usize, StoreError> {
+pub fn recompute_dirty(
+    reader: &mut Reader,
+    model: &Model,
+    now: DateTime<Utc>,
+    limit: usize,
+    include_open: bool,
+) -> Result<usize, StoreError> {
     let open_start = model.period.floor(now).timestamp();
     let dirty: Vec<i64> = reader
         .dirty_periods(limit * 4)?
@@ -143,8 +172,11 @@ pub fn recompute_dirty(reader: &mut Reader, model: &Model, now: DateTime<Utc>, l
     if dirty.is_empty() {
         return Ok(0);
     }
-    let ids: HashMap<(String, String), i64> =
-        reader.meters()?.into_iter().map(|k| ((k.site, k.name), k.id)).collect();
+    let ids: HashMap<(String, String), i64> = reader
+        .meters()?
+        .into_iter()
+        .map(|k| ((k.site, k.name), k.id))
+        .collect();
     for start_s in &dirty {
         let (meters, balance) = settle_period(reader, model, &ids, *start_s)?;
         reader.save_period(*start_s, &meters, &balance)?;
@@ -164,7 +196,9 @@ pub fn settle_period(
     let period = model.period;
     let from = ts(start_s * 1000);
     let range = Range::new(from, from + period.duration());
-    let opts = EnergyOptions { max_gap: chrono::Duration::seconds(MAX_SAMPLE_GAP_SECS) };
+    let opts = EnergyOptions {
+        max_gap: chrono::Duration::seconds(MAX_SAMPLE_GAP_SECS),
+    };
     let mut by_pod: BTreeMap<&str, Vec<&MeterMap>> = BTreeMap::new();
     for m in model.meters.values() {
         if m.role != Role::Storage {
@@ -174,21 +208,31 @@ pub fn settle_period(
     let mut per_meter = Vec::new();
     let mut series = Vec::new();
     for (pod, meters) in by_pod {
-        let Some(member) = model.pod_member.get(pod) else { continue };
-        let Some(substation) = model.pod_substation.get(pod) else { continue };
+        let Some(member) = model.pod_member.get(pod) else {
+            continue;
+        };
+        let Some(substation) = model.pod_substation.get(pod) else {
+            continue;
+        };
         let has_grid = meters.iter().any(|m| m.role == Role::Grid);
         let step = if has_grid { period } else { Period::MINUTE };
         let mut steps = Vec::with_capacity(meters.len());
         for m in meters {
             let samples: Vec<CounterSample> = match ids.get(&(m.site.clone(), m.meter.clone())) {
                 Some(id) => reader
-                    .counter_samples(*id, range.from.timestamp_millis(), range.to.timestamp_millis())?
+                    .counter_samples(
+                        *id,
+                        range.from.timestamp_millis(),
+                        range.to.timestamp_millis(),
+                    )?
                     .into_iter()
                     .map(|s| CounterSample::new(ts(s.ts_ms), s.imp_wh, s.exp_wh))
                     .collect(),
                 None => Vec::new(),
             };
-            let Ok(e) = energy::meter_periods(&samples, range, step, &opts) else { continue };
+            let Ok(e) = energy::meter_periods(&samples, range, step, &opts) else {
+                continue;
+            };
             if let Some(id) = ids.get(&(m.site.clone(), m.meter.clone())) {
                 per_meter.push((*id, sum_steps(from, &e)));
             }
@@ -216,7 +260,12 @@ pub fn settle_period(
 /// One meter's steps summed into its period figure.
 fn sum_steps(start: DateTime<Utc>, steps: &[PeriodEnergy]) -> PeriodEnergy {
     steps.iter().fold(
-        PeriodEnergy { start, imported_mwh: 0, exported_mwh: 0, flags: Flags::NONE },
+        PeriodEnergy {
+            start,
+            imported_mwh: 0,
+            exported_mwh: 0,
+            flags: Flags::NONE,
+        },
         |a, s| PeriodEnergy {
             start,
             imported_mwh: a.imported_mwh + s.imported_mwh,
@@ -232,7 +281,15 @@ mod tests {
 
     fn model() -> Model {
         let mm = |site: &str, meter: &str, pod: &str, role| {
-            ((site.to_string(), meter.to_string()), MeterMap { site: site.into(), meter: meter.into(), pod: pod.into(), role })
+            (
+                (site.to_string(), meter.to_string()),
+                MeterMap {
+                    site: site.into(),
+                    meter: meter.into(),
+                    pod: pod.into(),
+                    role,
+                },
+            )
         };
         Model {
             meters: HashMap::from([

@@ -51,7 +51,11 @@ pub enum BrokerConfig {
         max_payload_bytes: usize,
     },
     /// Mosquitto, EMQX or another broker reached by URL.
-    External { url: String, username: String, password: String },
+    External {
+        url: String,
+        username: String,
+        password: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -164,11 +168,17 @@ impl CentralConfig {
     }
     /// (site, meter) → mapping, for fast lookup in the ingest path.
     pub fn meter_index(&self) -> HashMap<(String, String), MeterMap> {
-        self.meters.iter().map(|m| ((m.site.clone(), m.meter.clone()), m.clone())).collect()
+        self.meters
+            .iter()
+            .map(|m| ((m.site.clone(), m.meter.clone()), m.clone()))
+            .collect()
     }
     /// POD → substation id, from the members.
     pub fn pod_substation(&self) -> HashMap<String, String> {
-        self.members.iter().map(|m| (m.pod.clone(), m.substation.clone())).collect()
+        self.members
+            .iter()
+            .map(|m| (m.pod.clone(), m.substation.clone()))
+            .collect()
     }
     pub fn period_seconds(&self) -> i64 {
         i64::from(self.period_minutes) * 60
@@ -178,15 +188,20 @@ impl CentralConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config:\n{0}")]
     Invalid(String),
 }
 
 /// Read, validate and resolve a central config (key files are read relative to the config's folder).
 pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(path, &text)
         .map_err(|diags| ConfigError::Invalid(crate::check::render(path, &text, &diags)))
 }
@@ -386,7 +401,10 @@ fn dup_check<'a>(diags: &mut Vec<Diag>, what: &str, ids: impl Iterator<Item = &'
     let mut seen = HashSet::new();
     for id in ids {
         if !seen.insert(id.get_ref().as_str()) {
-            diags.push(Diag::new(sp(id), format!("duplicate {what} id {:?}", id.get_ref())));
+            diags.push(Diag::new(
+                sp(id),
+                format!("duplicate {what} id {:?}", id.get_ref()),
+            ));
         }
     }
 }
@@ -399,43 +417,74 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     let c = &raw.central;
     let community = c.community.get_ref().clone();
     if community.is_empty() || community.contains(['/', '+', '#']) {
-        d.push(Diag::new(sp(&c.community), "community id must be non-empty, without '/', '+' or '#'"));
+        d.push(Diag::new(
+            sp(&c.community),
+            "community id must be non-empty, without '/', '+' or '#'",
+        ));
     }
     let timezone = match c.timezone.get_ref().parse::<chrono_tz::Tz>() {
         Ok(tz) => tz,
         Err(_) => {
-            d.push(Diag::new(sp(&c.timezone), "unknown time zone (expected e.g. \"Europe/Rome\")"));
+            d.push(Diag::new(
+                sp(&c.timezone),
+                "unknown time zone (expected e.g. \"Europe/Rome\")",
+            ));
             chrono_tz::Europe::Rome
         }
     };
     if !(-90.0..=90.0).contains(c.latitude.get_ref()) {
-        d.push(Diag::new(sp(&c.latitude), "latitude must be between -90 and 90"));
+        d.push(Diag::new(
+            sp(&c.latitude),
+            "latitude must be between -90 and 90",
+        ));
     }
     if !(-180.0..=180.0).contains(c.longitude.get_ref()) {
-        d.push(Diag::new(sp(&c.longitude), "longitude must be between -180 and 180"));
+        d.push(Diag::new(
+            sp(&c.longitude),
+            "longitude must be between -180 and 180",
+        ));
     }
     let period_minutes = *c.period_minutes.get_ref();
     if period_minutes != 60 && period_minutes != 15 {
-        d.push(Diag::new(sp(&c.period_minutes), "period_minutes must be 60 or 15"));
+        d.push(Diag::new(
+            sp(&c.period_minutes),
+            "period_minutes must be 60 or 15",
+        ));
     }
     let raw_retention_days = *c.raw_retention_days.get_ref();
     if raw_retention_days == 0 {
-        d.push(Diag::new(sp(&c.raw_retention_days), "raw_retention_days must be at least 1"));
+        d.push(Diag::new(
+            sp(&c.raw_retention_days),
+            "raw_retention_days must be at least 1",
+        ));
     }
 
     let broker = parse_broker(raw.broker.as_ref(), &mut d);
     let web = match &raw.web {
-        None => WebConfig { listen: ([127, 0, 0, 1], 8080).into(), report_token: None },
+        None => WebConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            report_token: None,
+        },
         Some(w) => {
             let listen = w.listen.get_ref().parse().unwrap_or_else(|_| {
-                d.push(Diag::new(sp(&w.listen), "listen must be an address:port, e.g. \"0.0.0.0:8080\""));
+                d.push(Diag::new(
+                    sp(&w.listen),
+                    "listen must be an address:port, e.g. \"0.0.0.0:8080\"",
+                ));
                 ([127, 0, 0, 1], 8080).into()
             });
-            WebConfig { listen, report_token: w.report_token.clone().filter(|t| !t.is_empty()) }
+            WebConfig {
+                listen,
+                report_token: w.report_token.clone().filter(|t| !t.is_empty()),
+            }
         }
     };
     let prices = match &raw.prices {
-        None => PricesConfig { zonal_eur_mwh: None, zonal_file: None, cuaf_eur_mwh: 11.22 },
+        None => PricesConfig {
+            zonal_eur_mwh: None,
+            zonal_file: None,
+            cuaf_eur_mwh: 11.22,
+        },
         Some(p) => {
             if let Some(z) = &p.zonal_eur_mwh {
                 if !z.get_ref().is_finite() {
@@ -443,7 +492,10 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
                 }
             }
             if !p.cuaf_eur_mwh.get_ref().is_finite() || *p.cuaf_eur_mwh.get_ref() < 0.0 {
-                d.push(Diag::new(sp(&p.cuaf_eur_mwh), "cuaf_eur_mwh must be a number ≥ 0"));
+                d.push(Diag::new(
+                    sp(&p.cuaf_eur_mwh),
+                    "cuaf_eur_mwh must be a number ≥ 0",
+                ));
             }
             PricesConfig {
                 zonal_eur_mwh: p.zonal_eur_mwh.as_ref().map(|z| *z.get_ref()),
@@ -459,22 +511,39 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     dup_check(&mut d, "plant", raw.plant.iter().map(|s| &s.id));
     dup_check(&mut d, "member POD", raw.member.iter().map(|s| &s.pod));
 
-    let substation_ids: HashSet<&str> = raw.substation.iter().map(|s| s.id.get_ref().as_str()).collect();
+    let substation_ids: HashSet<&str> = raw
+        .substation
+        .iter()
+        .map(|s| s.id.get_ref().as_str())
+        .collect();
     let site_ids: HashSet<&str> = raw.site.iter().map(|s| s.id.get_ref().as_str()).collect();
     let member_ids: HashSet<&str> = raw.member.iter().map(|s| s.id.get_ref().as_str()).collect();
-    let pods: HashSet<&str> = raw.member.iter().map(|s| s.pod.get_ref().as_str()).collect();
+    let pods: HashSet<&str> = raw
+        .member
+        .iter()
+        .map(|s| s.pod.get_ref().as_str())
+        .collect();
 
     let mut sites = Vec::new();
     for s in &raw.site {
         let id = s.id.get_ref();
         if id.is_empty() || id.contains(['/', '+', '#']) {
-            d.push(Diag::new(sp(&s.id), "site id must be non-empty, without '/', '+' or '#'"));
+            d.push(Diag::new(
+                sp(&s.id),
+                "site id must be non-empty, without '/', '+' or '#'",
+            ));
         }
         let key = match (&s.key, &s.key_file) {
             (Some(k), None) => match hex::decode(k.get_ref().trim()) {
                 Ok(k) if k.len() >= MIN_KEY_BYTES => k,
                 Ok(_) => {
-                    d.push(Diag::new(sp(k), format!("key must be at least {MIN_KEY_BYTES} bytes ({} hex digits)", MIN_KEY_BYTES * 2)));
+                    d.push(Diag::new(
+                        sp(k),
+                        format!(
+                            "key must be at least {MIN_KEY_BYTES} bytes ({} hex digits)",
+                            MIN_KEY_BYTES * 2
+                        ),
+                    ));
                     vec![]
                 }
                 Err(_) => {
@@ -488,12 +557,22 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
                     Ok(t) => match hex::decode(t.trim()) {
                         Ok(k) if k.len() >= MIN_KEY_BYTES => k,
                         _ => {
-                            d.push(Diag::new(sp(f), format!("{} must hold at least {} hex digits", p.display(), MIN_KEY_BYTES * 2)));
+                            d.push(Diag::new(
+                                sp(f),
+                                format!(
+                                    "{} must hold at least {} hex digits",
+                                    p.display(),
+                                    MIN_KEY_BYTES * 2
+                                ),
+                            ));
                             vec![]
                         }
                     },
                     Err(e) => {
-                        d.push(Diag::new(sp(f), format!("cannot read key file {}: {e}", p.display())));
+                        d.push(Diag::new(
+                            sp(f),
+                            format!("cannot read key file {}: {e}", p.display()),
+                        ));
                         vec![]
                     }
                 }
@@ -503,13 +582,19 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
                 vec![]
             }
             (None, None) => {
-                d.push(Diag::new(sp(&s.id), format!("site {id:?} has no key (add key = \"<hex>\" or key_file)")));
+                d.push(Diag::new(
+                    sp(&s.id),
+                    format!("site {id:?} has no key (add key = \"<hex>\" or key_file)"),
+                ));
                 vec![]
             }
         };
         for m in &s.members {
             if !member_ids.contains(m.get_ref().as_str()) {
-                d.push(Diag::new(sp(m), format!("unknown member {:?} (not a [[member]] id)", m.get_ref())));
+                d.push(Diag::new(
+                    sp(m),
+                    format!("unknown member {:?} (not a [[member]] id)", m.get_ref()),
+                ));
             }
         }
         sites.push(SiteConfig {
@@ -526,12 +611,19 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         if !substation_ids.contains(m.substation.get_ref().as_str()) {
             d.push(Diag::new(
                 sp(&m.substation),
-                format!("member {:?} is on undefined substation {:?}", m.id.get_ref(), m.substation.get_ref()),
+                format!(
+                    "member {:?} is on undefined substation {:?}",
+                    m.id.get_ref(),
+                    m.substation.get_ref()
+                ),
             ));
         }
         if let Some(site) = &m.site {
             if !site_ids.contains(site.get_ref().as_str()) {
-                d.push(Diag::new(sp(site), format!("unknown site {:?}", site.get_ref())));
+                d.push(Diag::new(
+                    sp(site),
+                    format!("unknown site {:?}", site.get_ref()),
+                ));
             }
         }
         members.push(Member {
@@ -547,7 +639,14 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     let mut plants = Vec::new();
     for p in &raw.plant {
         if !pods.contains(p.pod.get_ref().as_str()) {
-            d.push(Diag::new(sp(&p.pod), format!("plant {:?} is on unknown POD {:?} (no member has it)", p.id.get_ref(), p.pod.get_ref())));
+            d.push(Diag::new(
+                sp(&p.pod),
+                format!(
+                    "plant {:?} is on unknown POD {:?} (no member has it)",
+                    p.id.get_ref(),
+                    p.pod.get_ref()
+                ),
+            ));
         }
         if p.kind.get_ref() != "pv" {
             d.push(Diag::new(sp(&p.kind), "plant kind must be \"pv\""));
@@ -556,14 +655,21 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         if !peak.is_finite() || peak <= 0.0 {
             d.push(Diag::new(sp(&p.peak_kw), "peak_kw must be a number > 0"));
         }
-        let commissioned = NaiveDate::parse_from_str(p.commissioned.get_ref(), "%Y-%m-%d").unwrap_or_else(|_| {
-            d.push(Diag::new(sp(&p.commissioned), "commissioned must be a date YYYY-MM-DD"));
-            NaiveDate::MIN
-        });
+        let commissioned = NaiveDate::parse_from_str(p.commissioned.get_ref(), "%Y-%m-%d")
+            .unwrap_or_else(|_| {
+                d.push(Diag::new(
+                    sp(&p.commissioned),
+                    "commissioned must be a date YYYY-MM-DD",
+                ));
+                NaiveDate::MIN
+            });
         let grant_share = p.grant_share.as_ref().map(|g| *g.get_ref()).unwrap_or(0.0);
         if let Some(g) = &p.grant_share {
             if !(0.0..=0.4).contains(g.get_ref()) {
-                d.push(Diag::new(sp(g), "grant_share must be between 0 and 0.4 (the PNRR grant covers at most 40 %)"));
+                d.push(Diag::new(
+                    sp(g),
+                    "grant_share must be between 0 and 0.4 (the PNRR grant covers at most 40 %)",
+                ));
             }
         }
         plants.push(Plant {
@@ -582,16 +688,32 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     let mut seen_meter = HashSet::new();
     for m in &raw.meter {
         if !site_ids.contains(m.site.get_ref().as_str()) {
-            d.push(Diag::new(sp(&m.site), format!("unknown site {:?}", m.site.get_ref())));
+            d.push(Diag::new(
+                sp(&m.site),
+                format!("unknown site {:?}", m.site.get_ref()),
+            ));
         }
         if !pods.contains(m.pod.get_ref().as_str()) {
-            d.push(Diag::new(sp(&m.pod), format!("unknown POD {:?} (no member has it)", m.pod.get_ref())));
+            d.push(Diag::new(
+                sp(&m.pod),
+                format!("unknown POD {:?} (no member has it)", m.pod.get_ref()),
+            ));
         }
         if !seen_meter.insert((m.site.get_ref().clone(), m.name.get_ref().clone())) {
-            d.push(Diag::new(sp(&m.name), format!("meter {:?} of site {:?} is mapped twice", m.name.get_ref(), m.site.get_ref())));
+            d.push(Diag::new(
+                sp(&m.name),
+                format!(
+                    "meter {:?} of site {:?} is mapped twice",
+                    m.name.get_ref(),
+                    m.site.get_ref()
+                ),
+            ));
         }
         let role = Role::parse(m.role.get_ref()).unwrap_or_else(|| {
-            d.push(Diag::new(sp(&m.role), "role must be grid, production, consumption or storage"));
+            d.push(Diag::new(
+                sp(&m.role),
+                "role must be grid, production, consumption or storage",
+            ));
             Role::Storage
         });
         meters.push(MeterMap {
@@ -606,7 +728,10 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     for (i, m) in meters.iter().enumerate() {
         if m.role == Role::Grid {
             if grid_by_pod.insert(m.pod.as_str(), i).is_some() {
-                d.push(Diag::new(sp(&raw.meter[i].pod), format!("POD {:?} has two grid meters", m.pod)));
+                d.push(Diag::new(
+                    sp(&raw.meter[i].pod),
+                    format!("POD {:?} has two grid meters", m.pod),
+                ));
             }
         }
     }
@@ -629,7 +754,10 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         substations: raw
             .substation
             .iter()
-            .map(|s| Substation { id: s.id.get_ref().clone(), name: s.name.clone() })
+            .map(|s| Substation {
+                id: s.id.get_ref().clone(),
+                name: s.name.clone(),
+            })
             .collect(),
         sites,
         members,
@@ -651,10 +779,16 @@ fn parse_broker(b: Option<&RawBroker>, d: &mut Vec<Diag>) -> BrokerConfig {
     };
     if let Some(url) = &b.url {
         if !(url.get_ref().starts_with("mqtt://") || url.get_ref().starts_with("mqtts://")) {
-            d.push(Diag::new(sp(url), "url must start with mqtt:// or mqtts://"));
+            d.push(Diag::new(
+                sp(url),
+                "url must start with mqtt:// or mqtts://",
+            ));
         }
         if let Some(l) = &b.listen {
-            d.push(Diag::new(sp(l), "listen is for the embedded broker; with url the broker is external"));
+            d.push(Diag::new(
+                sp(l),
+                "listen is for the embedded broker; with url the broker is external",
+            ));
         }
         return BrokerConfig::External {
             url: url.get_ref().clone(),
@@ -665,15 +799,24 @@ fn parse_broker(b: Option<&RawBroker>, d: &mut Vec<Diag>) -> BrokerConfig {
     let listen = match &b.listen {
         None => default_listen,
         Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
-            d.push(Diag::new(sp(l), "listen must be an address:port, e.g. \"0.0.0.0:1883\""));
+            d.push(Diag::new(
+                sp(l),
+                "listen must be an address:port, e.g. \"0.0.0.0:1883\"",
+            ));
             default_listen
         }),
     };
     let tls = match (&b.tls_cert, &b.tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.clone(), key: key.clone() }),
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
         (None, None) => None,
         _ => {
-            d.push(Diag::new(b.listen.as_ref().and_then(sp), "give both tls_cert and tls_key, or neither"));
+            d.push(Diag::new(
+                b.listen.as_ref().and_then(sp),
+                "give both tls_cert and tls_key, or neither",
+            ));
             None
         }
     };
@@ -759,7 +902,11 @@ role = "grid"
     #[test]
     fn unknown_key_points_at_its_line() {
         let t = minimal().replace("name = \"So.CER\"", "name = \"So.CER\"\ncolour = 3");
-        assert!(lines(&t).starts_with("c.toml:4:1: unknown field `colour`"), "{}", lines(&t));
+        assert!(
+            lines(&t).starts_with("c.toml:4:1: unknown field `colour`"),
+            "{}",
+            lines(&t)
+        );
     }
 
     #[test]
@@ -769,8 +916,14 @@ role = "grid"
             + "\n[[plant]]\nid = \"pv2\"\npod = \"IT999\"\npeak_kw = 5.0\ncommissioned = \"2025-01-01\"\n";
         let out = lines(&t);
         assert!(out.contains(":38:6: duplicate member id \"m1\""), "{out}");
-        assert!(out.contains(":41:14: member \"m1\" is on undefined substation \"cp-nowhere\""), "{out}");
-        assert!(out.contains(":45:7: plant \"pv2\" is on unknown POD \"IT999\""), "{out}");
+        assert!(
+            out.contains(":41:14: member \"m1\" is on undefined substation \"cp-nowhere\""),
+            "{out}"
+        );
+        assert!(
+            out.contains(":45:7: plant \"pv2\" is on unknown POD \"IT999\""),
+            "{out}"
+        );
     }
 
     #[test]
@@ -780,7 +933,10 @@ role = "grid"
             .replace("longitude = 9.87", "longitude = 9.87\nperiod_minutes = 30")
             .replace("peak_kw = 20.0", "peak_kw = -1.0");
         let out = lines(&t);
-        assert!(out.contains("c.toml:6:18: period_minutes must be 60 or 15"), "{out}");
+        assert!(
+            out.contains("c.toml:6:18: period_minutes must be 60 or 15"),
+            "{out}"
+        );
         assert!(out.contains("site \"domus-1\" has no key"), "{out}");
         assert!(out.contains("peak_kw must be a number > 0"), "{out}");
     }
@@ -798,7 +954,11 @@ role = "grid"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/central.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let diags = check(&path, &text);
-        assert!(diags.is_empty(), "{}", crate::check::render(&path, &text, &diags));
+        assert!(
+            diags.is_empty(),
+            "{}",
+            crate::check::render(&path, &text, &diags)
+        );
         let c = parse(&path, &text).unwrap();
         assert_eq!(c.substations.len(), 2);
         assert!(c.sites.len() >= 8);

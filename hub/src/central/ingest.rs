@@ -60,7 +60,10 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(community: &str, keys: HashMap<String, Vec<u8>>) -> Self {
-        Gate { topics: Topics::new(community), keys }
+        Gate {
+            topics: Topics::new(community),
+            keys,
+        }
     }
 
     pub fn topics(&self) -> &Topics {
@@ -72,11 +75,22 @@ impl Gate {
     }
 
     /// Check a readings message; on refusal, the site label to count it under and why.
-    pub fn check_batch(&self, topic: &str, payload: &[u8], now: DateTime<Utc>) -> Result<(String, Batch), (String, Reject)> {
+    pub fn check_batch(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(String, Batch), (String, Reject)> {
         let Some((site, leaf)) = self.topics.parse_site_topic(topic) else {
             return Err((UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite));
         };
-        let label = |s: &str| if self.keys.contains_key(s) { s.to_string() } else { UNKNOWN_SITE_LABEL.to_string() };
+        let label = |s: &str| {
+            if self.keys.contains_key(s) {
+                s.to_string()
+            } else {
+                UNKNOWN_SITE_LABEL.to_string()
+            }
+        };
         if leaf != "readings" {
             return Err((label(site), Reject::Malformed));
         }
@@ -84,7 +98,8 @@ impl Gate {
         let Some(key) = self.keys.get(site) else {
             return Err((UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite));
         };
-        let batch: Batch = wire::open(key, site, topic, &env).map_err(|e| (site.to_string(), reject_of(&e)))?;
+        let batch: Batch =
+            wire::open(key, site, topic, &env).map_err(|e| (site.to_string(), reject_of(&e)))?;
         if batch.site != site {
             return Err((site.into(), Reject::Inconsistent));
         }
@@ -113,7 +128,10 @@ pub fn mqtt_options(ep: &Endpoint, client_id: &str) -> MqttOptions {
     o.set_clean_session(true);
     // Room above the envelope limit: an oversized batch must reach us to be counted, not drop the
     // connection.
-    o.set_max_packet_size(wire::MAX_ENVELOPE_BYTES * 2 + 4096, wire::MAX_ENVELOPE_BYTES + 4096);
+    o.set_max_packet_size(
+        wire::MAX_ENVELOPE_BYTES * 2 + 4096,
+        wire::MAX_ENVELOPE_BYTES + 4096,
+    );
     o.set_request_channel_capacity(4096);
     o.set_inflight(200);
     if !ep.username.is_empty() {
@@ -134,7 +152,9 @@ pub struct Ingest {
 impl Ingest {
     /// Handle one publish from the broker.
     pub async fn handle(&self, topic: &str, payload: &[u8]) {
-        self.metrics.messages_received.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
         let now = Utc::now();
         match self.gate.topics.parse_site_topic(topic) {
             Some((site, "status")) => self.handle_status(site, payload, now),
@@ -171,11 +191,19 @@ impl Ingest {
                 self.metrics.reject(&site, why);
             }
             Ok((site, batch)) => {
-                self.metrics.batches_accepted.fetch_add(1, Ordering::Relaxed);
-                self.metrics.readings_received.fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
+                self.metrics
+                    .batches_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .readings_received
+                    .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
                 self.sites.seen(&site, now);
                 self.latest.update(&site, &batch);
-                let inc = Incoming { site, readings: batch.readings, received };
+                let inc = Incoming {
+                    site,
+                    readings: batch.readings,
+                    received,
+                };
                 if let Err(e) = self.store.write(inc).await {
                     tracing::error!("ingest: {e}");
                 }
@@ -249,12 +277,17 @@ pub async fn run_acks(
 
 /// Seal and publish one site's ack (retained, QoS 1).
 pub async fn publish_ack(client: &AsyncClient, ingest: &Ingest, site: &str, seq: u64) {
-    let Some(key) = ingest.gate.key(site) else { return };
+    let Some(key) = ingest.gate.key(site) else {
+        return;
+    };
     let topic = ingest.gate.topics.ack(site);
     let payload = wire::seal(key, site, &topic, &Ack { seq });
     match client.publish(topic, QoS::AtLeastOnce, true, payload).await {
         Ok(()) => {
-            ingest.metrics.acks_published.fetch_add(1, Ordering::Relaxed);
+            ingest
+                .metrics
+                .acks_published
+                .fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => tracing::warn!("cannot publish the ack of {site}: {e}"),
     }
@@ -267,7 +300,10 @@ mod tests {
     use wire::WireReading;
 
     fn gate() -> Gate {
-        Gate::new("socer", HashMap::from([("domus-1".to_string(), b"0123456789abcdef".to_vec())]))
+        Gate::new(
+            "socer",
+            HashMap::from([("domus-1".to_string(), b"0123456789abcdef".to_vec())]),
+        )
     }
 
     fn batch(site: &str, ts: DateTime<Utc>) -> Batch {
@@ -278,7 +314,10 @@ mod tests {
                 seq: 1,
                 meter: "grid".into(),
                 ts,
-                values: Values { p_w: Some(100.0), ..Values::default() },
+                values: Values {
+                    p_w: Some(100.0),
+                    ..Values::default()
+                },
                 quality: Quality::Good,
                 missing: vec![],
                 retimed: false,
@@ -292,7 +331,12 @@ mod tests {
         let g = gate();
         let now = Utc::now();
         let topic = g.topics().readings("domus-1");
-        let bytes = wire::seal(b"0123456789abcdef", "domus-1", &topic, &batch("domus-1", now));
+        let bytes = wire::seal(
+            b"0123456789abcdef",
+            "domus-1",
+            &topic,
+            &batch("domus-1", now),
+        );
         let (site, b) = g.check_batch(&topic, &bytes, now).unwrap();
         assert_eq!((site.as_str(), b.readings.len()), ("domus-1", 1));
     }
@@ -303,17 +347,45 @@ mod tests {
         let now = Utc::now();
         let topic = g.topics().readings("domus-1");
         let key = b"0123456789abcdef";
-        let forged = wire::seal(b"another-key-0000", "domus-1", &topic, &batch("domus-1", now));
-        assert_eq!(g.check_batch(&topic, &forged, now).unwrap_err(), ("domus-1".into(), Reject::BadMac));
-        assert_eq!(g.check_batch(&topic, b"{nope", now).unwrap_err(), ("domus-1".into(), Reject::Malformed));
-        let future = wire::seal(key, "domus-1", &topic, &batch("domus-1", now + chrono::Duration::hours(2)));
-        assert_eq!(g.check_batch(&topic, &future, now).unwrap_err(), ("domus-1".into(), Reject::FarFuture));
+        let forged = wire::seal(
+            b"another-key-0000",
+            "domus-1",
+            &topic,
+            &batch("domus-1", now),
+        );
+        assert_eq!(
+            g.check_batch(&topic, &forged, now).unwrap_err(),
+            ("domus-1".into(), Reject::BadMac)
+        );
+        assert_eq!(
+            g.check_batch(&topic, b"{nope", now).unwrap_err(),
+            ("domus-1".into(), Reject::Malformed)
+        );
+        let future = wire::seal(
+            key,
+            "domus-1",
+            &topic,
+            &batch("domus-1", now + chrono::Duration::hours(2)),
+        );
+        assert_eq!(
+            g.check_batch(&topic, &future, now).unwrap_err(),
+            ("domus-1".into(), Reject::FarFuture)
+        );
         let other = g.topics().readings("intruder");
         let unknown = wire::seal(key, "intruder", &other, &batch("intruder", now));
-        assert_eq!(g.check_batch(&other, &unknown, now).unwrap_err(), (UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite));
+        assert_eq!(
+            g.check_batch(&other, &unknown, now).unwrap_err(),
+            (UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite)
+        );
         let inconsistent = wire::seal(key, "domus-1", &topic, &batch("domus-2", now));
-        assert_eq!(g.check_batch(&topic, &inconsistent, now).unwrap_err(), ("domus-1".into(), Reject::Inconsistent));
+        assert_eq!(
+            g.check_batch(&topic, &inconsistent, now).unwrap_err(),
+            ("domus-1".into(), Reject::Inconsistent)
+        );
         let big = vec![b' '; wire::MAX_ENVELOPE_BYTES + 1];
-        assert_eq!(g.check_batch(&topic, &big, now).unwrap_err(), ("domus-1".into(), Reject::Oversized));
+        assert_eq!(
+            g.check_batch(&topic, &big, now).unwrap_err(),
+            ("domus-1".into(), Reject::Oversized)
+        );
     }
 }

@@ -94,16 +94,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Start every part of the hub on the current runtime; the web API on `listener`.
-pub async fn start(cfg: CentralConfig, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
+pub async fn start(
+    cfg: CentralConfig,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
-    let sites = Arc::new(Sites::new(cfg.sites.iter().map(|s| (s.id.as_str(), s.name.as_str()))));
+    let sites = Arc::new(Sites::new(
+        cfg.sites.iter().map(|s| (s.id.as_str(), s.name.as_str())),
+    ));
     let endpoint = broker::start(&cfg)?;
     anyhow::ensure!(!endpoint.tls, "mqtts:// to an external broker is not supported by the hub yet: use mqtt:// on a trusted network");
 
-    let periods = store::Periods { seconds: cfg.period_seconds() };
+    let periods = store::Periods {
+        seconds: cfg.period_seconds(),
+    };
     let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (store_handle, _writer) =
-        store::spawn_writer(&cfg.storage_path, periods, cfg.raw_retention_days, metrics.clone(), acks_tx)?;
+    let (store_handle, _writer) = store::spawn_writer(
+        &cfg.storage_path,
+        periods,
+        cfg.raw_retention_days,
+        metrics.clone(),
+        acks_tx,
+    )?;
     let reader = store::Reader::open(&cfg.storage_path)?;
     let contiguous = reader.contiguous()?;
     for (site, seq) in &contiguous {
@@ -121,7 +133,12 @@ pub async fn start(cfg: CentralConfig, listener: tokio::net::TcpListener) -> any
         cfg,
     });
 
-    let keys = hub.cfg.sites.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
+    let keys = hub
+        .cfg
+        .sites
+        .iter()
+        .map(|s| (s.id.clone(), s.key.clone()))
+        .collect();
     let latest = Arc::new(ingest::Latest::default());
     let ingest = Arc::new(ingest::Ingest {
         gate: ingest::Gate::new(&hub.cfg.community, keys),
@@ -135,7 +152,10 @@ pub async fn start(cfg: CentralConfig, listener: tokio::net::TcpListener) -> any
     {
         let (client, ingest, hub) = (client.clone(), ingest.clone(), hub.clone());
         tokio::spawn(async move {
-            ingest::run_client(client, events, ingest, move |up| hub.broker_connected.store(up, Ordering::Relaxed)).await
+            ingest::run_client(client, events, ingest, move |up| {
+                hub.broker_connected.store(up, Ordering::Relaxed)
+            })
+            .await
         });
     }
     // The embedded broker keeps retained messages in memory only: republish every ack at start.
@@ -147,7 +167,11 @@ pub async fn start(cfg: CentralConfig, listener: tokio::net::TcpListener) -> any
 
     let web_addr = listener.local_addr()?;
     tokio::spawn(web::serve(hub.clone(), listener));
-    Ok(Running { hub, web_addr, client })
+    Ok(Running {
+        hub,
+        web_addr,
+        client,
+    })
 }
 
 /// Every few seconds: publish the live figures, recompute dirty periods.
@@ -188,7 +212,9 @@ async fn compute_loop(hub: Arc<Hub>, client: AsyncClient, latest: Arc<ingest::La
             Ok((r, res)) => {
                 match res {
                     Ok(n) => {
-                        hub.metrics.periods_computed.fetch_add(n as u64, Ordering::Relaxed);
+                        hub.metrics
+                            .periods_computed
+                            .fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => tracing::warn!("compute: {e}"),
                 }

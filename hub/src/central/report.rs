@@ -19,6 +19,9 @@ fn not_ready(what: &str) -> Response<String> {
     Response::builder()
         .status(StatusCode::SERVICE_UNAVAILABLE)
         .header("content-type", "application/json")
-        .body(serde_json::json!({"error": format!("{what}: the incentive engine is not merged yet")}).to_string())
+        .body(
+            serde_json::json!({"error": format!("{what}: the incentive engine is not merged yet")})
+                .to_string(),
+        )
         .unwrap_or_else(|_| Response::new(String::new()))
 }

@@ -77,7 +77,10 @@ impl Metrics {
 
     /// (site, reason) → count; unknown sites are reported under the name they claimed.
     pub fn rejects(&self) -> BTreeMap<(String, Reject), u64> {
-        self.rejects.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.rejects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn rejects_of(&self, site: &str) -> BTreeMap<&'static str, u64> {
@@ -96,7 +99,8 @@ impl Metrics {
 
     /// Time from a batch's arrival at the hub to its commit.
     pub fn observe_ingest_latency(&self, d: Duration) {
-        self.ingest_latency_us_sum.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.ingest_latency_us_sum
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
         self.ingest_latency_count.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -126,10 +130,20 @@ impl Sites {
     pub fn new<'a>(sites: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
         let inner = sites
             .map(|(id, name)| {
-                (id.to_string(), SiteView { id: id.into(), name: name.into(), state: "unknown".into(), ..Default::default() })
+                (
+                    id.to_string(),
+                    SiteView {
+                        id: id.into(),
+                        name: name.into(),
+                        state: "unknown".into(),
+                        ..Default::default()
+                    },
+                )
             })
             .collect();
-        Sites { inner: Mutex::new(inner) }
+        Sites {
+            inner: Mutex::new(inner),
+        }
     }
 
     fn with<R>(&self, site: &str, f: impl FnOnce(&mut SiteView) -> R) -> Option<R> {

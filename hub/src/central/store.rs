@@ -23,7 +23,10 @@ use socer_drivers::reading::Quality;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("the store writer has stopped")]
@@ -69,13 +72,18 @@ CREATE TABLE IF NOT EXISTS period_pod (
 
 /// Open a connection with the pragmas every user of the store needs.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let wrap = |source| StoreError::Open { path: path.to_path_buf(), source };
+    let wrap = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     let conn = Connection::open(path).map_err(wrap)?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(wrap)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(wrap)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(wrap)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
     Ok(conn)
@@ -179,7 +187,10 @@ pub fn spawn_writer(
                     }
                     Err(e) => {
                         // The batches are not acked, so the sites will send them again.
-                        tracing::error!("store: transaction failed, {} batches not stored: {e}", group.len());
+                        tracing::error!(
+                            "store: transaction failed, {} batches not stored: {e}",
+                            group.len()
+                        );
                         w.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
                         std::thread::sleep(Duration::from_millis(200));
                     }
@@ -205,22 +216,42 @@ impl Writer {
         let mut sites = HashMap::new();
         {
             let mut q = conn.prepare("SELECT id, name, contiguous FROM site")?;
-            let rows = q.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+            let rows = q.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
             for row in rows {
                 let (id, name, contiguous) = row?;
                 let contiguous = contiguous as u64;
                 let mut pending = BTreeSet::new();
-                let mut p = conn.prepare("SELECT seq FROM reading WHERE site_id = ?1 AND seq > ?2")?;
+                let mut p =
+                    conn.prepare("SELECT seq FROM reading WHERE site_id = ?1 AND seq > ?2")?;
                 for s in p.query_map(params![id, contiguous as i64], |r| r.get::<_, i64>(0))? {
                     pending.insert(s? as u64);
                 }
-                sites.insert(name, SiteState { id, contiguous, pending });
+                sites.insert(
+                    name,
+                    SiteState {
+                        id,
+                        contiguous,
+                        pending,
+                    },
+                );
             }
         }
         let mut meters = HashMap::new();
         {
             let mut q = conn.prepare("SELECT id, site_id, name FROM meter")?;
-            for row in q.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))? {
+            for row in q.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })? {
                 let (id, site, name) = row?;
                 meters.insert((site, name), id);
             }
@@ -233,16 +264,35 @@ impl Writer {
                 last_sample_ms.insert(m, t);
             }
         }
-        Ok(Writer { conn, sites, meters, last_sample_ms, periods, metrics, retention_days, last_prune: None })
+        Ok(Writer {
+            conn,
+            sites,
+            meters,
+            last_sample_ms,
+            periods,
+            metrics,
+            retention_days,
+            last_prune: None,
+        })
     }
 
     fn site_id(&mut self, site: &str) -> Result<i64, StoreError> {
         if let Some(s) = self.sites.get(site) {
             return Ok(s.id);
         }
-        self.conn.execute("INSERT OR IGNORE INTO site (name) VALUES (?1)", [site])?;
-        let id: i64 = self.conn.query_row("SELECT id FROM site WHERE name = ?1", [site], |r| r.get(0))?;
-        self.sites.insert(site.to_string(), SiteState { id, contiguous: 0, pending: BTreeSet::new() });
+        self.conn
+            .execute("INSERT OR IGNORE INTO site (name) VALUES (?1)", [site])?;
+        let id: i64 = self
+            .conn
+            .query_row("SELECT id FROM site WHERE name = ?1", [site], |r| r.get(0))?;
+        self.sites.insert(
+            site.to_string(),
+            SiteState {
+                id,
+                contiguous: 0,
+                pending: BTreeSet::new(),
+            },
+        );
         Ok(id)
     }
 
@@ -250,7 +300,10 @@ impl Writer {
         if let Some(id) = self.meters.get(&(site_id, meter.to_string())) {
             return Ok(*id);
         }
-        self.conn.execute("INSERT OR IGNORE INTO meter (site_id, name) VALUES (?1, ?2)", params![site_id, meter])?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meter (site_id, name) VALUES (?1, ?2)",
+            params![site_id, meter],
+        )?;
         let id: i64 = self.conn.query_row(
             "SELECT id FROM meter WHERE site_id = ?1 AND name = ?2",
             params![site_id, meter],
@@ -287,7 +340,9 @@ impl Writer {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for (b, (site_id, meter_ids)) in group.iter().zip(&ids) {
-                let Some(state) = self.sites.get_mut(&b.site) else { continue };
+                let Some(state) = self.sites.get_mut(&b.site) else {
+                    continue;
+                };
                 // A site seen for the first time starts its ack from its first batch (a re-created
                 // central database must not leave an old site's outbox unacknowledged forever).
                 if state.contiguous == 0 && state.pending.is_empty() {
@@ -320,7 +375,10 @@ impl Writer {
                     }
                     stored += 1;
                     state.pending.insert(r.seq);
-                    minutes.entry((*meter_id, ts_ms.div_euclid(60_000))).or_default().add(ts_ms, r);
+                    minutes
+                        .entry((*meter_id, ts_ms.div_euclid(60_000)))
+                        .or_default()
+                        .add(ts_ms, r);
                     if r.values.e_imp_wh.is_some() || r.values.e_exp_wh.is_some() {
                         let p = self.periods;
                         let here = p.start_of(ts_ms);
@@ -373,12 +431,23 @@ impl Writer {
             )?;
             for ((meter_id, minute), a) in &minutes {
                 up.execute(params![
-                    meter_id, minute, a.n, a.p_sum, a.p_n, a.p_min, a.p_max, a.first.map(|f| f.0),
-                    a.first.and_then(|f| f.1), a.first.and_then(|f| f.2), a.last.map(|f| f.0),
-                    a.last.and_then(|f| f.1), a.last.and_then(|f| f.2)
+                    meter_id,
+                    minute,
+                    a.n,
+                    a.p_sum,
+                    a.p_n,
+                    a.p_min,
+                    a.p_max,
+                    a.first.map(|f| f.0),
+                    a.first.and_then(|f| f.1),
+                    a.first.and_then(|f| f.2),
+                    a.last.map(|f| f.0),
+                    a.last.and_then(|f| f.1),
+                    a.last.and_then(|f| f.2)
                 ])?;
             }
-            let mut d = tx.prepare_cached("INSERT OR IGNORE INTO dirty_period (start_s) VALUES (?1)")?;
+            let mut d =
+                tx.prepare_cached("INSERT OR IGNORE INTO dirty_period (start_s) VALUES (?1)")?;
             for s in &dirty {
                 d.execute([s])?;
             }
@@ -406,13 +475,23 @@ impl Writer {
 
     /// Drop raw readings older than the retention (aggregates and period results stay).
     fn maybe_prune(&mut self) {
-        if self.last_prune.is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
+        if self
+            .last_prune
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(3600))
+        {
             return;
         }
         self.last_prune = Some(Instant::now());
-        let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(self.retention_days) * 86_400_000;
-        match self.conn.execute("DELETE FROM reading WHERE ts_ms < ?1", [cutoff]) {
-            Ok(n) if n > 0 => tracing::info!("store: pruned {n} raw readings older than {} days", self.retention_days),
+        let cutoff =
+            chrono::Utc::now().timestamp_millis() - i64::from(self.retention_days) * 86_400_000;
+        match self
+            .conn
+            .execute("DELETE FROM reading WHERE ts_ms < ?1", [cutoff])
+        {
+            Ok(n) if n > 0 => tracing::info!(
+                "store: pruned {n} raw readings older than {} days",
+                self.retention_days
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!("store: pruning failed: {e}"),
         }
@@ -505,11 +584,17 @@ pub fn flags_code(f: Flags) -> i64 {
 }
 
 pub fn flags_of(code: i64) -> Flags {
-    Flags { estimated: code & 1 != 0, counter_reset: code & 2 != 0, incomplete: code & 4 != 0 }
+    Flags {
+        estimated: code & 1 != 0,
+        counter_reset: code & 2 != 0,
+        incomplete: code & 4 != 0,
+    }
 }
 
 fn utc(start_s: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(start_s, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_opt(start_s, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Read side: queries for the compute loop and the API (each holder opens its own connection).
@@ -526,31 +611,52 @@ impl Reader {
         let mut q = self.conn.prepare_cached(
             "SELECT meter.id, site.name, meter.name FROM meter JOIN site ON site.id = meter.site_id",
         )?;
-        let rows = q.query_map([], |r| Ok(MeterKey { id: r.get(0)?, site: r.get(1)?, name: r.get(2)? }))?;
+        let rows = q.query_map([], |r| {
+            Ok(MeterKey {
+                id: r.get(0)?,
+                site: r.get(1)?,
+                name: r.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Dirty periods, oldest first.
     pub fn dirty_periods(&self, limit: usize) -> Result<Vec<i64>, StoreError> {
-        let mut q = self.conn.prepare_cached("SELECT start_s FROM dirty_period ORDER BY start_s LIMIT ?1")?;
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT start_s FROM dirty_period ORDER BY start_s LIMIT ?1")?;
         let rows = q.query_map([limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Counter samples of a meter covering `[from_ms, to_ms]`: those inside plus the nearest one on
     /// each side (however far), so that a gap can be spread over its whole span.
-    pub fn counter_samples(&self, meter_id: i64, from_ms: i64, to_ms: i64) -> Result<Vec<CounterSample>, StoreError> {
+    pub fn counter_samples(
+        &self,
+        meter_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<CounterSample>, StoreError> {
         let mut out = Vec::new();
         let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Vec<CounterSample>> {
             let f: Option<i64> = r.get(0)?;
             let l: Option<i64> = r.get(3)?;
             let mut v = Vec::with_capacity(2);
             if let Some(f) = f {
-                v.push(CounterSample { ts_ms: f, imp_wh: r.get(1)?, exp_wh: r.get(2)? });
+                v.push(CounterSample {
+                    ts_ms: f,
+                    imp_wh: r.get(1)?,
+                    exp_wh: r.get(2)?,
+                });
             }
             if let Some(l) = l {
                 if Some(l) != f {
-                    v.push(CounterSample { ts_ms: l, imp_wh: r.get(4)?, exp_wh: r.get(5)? });
+                    v.push(CounterSample {
+                        ts_ms: l,
+                        imp_wh: r.get(4)?,
+                        exp_wh: r.get(5)?,
+                    });
                 }
             }
             Ok(v)
@@ -571,7 +677,14 @@ impl Reader {
             "SELECT {cols} FROM minute WHERE meter_id = ?1 AND minute BETWEEN ?2 AND ?3 AND last_ms IS NOT NULL
              ORDER BY minute"
         ))?;
-        for v in q.query_map(params![meter_id, from_ms.div_euclid(60_000), to_ms.div_euclid(60_000)], row)? {
+        for v in q.query_map(
+            params![
+                meter_id,
+                from_ms.div_euclid(60_000),
+                to_ms.div_euclid(60_000)
+            ],
+            row,
+        )? {
             out.extend(v?);
         }
         let after: Option<Vec<CounterSample>> = self
@@ -590,7 +703,11 @@ impl Reader {
         Ok(out)
     }
 
-    pub fn substation_periods(&self, from_s: i64, to_s: i64) -> Result<Vec<SubstationPeriod>, StoreError> {
+    pub fn substation_periods(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<SubstationPeriod>, StoreError> {
         let mut q = self.conn.prepare_cached(
             "SELECT start_s, substation, injection_mwh, eligible_injection_mwh, withdrawal_mwh,
                     shared_mwh, production_mwh, consumption_mwh, flags
@@ -645,20 +762,33 @@ impl Reader {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM period_meter WHERE start_s = ?1", [start_s])?;
         tx.execute("DELETE FROM period_pod WHERE start_s = ?1", [start_s])?;
-        tx.execute("DELETE FROM period_substation WHERE start_s = ?1", [start_s])?;
+        tx.execute(
+            "DELETE FROM period_substation WHERE start_s = ?1",
+            [start_s],
+        )?;
         {
             let mut m = tx.prepare_cached(
                 "INSERT INTO period_meter (start_s, meter_id, imp_mwh, exp_mwh, flags) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for (id, e) in meters {
-                m.execute(params![start_s, id, e.imported_mwh as i64, e.exported_mwh as i64, flags_code(e.flags)])?;
+                m.execute(params![
+                    start_s,
+                    id,
+                    e.imported_mwh as i64,
+                    e.exported_mwh as i64,
+                    flags_code(e.flags)
+                ])?;
             }
             let mut p = tx.prepare_cached(
                 "INSERT INTO period_pod (start_s, pod, member, substation, injection_mwh, withdrawal_mwh,
                    eligible, shared_consumer_mwh, shared_producer_mwh, flags)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
-            for r in balance.pods.iter().filter(|r| r.start.timestamp() == start_s) {
+            for r in balance
+                .pods
+                .iter()
+                .filter(|r| r.start.timestamp() == start_s)
+            {
                 p.execute(params![
                     start_s,
                     r.pod,
@@ -677,7 +807,11 @@ impl Reader {
                    withdrawal_mwh, shared_mwh, production_mwh, consumption_mwh, flags)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            for r in balance.substations.iter().filter(|r| r.start.timestamp() == start_s) {
+            for r in balance
+                .substations
+                .iter()
+                .filter(|r| r.start.timestamp() == start_s)
+            {
                 s.execute(params![
                     start_s,
                     r.substation,
@@ -708,8 +842,12 @@ impl Reader {
 
     /// The contiguous (acknowledged) seq of every site.
     pub fn contiguous(&self) -> Result<HashMap<String, u64>, StoreError> {
-        let mut q = self.conn.prepare_cached("SELECT name, contiguous FROM site")?;
-        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT name, contiguous FROM site")?;
+        let rows = q.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

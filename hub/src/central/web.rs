@@ -51,7 +51,9 @@ pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) {
     warp::serve(routes(hub)).incoming(listener).run().await;
 }
 
-pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (Resp,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+pub fn routes(
+    hub: Arc<Hub>,
+) -> impl Filter<Extract = (Resp,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
     let h = move || {
         let hub = hub.clone();
         warp::any().map(move || hub.clone())
@@ -59,9 +61,21 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (Resp,), Error = warp::Rej
     let get = warp::get();
     let api = warp::path("api").and(warp::path("v1"));
 
-    let now = get.and(api).and(warp::path!("community" / "now")).and(h()).map(|hub: Arc<Hub>| community_now(&hub));
-    let sites = get.and(api).and(warp::path!("sites")).and(h()).map(|hub: Arc<Hub>| sites(&hub));
-    let health = get.and(api).and(warp::path!("health")).and(h()).map(|hub: Arc<Hub>| health(&hub));
+    let now = get
+        .and(api)
+        .and(warp::path!("community" / "now"))
+        .and(h())
+        .map(|hub: Arc<Hub>| community_now(&hub));
+    let sites = get
+        .and(api)
+        .and(warp::path!("sites"))
+        .and(h())
+        .map(|hub: Arc<Hub>| sites(&hub));
+    let health = get
+        .and(api)
+        .and(warp::path!("health"))
+        .and(h())
+        .map(|hub: Arc<Hub>| health(&hub));
     let energy = get
         .and(api)
         .and(warp::path!("energy"))
@@ -84,18 +98,27 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (Resp,), Error = warp::Rej
         .and(warp::path!("report" / String))
         .and(warp::header::optional::<String>("authorization"))
         .and(h())
-        .and_then(|file: String, auth: Option<String>, hub: Arc<Hub>| async move {
-            if !authorised(&hub, auth.as_deref()) {
-                return Ok::<Resp, Infallible>(error(
-                    StatusCode::UNAUTHORIZED,
-                    "per-member reports need `Authorization: Bearer <report_token>`",
-                ));
-            }
-            Ok(blocking(move || report::report_response(&hub, &file)).await)
-        });
-    let metrics = get.and(warp::path!("metrics")).and(h()).map(|hub: Arc<Hub>| metrics(&hub));
+        .and_then(
+            |file: String, auth: Option<String>, hub: Arc<Hub>| async move {
+                if !authorised(&hub, auth.as_deref()) {
+                    return Ok::<Resp, Infallible>(error(
+                        StatusCode::UNAUTHORIZED,
+                        "per-member reports need `Authorization: Bearer <report_token>`",
+                    ));
+                }
+                Ok(blocking(move || report::report_response(&hub, &file)).await)
+            },
+        );
+    let metrics = get
+        .and(warp::path!("metrics"))
+        .and(h())
+        .map(|hub: Arc<Hub>| metrics(&hub));
     let index = get.and(warp::path::end()).map(|| {
-        text(StatusCode::OK, "text/html; charset=utf-8", include_str!("placeholder.html").to_string())
+        text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            include_str!("placeholder.html").to_string(),
+        )
     });
     now.or(sites)
         .unify()
@@ -116,19 +139,35 @@ pub fn routes(hub: Arc<Hub>) -> impl Filter<Extract = (Resp,), Error = warp::Rej
 async fn blocking(f: impl FnOnce() -> Resp + Send + 'static) -> Resp {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("handler failed: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("handler failed: {e}"),
+        ),
     }
 }
 
 /// The bearer token check (constant time in the token's length).
 pub fn authorised(hub: &Hub, header: Option<&str>) -> bool {
-    let Some(token) = hub.cfg.web.report_token.as_deref() else { return false };
-    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    let Some(token) = hub.cfg.web.report_token.as_deref() else {
+        return false;
+    };
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn community_now(hub: &Hub) -> Resp {
-    let balance = hub.balance.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let balance = hub
+        .balance
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let sites = hub.sites.all();
     json(
         StatusCode::OK,
@@ -160,13 +199,20 @@ fn sites(hub: &Hub) -> Resp {
         })
         .collect();
     let unknown = hub.metrics.rejects_of(super::ingest::UNKNOWN_SITE_LABEL);
-    json(StatusCode::OK, &serde_json::json!({ "sites": out, "rejected_unknown_sites": unknown }))
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "sites": out, "rejected_unknown_sites": unknown }),
+    )
 }
 
 fn health(hub: &Hub) -> Resp {
     let broker = hub.broker_connected.load(Ordering::Relaxed);
     let store_ok = hub.reader().contiguous().is_ok();
-    let status = if broker && store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if broker && store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json(
         status,
         &serde_json::json!({
@@ -185,7 +231,9 @@ pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
         return Some(t.with_timezone(&Utc));
     }
     let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?).earliest().map(|t| t.with_timezone(&Utc))
+    tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// `15m`, `1h`, `1d` → seconds.
@@ -251,10 +299,16 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
     let tz = hub.cfg.timezone;
     let period_s = hub.cfg.period_seconds();
     let Some(from) = q.get("from").and_then(|s| parse_time(s, tz)) else {
-        return error(StatusCode::BAD_REQUEST, "from: give an RFC 3339 time or a date YYYY-MM-DD");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "from: give an RFC 3339 time or a date YYYY-MM-DD",
+        );
     };
     let Some(to) = q.get("to").and_then(|s| parse_time(s, tz)) else {
-        return error(StatusCode::BAD_REQUEST, "to: give an RFC 3339 time or a date YYYY-MM-DD");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "to: give an RFC 3339 time or a date YYYY-MM-DD",
+        );
     };
     let step_s = match q.get("step").map(String::as_str) {
         None => period_s,
@@ -263,13 +317,19 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
             _ => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("step: a multiple of the {} min settlement period, e.g. 1h or 1d", period_s / 60),
+                    format!(
+                        "step: a multiple of the {} min settlement period, e.g. 1h or 1d",
+                        period_s / 60
+                    ),
                 )
             }
         },
     };
     if to <= from || (to - from).num_days() > MAX_RANGE_DAYS {
-        return error(StatusCode::BAD_REQUEST, format!("to must be after from, at most {MAX_RANGE_DAYS} days"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("to must be after from, at most {MAX_RANGE_DAYS} days"),
+        );
     }
     let from_s = from.timestamp().div_euclid(step_s) * step_s;
     let rows = match hub.reader().substation_periods(from_s, to.timestamp()) {
@@ -279,14 +339,27 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
     let mut slots: BTreeMap<i64, Slot> = BTreeMap::new();
     let mut s = from_s;
     while s < to.timestamp() {
-        let start = Utc.timestamp_opt(s, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC);
-        slots.insert(s, Slot { start, total: Figures::default(), substations: BTreeMap::new() });
+        let start = Utc
+            .timestamp_opt(s, 0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        slots.insert(
+            s,
+            Slot {
+                start,
+                total: Figures::default(),
+                substations: BTreeMap::new(),
+            },
+        );
         s += step_s;
     }
     for r in &rows {
         let key = r.start.timestamp().div_euclid(step_s) * step_s;
         if let Some(slot) = slots.get_mut(&key) {
-            slot.substations.entry(r.substation.clone()).or_default().add(r);
+            slot.substations
+                .entry(r.substation.clone())
+                .or_default()
+                .add(r);
         }
     }
     for slot in slots.values_mut() {
@@ -321,17 +394,56 @@ fn metrics(hub: &Hub) -> Resp {
     let m = &hub.metrics;
     let mut s = String::new();
     let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(s, "# HELP socer_{name} {help}\n# TYPE socer_{name} counter\nsocer_{name} {v}");
+        let _ = writeln!(
+            s,
+            "# HELP socer_{name} {help}\n# TYPE socer_{name} counter\nsocer_{name} {v}"
+        );
     };
-    counter("messages_received_total", "MQTT messages received by the ingest.", m.messages_received.load(Ordering::Relaxed));
-    counter("batches_accepted_total", "Authenticated readings batches.", m.batches_accepted.load(Ordering::Relaxed));
-    counter("readings_received_total", "Readings in authenticated batches.", m.readings_received.load(Ordering::Relaxed));
-    counter("readings_stored_total", "Readings newly stored.", m.readings_stored.load(Ordering::Relaxed));
-    counter("dedup_hits_total", "Readings already stored (same site and seq).", m.dedup_hits.load(Ordering::Relaxed));
-    counter("store_transactions_total", "Store transactions committed.", m.store_transactions.load(Ordering::Relaxed));
-    counter("store_errors_total", "Store transactions that failed.", m.store_errors.load(Ordering::Relaxed));
-    counter("acks_published_total", "End-to-end acks published.", m.acks_published.load(Ordering::Relaxed));
-    counter("periods_computed_total", "Settlement periods (re)computed.", m.periods_computed.load(Ordering::Relaxed));
+    counter(
+        "messages_received_total",
+        "MQTT messages received by the ingest.",
+        m.messages_received.load(Ordering::Relaxed),
+    );
+    counter(
+        "batches_accepted_total",
+        "Authenticated readings batches.",
+        m.batches_accepted.load(Ordering::Relaxed),
+    );
+    counter(
+        "readings_received_total",
+        "Readings in authenticated batches.",
+        m.readings_received.load(Ordering::Relaxed),
+    );
+    counter(
+        "readings_stored_total",
+        "Readings newly stored.",
+        m.readings_stored.load(Ordering::Relaxed),
+    );
+    counter(
+        "dedup_hits_total",
+        "Readings already stored (same site and seq).",
+        m.dedup_hits.load(Ordering::Relaxed),
+    );
+    counter(
+        "store_transactions_total",
+        "Store transactions committed.",
+        m.store_transactions.load(Ordering::Relaxed),
+    );
+    counter(
+        "store_errors_total",
+        "Store transactions that failed.",
+        m.store_errors.load(Ordering::Relaxed),
+    );
+    counter(
+        "acks_published_total",
+        "End-to-end acks published.",
+        m.acks_published.load(Ordering::Relaxed),
+    );
+    counter(
+        "periods_computed_total",
+        "Settlement periods (re)computed.",
+        m.periods_computed.load(Ordering::Relaxed),
+    );
     let tx = m.store_transactions.load(Ordering::Relaxed);
     let _ = writeln!(
         s,
@@ -352,32 +464,59 @@ fn metrics(hub: &Hub) -> Resp {
     );
     let _ = writeln!(s, "# HELP socer_rejected_total Messages refused, by site and reason.\n# TYPE socer_rejected_total counter");
     for ((site, why), n) in m.rejects() {
-        let _ = writeln!(s, "socer_rejected_total{{site=\"{}\",reason=\"{}\"}} {n}", escape(&site), why.label());
+        let _ = writeln!(
+            s,
+            "socer_rejected_total{{site=\"{}\",reason=\"{}\"}} {n}",
+            escape(&site),
+            why.label()
+        );
     }
     let _ = writeln!(s, "# HELP socer_site_last_seen_timestamp_seconds Last message from the site.\n# TYPE socer_site_last_seen_timestamp_seconds gauge");
     let sites = hub.sites.all();
     for v in &sites {
         if let Some(t) = v.last_seen {
-            let _ = writeln!(s, "socer_site_last_seen_timestamp_seconds{{site=\"{}\"}} {}", escape(&v.id), t.timestamp());
+            let _ = writeln!(
+                s,
+                "socer_site_last_seen_timestamp_seconds{{site=\"{}\"}} {}",
+                escape(&v.id),
+                t.timestamp()
+            );
         }
     }
     let _ = writeln!(s, "# TYPE socer_site_online gauge");
     for v in &sites {
-        let _ = writeln!(s, "socer_site_online{{site=\"{}\"}} {}", escape(&v.id), u8::from(v.state == "online"));
+        let _ = writeln!(
+            s,
+            "socer_site_online{{site=\"{}\"}} {}",
+            escape(&v.id),
+            u8::from(v.state == "online")
+        );
     }
     let _ = writeln!(s, "# TYPE socer_site_backlog gauge");
     for v in &sites {
-        let _ = writeln!(s, "socer_site_backlog{{site=\"{}\"}} {}", escape(&v.id), v.backlog);
+        let _ = writeln!(
+            s,
+            "socer_site_backlog{{site=\"{}\"}} {}",
+            escape(&v.id),
+            v.backlog
+        );
     }
     let _ = writeln!(s, "# TYPE socer_site_acked_seq gauge");
     for v in &sites {
-        let _ = writeln!(s, "socer_site_acked_seq{{site=\"{}\"}} {}", escape(&v.id), v.acked_seq);
+        let _ = writeln!(
+            s,
+            "socer_site_acked_seq{{site=\"{}\"}} {}",
+            escape(&v.id),
+            v.acked_seq
+        );
     }
     text(StatusCode::OK, "text/plain; version=0.0.4", s)
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
