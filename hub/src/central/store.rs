@@ -405,12 +405,12 @@ impl Writer {
                         dirty.insert(self.periods.start_of(ts_ms));
                     }
                 }
-                let before = state.contiguous;
                 while state.pending.first() == Some(&(state.contiguous + 1)) {
                     state.pending.pop_first();
                     state.contiguous += 1;
                 }
-                if state.contiguous != before || !touched.contains(&b.site) {
+                // Acked even when unchanged: a replay means the site may have missed the ack.
+                if !touched.contains(&b.site) {
                     touched.push(b.site.clone());
                 }
             }
