@@ -25,10 +25,13 @@
 //!   value at a period boundary is interpolated on that line and rounded down to the mWh; a
 //!   period's energy is the difference of its two boundary values. So a 10:50→11:10 interval with
 //!   20 Wh gives 10 Wh to each hour, and adding a sample that lies on the line changes nothing.
-//! - **Counter reset**: a counter lower than the previous sample's is a reset (meter replaced,
-//!   counter cleared, overflow). The interval's energy is the new value itself: the energy counted
+//! - **Counter reset**: a counter lower than the highest value since the last reset, by more than
+//!   the read-noise tolerance below, is a reset (meter replaced, counter cleared, overflow). The interval's energy is the new value itself: the energy counted
 //!   since the reset, which is certain; whatever was counted between the previous sample and the
 //!   reset is lost and not guessed. The periods that interval touches are flagged `counter_reset`.
+//! - **Read noise**: a counter that goes back by at most [`NOISE_TOLERANCE_WH`] (1 Wh) or 1 ppm
+//!   of its value is not a reset: that interval counts nothing, and the next
+//!   increase counts from the higher value seen before, so nothing is counted twice.
 //! - **Gap**: an interval longer than [`EnergyOptions::max_gap`] is spread over its span by time
 //!   like any other, and the periods it touches are flagged `estimated`. So are the periods touched
 //!   by an interval that starts or ends on a sample that says it is estimated.
@@ -187,6 +190,11 @@ pub struct EnergyOptions {
     pub max_gap: Duration,
 }
 
+/// A counter that goes back by at most max(this, 1 ppm of its value) is read noise (a float
+/// rounded differently), not a reset: it counts nothing and the higher value stays the reference.
+/// Without this, a 0.1 Wh wobble on a 12 MWh counter would count 12 MWh.
+pub const NOISE_TOLERANCE_WH: f64 = 1.0;
+
 impl EnergyOptions {
     /// The usual threshold: twice the meter's expected reading interval.
     pub fn for_interval(interval: Duration) -> Self {
@@ -271,9 +279,8 @@ pub fn meter_periods(
     opts: &EnergyOptions,
 ) -> Result<Vec<PeriodEnergy>, EnergyError> {
     let starts = range.starts(period)?;
-    let max_gap_ms = opts.max_gap.num_milliseconds();
-    let imp = Counter::build(samples, |s| s.e_imp_wh, max_gap_ms);
-    let exp = Counter::build(samples, |s| s.e_exp_wh, max_gap_ms);
+    let imp = Counter::build(samples, |s| s.e_imp_wh, opts);
+    let exp = Counter::build(samples, |s| s.e_exp_wh, opts);
     let no_data = imp.is_none() && exp.is_none();
     Ok(starts
         .into_iter()
@@ -338,7 +345,7 @@ fn wh_to_mwh(wh: f64) -> Option<u64> {
 struct Counter {
     t_ms: Vec<i64>,
     cum: Vec<u64>,
-    /// Per segment (len = points − 1): it spans a gap or ends on an estimated reading.
+    /// Per segment (len = points − 1): it spans a gap, or starts or ends on an estimated reading.
     seg_estimated: Vec<bool>,
     seg_reset: Vec<bool>,
 }
@@ -347,8 +354,10 @@ impl Counter {
     fn build(
         samples: &[CounterSample],
         value: impl Fn(&CounterSample) -> Option<f64>,
-        max_gap_ms: i64,
+        opts: &EnergyOptions,
     ) -> Option<Counter> {
+        let max_gap_ms = opts.max_gap.num_milliseconds();
+        let jitter_mwh = (NOISE_TOLERANCE_WH * 1000.0) as u64;
         let mut pts: Vec<(i64, u64, bool)> = samples
             .iter()
             .filter_map(|s| {
@@ -374,18 +383,32 @@ impl Counter {
             seg_estimated: Vec::with_capacity(dedup.len()),
             seg_reset: Vec::with_capacity(dedup.len()),
         };
-        let mut prev: Option<(i64, u64, bool)> = None;
+        // `reference` is the highest value since the last reset: what the next increase counts from.
+        let mut prev: Option<(i64, bool)> = None;
+        let mut reference = 0u64;
         let mut cum = 0u64;
         for (t, v, est) in dedup {
-            if let Some((pt, pv, pest)) = prev {
-                let reset = v < pv;
-                cum += if reset { v } else { v - pv };
+            if let Some((pt, pest)) = prev {
+                let tolerance = jitter_mwh.max(reference / 1_000_000);
+                let (inc, reset) = if v >= reference {
+                    (v - reference, false)
+                } else if reference - v <= tolerance {
+                    (0, false)
+                } else {
+                    (v, true)
+                };
+                if v >= reference || reset {
+                    reference = v;
+                }
+                cum += inc;
                 c.seg_reset.push(reset);
                 c.seg_estimated.push(t - pt > max_gap_ms || est || pest);
+            } else {
+                reference = v;
             }
             c.t_ms.push(t);
             c.cum.push(cum);
-            prev = Some((t, v, est));
+            prev = Some((t, est));
         }
         Some(c)
     }
@@ -522,6 +545,28 @@ mod tests {
         assert_eq!(p[1].imported_mwh, 50_000);
         assert!(!p[1].flags.counter_reset);
         assert!(p[1].flags.incomplete);
+    }
+
+    #[test]
+    fn a_small_step_back_is_noise_not_a_reset() {
+        // 12 000 000 Wh, then 11 999 999.5 (read noise), then 12 000 010: 10 Wh in all, no reset.
+        let s = [
+            imp(at(10, 0), 12_000_000.0),
+            imp(at(10, 30), 11_999_999.5),
+            imp(at(11, 0), 12_000_010.0),
+        ];
+        let p = hours(&s, (10, 0), (11, 0), &opts_minutes(30));
+        assert_eq!(p[0].imported_mwh, 10_000);
+        assert!(!p[0].flags.counter_reset);
+        // A drop beyond the tolerance (12 Wh = 1 ppm of 12 MWh) is a reset.
+        let s = [
+            imp(at(10, 0), 12_000_000.0),
+            imp(at(10, 30), 11_999_980.0),
+            imp(at(11, 0), 11_999_990.0),
+        ];
+        let p = hours(&s, (10, 0), (11, 0), &opts_minutes(30));
+        assert_eq!(p[0].imported_mwh, 11_999_990_000);
+        assert!(p[0].flags.counter_reset);
     }
 
     #[test]

@@ -9,10 +9,12 @@ pub mod broker;
 pub mod compute;
 pub mod config;
 pub mod energy;
+pub mod incentive;
 pub mod ingest;
 pub mod report;
 pub mod status;
 pub mod store;
+pub mod tariff;
 pub mod web;
 
 use std::net::SocketAddr;
