@@ -41,12 +41,19 @@ impl ReportError {
 /// The zonal prices of the config: the hourly file when given, else the constant.
 pub fn prices(cfg: &CentralConfig) -> Result<Prices, ReportError> {
     if let Some(path) = &cfg.prices.zonal_file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ReportError::PriceFile { path: path.display().to_string(), msg: e.to_string() })?;
-        return tariff::parse_price_csv(&text)
-            .map_err(|e| ReportError::PriceFile { path: path.display().to_string(), msg: e.to_string() });
+        let text = std::fs::read_to_string(path).map_err(|e| ReportError::PriceFile {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        return tariff::parse_price_csv(&text).map_err(|e| ReportError::PriceFile {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        });
     }
-    cfg.prices.zonal_eur_mwh.map(Prices::Constant).ok_or(ReportError::NoPrices)
+    cfg.prices
+        .zonal_eur_mwh
+        .map(Prices::Constant)
+        .ok_or(ReportError::NoPrices)
 }
 
 /// The eligible plants of the config, as the incentive rules take them.
@@ -55,15 +62,21 @@ pub fn plants(cfg: &CentralConfig) -> Result<Vec<Plant>, ReportError> {
         .iter()
         .filter(|p| p.eligible)
         .map(|p| {
-            let region = Region::from_name(&p.region)
-                .ok_or_else(|| ReportError::Region { plant: p.id.clone(), region: p.region.clone() })?;
+            let region = Region::from_name(&p.region).ok_or_else(|| ReportError::Region {
+                plant: p.id.clone(),
+                region: p.region.clone(),
+            })?;
             Ok(Plant {
                 id: p.id.clone(),
                 pod: p.pod.clone(),
                 commissioned: p.commissioned,
                 tariff: PlantTariff {
                     power_kw: p.peak_kw,
-                    technology: if p.kind == "pv" { Technology::Photovoltaic } else { Technology::Other },
+                    technology: if p.kind == "pv" {
+                        Technology::Photovoltaic
+                    } else {
+                        Technology::Other
+                    },
                     region,
                     grant_share: p.grant_share,
                 },
@@ -85,7 +98,8 @@ pub fn parse_month(s: &str) -> Option<(i32, u32)> {
 /// The monthly report of `month` (local calendar month) from the stored periods.
 pub fn monthly(hub: &Hub, month: &str) -> Result<MonthlyReport, ReportError> {
     let (y, m) = parse_month(month).ok_or_else(|| ReportError::BadMonth(month.to_string()))?;
-    let range = incentive::month_range(y, m, &hub.cfg.timezone).ok_or_else(|| ReportError::BadMonth(month.to_string()))?;
+    let range = incentive::month_range(y, m, &hub.cfg.timezone)
+        .ok_or_else(|| ReportError::BadMonth(month.to_string()))?;
     let (from, to) = (range.from.timestamp(), range.to.timestamp());
     let (substations, pods) = {
         let r = hub.reader();
@@ -94,16 +108,18 @@ pub fn monthly(hub: &Hub, month: &str) -> Result<MonthlyReport, ReportError> {
     // The community figure of a period is the sum of its substations'.
     let mut community: BTreeMap<i64, CommunityPeriod> = BTreeMap::new();
     for s in &substations {
-        let c = community.entry(s.start.timestamp()).or_insert(CommunityPeriod {
-            start: s.start,
-            injection_mwh: 0,
-            eligible_injection_mwh: 0,
-            withdrawal_mwh: 0,
-            shared_mwh: 0,
-            production_mwh: 0,
-            consumption_mwh: 0,
-            flags: Default::default(),
-        });
+        let c = community
+            .entry(s.start.timestamp())
+            .or_insert(CommunityPeriod {
+                start: s.start,
+                injection_mwh: 0,
+                eligible_injection_mwh: 0,
+                withdrawal_mwh: 0,
+                shared_mwh: 0,
+                production_mwh: 0,
+                consumption_mwh: 0,
+                flags: Default::default(),
+            });
         c.injection_mwh += s.injection_mwh;
         c.eligible_injection_mwh += s.eligible_injection_mwh;
         c.withdrawal_mwh += s.withdrawal_mwh;
@@ -112,9 +128,22 @@ pub fn monthly(hub: &Hub, month: &str) -> Result<MonthlyReport, ReportError> {
         c.consumption_mwh += s.consumption_mwh;
         c.flags = c.flags.merge(s.flags);
     }
-    let balance = Balance { substations, community: community.into_values().collect(), pods };
-    let params = IncentiveParams { prices: prices(&hub.cfg)?, cuaf_eur_per_mwh: hub.cfg.prices.cuaf_eur_mwh };
-    Ok(incentive::monthly_report(month, range, &balance, &plants(&hub.cfg)?, &params)?)
+    let balance = Balance {
+        substations,
+        community: community.into_values().collect(),
+        pods,
+    };
+    let params = IncentiveParams {
+        prices: prices(&hub.cfg)?,
+        cuaf_eur_per_mwh: hub.cfg.prices.cuaf_eur_mwh,
+    };
+    Ok(incentive::monthly_report(
+        month,
+        range,
+        &balance,
+        &plants(&hub.cfg)?,
+        &params,
+    )?)
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<String> {
@@ -126,7 +155,11 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Str
 }
 
 fn error(e: &ReportError) -> Response<String> {
-    respond(e.status(), "application/json", serde_json::json!({ "error": e.to_string() }).to_string())
+    respond(
+        e.status(),
+        "application/json",
+        serde_json::json!({ "error": e.to_string() }).to_string(),
+    )
 }
 
 /// `/api/v1/incentive?month=YYYY-MM`: the community, substation and plant figures (public: no
@@ -155,8 +188,16 @@ pub fn report_response(hub: &Hub, file: &str) -> Response<String> {
     };
     match monthly(hub, month) {
         Err(e) => error(&e),
-        Ok(r) if csv => respond(StatusCode::OK, "text/csv; charset=utf-8", incentive::report_csv(&r)),
-        Ok(r) => respond(StatusCode::OK, "application/json", serde_json::to_string(&r).unwrap_or_default()),
+        Ok(r) if csv => respond(
+            StatusCode::OK,
+            "text/csv; charset=utf-8",
+            incentive::report_csv(&r),
+        ),
+        Ok(r) => respond(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string(&r).unwrap_or_default(),
+        ),
     }
 }
 
