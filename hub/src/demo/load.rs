@@ -59,7 +59,6 @@ pub struct ChargeWindow {
 
 /// A consumer inside a building; `name` lets a sub-meter measure it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LoadSpec {
     pub name: String,
     #[serde(flatten)]

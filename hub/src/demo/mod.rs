@@ -3,6 +3,8 @@
 //! beyond 127.0.0.1.
 
 pub mod load;
+pub mod model;
+pub mod scenario;
 pub mod weather;
 
 use std::process::ExitCode;
