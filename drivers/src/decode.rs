@@ -1,9 +1,11 @@
 //! Register words ⇄ canonical values: type, word and byte order, scale, sentinels.
 //!
 //! Pure functions. `encode` is the inverse of `decode` and serves the simulator, so that the
-//! simulator and the poller cannot disagree about a profile.
+//! simulator and the poller cannot disagree about a profile. [`decode_checked`] also rejects
+//! physically impossible values: a nonsense register value must never become a reading.
 
 use crate::profile::{ByteOrder, Defaults, QuantityMap, ValueType, WordOrder};
+use crate::reading::Quantity;
 
 /// Why a value could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -13,6 +15,43 @@ pub enum DecodeError {
     /// The raw value is one the profile marks as "not available" (or NaN/infinite).
     #[error("not available (raw {raw})")]
     NotAvailable { raw: String },
+    /// The value decoded but cannot be physically true (see [`plausible`]).
+    #[error(transparent)]
+    Implausible(#[from] Implausible),
+}
+
+/// A decoded value outside the physical bounds of its quantity.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("implausible {quantity} = {value} (valid {min}..={max})", quantity = .quantity.name())]
+pub struct Implausible {
+    pub quantity: Quantity,
+    pub value: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Physical bounds of each canonical quantity, in canonical units, for any device one building
+/// can hold: |p_w| up to 10 MW, 0..1000 V phase voltage, 0..10 kA, 40..70 Hz, |pf| <= 1 (plus
+/// rounding), counters never negative and below 10 TWh.
+pub fn bounds(quantity: Quantity) -> (f64, f64) {
+    match quantity {
+        Quantity::PW => (-10e6, 10e6),
+        Quantity::EImpWh | Quantity::EExpWh => (0.0, 1e13),
+        Quantity::VV => (0.0, 1000.0),
+        Quantity::IA => (0.0, 10e3),
+        Quantity::FHz => (40.0, 70.0),
+        Quantity::Pf => (-1.0001, 1.0001),
+    }
+}
+
+/// `Ok(value)` when the value can be physically true for its quantity.
+pub fn plausible(quantity: Quantity, value: f64) -> Result<f64, Implausible> {
+    let (min, max) = bounds(quantity);
+    if value.is_finite() && (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Implausible { quantity, value, min, max })
+    }
 }
 
 /// Resolved encoding of one quantity (the profile's defaults applied).
@@ -97,6 +136,13 @@ pub fn decode(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f
     Ok(value * enc.scale)
 }
 
+/// [`decode`], then reject a value outside the physical bounds of the quantity. This is what the
+/// poller uses: a value that fails here is reported missing, never published.
+pub fn decode_checked(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f64, DecodeError> {
+    let value = decode(words, map, defaults)?;
+    Ok(plausible(map.name, value)?)
+}
+
 /// Apply a SunSpec-style power-of-ten scale factor (`value × 10^sf`).
 pub fn apply_scale_factor(value: f64, sf: i16) -> f64 {
     value * 10f64.powi(i32::from(sf))
@@ -133,7 +179,6 @@ pub fn encode(value: f64, map: &QuantityMap, defaults: &Defaults) -> Vec<u16> {
 mod tests {
     use super::*;
     use crate::profile::Function;
-    use crate::reading::Quantity;
 
     fn defaults() -> Defaults {
         Defaults {
@@ -224,5 +269,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn plausibility_rejects_physically_impossible_values() {
+        let cases = [
+            (Quantity::PW, 10.5e6),
+            (Quantity::PW, -10.5e6),
+            (Quantity::FHz, 0.0),
+            (Quantity::FHz, 75.0),
+            (Quantity::Pf, 1.2),
+            (Quantity::VV, -1.0),
+            (Quantity::VV, 1200.0),
+            (Quantity::IA, -0.5),
+            (Quantity::IA, 12e3),
+            (Quantity::EImpWh, -1.0),
+            (Quantity::EExpWh, -0.001),
+        ];
+        for (q, v) in cases {
+            let err = plausible(q, v).unwrap_err();
+            assert_eq!((err.quantity, err.value), (q, v));
+            assert!(err.to_string().contains(q.name()), "{err}");
+        }
+    }
+
+    #[test]
+    fn plausibility_accepts_ordinary_values_and_edges() {
+        for (q, v) in [
+            (Quantity::PW, -4500.0),
+            (Quantity::PW, 10e6),
+            (Quantity::FHz, 50.02),
+            (Quantity::Pf, -1.0),
+            (Quantity::Pf, 1.00005),
+            (Quantity::VV, 0.0),
+            (Quantity::IA, 0.0),
+            (Quantity::EImpWh, 0.0),
+            (Quantity::EExpWh, 123_456_789.0),
+        ] {
+            assert_eq!(plausible(q, v), Ok(v));
+        }
+    }
+
+    #[test]
+    fn checked_decode_turns_a_nonsense_register_into_an_error() {
+        // An Eastron-style float power register holding 3.0e9 W (garbage after a bus collision).
+        let m = map(ValueType::F32, 1.0);
+        let words = encode(3.0e9, &m, &defaults());
+        match decode_checked(&words, &m, &defaults()) {
+            Err(DecodeError::Implausible(i)) => {
+                assert_eq!(i.quantity, Quantity::PW);
+                assert_eq!(i.value, 3.0e9);
+                assert_eq!(i.to_string(), "implausible p_w = 3000000000 (valid -10000000..=10000000)");
+            }
+            other => panic!("expected Implausible, got {other:?}"),
+        }
+        let ok = encode(-2500.0, &m, &defaults());
+        assert_eq!(decode_checked(&ok, &m, &defaults()), Ok(-2500.0));
     }
 }

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod link;
 pub mod profile;
 pub mod reading;
+pub mod sim;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use link::{Link, LinkError};
