@@ -87,14 +87,19 @@ fn normalise(words: &[u16], enc: &Encoding) -> Vec<u16> {
 }
 
 fn join(words: &[u16]) -> u64 {
-    words.iter().fold(0u64, |acc, &w| (acc << 16) | u64::from(w))
+    words
+        .iter()
+        .fold(0u64, |acc, &w| (acc << 16) | u64::from(w))
 }
 
 /// The raw value before scaling, and its integer bit pattern (for sentinel comparison).
 fn raw(words: &[u16], enc: &Encoding) -> Result<(f64, Option<i64>), DecodeError> {
     let n = usize::from(enc.value_type.words());
     if words.len() != n {
-        return Err(DecodeError::Length { expected: n, got: words.len() });
+        return Err(DecodeError::Length {
+            expected: n,
+            got: words.len(),
+        });
     }
     let bits = join(&normalise(words, enc));
     Ok(match enc.value_type {
@@ -124,13 +129,17 @@ pub fn decode(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f
     let enc = Encoding::of(map, defaults);
     let (value, int_bits) = raw(words, &enc)?;
     if !value.is_finite() {
-        return Err(DecodeError::NotAvailable { raw: format!("{value}") });
+        return Err(DecodeError::NotAvailable {
+            raw: format!("{value}"),
+        });
     }
     if let Some(bits) = int_bits {
         // Sentinels are written as the register shows them: compare both signed and unsigned views.
         let unsigned = join(&normalise(words, &enc)) as i64;
         if map.sentinels.iter().any(|&s| s == bits || s == unsigned) {
-            return Err(DecodeError::NotAvailable { raw: format!("{unsigned:#x}") });
+            return Err(DecodeError::NotAvailable {
+                raw: format!("{unsigned:#x}"),
+            });
         }
     }
     Ok(value * enc.scale)
@@ -152,7 +161,11 @@ pub fn apply_scale_factor(value: f64, sf: i16) -> f64 {
 /// Integer types round to nearest and saturate at the type's range.
 pub fn encode(value: f64, map: &QuantityMap, defaults: &Defaults) -> Vec<u16> {
     let enc = Encoding::of(map, defaults);
-    let raw = if enc.scale != 0.0 { value / enc.scale } else { value };
+    let raw = if enc.scale != 0.0 {
+        value / enc.scale
+    } else {
+        value
+    };
     let r = raw.round();
     let bits: u64 = match enc.value_type {
         ValueType::U16 => r.clamp(0.0, f64::from(u16::MAX)) as u64,
@@ -211,7 +224,10 @@ mod tests {
     #[test]
     fn f32_big_endian_decodes_ieee_bits() {
         // 230.5 = 0x43668000
-        assert_eq!(decode(&[0x4366, 0x8000], &map(ValueType::F32, 1.0), &defaults()), Ok(230.5));
+        assert_eq!(
+            decode(&[0x4366, 0x8000], &map(ValueType::F32, 1.0), &defaults()),
+            Ok(230.5)
+        );
     }
 
     #[test]
@@ -227,10 +243,16 @@ mod tests {
     fn sentinel_and_nan_are_not_available() {
         let mut m = map(ValueType::I16, 1.0);
         m.sentinels = vec![-32768];
-        assert!(matches!(decode(&[0x8000], &m, &defaults()), Err(DecodeError::NotAvailable { .. })));
+        assert!(matches!(
+            decode(&[0x8000], &m, &defaults()),
+            Err(DecodeError::NotAvailable { .. })
+        ));
         let mut u = map(ValueType::U16, 1.0);
         u.sentinels = vec![0xFFFF];
-        assert!(matches!(decode(&[0xFFFF], &u, &defaults()), Err(DecodeError::NotAvailable { .. })));
+        assert!(matches!(
+            decode(&[0xFFFF], &u, &defaults()),
+            Err(DecodeError::NotAvailable { .. })
+        ));
         assert!(matches!(
             decode(&[0x7FC0, 0x0000], &map(ValueType::F32, 1.0), &defaults()),
             Err(DecodeError::NotAvailable { .. })
@@ -241,7 +263,10 @@ mod tests {
     fn wrong_length_is_an_error() {
         assert_eq!(
             decode(&[1], &map(ValueType::U32, 1.0), &defaults()),
-            Err(DecodeError::Length { expected: 2, got: 1 })
+            Err(DecodeError::Length {
+                expected: 2,
+                got: 1
+            })
         );
     }
 

@@ -22,12 +22,18 @@ pub struct Diag {
 
 impl Diag {
     pub fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
-        Self { span, message: message.into() }
+        Self {
+            span,
+            message: message.into(),
+        }
     }
 
     /// A diagnostic from a `toml` parse or deserialisation error (which carries its own span).
     pub fn from_toml(e: &toml::de::Error) -> Self {
-        Self { span: e.span(), message: e.message().trim().to_string() }
+        Self {
+            span: e.span(),
+            message: e.message().trim().to_string(),
+        }
     }
 }
 
@@ -36,7 +42,12 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..floor_char_boundary(text, offset)];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -52,12 +63,18 @@ pub fn render(path: &Path, text: &str, diags: &[Diag]) -> String {
     let mut rows: Vec<(usize, usize, &str)> = diags
         .iter()
         .map(|d| {
-            let (l, c) = d.span.as_ref().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let (l, c) = d
+                .span
+                .as_ref()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
             (l, c, d.message.as_str())
         })
         .collect();
     rows.sort_by_key(|r| (r.0, r.1));
-    rows.iter().map(|(l, c, m)| format!("{}:{l}:{c}: {m}\n", path.display())).collect()
+    rows.iter()
+        .map(|(l, c, m)| format!("{}:{l}:{c}: {m}\n", path.display()))
+        .collect()
 }
 
 /// Which daemon a config belongs to, from its top-level tables.

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "socer", version, about = "Software of a renewable energy community (CER)")]
+#[command(
+    name = "socer",
+    version,
+    about = "Software of a renewable energy community (CER)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     socer::cli::init_tracing();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("socer: cannot start the runtime: {e}");

@@ -36,7 +36,9 @@ pub struct Topics {
 
 impl Topics {
     pub fn new(community: &str) -> Self {
-        Self { root: format!("socer/v1/{community}") }
+        Self {
+            root: format!("socer/v1/{community}"),
+        }
     }
     pub fn root(&self) -> &str {
         &self.root
@@ -72,7 +74,9 @@ impl Topics {
 
     /// The site id and the leaf (`readings`, `status`, …) of a site topic, if it is one of ours.
     pub fn parse_site_topic<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
-        let rest = topic.strip_prefix(self.root.as_str())?.strip_prefix("/site/")?;
+        let rest = topic
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix("/site/")?;
         let (site, leaf) = rest.split_once('/')?;
         if site.is_empty() || leaf.contains('/') {
             return None;
@@ -206,7 +210,12 @@ fn mac_for(key: &[u8], topic: &str, body: &str) -> HmacSha256 {
 pub fn seal<T: Serialize>(key: &[u8], site: &str, topic: &str, payload: &T) -> Vec<u8> {
     let body = serde_json::to_string(payload).unwrap_or_default();
     let mac = hex::encode(mac_for(key, topic, &body).finalize().into_bytes());
-    let env = Envelope { v: VERSION, site: site.to_string(), body, mac };
+    let env = Envelope {
+        v: VERSION,
+        site: site.to_string(),
+        body,
+        mac,
+    };
     serde_json::to_vec(&env).unwrap_or_default()
 }
 
@@ -231,11 +240,16 @@ pub fn open<T: for<'de> Deserialize<'de>>(
     env: &Envelope,
 ) -> Result<T, WireError> {
     if env.site != site {
-        return Err(WireError::SiteMismatch { envelope: env.site.clone(), topic: site.to_string() });
+        return Err(WireError::SiteMismatch {
+            envelope: env.site.clone(),
+            topic: site.to_string(),
+        });
     }
     let expected = hex::decode(&env.mac).map_err(|_| WireError::BadMac)?;
     // verify_slice compares in constant time.
-    mac_for(key, topic, &env.body).verify_slice(&expected).map_err(|_| WireError::BadMac)?;
+    mac_for(key, topic, &env.body)
+        .verify_slice(&expected)
+        .map_err(|_| WireError::BadMac)?;
     serde_json::from_str(&env.body).map_err(|e| WireError::MalformedBody(e.to_string()))
 }
 
@@ -246,14 +260,20 @@ mod tests {
     fn batch() -> Batch {
         Batch {
             site: "domus-1".into(),
-            sent: DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z").unwrap().with_timezone(&Utc),
+            sent: DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
             readings: vec![WireReading {
                 seq: 41,
                 meter: "grid".into(),
                 ts: DateTime::parse_from_rfc3339("2026-06-01T09:59:59Z")
                     .unwrap()
                     .with_timezone(&Utc),
-                values: Values { p_w: Some(-1234.5), e_imp_wh: Some(1e6), ..Values::default() },
+                values: Values {
+                    p_w: Some(-1234.5),
+                    e_imp_wh: Some(1e6),
+                    ..Values::default()
+                },
                 quality: Quality::Good,
                 missing: vec![],
                 retimed: false,
@@ -278,10 +298,16 @@ mod tests {
         let topic = t.readings("domus-1");
         let bytes = seal(b"k1", "domus-1", &topic, &batch());
         let env = open_unverified(&bytes).unwrap();
-        assert_eq!(open::<Batch>(b"k2", "domus-1", &topic, &env), Err(WireError::BadMac));
+        assert_eq!(
+            open::<Batch>(b"k2", "domus-1", &topic, &env),
+            Err(WireError::BadMac)
+        );
         let mut altered = env.clone();
         altered.body = altered.body.replace("-1234.5", "-9234.5");
-        assert_eq!(open::<Batch>(b"k1", "domus-1", &topic, &altered), Err(WireError::BadMac));
+        assert_eq!(
+            open::<Batch>(b"k1", "domus-1", &topic, &altered),
+            Err(WireError::BadMac)
+        );
         assert_eq!(
             open::<Batch>(b"k1", "domus-1", &t.ack("domus-1"), &env),
             Err(WireError::BadMac)
@@ -294,8 +320,14 @@ mod tests {
 
     #[test]
     fn garbage_and_oversized_are_malformed_not_panics() {
-        assert!(matches!(open_unverified(b"not json"), Err(WireError::Malformed(_))));
-        assert!(matches!(open_unverified(&vec![b' '; MAX_ENVELOPE_BYTES + 1]), Err(WireError::Oversized(_))));
+        assert!(matches!(
+            open_unverified(b"not json"),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            open_unverified(&vec![b' '; MAX_ENVELOPE_BYTES + 1]),
+            Err(WireError::Oversized(_))
+        ));
         assert!(matches!(
             open_unverified(br#"{"v":9,"site":"a","body":"{}","mac":""}"#),
             Err(WireError::Version(9))
@@ -305,7 +337,10 @@ mod tests {
     #[test]
     fn site_topics_parse_back() {
         let t = Topics::new("socer");
-        assert_eq!(t.parse_site_topic(&t.readings("stps")), Some(("stps", "readings")));
+        assert_eq!(
+            t.parse_site_topic(&t.readings("stps")),
+            Some(("stps", "readings"))
+        );
         assert_eq!(t.parse_site_topic("socer/v1/socer/site//readings"), None);
         assert_eq!(t.parse_site_topic("other/v1/socer/site/a/readings"), None);
         assert_eq!(t.parse_site_topic("socer/v1/socer/site/a/b/c"), None);
