@@ -3,6 +3,7 @@
 //! beyond 127.0.0.1.
 
 pub mod load;
+pub mod meters;
 pub mod model;
 pub mod scenario;
 pub mod weather;
