@@ -1,6 +1,7 @@
 //! TODO(owner): describe this module.
 
 pub mod config;
+pub mod outbox;
 
 use std::process::ExitCode;
 
