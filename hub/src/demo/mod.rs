@@ -2,6 +2,7 @@
 //! Modbus, a site agent per building, the central hub. Never touches real devices or the network
 //! beyond 127.0.0.1.
 
+pub mod configs;
 pub mod load;
 pub mod meters;
 pub mod model;
