@@ -18,11 +18,16 @@ fn main() {
     files.sort();
     let mut out = String::from("pub static BUILTIN: &[(&str, &str)] = &[\n");
     for path in &files {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_else(|| {
-            panic!("profile file name is not UTF-8: {}", path.display())
-        });
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_else(|| panic!("profile file name is not UTF-8: {}", path.display()));
         println!("cargo:rerun-if-changed={}", path.display());
-        let _ = writeln!(out, "    ({name:?}, include_str!({:?})),", path.display().to_string());
+        let _ = writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        );
     }
     out.push_str("];\n");
     let out_dir = std::env::var("OUT_DIR").unwrap_or_else(|e| panic!("OUT_DIR not set: {e}"));

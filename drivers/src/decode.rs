@@ -50,7 +50,12 @@ pub fn plausible(quantity: Quantity, value: f64) -> Result<f64, Implausible> {
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(Implausible { quantity, value, min, max })
+        Err(Implausible {
+            quantity,
+            value,
+            min,
+            max,
+        })
     }
 }
 
@@ -147,7 +152,11 @@ pub fn decode(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f
 
 /// [`decode`], then reject a value outside the physical bounds of the quantity. This is what the
 /// poller uses: a value that fails here is reported missing, never published.
-pub fn decode_checked(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f64, DecodeError> {
+pub fn decode_checked(
+    words: &[u16],
+    map: &QuantityMap,
+    defaults: &Defaults,
+) -> Result<f64, DecodeError> {
     let value = decode(words, map, defaults)?;
     Ok(plausible(map.name, value)?)
 }
@@ -344,7 +353,10 @@ mod tests {
             Err(DecodeError::Implausible(i)) => {
                 assert_eq!(i.quantity, Quantity::PW);
                 assert_eq!(i.value, 3.0e9);
-                assert_eq!(i.to_string(), "implausible p_w = 3000000000 (valid -10000000..=10000000)");
+                assert_eq!(
+                    i.to_string(),
+                    "implausible p_w = 3000000000 (valid -10000000..=10000000)"
+                );
             }
             other => panic!("expected Implausible, got {other:?}"),
         }

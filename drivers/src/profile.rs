@@ -259,7 +259,6 @@ pub struct Profile {
     pub quantities: Vec<QuantityMap>,
 }
 
-
 /// A problem in a profile file, located at the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{col}: {message}")]
@@ -276,7 +275,12 @@ pub struct ProfileError {
 impl ProfileError {
     fn at(file: &str, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let (line, col) = span.map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        ProfileError { file: file.to_string(), line, col, message: message.into() }
+        ProfileError {
+            file: file.to_string(),
+            line,
+            col,
+            message: message.into(),
+        }
     }
 }
 
@@ -288,7 +292,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     }
     let before = &text[..end];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -322,6 +331,9 @@ struct LocatedUnreadable {
 #[derive(Deserialize)]
 struct LocatedAddress {
     address: Option<Spanned<toml::Value>>,
+    #[serde(rename = "type")]
+    value_type: Option<Spanned<toml::Value>>,
+    values: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -331,6 +343,18 @@ struct LocatedQuantity {
     address: Option<Spanned<toml::Value>>,
     scale: Option<Spanned<toml::Value>>,
     interval_s: Option<Spanned<toml::Value>>,
+    sentinels: Option<Spanned<toml::Value>>,
+}
+
+/// The raw integers a register of this type can show, in its signed or its unsigned view
+/// (profiles write `0xFFFF` and `-1` alike); `None` for floating-point types.
+fn raw_range(t: ValueType) -> Option<(i64, i64)> {
+    match t {
+        ValueType::F32 | ValueType::F64 => None,
+        ValueType::U16 | ValueType::I16 => Some((i64::from(i16::MIN), i64::from(u16::MAX))),
+        ValueType::U32 | ValueType::I32 => Some((i64::from(i32::MIN), i64::from(u32::MAX))),
+        ValueType::U64 | ValueType::I64 => Some((i64::MIN, i64::MAX)),
+    }
 }
 
 fn span_of(v: &Option<Spanned<toml::Value>>) -> Option<Range<usize>> {
@@ -358,14 +382,20 @@ impl Profile {
             return Ok(profile);
         }
         problems.sort_by_key(|(span, _)| span.as_ref().map(|s| s.start).unwrap_or(0));
-        Err(problems.into_iter().map(|(span, m)| ProfileError::at(file, text, span, m)).collect())
+        Err(problems
+            .into_iter()
+            .map(|(span, m)| ProfileError::at(file, text, span, m))
+            .collect())
     }
 
     /// Semantic problems, each with the span of the value to fix.
     fn problems(&self, at: &Located) -> Vec<(Option<Range<usize>>, String)> {
         let mut out = Vec::new();
         if self.phases != 1 && self.phases != 3 {
-            out.push((span_of(&at.phases), format!("phases must be 1 or 3, not {}", self.phases)));
+            out.push((
+                span_of(&at.phases),
+                format!("phases must be 1 or 3, not {}", self.phases),
+            ));
         }
         if self.source.trim().is_empty() {
             out.push((
@@ -379,11 +409,17 @@ impl Profile {
         if !(1..=125).contains(&d.max_registers) {
             out.push((
                 ad.and_then(|a| span_of(&a.max_registers)),
-                format!("max_registers must be 1..=125 (the Modbus limit), not {}", d.max_registers),
+                format!(
+                    "max_registers must be 1..=125 (the Modbus limit), not {}",
+                    d.max_registers
+                ),
             ));
         }
         if d.fast_interval_s == 0 {
-            out.push((ad.and_then(|a| span_of(&a.fast_interval_s)), "fast_interval_s must be at least 1".into()));
+            out.push((
+                ad.and_then(|a| span_of(&a.fast_interval_s)),
+                "fast_interval_s must be at least 1".into(),
+            ));
         }
         if d.counter_interval_s == 0 {
             out.push((
@@ -395,7 +431,10 @@ impl Profile {
             if u.start > u.end {
                 out.push((
                     span_of(&a.start),
-                    format!("unreadable range starts ({}) after it ends ({})", u.start, u.end),
+                    format!(
+                        "unreadable range starts ({}) after it ends ({})",
+                        u.start, u.end
+                    ),
                 ));
             }
         }
@@ -403,11 +442,38 @@ impl Profile {
             if i.address.checked_add(i.value_type.words() - 1).is_none() {
                 out.push((
                     span_of(&a.address),
-                    format!("identify register {} + {} words overflows address 65535", i.address, i.value_type.words()),
+                    format!(
+                        "identify register {} + {} words overflows address 65535",
+                        i.address,
+                        i.value_type.words()
+                    ),
                 ));
             }
+            match raw_range(i.value_type) {
+                None => out.push((
+                    span_of(&a.value_type),
+                    format!(
+                        "identify compares raw integers: {} is not an integer type",
+                        i.value_type.name()
+                    ),
+                )),
+                Some((lo, hi)) => {
+                    if let Some(v) = i.values.iter().find(|v| !(lo..=hi).contains(*v)) {
+                        out.push((
+                            span_of(&a.values),
+                            format!(
+                                "identify value {v} does not fit a {} register",
+                                i.value_type.name()
+                            ),
+                        ));
+                    }
+                }
+            }
             if i.values.is_empty() {
-                out.push((span_of(&a.address), "identify has no values to compare with".into()));
+                out.push((
+                    span_of(&a.values),
+                    "identify has no values to compare with".into(),
+                ));
             }
         }
         let mut seen: Vec<(Quantity, Option<u8>)> = Vec::new();
@@ -423,16 +489,28 @@ impl Profile {
         out
     }
 
-    fn quantity_problems(&self, q: &QuantityMap, a: &LocatedQuantity, out: &mut Vec<(Option<Range<usize>>, String)>) {
+    fn quantity_problems(
+        &self,
+        q: &QuantityMap,
+        a: &LocatedQuantity,
+        out: &mut Vec<(Option<Range<usize>>, String)>,
+    ) {
         let name = q.name.name();
         match (q.name.per_phase(), q.phase) {
             (true, None) => out.push((
                 span_of(&a.name),
-                format!("{name} is per phase: add `phase = 1` (up to {})", self.phases),
+                format!(
+                    "{name} is per phase: add `phase = 1` (up to {})",
+                    self.phases
+                ),
             )),
             (true, Some(p)) if p == 0 || p > 3 || p > self.phases => out.push((
                 span_of(&a.phase),
-                format!("phase must be 1..={} for this {}-phase device, not {p}", self.phases.min(3), self.phases),
+                format!(
+                    "phase must be 1..={} for this {}-phase device, not {p}",
+                    self.phases.min(3),
+                    self.phases
+                ),
             )),
             (false, Some(_)) => out.push((
                 span_of(&a.phase),
@@ -444,20 +522,53 @@ impl Profile {
         let Some(last) = q.last_address() else {
             out.push((
                 span_of(&a.address),
-                format!("{} at {} + {words} words overflows address 65535", q.label(), q.address),
+                format!(
+                    "{} at {} + {words} words overflows address 65535",
+                    q.label(),
+                    q.address
+                ),
             ));
             return;
         };
         if !q.scale.is_finite() || q.scale == 0.0 {
-            out.push((span_of(&a.scale), format!("scale must be a finite non-zero number, not {}", q.scale)));
+            out.push((
+                span_of(&a.scale),
+                format!("scale must be a finite non-zero number, not {}", q.scale),
+            ));
+        }
+        if !q.sentinels.is_empty() {
+            match raw_range(q.value_type) {
+                None => out.push((
+                    span_of(&a.sentinels),
+                    format!(
+                        "sentinels apply to integer registers; a {} reads NaN when not available, which is always treated so",
+                        q.value_type.name()
+                    ),
+                )),
+                Some((lo, hi)) => {
+                    if let Some(v) = q.sentinels.iter().find(|v| !(lo..=hi).contains(*v)) {
+                        out.push((
+                            span_of(&a.sentinels),
+                            format!("sentinel {v} does not fit a {} register", q.value_type.name()),
+                        ));
+                    }
+                }
+            }
         }
         if q.interval_s == Some(0) {
-            out.push((span_of(&a.interval_s), "interval_s must be at least 1".into()));
+            out.push((
+                span_of(&a.interval_s),
+                "interval_s must be at least 1".into(),
+            ));
         }
         if words > self.defaults.max_registers {
             out.push((
                 span_of(&a.address),
-                format!("{} needs {words} registers but max_registers is {}", q.label(), self.defaults.max_registers),
+                format!(
+                    "{} needs {words} registers but max_registers is {}",
+                    q.label(),
+                    self.defaults.max_registers
+                ),
             ));
         }
         let function = q.resolved_function(&self.defaults);
@@ -483,7 +594,9 @@ impl Profile {
 
     /// The map of one quantity (phase 1 for quantities that are not per phase).
     pub fn quantity(&self, name: Quantity, phase: u8) -> Option<&QuantityMap> {
-        self.quantities.iter().find(|q| q.name == name && q.resolved_phase() == phase)
+        self.quantities
+            .iter()
+            .find(|q| q.name == name && q.resolved_phase() == phase)
     }
 }
 

@@ -1,6 +1,10 @@
 //! TODO(owner): describe this module.
 
+pub mod balance;
 pub mod config;
+pub mod energy;
+pub mod incentive;
+pub mod tariff;
 
 use std::process::ExitCode;
 
