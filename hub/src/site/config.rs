@@ -154,6 +154,9 @@ pub struct BusConfig {
     /// Meters on this bus are simulated in-process (tests and demos; no Modbus traffic).
     #[serde(default)]
     pub simulated: bool,
+    /// Simulated bus only: unit ids that never answer (to test a failing meter).
+    #[serde(default)]
+    pub dead_units: Vec<i64>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -487,6 +490,12 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
                     format!("tcp address {:?} is not host:port", t.get_ref()),
                 ));
             }
+        }
+        if !b.dead_units.is_empty() && !b.simulated {
+            d.push(Diag::new(
+                span(&b.name),
+                format!("bus {name:?}: dead_units is only for a simulated bus"),
+            ));
         }
         if !matches!(b.stop_bits.get_ref(), 1 | 2) {
             d.push(Diag::new(span(&b.stop_bits), "stop_bits must be 1 or 2"));

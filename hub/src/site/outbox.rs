@@ -787,7 +787,7 @@ impl Store {
 }
 
 enum Cmd {
-    Insert(Incoming),
+    Insert(Box<Incoming>),
     Ack(u64),
     Fetch {
         after: u64,
@@ -848,7 +848,7 @@ impl Outbox {
     /// Queue a reading; it is committed within about a second.
     pub fn push(&self, inc: Incoming) -> Result<(), OutboxError> {
         self.tx
-            .send(Cmd::Insert(inc))
+            .send(Cmd::Insert(Box::new(inc)))
             .map_err(|_| OutboxError::Stopped)
     }
 
@@ -943,7 +943,7 @@ fn writer(
         let mut stop = false;
         match rx.recv_timeout(wait) {
             Ok(Cmd::Insert(inc)) => {
-                pending.push(inc);
+                pending.push(*inc);
                 if pending.len() > MAX_PENDING {
                     pending.remove(0);
                     pending_dropped += 1;
