@@ -127,7 +127,7 @@ async fn the_demo_runs_the_whole_pipeline_and_stops_cleanly() {
             b.id
         );
     }
-    // Each building's own agent reads its grid meter live over Modbus (TCP, or RTU on a pty).
+    // Each building's own agent reads its meters live over Modbus (TCP, or RTU on a pty).
     for s in &e.sites {
         let until = Instant::now() + Duration::from_secs(20);
         loop {
@@ -139,12 +139,18 @@ async fn the_demo_runs_the_whole_pipeline_and_stops_cleanly() {
                     .find(|m| m["role"] == "grid")?["reading"]["p_w"]
                     .as_f64()
             });
-            if grid_w.is_some() {
+            // Every meter of the building (SDM630, EM24, SDM120, Huawei, SunSpec; TCP or RTU) ok.
+            let health = get_json(s.web, "/api/v1/health").await;
+            let all_ok = health
+                .as_ref()
+                .and_then(|h| h["meters"].as_object())
+                .is_some_and(|m| !m.is_empty() && m.values().all(|v| v["state"] == "ok"));
+            if grid_w.is_some() && all_ok {
                 break;
             }
             assert!(
                 Instant::now() < until,
-                "site {}: no live grid reading: {now:?}",
+                "site {}: no live grid reading or a meter not ok: {now:?} {health:?}",
                 s.id
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
