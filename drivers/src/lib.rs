@@ -7,8 +7,12 @@
 pub mod clock;
 pub mod decode;
 pub mod link;
+pub mod plan;
 pub mod profile;
 pub mod reading;
+pub mod scan;
+pub mod sim;
+pub mod sunspec;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use link::{Link, LinkError};
