@@ -222,7 +222,7 @@ async fn site_task(s: SiteSim, port: u16, meters: usize, batch_seconds: u64, off
             }
         }
         let n = readings.len() as u64;
-        let batch = Batch { site: s.id.clone(), sent: now, readings };
+        let batch = Batch { site: s.id.clone(), sent: now, readings, dropped_through: None };
         let payload = wire::seal(&s.key, &s.id, &topic, &batch);
         stats.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(s.id.clone()).or_default().push_back((seq, taken, n));
         if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
