@@ -33,6 +33,8 @@ enum Command {
     Simulate(socer::cli::simulate::Args),
     /// List the built-in meter profiles.
     Profiles(socer::cli::profiles::Args),
+    /// Benchmark the central hub: N sites × M meters of sealed batches through its embedded broker.
+    Loadgen(socer::cli::loadgen::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::Read(a) => socer::cli::read::run(a).await,
             Command::Simulate(a) => socer::cli::simulate::run(a).await,
             Command::Profiles(a) => socer::cli::profiles::run(a).await,
+            Command::Loadgen(a) => socer::cli::loadgen::run(a).await,
         }
     });
     match result {

@@ -112,12 +112,38 @@ pub struct Batch {
     /// When the batch was sent (site clock): the receiver rejects batches from the far future.
     pub sent: DateTime<Utc>,
     pub readings: Vec<WireReading>,
+    /// Every seq up to and including this one that was never sent was dropped by the site for
+    /// lack of disk (counted and shown in its health): the receiver treats them as gone, so its
+    /// highest contiguous seq can move past them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_through: Option<u64>,
 }
 
 /// Payload of `site/{site}/ack`: every seq up to and including `seq` is stored centrally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub seq: u64,
+}
+
+/// Payload of the retained `balance` topic (plain JSON, QoS 0): live community figures, W.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Balance {
+    pub ts: DateTime<Utc>,
+    /// Power produced by the community's generators.
+    pub production_w: f64,
+    /// Power used by the members' loads.
+    pub consumption_w: f64,
+    /// Σ over PODs of the power flowing into the grid.
+    pub injection_w: f64,
+    /// Σ over PODs of the power drawn from the grid.
+    pub withdrawal_w: f64,
+    /// injection − withdrawal: positive when the community has a surplus to use now.
+    pub surplus_w: f64,
+    /// Σ over substations of min(injection of eligible plants' PODs, withdrawal), now.
+    pub shared_w: f64,
+    /// Mapped meters with a fresh reading (the figures count only those).
+    pub meters_fresh: u32,
+    pub meters_total: u32,
 }
 
 /// A meter as the site reports it in its status.
@@ -279,6 +305,7 @@ mod tests {
                 retimed: false,
                 energy_integrated: false,
             }],
+            dropped_through: None,
         }
     }
 

@@ -1,13 +1,966 @@
-//! TODO(owner): the config schema and its validation.
+//! The central hub's config (`central.toml`): community, broker, web, storage, prices, substations,
+//! sites, members, plants and which site meter measures which POD.
+//!
+//! Parsing keeps byte spans so that `socer check` can point at the offending line; [`load`] turns a
+//! valid file into a plain [`CentralConfig`]. It never opens sockets or databases.
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use toml::Spanned;
 
 use crate::check::Diag;
 
+/// Shortest accepted HMAC key, bytes.
+pub const MIN_KEY_BYTES: usize = 16;
+
+/// A validated central config.
+#[derive(Debug, Clone)]
+pub struct CentralConfig {
+    pub community: String,
+    pub name: String,
+    pub timezone: chrono_tz::Tz,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Settlement period: 60 (the CER rule) or 15 minutes.
+    pub period_minutes: u32,
+    pub raw_retention_days: u32,
+    pub broker: BrokerConfig,
+    pub web: WebConfig,
+    pub storage_path: PathBuf,
+    pub prices: PricesConfig,
+    pub substations: Vec<Substation>,
+    pub sites: Vec<SiteConfig>,
+    pub members: Vec<Member>,
+    pub plants: Vec<Plant>,
+    pub meters: Vec<MeterMap>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BrokerConfig {
+    /// The broker runs inside the hub (rumqttd).
+    Embedded {
+        listen: std::net::SocketAddr,
+        tls: Option<TlsFiles>,
+        hub_user: String,
+        hub_password: String,
+        /// Largest MQTT payload the broker accepts, bytes.
+        max_payload_bytes: usize,
+    },
+    /// Mosquitto, EMQX or another broker reached by URL.
+    External {
+        url: String,
+        username: String,
+        password: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    pub listen: std::net::SocketAddr,
+    /// Bearer token for reports with per-member data; `None` disables those reports.
+    pub report_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PricesConfig {
+    /// Hourly zonal price Pz (€/MWh) when no price file covers an hour.
+    pub zonal_eur_mwh: Option<f64>,
+    /// CSV file `hour,eur_mwh` (hour in RFC 3339 or `YYYY-MM-DD HH:MM`, local time).
+    pub zonal_file: Option<PathBuf>,
+    /// ARERA unit valorisation (TRASe + BTAU), €/MWh.
+    pub cuaf_eur_mwh: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Substation {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub id: String,
+    pub name: String,
+    /// HMAC key that authenticates this site's batches.
+    pub key: Vec<u8>,
+    /// The site's broker password (embedded broker / Mosquitto password file).
+    pub password: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberKind {
+    Household,
+    Sme,
+    Public,
+    ThirdSector,
+    Business,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub id: String,
+    pub name: String,
+    pub kind: MemberKind,
+    pub pod: String,
+    pub substation: String,
+    pub site: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plant {
+    pub id: String,
+    pub pod: String,
+    pub kind: String,
+    pub peak_kw: f64,
+    pub commissioned: NaiveDate,
+    pub region: String,
+    /// Share of the investment covered by a capital grant, 0..=0.4.
+    pub grant_share: f64,
+    /// Whether the plant's injection counts for shared energy (new plant, within the CER rules).
+    pub eligible: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Grid,
+    Production,
+    Consumption,
+    Storage,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "grid" => Some(Role::Grid),
+            "production" => Some(Role::Production),
+            "consumption" => Some(Role::Consumption),
+            "storage" => Some(Role::Storage),
+            _ => None,
+        }
+    }
+}
+
+/// Which POD a site meter measures, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterMap {
+    pub site: String,
+    pub meter: String,
+    pub pod: String,
+    pub role: Role,
+}
+
+impl CentralConfig {
+    pub fn site(&self, id: &str) -> Option<&SiteConfig> {
+        self.sites.iter().find(|s| s.id == id)
+    }
+    /// (site, meter) → mapping, for fast lookup in the ingest path.
+    pub fn meter_index(&self) -> HashMap<(String, String), MeterMap> {
+        self.meters
+            .iter()
+            .map(|m| ((m.site.clone(), m.meter.clone()), m.clone()))
+            .collect()
+    }
+    /// POD → substation id, from the members.
+    pub fn pod_substation(&self) -> HashMap<String, String> {
+        self.members
+            .iter()
+            .map(|m| (m.pod.clone(), m.substation.clone()))
+            .collect()
+    }
+    pub fn period_seconds(&self) -> i64 {
+        i64::from(self.period_minutes) * 60
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config:\n{0}")]
+    Invalid(String),
+}
+
+/// Read, validate and resolve a central config (key files are read relative to the config's folder).
+pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+        .map_err(|diags| ConfigError::Invalid(crate::check::render(path, &text, &diags)))
+}
+
 /// Validate a config text; an empty list means it is valid.
-pub fn check(_path: &Path, _text: &str) -> Vec<Diag> {
-    vec![Diag::new(
-        Some(0..0),
-        "validation of this config kind is not built yet",
-    )]
+pub fn check(path: &Path, text: &str) -> Vec<Diag> {
+    match parse(path, text) {
+        Ok(_) => vec![],
+        Err(d) => d,
+    }
+}
+
+// ---- the file as written, with spans ----
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    central: RawCentral,
+    #[serde(default)]
+    broker: Option<RawBroker>,
+    #[serde(default)]
+    web: Option<RawWeb>,
+    storage: RawStorage,
+    #[serde(default)]
+    prices: Option<RawPrices>,
+    #[serde(default)]
+    substation: Vec<RawSubstation>,
+    #[serde(default)]
+    site: Vec<RawSite>,
+    #[serde(default)]
+    member: Vec<RawMember>,
+    #[serde(default)]
+    plant: Vec<RawPlant>,
+    #[serde(default)]
+    meter: Vec<RawMeter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCentral {
+    community: S<String>,
+    name: String,
+    #[serde(default = "default_tz")]
+    timezone: S<String>,
+    latitude: S<f64>,
+    longitude: S<f64>,
+    #[serde(default = "default_period")]
+    period_minutes: S<u32>,
+    #[serde(default = "default_retention")]
+    raw_retention_days: S<u32>,
+}
+
+fn default_tz() -> S<String> {
+    Spanned::new(0..0, "Europe/Rome".to_string())
+}
+fn default_period() -> S<u32> {
+    Spanned::new(0..0, 60)
+}
+fn default_retention() -> S<u32> {
+    Spanned::new(0..0, 35)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    #[serde(default)]
+    listen: Option<S<String>>,
+    #[serde(default)]
+    tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<S<String>>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    max_payload_bytes: Option<S<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    listen: S<String>,
+    #[serde(default)]
+    report_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrices {
+    #[serde(default)]
+    zonal_eur_mwh: Option<S<f64>>,
+    #[serde(default)]
+    zonal_file: Option<PathBuf>,
+    #[serde(default = "default_cuaf")]
+    cuaf_eur_mwh: S<f64>,
+}
+
+fn default_cuaf() -> S<f64> {
+    // ARERA, 2024: TRASe + BTAU.
+    Spanned::new(0..0, 11.22)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubstation {
+    id: S<String>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSite {
+    id: S<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    key: Option<S<String>>,
+    #[serde(default)]
+    key_file: Option<S<PathBuf>>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    members: Vec<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    id: S<String>,
+    #[serde(default)]
+    name: String,
+    kind: MemberKind,
+    pod: S<String>,
+    substation: S<String>,
+    #[serde(default)]
+    site: Option<S<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlant {
+    id: S<String>,
+    pod: S<String>,
+    #[serde(default = "default_plant_kind")]
+    kind: S<String>,
+    peak_kw: S<f64>,
+    commissioned: S<String>,
+    #[serde(default = "default_region")]
+    region: String,
+    #[serde(default)]
+    grant_share: Option<S<f64>>,
+    #[serde(default = "yes")]
+    eligible: bool,
+}
+
+fn default_plant_kind() -> S<String> {
+    Spanned::new(0..0, "pv".to_string())
+}
+fn default_region() -> String {
+    "Lombardia".to_string()
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMeter {
+    site: S<String>,
+    name: S<String>,
+    pod: S<String>,
+    role: S<String>,
+}
+
+fn sp<T>(s: &S<T>) -> Option<Range<usize>> {
+    let r = s.span();
+    if r == (0..0) {
+        None
+    } else {
+        Some(r)
+    }
+}
+
+/// Reports a second use of the same id.
+fn dup_check<'a>(diags: &mut Vec<Diag>, what: &str, ids: impl Iterator<Item = &'a S<String>>) {
+    let mut seen = HashSet::new();
+    for id in ids {
+        if !seen.insert(id.get_ref().as_str()) {
+            diags.push(Diag::new(
+                sp(id),
+                format!("duplicate {what} id {:?}", id.get_ref()),
+            ));
+        }
+    }
+}
+
+fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| vec![Diag::from_toml(&e)])?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut d = Vec::new();
+
+    let c = &raw.central;
+    let community = c.community.get_ref().clone();
+    if community.is_empty() || community.contains(['/', '+', '#']) {
+        d.push(Diag::new(
+            sp(&c.community),
+            "community id must be non-empty, without '/', '+' or '#'",
+        ));
+    }
+    let timezone = match c.timezone.get_ref().parse::<chrono_tz::Tz>() {
+        Ok(tz) => tz,
+        Err(_) => {
+            d.push(Diag::new(
+                sp(&c.timezone),
+                "unknown time zone (expected e.g. \"Europe/Rome\")",
+            ));
+            chrono_tz::Europe::Rome
+        }
+    };
+    if !(-90.0..=90.0).contains(c.latitude.get_ref()) {
+        d.push(Diag::new(
+            sp(&c.latitude),
+            "latitude must be between -90 and 90",
+        ));
+    }
+    if !(-180.0..=180.0).contains(c.longitude.get_ref()) {
+        d.push(Diag::new(
+            sp(&c.longitude),
+            "longitude must be between -180 and 180",
+        ));
+    }
+    let period_minutes = *c.period_minutes.get_ref();
+    if period_minutes != 60 && period_minutes != 15 {
+        d.push(Diag::new(
+            sp(&c.period_minutes),
+            "period_minutes must be 60 or 15",
+        ));
+    }
+    let raw_retention_days = *c.raw_retention_days.get_ref();
+    if raw_retention_days == 0 {
+        d.push(Diag::new(
+            sp(&c.raw_retention_days),
+            "raw_retention_days must be at least 1",
+        ));
+    }
+
+    let broker = parse_broker(raw.broker.as_ref(), &mut d);
+    let web = match &raw.web {
+        None => WebConfig {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            report_token: None,
+        },
+        Some(w) => {
+            let listen = w.listen.get_ref().parse().unwrap_or_else(|_| {
+                d.push(Diag::new(
+                    sp(&w.listen),
+                    "listen must be an address:port, e.g. \"0.0.0.0:8080\"",
+                ));
+                ([127, 0, 0, 1], 8080).into()
+            });
+            WebConfig {
+                listen,
+                report_token: w.report_token.clone().filter(|t| !t.is_empty()),
+            }
+        }
+    };
+    let prices = match &raw.prices {
+        None => PricesConfig {
+            zonal_eur_mwh: None,
+            zonal_file: None,
+            cuaf_eur_mwh: 11.22,
+        },
+        Some(p) => {
+            if let Some(z) = &p.zonal_eur_mwh {
+                if !z.get_ref().is_finite() {
+                    d.push(Diag::new(sp(z), "zonal_eur_mwh must be a finite number"));
+                }
+            }
+            if !p.cuaf_eur_mwh.get_ref().is_finite() || *p.cuaf_eur_mwh.get_ref() < 0.0 {
+                d.push(Diag::new(
+                    sp(&p.cuaf_eur_mwh),
+                    "cuaf_eur_mwh must be a number ≥ 0",
+                ));
+            }
+            PricesConfig {
+                zonal_eur_mwh: p.zonal_eur_mwh.as_ref().map(|z| *z.get_ref()),
+                zonal_file: p.zonal_file.as_ref().map(|f| base.join(f)),
+                cuaf_eur_mwh: *p.cuaf_eur_mwh.get_ref(),
+            }
+        }
+    };
+
+    dup_check(&mut d, "substation", raw.substation.iter().map(|s| &s.id));
+    dup_check(&mut d, "site", raw.site.iter().map(|s| &s.id));
+    dup_check(&mut d, "member", raw.member.iter().map(|s| &s.id));
+    dup_check(&mut d, "plant", raw.plant.iter().map(|s| &s.id));
+    dup_check(&mut d, "member POD", raw.member.iter().map(|s| &s.pod));
+
+    let substation_ids: HashSet<&str> = raw
+        .substation
+        .iter()
+        .map(|s| s.id.get_ref().as_str())
+        .collect();
+    let site_ids: HashSet<&str> = raw.site.iter().map(|s| s.id.get_ref().as_str()).collect();
+    let member_ids: HashSet<&str> = raw.member.iter().map(|s| s.id.get_ref().as_str()).collect();
+    let pods: HashSet<&str> = raw
+        .member
+        .iter()
+        .map(|s| s.pod.get_ref().as_str())
+        .collect();
+
+    let mut sites = Vec::new();
+    for s in &raw.site {
+        let id = s.id.get_ref();
+        if id.is_empty() || id.contains(['/', '+', '#']) {
+            d.push(Diag::new(
+                sp(&s.id),
+                "site id must be non-empty, without '/', '+' or '#'",
+            ));
+        }
+        let key = match (&s.key, &s.key_file) {
+            (Some(k), None) => match hex::decode(k.get_ref().trim()) {
+                Ok(k) if k.len() >= MIN_KEY_BYTES => k,
+                Ok(_) => {
+                    d.push(Diag::new(
+                        sp(k),
+                        format!(
+                            "key must be at least {MIN_KEY_BYTES} bytes ({} hex digits)",
+                            MIN_KEY_BYTES * 2
+                        ),
+                    ));
+                    vec![]
+                }
+                Err(_) => {
+                    d.push(Diag::new(sp(k), "key must be hex digits"));
+                    vec![]
+                }
+            },
+            (None, Some(f)) => {
+                let p = base.join(f.get_ref());
+                match std::fs::read_to_string(&p) {
+                    Ok(t) => match hex::decode(t.trim()) {
+                        Ok(k) if k.len() >= MIN_KEY_BYTES => k,
+                        _ => {
+                            d.push(Diag::new(
+                                sp(f),
+                                format!(
+                                    "{} must hold at least {} hex digits",
+                                    p.display(),
+                                    MIN_KEY_BYTES * 2
+                                ),
+                            ));
+                            vec![]
+                        }
+                    },
+                    Err(e) => {
+                        d.push(Diag::new(
+                            sp(f),
+                            format!("cannot read key file {}: {e}", p.display()),
+                        ));
+                        vec![]
+                    }
+                }
+            }
+            (Some(k), Some(_)) => {
+                d.push(Diag::new(sp(k), "give either key or key_file, not both"));
+                vec![]
+            }
+            (None, None) => {
+                d.push(Diag::new(
+                    sp(&s.id),
+                    format!("site {id:?} has no key (add key = \"<hex>\" or key_file)"),
+                ));
+                vec![]
+            }
+        };
+        for m in &s.members {
+            if !member_ids.contains(m.get_ref().as_str()) {
+                d.push(Diag::new(
+                    sp(m),
+                    format!("unknown member {:?} (not a [[member]] id)", m.get_ref()),
+                ));
+            }
+        }
+        sites.push(SiteConfig {
+            id: id.clone(),
+            name: s.name.clone(),
+            key,
+            password: s.password.clone().unwrap_or_default(),
+            members: s.members.iter().map(|m| m.get_ref().clone()).collect(),
+        });
+    }
+
+    let mut members = Vec::new();
+    for m in &raw.member {
+        if !substation_ids.contains(m.substation.get_ref().as_str()) {
+            d.push(Diag::new(
+                sp(&m.substation),
+                format!(
+                    "member {:?} is on undefined substation {:?}",
+                    m.id.get_ref(),
+                    m.substation.get_ref()
+                ),
+            ));
+        }
+        if let Some(site) = &m.site {
+            if !site_ids.contains(site.get_ref().as_str()) {
+                d.push(Diag::new(
+                    sp(site),
+                    format!("unknown site {:?}", site.get_ref()),
+                ));
+            }
+        }
+        members.push(Member {
+            id: m.id.get_ref().clone(),
+            name: m.name.clone(),
+            kind: m.kind,
+            pod: m.pod.get_ref().clone(),
+            substation: m.substation.get_ref().clone(),
+            site: m.site.as_ref().map(|s| s.get_ref().clone()),
+        });
+    }
+
+    let mut plants = Vec::new();
+    for p in &raw.plant {
+        if !pods.contains(p.pod.get_ref().as_str()) {
+            d.push(Diag::new(
+                sp(&p.pod),
+                format!(
+                    "plant {:?} is on unknown POD {:?} (no member has it)",
+                    p.id.get_ref(),
+                    p.pod.get_ref()
+                ),
+            ));
+        }
+        if p.kind.get_ref() != "pv" {
+            d.push(Diag::new(sp(&p.kind), "plant kind must be \"pv\""));
+        }
+        let peak = *p.peak_kw.get_ref();
+        if !peak.is_finite() || peak <= 0.0 {
+            d.push(Diag::new(sp(&p.peak_kw), "peak_kw must be a number > 0"));
+        }
+        let commissioned = NaiveDate::parse_from_str(p.commissioned.get_ref(), "%Y-%m-%d")
+            .unwrap_or_else(|_| {
+                d.push(Diag::new(
+                    sp(&p.commissioned),
+                    "commissioned must be a date YYYY-MM-DD",
+                ));
+                NaiveDate::MIN
+            });
+        let grant_share = p.grant_share.as_ref().map(|g| *g.get_ref()).unwrap_or(0.0);
+        if let Some(g) = &p.grant_share {
+            if !(0.0..=0.4).contains(g.get_ref()) {
+                d.push(Diag::new(
+                    sp(g),
+                    "grant_share must be between 0 and 0.4 (the PNRR grant covers at most 40 %)",
+                ));
+            }
+        }
+        plants.push(Plant {
+            id: p.id.get_ref().clone(),
+            pod: p.pod.get_ref().clone(),
+            kind: p.kind.get_ref().clone(),
+            peak_kw: peak,
+            commissioned,
+            region: p.region.clone(),
+            grant_share,
+            eligible: p.eligible,
+        });
+    }
+
+    let mut meters = Vec::new();
+    let mut seen_meter = HashSet::new();
+    for m in &raw.meter {
+        if !site_ids.contains(m.site.get_ref().as_str()) {
+            d.push(Diag::new(
+                sp(&m.site),
+                format!("unknown site {:?}", m.site.get_ref()),
+            ));
+        }
+        if !pods.contains(m.pod.get_ref().as_str()) {
+            d.push(Diag::new(
+                sp(&m.pod),
+                format!("unknown POD {:?} (no member has it)", m.pod.get_ref()),
+            ));
+        }
+        if !seen_meter.insert((m.site.get_ref().clone(), m.name.get_ref().clone())) {
+            d.push(Diag::new(
+                sp(&m.name),
+                format!(
+                    "meter {:?} of site {:?} is mapped twice",
+                    m.name.get_ref(),
+                    m.site.get_ref()
+                ),
+            ));
+        }
+        let role = Role::parse(m.role.get_ref()).unwrap_or_else(|| {
+            d.push(Diag::new(
+                sp(&m.role),
+                "role must be grid, production, consumption or storage",
+            ));
+            Role::Storage
+        });
+        meters.push(MeterMap {
+            site: m.site.get_ref().clone(),
+            meter: m.name.get_ref().clone(),
+            pod: m.pod.get_ref().clone(),
+            role,
+        });
+    }
+    // One grid meter per POD at most: two would double-count the exchange.
+    let mut grid_by_pod: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, m) in meters.iter().enumerate() {
+        if m.role == Role::Grid {
+            if grid_by_pod.insert(m.pod.as_str(), i).is_some() {
+                d.push(Diag::new(
+                    sp(&raw.meter[i].pod),
+                    format!("POD {:?} has two grid meters", m.pod),
+                ));
+            }
+        }
+    }
+
+    if !d.is_empty() {
+        return Err(d);
+    }
+    Ok(CentralConfig {
+        community,
+        name: c.name.clone(),
+        timezone,
+        latitude: *c.latitude.get_ref(),
+        longitude: *c.longitude.get_ref(),
+        period_minutes,
+        raw_retention_days,
+        broker,
+        web,
+        storage_path: base.join(&raw.storage.path),
+        prices,
+        substations: raw
+            .substation
+            .iter()
+            .map(|s| Substation {
+                id: s.id.get_ref().clone(),
+                name: s.name.clone(),
+            })
+            .collect(),
+        sites,
+        members,
+        plants,
+        meters,
+    })
+}
+
+fn parse_broker(b: Option<&RawBroker>, d: &mut Vec<Diag>) -> BrokerConfig {
+    let default_listen: std::net::SocketAddr = ([127, 0, 0, 1], 1883).into();
+    let Some(b) = b else {
+        return BrokerConfig::Embedded {
+            listen: default_listen,
+            tls: None,
+            hub_user: "central".into(),
+            hub_password: String::new(),
+            max_payload_bytes: crate::wire::MAX_ENVELOPE_BYTES,
+        };
+    };
+    if let Some(url) = &b.url {
+        if !(url.get_ref().starts_with("mqtt://") || url.get_ref().starts_with("mqtts://")) {
+            d.push(Diag::new(
+                sp(url),
+                "url must start with mqtt:// or mqtts://",
+            ));
+        }
+        if let Some(l) = &b.listen {
+            d.push(Diag::new(
+                sp(l),
+                "listen is for the embedded broker; with url the broker is external",
+            ));
+        }
+        return BrokerConfig::External {
+            url: url.get_ref().clone(),
+            username: b.username.clone().unwrap_or_else(|| "central".into()),
+            password: b.password.clone().unwrap_or_default(),
+        };
+    }
+    let listen = match &b.listen {
+        None => default_listen,
+        Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+            d.push(Diag::new(
+                sp(l),
+                "listen must be an address:port, e.g. \"0.0.0.0:1883\"",
+            ));
+            default_listen
+        }),
+    };
+    let tls = match (&b.tls_cert, &b.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => None,
+        _ => {
+            d.push(Diag::new(
+                b.listen.as_ref().and_then(sp),
+                "give both tls_cert and tls_key, or neither",
+            ));
+            None
+        }
+    };
+    let max_payload_bytes = match &b.max_payload_bytes {
+        None => crate::wire::MAX_ENVELOPE_BYTES,
+        Some(m) if *m.get_ref() >= 1024 => *m.get_ref(),
+        Some(m) => {
+            d.push(Diag::new(sp(m), "max_payload_bytes must be at least 1024"));
+            crate::wire::MAX_ENVELOPE_BYTES
+        }
+    };
+    BrokerConfig::Embedded {
+        listen,
+        tls,
+        hub_user: b.username.clone().unwrap_or_else(|| "central".into()),
+        hub_password: b.password.clone().unwrap_or_default(),
+        max_payload_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+
+    fn minimal() -> String {
+        format!(
+            r#"[central]
+community = "socer"
+name = "So.CER"
+latitude = 46.17
+longitude = 9.87
+
+[storage]
+path = "central.db"
+
+[[substation]]
+id = "cp-sondrio"
+name = "CP Sondrio"
+
+[[site]]
+id = "domus-1"
+key = "{KEY}"
+members = ["m1"]
+
+[[member]]
+id = "m1"
+kind = "household"
+pod = "IT001E00000001"
+substation = "cp-sondrio"
+
+[[plant]]
+id = "pv1"
+pod = "IT001E00000001"
+peak_kw = 20.0
+commissioned = "2025-03-01"
+
+[[meter]]
+site = "domus-1"
+name = "grid"
+pod = "IT001E00000001"
+role = "grid"
+"#
+        )
+    }
+
+    fn lines(text: &str) -> String {
+        crate::check::render(Path::new("c.toml"), text, &check(Path::new("c.toml"), text))
+    }
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let c = parse(Path::new("/etc/socer/central.toml"), &minimal()).unwrap();
+        assert_eq!(c.period_minutes, 60);
+        assert_eq!(c.timezone, chrono_tz::Europe::Rome);
+        assert_eq!(c.sites[0].key.len(), 16);
+        assert_eq!(c.storage_path, PathBuf::from("/etc/socer/central.db"));
+        assert!(matches!(c.broker, BrokerConfig::Embedded { .. }));
+        assert_eq!(c.meters[0].role, Role::Grid);
+    }
+
+    #[test]
+    fn unknown_key_points_at_its_line() {
+        let t = minimal().replace("name = \"So.CER\"", "name = \"So.CER\"\ncolour = 3");
+        assert!(
+            lines(&t).starts_with("c.toml:4:1: unknown field `colour`"),
+            "{}",
+            lines(&t)
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_member_on_undefined_substation_and_plant_on_unknown_pod_are_reported() {
+        let t = minimal()
+            + "\n[[member]]\nid = \"m1\"\nkind = \"sme\"\npod = \"IT2\"\nsubstation = \"cp-nowhere\"\n"
+            + "\n[[plant]]\nid = \"pv2\"\npod = \"IT999\"\npeak_kw = 5.0\ncommissioned = \"2025-01-01\"\n";
+        let out = lines(&t);
+        assert!(out.contains(":38:6: duplicate member id \"m1\""), "{out}");
+        assert!(
+            out.contains(":41:14: member \"m1\" is on undefined substation \"cp-nowhere\""),
+            "{out}"
+        );
+        assert!(
+            out.contains(":45:7: plant \"pv2\" is on unknown POD \"IT999\""),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn site_without_key_and_bad_numbers_are_reported() {
+        let t = minimal()
+            .replace(&format!("key = \"{KEY}\"\n"), "")
+            .replace("longitude = 9.87", "longitude = 9.87\nperiod_minutes = 30")
+            .replace("peak_kw = 20.0", "peak_kw = -1.0");
+        let out = lines(&t);
+        assert!(
+            out.contains("c.toml:6:18: period_minutes must be 60 or 15"),
+            "{out}"
+        );
+        assert!(out.contains("site \"domus-1\" has no key"), "{out}");
+        assert!(out.contains("peak_kw must be a number > 0"), "{out}");
+    }
+
+    #[test]
+    fn short_or_non_hex_key_is_refused() {
+        let out = lines(&minimal().replace(KEY, "abcd"));
+        assert!(out.contains("key must be at least 16 bytes"), "{out}");
+        let out = lines(&minimal().replace(KEY, "zz112233445566778899aabbccddeeff"));
+        assert!(out.contains("key must be hex digits"), "{out}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/central.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let diags = check(&path, &text);
+        assert!(
+            diags.is_empty(),
+            "{}",
+            crate::check::render(&path, &text, &diags)
+        );
+        let c = parse(&path, &text).unwrap();
+        assert_eq!(c.substations.len(), 2);
+        assert!(c.sites.len() >= 8);
+    }
 }

@@ -1,16 +1,231 @@
-//! TODO(owner): describe this module.
+//! `socer central`: the community hub — broker, authenticated ingest, store, period energy, live
+//! balance, API.
+//!
+//! This module only wires the parts together; the energy rules (`energy`, `balance`, `incentive`)
+//! are pure and the I/O lives in `broker`, `ingest`, `store` and `web`.
 
 pub mod balance;
+pub mod broker;
+pub mod compute;
 pub mod config;
 pub mod energy;
 pub mod incentive;
+pub mod ingest;
+pub mod report;
+pub mod status;
+pub mod store;
 pub mod tariff;
+pub mod web;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, QoS};
+
+use config::CentralConfig;
+use status::{Metrics, Sites};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The central config (see config/central.example.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Write the password, ACL and config files an external Mosquitto needs into DIR, then exit.
+    #[arg(long, value_name = "DIR")]
+    pub mosquitto_files: Option<PathBuf>,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`socer central` is not built yet")
+/// How often live figures are published and dirty closed periods recomputed.
+pub const COMPUTE_EVERY: Duration = Duration::from_secs(5);
+/// How often the still-open period is recomputed.
+pub const OPEN_PERIOD_EVERY: Duration = Duration::from_secs(60);
+
+/// The state the API and the loops share.
+pub struct Hub {
+    pub cfg: CentralConfig,
+    pub model: compute::Model,
+    pub metrics: Arc<Metrics>,
+    pub sites: Arc<Sites>,
+    pub balance: Mutex<Option<crate::wire::Balance>>,
+    pub broker_connected: AtomicBool,
+    pub started: Instant,
+    reader: Mutex<store::Reader>,
+}
+
+impl Hub {
+    /// The API's read connection.
+    pub fn reader(&self) -> MutexGuard<'_, store::Reader> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running hub (for `run`, the demo and tests).
+pub struct Running {
+    pub hub: Arc<Hub>,
+    pub web_addr: SocketAddr,
+    pub client: AsyncClient,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(&args.config)?;
+    if let Some(dir) = args.mosquitto_files {
+        for p in broker::write_mosquitto_files(&cfg, &dir)? {
+            println!("{}", p.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.web.listen)
+        .await
+        .with_context(|| format!("web: cannot listen on {}", cfg.web.listen))?;
+    let running = start(cfg, listener).await?;
+    tracing::info!("central hub up: http://{}/", running.web_addr);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("central hub stopping");
+    let _ = running.client.disconnect().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Start every part of the hub on the current runtime; the web API on `listener`.
+pub async fn start(
+    cfg: CentralConfig,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::default());
+    let sites = Arc::new(Sites::new(
+        cfg.sites.iter().map(|s| (s.id.as_str(), s.name.as_str())),
+    ));
+    let endpoint = broker::start(&cfg)?;
+    anyhow::ensure!(!endpoint.tls, "mqtts:// to an external broker is not supported by the hub yet: use mqtt:// on a trusted network");
+
+    let periods = store::Periods {
+        seconds: cfg.period_seconds(),
+    };
+    let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (store_handle, _writer) = store::spawn_writer(
+        &cfg.storage_path,
+        periods,
+        cfg.raw_retention_days,
+        metrics.clone(),
+        acks_tx,
+    )?;
+    let reader = store::Reader::open(&cfg.storage_path)?;
+    let contiguous = reader.contiguous()?;
+    for (site, seq) in &contiguous {
+        sites.acked(site, *seq);
+    }
+
+    let hub = Arc::new(Hub {
+        model: compute::Model::new(&cfg),
+        metrics: metrics.clone(),
+        sites: sites.clone(),
+        balance: Mutex::new(None),
+        broker_connected: AtomicBool::new(false),
+        started: Instant::now(),
+        reader: Mutex::new(reader),
+        cfg,
+    });
+
+    let keys = hub
+        .cfg
+        .sites
+        .iter()
+        .map(|s| (s.id.clone(), s.key.clone()))
+        .collect();
+    let latest = Arc::new(ingest::Latest::default());
+    let ingest = Arc::new(ingest::Ingest {
+        gate: ingest::Gate::new(&hub.cfg.community, keys),
+        metrics: metrics.clone(),
+        sites: sites.clone(),
+        latest: latest.clone(),
+        store: store_handle,
+    });
+    let client_id = format!("socer-central-{}", hub.cfg.community);
+    let (client, events) = AsyncClient::new(ingest::mqtt_options(&endpoint, &client_id), 4096);
+    {
+        let (client, ingest, hub) = (client.clone(), ingest.clone(), hub.clone());
+        tokio::spawn(async move {
+            ingest::run_client(client, events, ingest, move |up| {
+                hub.broker_connected.store(up, Ordering::Relaxed)
+            })
+            .await
+        });
+    }
+    // The embedded broker keeps retained messages in memory only: republish every ack at start.
+    for (site, seq) in contiguous {
+        ingest::publish_ack(&client, &ingest, &site, seq).await;
+    }
+    tokio::spawn(ingest::run_acks(client.clone(), ingest.clone(), acks_rx));
+    tokio::spawn(compute_loop(hub.clone(), client.clone(), latest));
+
+    let web_addr = listener.local_addr()?;
+    tokio::spawn(web::serve(hub.clone(), listener));
+    Ok(Running {
+        hub,
+        web_addr,
+        client,
+    })
+}
+
+/// Every few seconds: publish the live figures, recompute dirty periods.
+async fn compute_loop(hub: Arc<Hub>, client: AsyncClient, latest: Arc<ingest::Latest>) {
+    let topic = crate::wire::Topics::new(&hub.cfg.community).balance();
+    let mut writer = match store::Reader::open(&hub.cfg.storage_path) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!("compute: cannot open the store: {e}");
+            None
+        }
+    };
+    let mut last_open = Instant::now() - OPEN_PERIOD_EVERY;
+    let mut tick = tokio::time::interval(COMPUTE_EVERY);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        let b = compute::live_balance(&hub.model, &latest.snapshot(), now);
+        if let Ok(payload) = serde_json::to_vec(&b) {
+            if let Err(e) = client.try_publish(topic.clone(), QoS::AtMostOnce, true, payload) {
+                tracing::debug!("balance not published: {e}");
+            }
+        }
+        *hub.balance.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+
+        let Some(mut r) = writer.take() else { continue };
+        let include_open = last_open.elapsed() >= OPEN_PERIOD_EVERY;
+        if include_open {
+            last_open = Instant::now();
+        }
+        let h = hub.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let res = compute::recompute_dirty(&mut r, &h.model, now, 48, include_open);
+            (r, res)
+        })
+        .await;
+        match joined {
+            Ok((r, res)) => {
+                match res {
+                    Ok(n) => {
+                        hub.metrics
+                            .periods_computed
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!("compute: {e}"),
+                }
+                writer = Some(r);
+            }
+            Err(e) => {
+                tracing::error!("compute: task failed: {e}");
+                writer = store::Reader::open(&hub.cfg.storage_path).ok();
+            }
+        }
+    }
 }

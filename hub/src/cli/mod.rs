@@ -1,5 +1,7 @@
-//! One-shot technician commands (`profiles`, `scan`, `read`, `simulate`) and shared CLI plumbing.
+//! One-shot technician commands (`profiles`, `scan`, `read`, `simulate`), the `loadgen` benchmark
+//! tool, and shared CLI plumbing.
 
+pub mod loadgen;
 pub mod profiles;
 pub mod read;
 pub mod scan;

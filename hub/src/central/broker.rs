@@ -1,0 +1,358 @@
+//! The MQTT broker side: run the embedded rumqttd (memory bounded, one account per site and one for
+//! the hub), or write the password and ACL files an external Mosquitto needs.
+//!
+//! The hub always talks to the broker through rumqttc, so embedded and external brokers share one
+//! code path. Authorisation of data never rests on the broker: batches carry their own MAC.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha512;
+
+use super::config::{BrokerConfig, CentralConfig};
+use crate::wire::Topics;
+
+/// Per-topic in-memory log of the embedded broker: a subscriber that falls further behind than
+/// this loses messages, which the end-to-end ack makes the site send again.
+pub const SEGMENT_BYTES: usize = 64 * 1024;
+pub const SEGMENT_COUNT: usize = 3;
+/// Most simultaneous connections to the embedded broker.
+pub const MAX_CONNECTIONS: usize = 5000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("TLS on the embedded broker is not built in (rumqttd without TLS): terminate TLS in front of it or use an external broker")]
+    TlsUnsupported,
+    #[error("the embedded broker cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("broker url {0:?}: expected mqtt://host:port or mqtts://host:port")]
+    BadUrl(String),
+    #[error("cannot start the broker thread: {0}")]
+    Thread(std::io::Error),
+    #[error("{path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How the hub reaches the broker.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub username: String,
+    pub password: String,
+}
+
+impl Endpoint {
+    /// Parse `mqtt://host:port` or `mqtts://host:port`.
+    pub fn from_url(url: &str, username: &str, password: &str) -> Option<Endpoint> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            (false, url.strip_prefix("mqtt://")?)
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (rest.to_string(), if tls { 8883 } else { 1883 }),
+        };
+        Some(Endpoint {
+            host,
+            port,
+            tls,
+            username: username.into(),
+            password: password.into(),
+        })
+    }
+}
+
+/// Start the configured broker if it is embedded; return where the hub connects.
+pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
+    match &cfg.broker {
+        BrokerConfig::External {
+            url,
+            username,
+            password,
+        } => Endpoint::from_url(url, username, password)
+            .ok_or_else(|| BrokerError::BadUrl(url.clone())),
+        BrokerConfig::Embedded {
+            listen,
+            tls,
+            hub_user,
+            hub_password,
+            max_payload_bytes,
+        } => {
+            if tls.is_some() {
+                return Err(BrokerError::TlsUnsupported);
+            }
+            // Without a configured password the hub's own account gets a random one: only the
+            // hub, over loopback, needs it.
+            let hub_password = if hub_password.is_empty() {
+                random_hex(16)
+            } else {
+                hub_password.clone()
+            };
+            let mut users: HashMap<String, String> = cfg
+                .sites
+                .iter()
+                .filter(|s| !s.password.is_empty())
+                .map(|s| (s.id.clone(), s.password.clone()))
+                .collect();
+            users.insert(hub_user.clone(), hub_password.clone());
+            start_embedded(*listen, users, *max_payload_bytes)?;
+            let host = if listen.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                listen.ip().to_string()
+            };
+            Ok(Endpoint {
+                host,
+                port: listen.port(),
+                tls: false,
+                username: hub_user.clone(),
+                password: hub_password,
+            })
+        }
+    }
+}
+
+/// Run rumqttd on its own thread with a v4 listener and username/password accounts.
+pub fn start_embedded(
+    listen: SocketAddr,
+    users: HashMap<String, String>,
+    max_payload_bytes: usize,
+) -> Result<(), BrokerError> {
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 5000,
+        // Room above the envelope limit so that an oversized batch reaches the hub to be counted.
+        max_payload_size: max_payload_bytes * 2,
+        max_inflight_count: 100,
+        auth: Some(users),
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    let server = rumqttd::ServerSettings {
+        name: "v4".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    let config = rumqttd::Config {
+        id: 0,
+        router: rumqttd::RouterConfig {
+            max_connections: MAX_CONNECTIONS,
+            max_outgoing_packet_count: 200,
+            max_segment_size: SEGMENT_BYTES.max(max_payload_bytes * 2),
+            max_segment_count: SEGMENT_COUNT,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("v4".to_string(), server)])),
+        ..Default::default()
+    };
+    // rumqttd reports a failed bind only in its log: find out first, while we can still say why.
+    std::net::TcpListener::bind(listen).map_err(|e| BrokerError::Bind(listen, e))?;
+    std::thread::Builder::new()
+        .name("broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(e) = broker.start() {
+                tracing::error!("embedded broker stopped: {e}");
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+// ---- files for an external Mosquitto ----
+
+/// Mosquitto's `$7$` password hash: PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt, 64-byte key,
+/// `$7$<iterations>$<base64 salt>$<base64 hash>` (the format `mosquitto_passwd` writes).
+pub fn mosquitto_hash(password: &str, salt: &[u8]) -> String {
+    const ITERATIONS: u32 = 101;
+    let key = pbkdf2_sha512_one_block(password.as_bytes(), salt, ITERATIONS);
+    format!("$7${ITERATIONS}${}${}", base64(salt), base64(&key))
+}
+
+/// PBKDF2 with HMAC-SHA512 for a 64-byte output (exactly one block, RFC 8018 §5.2).
+fn pbkdf2_sha512_one_block(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 64] {
+    let mac = || match Hmac::<Sha512>::new_from_slice(password) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    let mut m = mac();
+    m.update(salt);
+    m.update(&1u32.to_be_bytes());
+    let mut u: [u8; 64] = m.finalize().into_bytes().into();
+    let mut t = u;
+    for _ in 1..iterations {
+        let mut m = mac();
+        m.update(&u);
+        u = m.finalize().into_bytes().into();
+        t.iter_mut().zip(u.iter()).for_each(|(a, b)| *a ^= b);
+    }
+    t
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        out.push(A[(n >> 18) as usize & 63] as char);
+        out.push(A[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// The Mosquitto ACL: each site writes only its own readings and status and reads its own ack
+/// and alerts; everyone reads the community's balance, signal and alerts; the hub reads and
+/// writes the whole tree.
+pub fn mosquitto_acl(cfg: &CentralConfig, hub_user: &str) -> String {
+    let t = Topics::new(&cfg.community);
+    let mut s = String::from(
+        "# socer: generated by `socer central --mosquitto-files`; do not edit by hand.\n",
+    );
+    s += &format!("\nuser {hub_user}\ntopic readwrite {}/#\n", t.root());
+    for site in &cfg.sites {
+        s += &format!(
+            "\nuser {id}\ntopic write {r}\ntopic readwrite {st}\ntopic read {a}\ntopic read {al}\n",
+            id = site.id,
+            r = t.readings(&site.id),
+            st = t.status(&site.id),
+            a = t.ack(&site.id),
+            al = t.site_alerts(&site.id),
+        );
+    }
+    s += &format!(
+        "\n# every authenticated user\npattern read {}\npattern read {}\npattern read {}\n",
+        t.balance(),
+        t.signal(),
+        t.alerts()
+    );
+    s
+}
+
+/// Write `passwd`, `acl` and a `mosquitto.conf` snippet into `dir`; returns the paths written.
+pub fn write_mosquitto_files(cfg: &CentralConfig, dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
+    let (hub_user, hub_password) = match &cfg.broker {
+        BrokerConfig::External {
+            username, password, ..
+        } => (username.clone(), password.clone()),
+        BrokerConfig::Embedded {
+            hub_user,
+            hub_password,
+            ..
+        } => (hub_user.clone(), hub_password.clone()),
+    };
+    let mut passwd = String::new();
+    let mut entry = |user: &str, pw: &str| {
+        let mut salt = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        passwd += &format!("{user}:{}\n", mosquitto_hash(pw, &salt));
+    };
+    entry(&hub_user, &hub_password);
+    for s in cfg.sites.iter().filter(|s| !s.password.is_empty()) {
+        entry(&s.id, &s.password);
+    }
+    let conf = format!(
+        "# socer: include from mosquitto.conf, or use as is with `mosquitto -c`.\n\
+         per_listener_settings false\nallow_anonymous false\n\
+         password_file {}\nacl_file {}\n\
+         # a batch of ~1,000 readings must fit\nmessage_size_limit {}\n",
+        dir.join("passwd").display(),
+        dir.join("acl").display(),
+        crate::wire::MAX_ENVELOPE_BYTES * 2
+    );
+    let files = [
+        ("passwd", passwd),
+        ("acl", mosquitto_acl(cfg, &hub_user)),
+        ("socer.conf", conf),
+    ];
+    std::fs::create_dir_all(dir).map_err(|source| BrokerError::Write {
+        path: dir.into(),
+        source,
+    })?;
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|source| BrokerError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn pbkdf2_sha512_matches_the_published_test_vector() {
+        // RFC 6070 style vector for PBKDF2-HMAC-SHA512 ("password", "salt", c = 1), first bytes
+        // 867f70cf1ade02cf… as published with the SHA-2 PBKDF2 test vectors.
+        let k = pbkdf2_sha512_one_block(b"password", b"salt", 1);
+        assert_eq!(hex::encode(&k[..8]), "867f70cf1ade02cf");
+        let k = pbkdf2_sha512_one_block(b"password", b"salt", 2);
+        assert_eq!(hex::encode(&k[..8]), "e1d9c16aa681708a");
+    }
+
+    #[test]
+    fn mosquitto_hash_has_the_dollar_seven_layout() {
+        let h = mosquitto_hash("secret", &[7u8; 12]);
+        let parts: Vec<&str> = h.split('$').collect();
+        assert_eq!(parts[..3], ["", "7", "101"]);
+        assert_eq!(parts[3], "BwcHBwcHBwcHBwcH");
+        assert_eq!(parts[4].len(), 88);
+    }
+
+    #[test]
+    fn urls_parse_with_and_without_port() {
+        let e = Endpoint::from_url("mqtt://broker.local:1884", "u", "p").unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.tls),
+            ("broker.local", 1884, false)
+        );
+        let e = Endpoint::from_url("mqtts://broker.local", "u", "p").unwrap();
+        assert_eq!((e.port, e.tls), (8883, true));
+        assert!(Endpoint::from_url("http://x", "u", "p").is_none());
+    }
+}

@@ -1,0 +1,391 @@
+//! Authenticated ingest: every message on `site/+/readings` is checked (size, envelope, topic, site,
+//! MAC with that site's key, timestamps) before it may reach the store; site status is tracked.
+//!
+//! A refused message is counted by reason and site, logged, and dropped: it must never be stored,
+//! acknowledged, or crash the hub.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use super::broker::Endpoint;
+use super::status::{Metrics, Reject, Sites};
+use super::store::{Committed, Incoming, StoreHandle};
+use crate::wire::{self, Ack, Batch, Status, Topics, WireError};
+
+/// How far ahead of the hub's clock a batch may be sent or a reading taken.
+pub const MAX_FUTURE: Duration = Duration::from_secs(300);
+/// Largest status message accepted, bytes.
+pub const MAX_STATUS_BYTES: usize = 64 * 1024;
+/// Name under which messages for sites not in the config are counted (a bounded label set).
+pub const UNKNOWN_SITE_LABEL: &str = "(unknown)";
+
+/// The latest power per (site, meter), for the live community figures.
+#[derive(Default)]
+pub struct Latest {
+    inner: Mutex<HashMap<(String, String), (DateTime<Utc>, f64)>>,
+}
+
+impl Latest {
+    pub fn update(&self, site: &str, batch: &Batch) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &batch.readings {
+            let Some(p) = r.values.p_w else { continue };
+            let key = (site.to_string(), r.meter.clone());
+            match g.get_mut(&key) {
+                Some(v) if v.0 >= r.ts => {}
+                Some(v) => *v = (r.ts, p),
+                None => {
+                    g.insert(key, (r.ts, p));
+                }
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> HashMap<(String, String), (DateTime<Utc>, f64)> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The checks of the ingest path (no I/O: testable on its own).
+pub struct Gate {
+    topics: Topics,
+    keys: HashMap<String, Vec<u8>>,
+}
+
+impl Gate {
+    pub fn new(community: &str, keys: HashMap<String, Vec<u8>>) -> Self {
+        Gate {
+            topics: Topics::new(community),
+            keys,
+        }
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    pub fn key(&self, site: &str) -> Option<&[u8]> {
+        self.keys.get(site).map(Vec::as_slice)
+    }
+
+    /// Check a readings message; on refusal, the site label to count it under and why.
+    pub fn check_batch(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(String, Batch), (String, Reject)> {
+        let Some((site, leaf)) = self.topics.parse_site_topic(topic) else {
+            return Err((UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite));
+        };
+        let label = |s: &str| {
+            if self.keys.contains_key(s) {
+                s.to_string()
+            } else {
+                UNKNOWN_SITE_LABEL.to_string()
+            }
+        };
+        if leaf != "readings" {
+            return Err((label(site), Reject::Malformed));
+        }
+        let env = wire::open_unverified(payload).map_err(|e| (label(site), reject_of(&e)))?;
+        let Some(key) = self.keys.get(site) else {
+            return Err((UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite));
+        };
+        let batch: Batch =
+            wire::open(key, site, topic, &env).map_err(|e| (site.to_string(), reject_of(&e)))?;
+        if batch.site != site {
+            return Err((site.into(), Reject::Inconsistent));
+        }
+        let limit = now + chrono::Duration::from_std(MAX_FUTURE).unwrap_or_default();
+        if batch.sent > limit || batch.readings.iter().any(|r| r.ts > limit) {
+            return Err((site.into(), Reject::FarFuture));
+        }
+        Ok((site.to_string(), batch))
+    }
+}
+
+fn reject_of(e: &WireError) -> Reject {
+    match e {
+        WireError::Oversized(_) => Reject::Oversized,
+        WireError::Malformed(_) | WireError::MalformedBody(_) => Reject::Malformed,
+        WireError::Version(_) => Reject::Version,
+        WireError::SiteMismatch { .. } => Reject::SiteMismatch,
+        WireError::BadMac => Reject::BadMac,
+    }
+}
+
+/// MQTT options for the hub's client (same for embedded and external brokers).
+pub fn mqtt_options(ep: &Endpoint, client_id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, ep.host.clone(), ep.port);
+    o.set_keep_alive(Duration::from_secs(15));
+    o.set_clean_session(true);
+    // Room above the envelope limit: an oversized batch must reach us to be counted, not drop the
+    // connection.
+    o.set_max_packet_size(
+        wire::MAX_ENVELOPE_BYTES * 2 + 4096,
+        wire::MAX_ENVELOPE_BYTES + 4096,
+    );
+    o.set_request_channel_capacity(4096);
+    o.set_inflight(200);
+    if !ep.username.is_empty() {
+        o.set_credentials(ep.username.clone(), ep.password.clone());
+    }
+    o
+}
+
+/// Everything the ingest needs.
+pub struct Ingest {
+    pub gate: Gate,
+    pub metrics: Arc<Metrics>,
+    pub sites: Arc<Sites>,
+    pub latest: Arc<Latest>,
+    pub store: StoreHandle,
+}
+
+impl Ingest {
+    /// Handle one publish from the broker.
+    pub async fn handle(&self, topic: &str, payload: &[u8]) {
+        self.metrics
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+        let now = Utc::now();
+        match self.gate.topics.parse_site_topic(topic) {
+            Some((site, "status")) => self.handle_status(site, payload, now),
+            Some((_, "readings")) => self.handle_readings(topic, payload, now).await,
+            _ => {}
+        }
+    }
+
+    fn handle_status(&self, site: &str, payload: &[u8], now: DateTime<Utc>) {
+        if self.gate.key(site).is_none() {
+            return;
+        }
+        if payload.is_empty() {
+            return; // a cleared retained message
+        }
+        if payload.len() > MAX_STATUS_BYTES {
+            self.metrics.reject(site, Reject::Oversized);
+            return;
+        }
+        match serde_json::from_slice::<Status>(payload) {
+            Ok(st) => self.sites.status(site, st, now),
+            Err(e) => {
+                tracing::warn!("site {site}: malformed status: {e}");
+                self.metrics.reject(site, Reject::Malformed);
+            }
+        }
+    }
+
+    async fn handle_readings(&self, topic: &str, payload: &[u8], now: DateTime<Utc>) {
+        let received = Instant::now();
+        match self.gate.check_batch(topic, payload, now) {
+            Err((site, why)) => {
+                tracing::warn!("refused a readings message on {topic}: {}", why.label());
+                self.metrics.reject(&site, why);
+            }
+            Ok((site, batch)) => {
+                self.metrics
+                    .batches_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .readings_received
+                    .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
+                self.sites.seen(&site, now);
+                self.latest.update(&site, &batch);
+                let inc = Incoming {
+                    site,
+                    readings: batch.readings,
+                    received,
+                };
+                if let Err(e) = self.store.write(inc).await {
+                    tracing::error!("ingest: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Poll the hub's MQTT connection forever: (re)subscribe on every connection, hand publishes to
+/// the ingest. Reconnects with back-off.
+pub async fn run_client(
+    client: AsyncClient,
+    mut events: EventLoop,
+    ingest: Arc<Ingest>,
+    connected: impl Fn(bool) + Send + 'static,
+) {
+    let topics = ingest.gate.topics.clone();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(200);
+                connected(true);
+                tracing::info!("hub connected to the broker");
+                let subs = [
+                    rumqttc::SubscribeFilter::new(topics.all_readings(), QoS::AtLeastOnce),
+                    rumqttc::SubscribeFilter::new(topics.all_status(), QoS::AtLeastOnce),
+                ];
+                if let Err(e) = client.try_subscribe_many(subs) {
+                    tracing::error!("cannot subscribe: {e}");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => ingest.handle(&p.topic, &p.payload).await,
+            Ok(_) => {}
+            Err(e) => {
+                connected(false);
+                tracing::warn!("broker connection: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Publish the retained, sealed end-to-end ack of each site the store reports, newest only.
+pub async fn run_acks(
+    client: AsyncClient,
+    gate: Arc<Ingest>,
+    mut committed: mpsc::UnboundedReceiver<Committed>,
+) {
+    while let Some(first) = committed.recv().await {
+        // Coalesce what has queued up: only the highest seq per site matters.
+        let mut latest: HashMap<String, u64> = HashMap::new();
+        let mut take = |c: Committed| {
+            for (site, seq) in c.acks {
+                let e = latest.entry(site).or_insert(seq);
+                *e = (*e).max(seq);
+            }
+        };
+        take(first);
+        while let Ok(c) = committed.try_recv() {
+            take(c);
+        }
+        for (site, seq) in latest {
+            // Republished even when unchanged: a site that replays a batch missed the last ack.
+            publish_ack(&client, &gate, &site, seq).await;
+            gate.sites.acked(&site, seq);
+        }
+    }
+}
+
+/// Seal and publish one site's ack (retained, QoS 1).
+pub async fn publish_ack(client: &AsyncClient, ingest: &Ingest, site: &str, seq: u64) {
+    let Some(key) = ingest.gate.key(site) else {
+        return;
+    };
+    let topic = ingest.gate.topics.ack(site);
+    let payload = wire::seal(key, site, &topic, &Ack { seq });
+    match client.publish(topic, QoS::AtLeastOnce, true, payload).await {
+        Ok(()) => {
+            ingest
+                .metrics
+                .acks_published
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!("cannot publish the ack of {site}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socer_drivers::reading::{Quality, Values};
+    use wire::WireReading;
+
+    fn gate() -> Gate {
+        Gate::new(
+            "socer",
+            HashMap::from([("domus-1".to_string(), b"0123456789abcdef".to_vec())]),
+        )
+    }
+
+    fn batch(site: &str, ts: DateTime<Utc>) -> Batch {
+        Batch {
+            site: site.into(),
+            sent: ts,
+            readings: vec![WireReading {
+                seq: 1,
+                meter: "grid".into(),
+                ts,
+                values: Values {
+                    p_w: Some(100.0),
+                    ..Values::default()
+                },
+                quality: Quality::Good,
+                missing: vec![],
+                retimed: false,
+                energy_integrated: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn genuine_batch_passes_the_gate() {
+        let g = gate();
+        let now = Utc::now();
+        let topic = g.topics().readings("domus-1");
+        let bytes = wire::seal(
+            b"0123456789abcdef",
+            "domus-1",
+            &topic,
+            &batch("domus-1", now),
+        );
+        let (site, b) = g.check_batch(&topic, &bytes, now).unwrap();
+        assert_eq!((site.as_str(), b.readings.len()), ("domus-1", 1));
+    }
+
+    #[test]
+    fn each_kind_of_bad_message_is_refused_with_its_reason() {
+        let g = gate();
+        let now = Utc::now();
+        let topic = g.topics().readings("domus-1");
+        let key = b"0123456789abcdef";
+        let forged = wire::seal(
+            b"another-key-0000",
+            "domus-1",
+            &topic,
+            &batch("domus-1", now),
+        );
+        assert_eq!(
+            g.check_batch(&topic, &forged, now).unwrap_err(),
+            ("domus-1".into(), Reject::BadMac)
+        );
+        assert_eq!(
+            g.check_batch(&topic, b"{nope", now).unwrap_err(),
+            ("domus-1".into(), Reject::Malformed)
+        );
+        let future = wire::seal(
+            key,
+            "domus-1",
+            &topic,
+            &batch("domus-1", now + chrono::Duration::hours(2)),
+        );
+        assert_eq!(
+            g.check_batch(&topic, &future, now).unwrap_err(),
+            ("domus-1".into(), Reject::FarFuture)
+        );
+        let other = g.topics().readings("intruder");
+        let unknown = wire::seal(key, "intruder", &other, &batch("intruder", now));
+        assert_eq!(
+            g.check_batch(&other, &unknown, now).unwrap_err(),
+            (UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite)
+        );
+        let inconsistent = wire::seal(key, "domus-1", &topic, &batch("domus-2", now));
+        assert_eq!(
+            g.check_batch(&topic, &inconsistent, now).unwrap_err(),
+            ("domus-1".into(), Reject::Inconsistent)
+        );
+        let big = vec![b' '; wire::MAX_ENVELOPE_BYTES + 1];
+        assert_eq!(
+            g.check_batch(&topic, &big, now).unwrap_err(),
+            ("domus-1".into(), Reject::Oversized)
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! What the hub knows about itself and its sites right now: ingest counters, rejects by reason and
+//! site, latencies, each site's status (from its retained status topic and last will).
+//!
+//! In memory only, shared by ingest, store and API; it never blocks on I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::wire::{MeterStatus, Status};
+
+/// Why an incoming message was refused (the label in `/metrics` and `/api/v1/sites`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reject {
+    /// Larger than the envelope limit.
+    Oversized,
+    /// Not an envelope (not JSON, missing fields), or a body that does not decode as a batch.
+    Malformed,
+    /// An envelope version we do not speak.
+    Version,
+    /// The topic names a site that is not in the config.
+    UnknownSite,
+    /// The envelope's site differs from the topic's.
+    SiteMismatch,
+    /// The MAC does not verify: forged, altered or sealed with another key.
+    BadMac,
+    /// The batch says it was sent, or holds readings taken, too far in the future.
+    FarFuture,
+    /// The batch's own `site` field differs from the topic's, or it is empty.
+    Inconsistent,
+}
+
+impl Reject {
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::Oversized => "oversized",
+            Reject::Malformed => "malformed",
+            Reject::Version => "version",
+            Reject::UnknownSite => "unknown_site",
+            Reject::SiteMismatch => "site_mismatch",
+            Reject::BadMac => "bad_mac",
+            Reject::FarFuture => "far_future",
+            Reject::Inconsistent => "inconsistent",
+        }
+    }
+}
+
+/// Counters of the hub (monotonic, read by `/metrics`).
+#[derive(Default)]
+pub struct Metrics {
+    pub messages_received: AtomicU64,
+    pub batches_accepted: AtomicU64,
+    pub readings_received: AtomicU64,
+    pub readings_stored: AtomicU64,
+    pub dedup_hits: AtomicU64,
+    pub store_transactions: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub acks_published: AtomicU64,
+    pub store_latency_us_sum: AtomicU64,
+    pub store_latency_us_max: AtomicU64,
+    pub ingest_latency_us_sum: AtomicU64,
+    pub ingest_latency_count: AtomicU64,
+    pub periods_computed: AtomicU64,
+    rejects: Mutex<BTreeMap<(String, Reject), u64>>,
+}
+
+impl Metrics {
+    pub fn reject(&self, site: &str, why: Reject) {
+        let mut g = self.rejects.lock().unwrap_or_else(|e| e.into_inner());
+        *g.entry((site.to_string(), why)).or_insert(0) += 1;
+    }
+
+    /// (site, reason) → count; unknown sites are reported under the name they claimed.
+    pub fn rejects(&self) -> BTreeMap<(String, Reject), u64> {
+        self.rejects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn rejects_of(&self, site: &str) -> BTreeMap<&'static str, u64> {
+        self.rejects()
+            .into_iter()
+            .filter(|((s, _), _)| s == site)
+            .map(|((_, r), n)| (r.label(), n))
+            .collect()
+    }
+
+    pub fn observe_store_latency(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        self.store_latency_us_sum.fetch_add(us, Ordering::Relaxed);
+        self.store_latency_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Time from a batch's arrival at the hub to its commit.
+    pub fn observe_ingest_latency(&self, d: Duration) {
+        self.ingest_latency_us_sum
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.ingest_latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the hub knows of one site.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SiteView {
+    pub id: String,
+    pub name: String,
+    /// `online`, `offline` or `unknown` (never heard of).
+    pub state: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub backlog: u64,
+    pub clock_synced: bool,
+    pub version: String,
+    pub meters: Vec<MeterStatus>,
+    /// Highest contiguous seq stored (the ack).
+    pub acked_seq: u64,
+}
+
+/// The live status of every configured site.
+pub struct Sites {
+    inner: Mutex<HashMap<String, SiteView>>,
+}
+
+impl Sites {
+    pub fn new<'a>(sites: impl Iterator<Item = (&'a str, &'a str)>) -> Self {
+        let inner = sites
+            .map(|(id, name)| {
+                (
+                    id.to_string(),
+                    SiteView {
+                        id: id.into(),
+                        name: name.into(),
+                        state: "unknown".into(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        Sites {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn with<R>(&self, site: &str, f: impl FnOnce(&mut SiteView) -> R) -> Option<R> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.get_mut(site).map(f)
+    }
+
+    /// A status message (or the last will).
+    pub fn status(&self, site: &str, st: Status, now: DateTime<Utc>) {
+        self.with(site, |v| {
+            v.state = st.state;
+            if v.state == "online" {
+                v.last_seen = Some(v.last_seen.map_or(now, |l| l.max(now)));
+                v.version = st.version;
+                v.meters = st.meters;
+                v.backlog = st.backlog;
+                v.clock_synced = st.clock_synced;
+            }
+        });
+    }
+
+    /// An authenticated batch arrived.
+    pub fn seen(&self, site: &str, now: DateTime<Utc>) {
+        self.with(site, |v| {
+            v.last_seen = Some(now);
+            if v.state == "unknown" {
+                v.state = "online".into();
+            }
+        });
+    }
+
+    pub fn acked(&self, site: &str, seq: u64) {
+        self.with(site, |v| v.acked_seq = v.acked_seq.max(seq));
+    }
+
+    pub fn all(&self) -> Vec<SiteView> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<SiteView> = g.values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+}

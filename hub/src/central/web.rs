@@ -1,0 +1,537 @@
+//! The hub's HTTP API (`/api/v1/…`, `/metrics`, the page at `/`).
+//!
+//! Community aggregates are public; anything with per-member data needs the report bearer token.
+//! Handlers only read: they never write to the store or publish.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde::Serialize;
+use warp::http::{Response, StatusCode};
+use warp::Filter;
+
+use super::balance::SubstationPeriod;
+use super::energy::Flags;
+use super::report;
+use super::status::SiteView;
+use super::Hub;
+
+/// Longest range `/api/v1/energy` answers in one call, days.
+pub const MAX_RANGE_DAYS: i64 = 92;
+
+type Resp = Response<String>;
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_string(v).unwrap_or_else(|_| "{}".into());
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(String::new()))
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Resp {
+    json(status, &serde_json::json!({ "error": msg.into() }))
+}
+
+fn text(status: StatusCode, content_type: &str, body: String) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap_or_else(|_| Response::new(String::new()))
+}
+
+/// Serve the API on an already bound listener (so tests can bind port 0).
+pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) {
+    warp::serve(routes(hub)).incoming(listener).run().await;
+}
+
+pub fn routes(
+    hub: Arc<Hub>,
+) -> impl Filter<Extract = (Resp,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    let h = move || {
+        let hub = hub.clone();
+        warp::any().map(move || hub.clone())
+    };
+    let get = warp::get();
+    let api = warp::path("api").and(warp::path("v1"));
+
+    let now = get
+        .and(api)
+        .and(warp::path!("community" / "now"))
+        .and(h())
+        .map(|hub: Arc<Hub>| community_now(&hub));
+    let sites = get
+        .and(api)
+        .and(warp::path!("sites"))
+        .and(h())
+        .map(|hub: Arc<Hub>| sites(&hub));
+    let health = get
+        .and(api)
+        .and(warp::path!("health"))
+        .and(h())
+        .map(|hub: Arc<Hub>| health(&hub));
+    let energy = get
+        .and(api)
+        .and(warp::path!("energy"))
+        .and(warp::query::<BTreeMap<String, String>>())
+        .and(h())
+        .and_then(|q: BTreeMap<String, String>, hub: Arc<Hub>| async move {
+            Ok::<Resp, Infallible>(blocking(move || energy(&hub, &q)).await)
+        });
+    let incentive = get
+        .and(api)
+        .and(warp::path!("incentive"))
+        .and(warp::query::<BTreeMap<String, String>>())
+        .and(h())
+        .and_then(|q: BTreeMap<String, String>, hub: Arc<Hub>| async move {
+            let month = q.get("month").cloned().unwrap_or_default();
+            Ok::<Resp, Infallible>(blocking(move || report::incentive_response(&hub, &month)).await)
+        });
+    let report = get
+        .and(api)
+        .and(warp::path!("report" / String))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(h())
+        .and_then(
+            |file: String, auth: Option<String>, hub: Arc<Hub>| async move {
+                if !authorised(&hub, auth.as_deref()) {
+                    return Ok::<Resp, Infallible>(error(
+                        StatusCode::UNAUTHORIZED,
+                        "per-member reports need `Authorization: Bearer <report_token>`",
+                    ));
+                }
+                Ok(blocking(move || report::report_response(&hub, &file)).await)
+            },
+        );
+    let metrics = get
+        .and(warp::path!("metrics"))
+        .and(h())
+        .map(|hub: Arc<Hub>| metrics(&hub));
+    let index = get.and(warp::path::end()).map(|| {
+        text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            include_str!("placeholder.html").to_string(),
+        )
+    });
+    now.or(sites)
+        .unify()
+        .or(health)
+        .unify()
+        .or(energy)
+        .unify()
+        .or(incentive)
+        .unify()
+        .or(report)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(index)
+        .unify()
+}
+
+async fn blocking(f: impl FnOnce() -> Resp + Send + 'static) -> Resp {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("handler failed: {e}"),
+        ),
+    }
+}
+
+/// The bearer token check (constant time in the token's length).
+pub fn authorised(hub: &Hub, header: Option<&str>) -> bool {
+    let Some(token) = hub.cfg.web.report_token.as_deref() else {
+        return false;
+    };
+    let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn community_now(hub: &Hub) -> Resp {
+    let balance = hub
+        .balance
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let sites = hub.sites.all();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "community": hub.cfg.community,
+            "name": hub.cfg.name,
+            "balance": balance,
+            "sites_online": sites.iter().filter(|s| s.state == "online").count(),
+            "sites_total": sites.len(),
+        }),
+    )
+}
+
+#[derive(Serialize)]
+struct SiteOut {
+    #[serde(flatten)]
+    view: SiteView,
+    rejected: BTreeMap<&'static str, u64>,
+}
+
+fn sites(hub: &Hub) -> Resp {
+    let out: Vec<SiteOut> = hub
+        .sites
+        .all()
+        .into_iter()
+        .map(|view| {
+            let rejected = hub.metrics.rejects_of(&view.id);
+            SiteOut { view, rejected }
+        })
+        .collect();
+    let unknown = hub.metrics.rejects_of(super::ingest::UNKNOWN_SITE_LABEL);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "sites": out, "rejected_unknown_sites": unknown }),
+    )
+}
+
+fn health(hub: &Hub) -> Resp {
+    let broker = hub.broker_connected.load(Ordering::Relaxed);
+    let store_ok = hub.reader().contiguous().is_ok();
+    let status = if broker && store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        &serde_json::json!({
+            "status": if status == StatusCode::OK { "ok" } else { "degraded" },
+            "broker_connected": broker,
+            "store_ok": store_ok,
+            "uptime_s": hub.started.elapsed().as_secs(),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    )
+}
+
+/// A time given as RFC 3339, or a local date (`YYYY-MM-DD`, midnight in the community's zone).
+pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `15m`, `1h`, `1d` → seconds.
+pub fn parse_step(s: &str) -> Option<i64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = n.parse().ok()?;
+    let mul = match unit {
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    (n > 0).then_some(n * mul)
+}
+
+/// A slot's figures, in milliwatt-hours (exact integers, as the energy rules compute them).
+#[derive(Serialize, Default, Clone)]
+struct Figures {
+    injection_mwh: u64,
+    eligible_injection_mwh: u64,
+    withdrawal_mwh: u64,
+    shared_mwh: u64,
+    production_mwh: u64,
+    consumption_mwh: u64,
+    /// Some period in the slot is estimated, incomplete, has a counter reset, or is missing.
+    estimated: bool,
+    /// `estimated|counter_reset|incomplete` of the slot's periods; empty when clean.
+    flags: String,
+    /// Periods of the slot with a computed figure.
+    periods: u32,
+    #[serde(skip)]
+    f: Flags,
+}
+
+impl Figures {
+    fn add(&mut self, p: &SubstationPeriod) {
+        self.injection_mwh += p.injection_mwh;
+        self.eligible_injection_mwh += p.eligible_injection_mwh;
+        self.withdrawal_mwh += p.withdrawal_mwh;
+        self.shared_mwh += p.shared_mwh;
+        self.production_mwh += p.production_mwh;
+        self.consumption_mwh += p.consumption_mwh;
+        self.f = self.f.merge(p.flags);
+        self.periods += 1;
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.estimated = self.f.any();
+        self.flags = self.f.label();
+    }
+}
+
+#[derive(Serialize)]
+struct Slot {
+    start: DateTime<Utc>,
+    #[serde(flatten)]
+    total: Figures,
+    substations: BTreeMap<String, Figures>,
+}
+
+fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
+    let tz = hub.cfg.timezone;
+    let period_s = hub.cfg.period_seconds();
+    let Some(from) = q.get("from").and_then(|s| parse_time(s, tz)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "from: give an RFC 3339 time or a date YYYY-MM-DD",
+        );
+    };
+    let Some(to) = q.get("to").and_then(|s| parse_time(s, tz)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "to: give an RFC 3339 time or a date YYYY-MM-DD",
+        );
+    };
+    let step_s = match q.get("step").map(String::as_str) {
+        None => period_s,
+        Some(s) => match parse_step(s) {
+            Some(v) if v % period_s == 0 => v,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "step: a multiple of the {} min settlement period, e.g. 1h or 1d",
+                        period_s / 60
+                    ),
+                )
+            }
+        },
+    };
+    if to <= from || (to - from).num_days() > MAX_RANGE_DAYS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("to must be after from, at most {MAX_RANGE_DAYS} days"),
+        );
+    }
+    let from_s = from.timestamp().div_euclid(step_s) * step_s;
+    let rows = match hub.reader().substation_periods(from_s, to.timestamp()) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut slots: BTreeMap<i64, Slot> = BTreeMap::new();
+    let mut s = from_s;
+    while s < to.timestamp() {
+        let start = Utc
+            .timestamp_opt(s, 0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        slots.insert(
+            s,
+            Slot {
+                start,
+                total: Figures::default(),
+                substations: BTreeMap::new(),
+            },
+        );
+        s += step_s;
+    }
+    for r in &rows {
+        let key = r.start.timestamp().div_euclid(step_s) * step_s;
+        if let Some(slot) = slots.get_mut(&key) {
+            slot.substations
+                .entry(r.substation.clone())
+                .or_default()
+                .add(r);
+        }
+    }
+    for slot in slots.values_mut() {
+        let mut t = Figures::default();
+        for f in slot.substations.values() {
+            t.injection_mwh += f.injection_mwh;
+            t.eligible_injection_mwh += f.eligible_injection_mwh;
+            t.withdrawal_mwh += f.withdrawal_mwh;
+            t.shared_mwh += f.shared_mwh;
+            t.production_mwh += f.production_mwh;
+            t.consumption_mwh += f.consumption_mwh;
+            t.f = t.f.merge(f.f);
+            t.periods = t.periods.max(f.periods);
+        }
+        // A slot with fewer computed periods than it spans is not complete.
+        if i64::from(t.periods) * period_s < step_s {
+            t.f.incomplete = true;
+        }
+        t.finish();
+        slot.total = t;
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "from": from, "to": to, "step_s": step_s, "period_minutes": hub.cfg.period_minutes,
+            "slots": slots.into_values().collect::<Vec<_>>(),
+        }),
+    )
+}
+
+fn metrics(hub: &Hub) -> Resp {
+    let m = &hub.metrics;
+    let mut s = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            s,
+            "# HELP socer_{name} {help}\n# TYPE socer_{name} counter\nsocer_{name} {v}"
+        );
+    };
+    counter(
+        "messages_received_total",
+        "MQTT messages received by the ingest.",
+        m.messages_received.load(Ordering::Relaxed),
+    );
+    counter(
+        "batches_accepted_total",
+        "Authenticated readings batches.",
+        m.batches_accepted.load(Ordering::Relaxed),
+    );
+    counter(
+        "readings_received_total",
+        "Readings in authenticated batches.",
+        m.readings_received.load(Ordering::Relaxed),
+    );
+    counter(
+        "readings_stored_total",
+        "Readings newly stored.",
+        m.readings_stored.load(Ordering::Relaxed),
+    );
+    counter(
+        "dedup_hits_total",
+        "Readings already stored (same site and seq).",
+        m.dedup_hits.load(Ordering::Relaxed),
+    );
+    counter(
+        "store_transactions_total",
+        "Store transactions committed.",
+        m.store_transactions.load(Ordering::Relaxed),
+    );
+    counter(
+        "store_errors_total",
+        "Store transactions that failed.",
+        m.store_errors.load(Ordering::Relaxed),
+    );
+    counter(
+        "acks_published_total",
+        "End-to-end acks published.",
+        m.acks_published.load(Ordering::Relaxed),
+    );
+    counter(
+        "periods_computed_total",
+        "Settlement periods (re)computed.",
+        m.periods_computed.load(Ordering::Relaxed),
+    );
+    let tx = m.store_transactions.load(Ordering::Relaxed);
+    let _ = writeln!(
+        s,
+        "# HELP socer_store_commit_seconds Time to write and commit a group of batches.\n\
+         # TYPE socer_store_commit_seconds summary\n\
+         socer_store_commit_seconds_sum {}\nsocer_store_commit_seconds_count {tx}\n\
+         # TYPE socer_store_commit_seconds_max gauge\nsocer_store_commit_seconds_max {}",
+        m.store_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
+        m.store_latency_us_max.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    let _ = writeln!(
+        s,
+        "# HELP socer_ingest_to_stored_seconds From a batch's arrival at the hub to its commit.\n\
+         # TYPE socer_ingest_to_stored_seconds summary\n\
+         socer_ingest_to_stored_seconds_sum {}\nsocer_ingest_to_stored_seconds_count {}",
+        m.ingest_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
+        m.ingest_latency_count.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(s, "# HELP socer_rejected_total Messages refused, by site and reason.\n# TYPE socer_rejected_total counter");
+    for ((site, why), n) in m.rejects() {
+        let _ = writeln!(
+            s,
+            "socer_rejected_total{{site=\"{}\",reason=\"{}\"}} {n}",
+            escape(&site),
+            why.label()
+        );
+    }
+    let _ = writeln!(s, "# HELP socer_site_last_seen_timestamp_seconds Last message from the site.\n# TYPE socer_site_last_seen_timestamp_seconds gauge");
+    let sites = hub.sites.all();
+    for v in &sites {
+        if let Some(t) = v.last_seen {
+            let _ = writeln!(
+                s,
+                "socer_site_last_seen_timestamp_seconds{{site=\"{}\"}} {}",
+                escape(&v.id),
+                t.timestamp()
+            );
+        }
+    }
+    let _ = writeln!(s, "# TYPE socer_site_online gauge");
+    for v in &sites {
+        let _ = writeln!(
+            s,
+            "socer_site_online{{site=\"{}\"}} {}",
+            escape(&v.id),
+            u8::from(v.state == "online")
+        );
+    }
+    let _ = writeln!(s, "# TYPE socer_site_backlog gauge");
+    for v in &sites {
+        let _ = writeln!(
+            s,
+            "socer_site_backlog{{site=\"{}\"}} {}",
+            escape(&v.id),
+            v.backlog
+        );
+    }
+    let _ = writeln!(s, "# TYPE socer_site_acked_seq gauge");
+    for v in &sites {
+        let _ = writeln!(
+            s,
+            "socer_site_acked_seq{{site=\"{}\"}} {}",
+            escape(&v.id),
+            v.acked_seq
+        );
+    }
+    text(StatusCode::OK, "text/plain; version=0.0.4", s)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_and_times_parse() {
+        assert_eq!(parse_step("15m"), Some(900));
+        assert_eq!(parse_step("1h"), Some(3600));
+        assert_eq!(parse_step("1d"), Some(86_400));
+        assert_eq!(parse_step("h"), None);
+        assert_eq!(parse_step("0h"), None);
+        let t = parse_time("2026-06-01", chrono_tz::Europe::Rome).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-05-31T22:00:00+00:00");
+        assert!(parse_time("yesterday", chrono_tz::Europe::Rome).is_none());
+    }
+}

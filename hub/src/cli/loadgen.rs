@@ -1,0 +1,374 @@
+//! `socer loadgen`: N sites × M meters × one reading per meter per second, as sealed batches through
+//! the embedded broker of a `socer central` it starts; prints the sustained ingest rate, the
+//! reading→stored latency (end-to-end: until the hub's ack covers the reading), hub CPU and RSS.
+//!
+//! A measuring tool: it never runs against a real community's hub or keys.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use rand::RngCore;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::wire::{self, Ack, Batch, Topics, WireReading};
+use socer_drivers::reading::{Quality, Values};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Simulated sites (one MQTT connection each).
+    #[arg(long, default_value_t = 1000)]
+    pub sites: usize,
+    /// Meters per site.
+    #[arg(long, default_value_t = 10)]
+    pub meters: usize,
+    /// Seconds between a site's batches (each holds meters × seconds readings).
+    #[arg(long, default_value_t = 1)]
+    pub batch_seconds: u64,
+    /// Warm-up before measuring, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    /// Measuring window, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Working directory for the generated config and database (default: a new temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+const COMMUNITY: &str = "loadgen";
+
+struct SiteSim {
+    id: String,
+    key: Vec<u8>,
+    password: String,
+}
+
+/// What is in flight: per site, (last seq of a batch, when its readings were taken, how many).
+type Pending = Mutex<HashMap<String, VecDeque<(u64, Instant, u64)>>>;
+
+struct Stats {
+    pending: Pending,
+    latencies_ms: Mutex<Vec<u32>>,
+    measuring: std::sync::atomic::AtomicBool,
+    readings_sent: AtomicU64,
+    readings_acked: AtomicU64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.sites > 0 && args.meters > 0 && args.batch_seconds > 0, "sites, meters and batch-seconds must be > 0");
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.clone()
+        }
+    };
+    let broker_port = free_port()?;
+    let web_port = free_port()?;
+    let sites: Vec<SiteSim> = (0..args.sites)
+        .map(|i| SiteSim { id: format!("site-{i:04}"), key: random_bytes(32), password: hex::encode(random_bytes(8)) })
+        .collect();
+    let hub_password = hex::encode(random_bytes(8));
+    let config = dir.join("central.toml");
+    std::fs::write(&config, config_text(&dir, broker_port, web_port, &hub_password, &sites, args.meters))?;
+
+    let exe = std::env::current_exe().context("cannot find the socer binary")?;
+    let mut hub = std::process::Command::new(exe)
+        .args(["central", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start `socer central`")?;
+    let hub_pid = hub.id();
+    let web = std::net::SocketAddr::from(([127, 0, 0, 1], web_port));
+    let up = wait_for(Duration::from_secs(20), || http_get(web, "/api/v1/health").is_some_and(|(s, _)| s == 200)).await;
+    if !up {
+        let _ = hub.kill();
+        anyhow::bail!("the hub did not come up (health) within 20 s");
+    }
+    eprintln!(
+        "hub pid {hub_pid} up: broker 127.0.0.1:{broker_port}, web {web}; {} sites × {} meters, batch every {} s",
+        args.sites, args.meters, args.batch_seconds
+    );
+
+    let stats = Arc::new(Stats {
+        pending: Mutex::new(HashMap::new()),
+        latencies_ms: Mutex::new(Vec::new()),
+        measuring: false.into(),
+        readings_sent: AtomicU64::new(0),
+        readings_acked: AtomicU64::new(0),
+    });
+    let keys: HashMap<String, Vec<u8>> = sites.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
+    observe_acks(broker_port, &hub_password, keys, stats.clone()).await;
+
+    let t0 = Instant::now();
+    let n = sites.len();
+    for (i, s) in sites.into_iter().enumerate() {
+        let offset = Duration::from_millis((i as u64 * 1000 * args.batch_seconds) / n as u64);
+        tokio::spawn(site_task(s, broker_port, args.meters, args.batch_seconds, offset, stats.clone()));
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(args.warmup).saturating_sub(t0.elapsed())).await;
+
+    // Measure.
+    let stored0 = stored_total(web).unwrap_or(0.0);
+    let cpu0 = proc_cpu_ticks(hub_pid).unwrap_or(0);
+    let self0 = proc_cpu_ticks(std::process::id()).unwrap_or(0);
+    let sent0 = stats.readings_sent.load(Ordering::Relaxed);
+    let acked0 = stats.readings_acked.load(Ordering::Relaxed);
+    stats.measuring.store(true, Ordering::Relaxed);
+    let m0 = Instant::now();
+    let mut rss_max_kib = 0u64;
+    let mut backlog_samples = Vec::new();
+    while m0.elapsed() < Duration::from_secs(args.seconds) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_max_kib = rss_max_kib.max(proc_rss_kib(hub_pid).unwrap_or(0));
+        let sent = stats.readings_sent.load(Ordering::Relaxed);
+        let acked = stats.readings_acked.load(Ordering::Relaxed);
+        backlog_samples.push(sent.saturating_sub(acked));
+    }
+    stats.measuring.store(false, Ordering::Relaxed);
+    let elapsed = m0.elapsed().as_secs_f64();
+    let stored1 = stored_total(web).unwrap_or(0.0);
+    let cpu1 = proc_cpu_ticks(hub_pid).unwrap_or(0);
+    let self1 = proc_cpu_ticks(std::process::id()).unwrap_or(0);
+    let sent = stats.readings_sent.load(Ordering::Relaxed) - sent0;
+    let acked = stats.readings_acked.load(Ordering::Relaxed) - acked0;
+    let ticks = clock_ticks();
+    let mut lat = stats.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let third = backlog_samples.len() / 3;
+    let early: f64 = mean(&backlog_samples[..third.max(1).min(backlog_samples.len())]);
+    let late: f64 = mean(&backlog_samples[backlog_samples.len().saturating_sub(third.max(1))..]);
+
+    println!("socer loadgen: {} sites × {} meters, 1 reading/meter/s, batch every {} s", n, args.meters, args.batch_seconds);
+    println!("  offered            {:>10.0} readings/s", sent as f64 / elapsed);
+    println!("  stored (hub)       {:>10.0} readings/s", (stored1 - stored0) / elapsed);
+    println!("  acked (end to end) {:>10.0} readings/s", acked as f64 / elapsed);
+    println!("  unacked backlog    {:>10.0} readings (first third of window) → {:.0} (last third)", early, late);
+    println!("  latency reading→stored+acked  p50 {} ms  p99 {} ms  max {} ms  ({} batches)", pct(0.5), pct(0.99), lat.last().copied().unwrap_or(0), lat.len());
+    println!("  hub CPU            {:>10.0} % of one core", (cpu1 - cpu0) as f64 / ticks / elapsed * 100.0);
+    println!("  hub RSS (max)      {:>10.1} MiB", rss_max_kib as f64 / 1024.0);
+    println!("  loadgen CPU        {:>10.0} % of one core", (self1 - self0) as f64 / ticks / elapsed * 100.0);
+    println!("  window {elapsed:.0} s after {} s warm-up; work dir {}", args.warmup, dir.display());
+    let _ = hub.kill();
+    let _ = hub.wait();
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mean(v: &[u64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<u64>() as f64 / v.len() as f64
+    }
+}
+
+async fn site_task(s: SiteSim, port: u16, meters: usize, batch_seconds: u64, offset: Duration, stats: Arc<Stats>) {
+    let mut o = MqttOptions::new(format!("lg-{}", s.id), "127.0.0.1", port);
+    o.set_credentials(s.id.clone(), s.password.clone());
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(wire::MAX_ENVELOPE_BYTES + 4096, wire::MAX_ENVELOPE_BYTES + 4096);
+    let (client, mut events) = AsyncClient::new(o, 64);
+    tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    tokio::time::sleep(offset).await;
+    let topic = Topics::new(COMMUNITY).readings(&s.id);
+    let mut seq = 0u64;
+    let mut counters = vec![1_000_000.0f64; meters];
+    let mut tick = tokio::time::interval(Duration::from_secs(batch_seconds));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Utc::now();
+        let taken = Instant::now();
+        let mut readings = Vec::with_capacity(meters * batch_seconds as usize);
+        for k in (0..batch_seconds).rev() {
+            for (m, c) in counters.iter_mut().enumerate() {
+                seq += 1;
+                *c += 0.5;
+                readings.push(WireReading {
+                    seq,
+                    meter: format!("m{m}"),
+                    ts: now - chrono::Duration::seconds(k as i64),
+                    values: Values { p_w: Some(1800.0), e_imp_wh: Some(*c), e_exp_wh: Some(0.0), ..Values::default() },
+                    quality: Quality::Good,
+                    missing: vec![],
+                    retimed: false,
+                    energy_integrated: false,
+                });
+            }
+        }
+        let n = readings.len() as u64;
+        let batch = Batch { site: s.id.clone(), sent: now, readings, dropped_through: None };
+        let payload = wire::seal(&s.key, &s.id, &topic, &batch);
+        stats.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(s.id.clone()).or_default().push_back((seq, taken, n));
+        if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+            return;
+        }
+        stats.readings_sent.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Subscribe to every site's ack as the hub's user; verify each and record latencies.
+async fn observe_acks(port: u16, hub_password: &str, keys: HashMap<String, Vec<u8>>, stats: Arc<Stats>) {
+    let mut o = MqttOptions::new("lg-observer", "127.0.0.1", port);
+    o.set_credentials("central", hub_password);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(64 * 1024, 64 * 1024);
+    let (client, mut events) = AsyncClient::new(o, 64);
+    let topics = Topics::new(COMMUNITY);
+    let filter = format!("{}/site/+/ack", topics.root());
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Some((site, "ack")) = topics.parse_site_topic(&p.topic) else { continue };
+                    let Some(key) = keys.get(site) else { continue };
+                    let Ok(env) = wire::open_unverified(&p.payload) else { continue };
+                    let Ok(ack) = wire::open::<Ack>(key, site, &p.topic, &env) else { continue };
+                    let now = Instant::now();
+                    let mut done = Vec::new();
+                    let mut acked_readings = 0u64;
+                    {
+                        let mut g = stats.pending.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(q) = g.get_mut(site) {
+                            while q.front().is_some_and(|(s, _, _)| *s <= ack.seq) {
+                                if let Some((_, t, n)) = q.pop_front() {
+                                    done.push(now.duration_since(t).as_millis() as u32);
+                                    acked_readings += n;
+                                }
+                            }
+                        }
+                    }
+                    if !done.is_empty() {
+                        stats.readings_acked.fetch_add(acked_readings, Ordering::Relaxed);
+                        if stats.measuring.load(Ordering::Relaxed) {
+                            stats.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).extend(done);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    });
+}
+
+fn config_text(dir: &Path, broker_port: u16, web_port: u16, hub_password: &str, sites: &[SiteSim], meters: usize) -> String {
+    let mut s = format!(
+        "[central]\ncommunity = \"{COMMUNITY}\"\nname = \"socer loadgen\"\nlatitude = 46.17\nlongitude = 9.87\nraw_retention_days = 2\n\n\
+         [broker]\nlisten = \"127.0.0.1:{broker_port}\"\nusername = \"central\"\npassword = \"{hub_password}\"\n\n\
+         [web]\nlisten = \"127.0.0.1:{web_port}\"\n\n[storage]\npath = \"{}\"\n\n\
+         [[substation]]\nid = \"S1\"\nname = \"loadgen\"\n",
+        dir.join("central.db").display()
+    );
+    for site in sites {
+        let pod = format!("POD-{}", site.id);
+        s += &format!(
+            "\n[[site]]\nid = \"{id}\"\nkey = \"{key}\"\npassword = \"{pw}\"\nmembers = [\"{id}\"]\n\n\
+             [[member]]\nid = \"{id}\"\nkind = \"household\"\npod = \"{pod}\"\nsubstation = \"S1\"\nsite = \"{id}\"\n",
+            id = site.id,
+            key = hex::encode(&site.key),
+            pw = site.password,
+        );
+        for m in 0..meters {
+            let role = if m == 0 { "grid" } else { "consumption" };
+            s += &format!("\n[[meter]]\nsite = \"{}\"\nname = \"m{m}\"\npod = \"{pod}\"\nrole = \"{role}\"\n", site.id);
+        }
+    }
+    s
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("socer-loadgen-{}", hex::encode(random_bytes(4))));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+async fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// A minimal blocking HTTP GET on loopback: (status, body).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    Some((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+fn stored_total(web: std::net::SocketAddr) -> Option<f64> {
+    let (_, body) = http_get(web, "/metrics")?;
+    body.lines().find_map(|l| l.strip_prefix("socer_readings_stored_total ").and_then(|v| v.trim().parse().ok()))
+}
+
+/// utime + stime of a process, in clock ticks.
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn proc_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}

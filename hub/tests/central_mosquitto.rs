@@ -1,0 +1,144 @@
+//! The central hub with an external Mosquitto (started by the test on a free port) using the
+//! password and ACL files `socer central --mosquitto-files` writes: the same client code path as
+//! the embedded broker, and sites confined to their own topics by the broker.
+
+mod central_support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use central_support::*;
+use socer::central::{self, broker, config};
+use socer::wire::Topics;
+
+struct Mosquitto(Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_mosquitto(dir: &Path, port: u16, cfg: &config::CentralConfig) -> Mosquitto {
+    let files = dir.join("mosquitto");
+    broker::write_mosquitto_files(cfg, &files).unwrap();
+    let generated = std::fs::read_to_string(files.join("socer.conf")).unwrap();
+    // Running as root, Mosquitto would drop to its own user and lose access to the temp dir.
+    let conf = format!("listener {port} 127.0.0.1\nuser root\n{generated}");
+    let path = dir.join("mosquitto.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is missing: run tools/install-test-deps");
+    assert!(
+        wait_until(5, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "mosquitto did not start"
+    );
+    Mosquitto(child)
+}
+
+#[test]
+fn external_mosquitto_with_generated_passwords_and_acl_carries_batches_and_acks() {
+    require_mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("central.toml");
+    let broker = format!(
+        "url = \"mqtt://127.0.0.1:{port}\"\nusername = \"central\"\npassword = \"pw-central\""
+    );
+    std::fs::write(&path, config_text(dir.path(), &broker)).unwrap();
+    let cfg = config::load(&path).unwrap();
+    let _mosquitto = start_mosquitto(dir.path(), port, &cfg);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let running = rt
+        .block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            central::start(cfg, l).await
+        })
+        .unwrap();
+    let web = running.web_addr;
+    let acked = |id: &str| {
+        site(&json_get(web, "/api/v1/sites"), id)["acked_seq"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let t = Topics::new("socer");
+
+    // The generated password file authenticates the site (a wrong password is refused).
+    let bad = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-u",
+            "domus-1",
+            "-P",
+            "wrong",
+            "-t",
+        ])
+        .arg(t.readings("domus-1"))
+        .args(["-m", "x"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "a wrong password must be refused");
+
+    let genuine = sealed("domus-1", KEY_DOMUS, 1..=4);
+    assert!(wait_until(10, || {
+        mosquitto_pub(
+            port,
+            "domus-1",
+            PW_DOMUS,
+            &t.readings("domus-1"),
+            &genuine,
+            dir.path(),
+        );
+        wait_until(1, || acked("domus-1") == 4)
+    }));
+    // The site may read its own retained ack…
+    let ack = mosquitto_sub_one(port, "domus-1", PW_DOMUS, &t.ack("domus-1"));
+    assert!(
+        String::from_utf8_lossy(&ack).contains("\\\"seq\\\":4"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+
+    // …but the ACL keeps it off another site's topic: Mosquitto drops the message silently, so
+    // the hub neither stores it nor even sees it to count it.
+    mosquitto_pub(
+        port,
+        "domus-1",
+        PW_DOMUS,
+        &t.readings("iperal"),
+        &sealed("iperal", KEY_IPERAL, 1..=1),
+        dir.path(),
+    );
+    // A forged batch on its own topic does reach the hub, and is refused there.
+    mosquitto_pub(
+        port,
+        "domus-1",
+        PW_DOMUS,
+        &t.readings("domus-1"),
+        &sealed("domus-1", KEY_IPERAL, 5..=5),
+        dir.path(),
+    );
+    let bad_mac = "socer_rejected_total{site=\"domus-1\",reason=\"bad_mac\"}";
+    assert!(wait_until(5, || metric(
+        &http_get(web, "/metrics", None).1,
+        bad_mac
+    ) == 1.0));
+    assert_eq!(running.hub.reader().reading_count("iperal").unwrap(), 0);
+    assert_eq!(acked("iperal"), 0);
+    assert_eq!(running.hub.reader().reading_count("domus-1").unwrap(), 4);
+}

@@ -1,0 +1,331 @@
+//! Shared helpers of the central hub's integration tests: a config on free ports, sealed batches,
+//! a bare HTTP GET, and the Mosquitto command-line clients (the independent peer).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use socer::wire::{self, Batch, Topics, WireReading};
+use socer_drivers::reading::{Quality, Values};
+
+pub const KEY_DOMUS: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+pub const KEY_IPERAL: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+pub const PW_DOMUS: &str = "pw-domus-1";
+pub const TOKEN: &str = "report-token-123";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+pub fn key(hex_key: &str) -> Vec<u8> {
+    hex::decode(hex_key).unwrap()
+}
+
+/// A two-site, two-substation community. `broker` is the `[broker]` table body.
+pub fn config_text(dir: &Path, broker: &str) -> String {
+    format!(
+        r#"[central]
+community = "socer"
+name = "So.CER test"
+latitude = 46.17
+longitude = 9.87
+
+[broker]
+{broker}
+
+[web]
+listen = "127.0.0.1:0"
+report_token = "{TOKEN}"
+
+[storage]
+path = "{db}"
+
+[prices]
+zonal_eur_mwh = 100.0
+
+[[substation]]
+id = "S1"
+name = "Nord"
+
+[[substation]]
+id = "S2"
+name = "Sud"
+
+[[site]]
+id = "domus-1"
+key = "{KEY_DOMUS}"
+password = "{PW_DOMUS}"
+members = ["domus"]
+
+[[site]]
+id = "iperal"
+key = "{KEY_IPERAL}"
+password = "pw-iperal"
+members = ["iperal"]
+
+[[member]]
+id = "domus"
+kind = "household"
+pod = "P-DOMUS"
+substation = "S1"
+site = "domus-1"
+
+[[member]]
+id = "iperal"
+kind = "business"
+pod = "P-IPERAL"
+substation = "S1"
+site = "iperal"
+
+[[plant]]
+id = "pv-iperal"
+pod = "P-IPERAL"
+peak_kw = 100.0
+commissioned = "2025-01-01"
+
+[[meter]]
+site = "domus-1"
+name = "grid"
+pod = "P-DOMUS"
+role = "grid"
+
+[[meter]]
+site = "iperal"
+name = "grid"
+pod = "P-IPERAL"
+role = "grid"
+"#,
+        db = dir.join("central.db").display()
+    )
+}
+
+pub fn reading(
+    seq: u64,
+    meter: &str,
+    ts: DateTime<Utc>,
+    p_w: f64,
+    imp: f64,
+    exp: f64,
+) -> WireReading {
+    WireReading {
+        seq,
+        meter: meter.into(),
+        ts,
+        values: Values {
+            p_w: Some(p_w),
+            e_imp_wh: Some(imp),
+            e_exp_wh: Some(exp),
+            ..Values::default()
+        },
+        quality: Quality::Good,
+        missing: vec![],
+        retimed: false,
+        energy_integrated: false,
+    }
+}
+
+/// A sealed batch of `seqs` for `site` (one grid reading each, a second apart, ending now).
+pub fn sealed(site: &str, key_hex: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+    let now = Utc::now();
+    let n = seqs.clone().count() as i64;
+    let readings = seqs
+        .enumerate()
+        .map(|(i, s)| {
+            let ts = now - chrono::Duration::seconds(n - i as i64);
+            reading(s, "grid", ts, 500.0, 1000.0 + s as f64, 0.0)
+        })
+        .collect();
+    let batch = Batch {
+        site: site.into(),
+        sent: now,
+        readings,
+    };
+    let topics = Topics::new("socer");
+    wire::seal(&key(key_hex), site, &topics.readings(site), &batch)
+}
+
+/// GET a path; returns (status, body).
+pub fn http_get(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Bodies may come chunked: keep only the JSON/text payload lines.
+    let body = if out
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn json_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(addr, path, None);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Fails the test with the install hint when the Mosquitto clients are missing.
+pub fn require_mosquitto() {
+    for tool in ["mosquitto", "mosquitto_pub", "mosquitto_sub"] {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| o.status.success());
+        assert!(
+            matches!(found, Ok(true)),
+            "{tool} is missing: run tools/install-test-deps"
+        );
+    }
+}
+
+/// Publish with `mosquitto_pub` (QoS 1) as `user`; the payload goes through a file so that any
+/// bytes and sizes pass.
+pub fn mosquitto_pub(
+    port: u16,
+    user: &str,
+    password: &str,
+    topic: &str,
+    payload: &[u8],
+    dir: &Path,
+) {
+    let file = dir.join(format!("payload-{}", rand_suffix()));
+    std::fs::write(&file, payload).unwrap();
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-u",
+            user,
+            "-P",
+            password,
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-f",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The first message on `topic` (retained ones included) within 5 s, with `mosquitto_sub -C 1 -W 5`.
+pub fn mosquitto_sub_one(port: u16, user: &str, password: &str, topic: &str) -> Vec<u8> {
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-u",
+            user,
+            "-P",
+            password,
+            "-t",
+            topic,
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_sub saw nothing on {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v = out.stdout;
+    if v.last() == Some(&b'\n') {
+        v.pop();
+    }
+    v
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Poll `cond` every 50 ms for up to `secs`.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The value of one Prometheus sample line (`name{labels}`), 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|r| r.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+pub fn site<'a>(sites: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    sites["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
