@@ -806,6 +806,7 @@ enum Cmd {
         reply: oneshot::Sender<Result<Vec<HistoryRow>, OutboxError>>,
     },
     Flush(oneshot::Sender<()>),
+    Stop,
 }
 
 /// Handle on the writer thread. Cloneable; the thread stops when every handle is dropped or
@@ -912,11 +913,12 @@ impl Outbox {
         self.durable.clone()
     }
 
-    /// Flush, persist the ack, checkpoint and stop the writer; waits for it in a blocking task.
+    /// Commit, sync, persist the ack, checkpoint and stop the writer (other handles then get
+    /// [`OutboxError::Stopped`]); waits for the thread in a blocking task.
     pub async fn shutdown(self) {
         let _ = self.flush().await;
+        let _ = self.tx.send(Cmd::Stop);
         let handle = self.thread.lock().ok().and_then(|mut h| h.take());
-        drop(self.tx);
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
@@ -989,7 +991,7 @@ fn writer(
                 next_commit = Instant::now();
             }
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => stop = true,
+            Ok(Cmd::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => stop = true,
         }
         let now = Instant::now();
         if now < next_commit && !stop && pending.len() < 10_000 {
