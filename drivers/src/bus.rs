@@ -274,7 +274,9 @@ async fn run<L: Link>(
             .iter()
             .map(|s| s.schedule.next_due().max(s.backed_off_until))
             .min()
-            .unwrap_or(Duration::from_secs(60));
+            .unwrap_or(Duration::MAX)
+            // A meter with nothing to read (or no meters) must not make the wake-up overflow.
+            .min(origin.elapsed() + Duration::from_secs(60));
         tokio::select! {
             _ = sleep_until(origin + wake) => {}
             _ = &mut stop => break,
@@ -344,8 +346,9 @@ enum Failure {
     Skipped(String),
 }
 
-/// Poll the `due` quantities (indices into the profile) of one meter.
-async fn poll<L: Link>(
+/// Poll the `due` quantities (indices into the profile's quantities) of one meter: plan, read,
+/// decode, orient. What the bus task does for each meter that is due.
+pub async fn poll<L: Link>(
     link: &mut L,
     bus: &str,
     meter: &MeterConfig,

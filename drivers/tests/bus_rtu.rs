@@ -314,3 +314,109 @@ async fn failing_meters_back_off_while_healthy_meters_keep_their_rate() {
     assert!(h("dead").consecutive_failures >= 2);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test]
+async fn requests_keep_three_and_a_half_characters_of_silence_after_each_answer() {
+    let p = test_profile();
+    let devices = Devices::new(vec![(1, Behaviour::Answer(image(&p, &values_a())))]);
+    let port = rtu_device(devices.clone());
+    // 9600 baud: 3.5 characters of 10 bits are 3.65 ms.
+    let mut link = RtuLink::from_stream(port, 9600, Duration::from_millis(200));
+    for a in 0..6 {
+        link.read_registers(1, Function::Input, a * 2, 2)
+            .await
+            .unwrap();
+    }
+    let requests = devices.requests_to(1);
+    let answered = devices.answered.lock().unwrap().clone();
+    assert_eq!((requests.len(), answered.len()), (6, 6));
+    for i in 1..6 {
+        let silence = requests[i] - answered[i - 1];
+        assert!(
+            silence >= Duration::from_micros(3500),
+            "request {i} came {silence:?} after the previous answer"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bus_reads_the_simulated_sdm630_over_a_socat_pty_by_path() {
+    use socer_drivers::bus::TransportConfig;
+    use socer_drivers::sim::rtu::{serve_rtu, LineConfig};
+    use socer_drivers::sim::{NoisyPower, PhysicsConfig, SimDevice};
+    use socer_drivers::transport::SerialSettings;
+    use socer_drivers::{ManualClock, ProfileSet};
+
+    let pty = SocatPty::new();
+    let set = ProfileSet::builtin().unwrap();
+    let sdm630 = Arc::new(set.require("eastron-sdm630").unwrap().clone());
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let clock = ManualClock::new(t0);
+    let device = SimDevice::from_profile(
+        &sdm630,
+        Arc::new(clock.clone()),
+        Box::new(NoisyPower::new(-2750.0, 0.0, 1)),
+        PhysicsConfig {
+            grid_noise: 0.0,
+            import_wh: 4_321_000.0,
+            export_wh: 1_000.0,
+            ..PhysicsConfig::default()
+        },
+    );
+    let sim_port = tokio_serial::SerialStream::open(&tokio_serial::new(&pty.b, 19_200)).unwrap();
+    let line = LineConfig {
+        baud: 19_200,
+        ..LineConfig::default()
+    };
+    tokio::spawn(serve_rtu(
+        sim_port,
+        Arc::new([(3u8, device)].into_iter().collect()),
+        line,
+    ));
+
+    let transport = TransportConfig::Serial(SerialSettings::new(pty.a.clone(), 19_200));
+    let timeout = Duration::from_millis(300);
+    let link = transport
+        .open(
+            timeout,
+            Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+            },
+        )
+        .unwrap();
+    let m = MeterConfig {
+        name: "grid".into(),
+        unit: 3,
+        profile: sdm630,
+        reverse: false,
+        intervals: Intervals {
+            fast: Some(FAST),
+            counter: Some(FAST),
+        },
+    };
+    let config = BusConfig::new("ttyUSB-test", timeout, transport.cost_model(), vec![m]);
+    let (tx, mut rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let handle = bus::spawn(config, link, Arc::new(clock.clone()), tx, stop_rx);
+    let r = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), handle.task)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(r.quality, Quality::Good, "{:?}", r.missing);
+    assert_eq!(r.values.p_w, Some(-2750.0));
+    assert_eq!(r.values.v_v, [Some(230.0); 3]);
+    assert_eq!(r.values.f_hz, Some(50.0));
+    // SDM630 counters are f32 kWh: 4321 kWh is exact in f32.
+    assert_eq!(r.values.e_imp_wh, Some(4_321_000.0));
+    assert_eq!(r.values.e_exp_wh, Some(1_000.0));
+    assert_eq!(r.ts, t0);
+}

@@ -105,6 +105,8 @@ pub type Logged = (u8, u16, u16, Instant);
 pub struct Devices {
     pub units: Arc<HashMap<u8, Behaviour>>,
     pub log: Arc<Mutex<Vec<Logged>>>,
+    /// When each answer finished being written (hand-rolled RTU device only).
+    pub answered: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Devices {
@@ -112,6 +114,7 @@ impl Devices {
         Devices {
             units: Arc::new(units.into_iter().collect()),
             log: Arc::default(),
+            answered: Arc::default(),
         }
     }
 
@@ -214,6 +217,55 @@ pub fn serve_tcp(listener: tokio::net::TcpListener, devices: Devices) -> TcpServ
     }
 }
 
+/// A pty pair made by socat at two paths in a fresh temporary directory (a real device path, as a
+/// site config names one). Killed on drop.
+pub struct SocatPty {
+    pub a: String,
+    pub b: String,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl SocatPty {
+    pub fn new() -> SocatPty {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("socer-bus-pty-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let child = std::process::Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("socat is needed for this test ({e}); run tools/install-test-deps")
+            });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(a.exists() && b.exists()) {
+            assert!(
+                Instant::now() < deadline,
+                "socat did not create the pty pair"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        SocatPty {
+            a: a.display().to_string(),
+            b: b.display().to_string(),
+            child,
+            dir,
+        }
+    }
+}
+
+impl Drop for SocatPty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Serve the devices with tokio-modbus's RTU server on one end of a pty pair; returns the other.
 pub fn rtu_server(devices: Devices) -> SerialStream {
     let (master, slave) = SerialStream::pair().expect("pty pair");
@@ -281,6 +333,7 @@ pub fn rtu_device(devices: Devices) -> SerialStream {
                 if wr.lock().await.write_all(&reply).await.is_err() {
                     return;
                 }
+                devices.answered.lock().unwrap().push(Instant::now());
             }
         }
     });

@@ -1,7 +1,8 @@
 //! Polling: turns the config's buses and meters into a stream of [`Reading`]s on a channel, and
 //! keeps per-meter health counters.
 //!
-//! One task per meter of a simulated bus; Modbus buses are driven by the drivers' bus scheduler.
+//! One task per meter of a simulated bus; each Modbus bus is driven by the drivers' bus scheduler
+//! (`socer_drivers::bus`), which also orients reversed meters.
 //! A failing meter produces failed readings at its own pace and never delays the others.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,13 @@ use tokio::sync::{mpsc, watch};
 use socer_drivers::clock::Clock;
 use socer_drivers::reading::{Missing, Quality, Reading, Values};
 
-use super::config::{BusConfig, MeterConfig, Role, SiteConfig};
+use socer_drivers::bus as drivers_bus;
+use socer_drivers::bus::TransportConfig;
+use socer_drivers::plan::Intervals;
+use socer_drivers::transport::{Backoff, SerialSettings};
+use socer_drivers::ProfileSet;
+
+use super::config::{BusConfig, MeterConfig, Parity, Role, SiteConfig};
 
 /// Per-meter counters for health and metrics.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -92,6 +99,13 @@ pub fn spawn_all(
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    let profiles = match ProfileSet::builtin() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("built-in profiles do not load: {e}");
+            ProfileSet::default()
+        }
+    };
     for bus in &cfg.buses {
         let meters: Vec<&MeterConfig> = cfg
             .meters
@@ -108,29 +122,131 @@ pub fn spawn_all(
                     stop.clone(),
                 )));
             }
-        } else {
-            tasks.push(tokio::spawn(unavailable_bus(
-                bus.clone(),
-                meters.into_iter().cloned().collect(),
+            continue;
+        }
+        let (known, unknown): (Vec<&MeterConfig>, Vec<&MeterConfig>) = meters
+            .into_iter()
+            .partition(|m| profiles.get(m.model.get_ref()).is_some());
+        if !unknown.is_empty() {
+            let reason = format!(
+                "bus {}: model has no built-in profile (SunSpec discovery is not wired in this build)",
+                bus.name.get_ref()
+            );
+            tasks.push(tokio::spawn(unavailable(
+                unknown.into_iter().cloned().collect(),
+                reason,
                 clock.clone(),
                 tx.clone(),
                 stop.clone(),
             )));
         }
+        if known.is_empty() {
+            continue;
+        }
+        match modbus_bus(bus, &known, &profiles, clock.clone(), stop.clone()) {
+            Ok((handle, mut rx)) => {
+                let tx = tx.clone();
+                tasks.push(tokio::spawn(async move {
+                    while let Some(r) = rx.recv().await {
+                        let latency = handle
+                            .health
+                            .snapshot()
+                            .meters
+                            .iter()
+                            .find(|h| h.meter == r.meter)
+                            .and_then(|h| h.last_latency_ms)
+                            .map(Duration::from_millis)
+                            .unwrap_or_default();
+                        if tx.send((r, latency)).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = handle.task.await;
+                }));
+            }
+            Err(reason) => {
+                tracing::error!("{reason}");
+                tasks.push(tokio::spawn(unavailable(
+                    known.into_iter().cloned().collect(),
+                    reason,
+                    clock.clone(),
+                    tx.clone(),
+                    stop.clone(),
+                )));
+            }
+        }
     }
     tasks
 }
 
-/// Until the Modbus bus scheduler is part of this build, a serial or TCP bus reports its meters
-/// as failed, once a minute, with the reason.
-async fn unavailable_bus(
-    bus: BusConfig,
+/// Start the drivers' scheduler for one Modbus bus (the meters all have a profile).
+fn modbus_bus(
+    bus: &BusConfig,
+    meters: &[&MeterConfig],
+    profiles: &ProfileSet,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+) -> Result<(drivers_bus::BusHandle, mpsc::Receiver<Reading>), String> {
+    let name = bus.name.get_ref().clone();
+    let transport = if let Some(addr) = &bus.tcp {
+        TransportConfig::Tcp {
+            addr: addr.get_ref().clone(),
+        }
+    } else if let Some(port) = &bus.serial {
+        TransportConfig::Serial(SerialSettings {
+            path: port.get_ref().clone(),
+            baud: bus.baud,
+            parity: match bus.parity {
+                Parity::None => tokio_serial::Parity::None,
+                Parity::Even => tokio_serial::Parity::Even,
+                Parity::Odd => tokio_serial::Parity::Odd,
+            },
+            stop_bits: if *bus.stop_bits.get_ref() == 2 {
+                tokio_serial::StopBits::Two
+            } else {
+                tokio_serial::StopBits::One
+            },
+        })
+    } else {
+        return Err(format!("bus {name}: neither serial nor tcp"));
+    };
+    let timeout = Duration::from_millis(bus.timeout_ms);
+    let backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+    };
+    let link = transport
+        .open(timeout, backoff)
+        .map_err(|e| format!("bus {name}: cannot open: {e}"))?;
+    let meters = meters
+        .iter()
+        .filter_map(|m| {
+            let profile = profiles.get(m.model.get_ref())?.clone();
+            Some(drivers_bus::MeterConfig {
+                name: m.name().to_string(),
+                unit: u8::try_from(*m.unit.get_ref()).ok()?,
+                profile: Arc::new(profile),
+                reverse: m.reverse,
+                intervals: Intervals {
+                    fast: m.interval(),
+                    counter: None,
+                },
+            })
+        })
+        .collect();
+    let config = drivers_bus::BusConfig::new(name, timeout, transport.cost_model(), meters);
+    let (tx, rx) = mpsc::channel(1024);
+    Ok((drivers_bus::spawn(config, link, clock, tx, stop), rx))
+}
+
+/// Meters that cannot be polled report a failed reading once a minute, with the reason.
+async fn unavailable(
     meters: Vec<MeterConfig>,
+    reason: String,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<(Reading, Duration)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    tracing::error!(bus = %bus.name.get_ref(), "Modbus polling is not part of this build yet (bus scheduler)");
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -138,15 +254,11 @@ async fn unavailable_bus(
             _ = stop.changed() => return,
         }
         for m in &meters {
-            let r = failed(
-                m,
-                &clock,
-                format!(
-                    "bus {}: Modbus polling not available in this build",
-                    bus.name.get_ref()
-                ),
-            );
-            if tx.send((r, Duration::ZERO)).await.is_err() {
+            if tx
+                .send((failed(m, &clock, reason.clone()), Duration::ZERO))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
