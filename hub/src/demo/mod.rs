@@ -200,7 +200,15 @@ async fn run_in(
     let mut meters = Vec::with_capacity(n);
     for (b, start) in counters.iter().enumerate() {
         meters.push(
-            meters::start_building(&community, b, &profiles, &models, clock.clone(), start).await?,
+            meters::start_building(
+                &community,
+                b,
+                &profiles,
+                &models,
+                clock.clone(),
+                start,
+            )
+            .await?,
         );
     }
 
