@@ -85,9 +85,17 @@
       th.scope = "row";
       th.textContent = s.name || s.id;
       tr.append(th);
-      const td = (text, cls) => { const c = document.createElement("td"); c.textContent = text; if (cls) c.className = cls; tr.append(c); };
+      const heads = document.querySelectorAll("#h-sites ~ .tbl thead th");
+      const td = (text, cls) => {
+        const c = document.createElement("td");
+        c.textContent = text;
+        c.dataset.label = heads[tr.children.length].textContent;
+        if (cls) c.className = cls;
+        tr.append(c);
+      };
       td(S.t("st_" + s.state), "st st-" + s.state);
-      td(s.last_seen ? S.dateTime(s.last_seen) : S.t("never"));
+      const seenToday = s.last_seen && S.romeDate(s.last_seen) === S.romeDate(Date.now());
+      td(s.last_seen ? (seenToday ? S.timeS(s.last_seen) : S.dateTime(s.last_seen)) : S.t("never"));
       td(S.num(s.backlog, 0), "n");
       const ok = (s.meters || []).filter((m) => m.health === "ok").length;
       td(`${ok} / ${(s.meters || []).length}`, "n");

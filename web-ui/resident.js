@@ -165,9 +165,11 @@
     $("hist-sum").textContent = steps.length ? S.tf("histSum", { n: steps.length, p: S.kwh(p), u: S.kwh(u) }) : S.t("noData");
   }
 
+  // A cell labelled by its column's header (shown on narrow screens, where rows become cards).
   function cell(tr, text, cls) {
     const td = document.createElement("td");
     td.textContent = text;
+    td.dataset.label = document.querySelectorAll("#tech thead th")[tr.children.length].textContent;
     if (cls) td.className = cls;
     tr.append(td);
   }
@@ -210,11 +212,11 @@
     };
     tile("uplink", S.t(h.uplink.connected ? "connected" : "disconnected"), h.uplink.last_error || "");
     tile("backlog", S.num(h.outbox.backlog, 0));
-    tile("lastAck", S.num(h.uplink.last_ack_seq, 0), `${S.t("lastSeq")}: ${S.num(h.outbox.last_seq, 0)}`);
+    tile("lastAck", String(h.uplink.last_ack_seq), `${S.t("lastSeq")}: ${h.outbox.last_seq}`);
     tile("reconnects", S.num(h.uplink.reconnects, 0));
     tile("clock", S.t(h.clock_synced ? "synced" : "unsynced"), st.now.ts ? S.dateTime(st.now.ts) : "");
     tile("disk", S.num(h.outbox.disk_bytes / 1048576, 1) + " MiB", `/ ${S.num(h.outbox.budget_bytes / 1048576, 0)} MiB`);
-    tile("uptime", S.num(h.uptime_s / 3600, 1) + " h");
+    tile("uptime", h.uptime_s < 3600 ? S.num(Math.floor(h.uptime_s / 60), 0) + " min" : S.num(h.uptime_s / 3600, 1) + " h");
     $("health-at").textContent = S.timeS(Date.now());
   }
 
