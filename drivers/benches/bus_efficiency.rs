@@ -215,6 +215,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("every 5 s (power only)", Duration::from_secs(5)),
     ];
     println!("bus efficiency: 8 × eastron-sdm630 + 1 SunSpec-like inverter, simulated {BAUD} baud 8N1, {} ms turnaround", TURNAROUND.as_millis());
+    let mut measured = Vec::new();
     for (label, at) in kinds {
         let mut row = Row {
             planned: 0,
@@ -295,6 +296,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             row.measured.as_secs_f64() * 1e3
         );
         println!("  meters read Good: {}/{}", row.good, row.meters);
+        measured.push(row.measured);
+    }
+    // Per minute at the default intervals: one full cycle and eleven power-only cycles.
+    if let [full, fast] = measured[..] {
+        let busy = full + fast * 11;
+        println!(
+            "\nline busy at the default intervals (5 s power, 60 s counters): {:.1} s per minute ({:.0} %)",
+            busy.as_secs_f64(),
+            busy.as_secs_f64() / 60.0 * 100.0
+        );
     }
     Ok(())
 }

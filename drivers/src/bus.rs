@@ -233,7 +233,7 @@ async fn run<L: Link>(
                     let wait = config.backoff.delay(state.consecutive_failures);
                     state.backed_off_until = done + wait;
                     tracing::warn!(bus = %config.name, unit = meter.unit, meter = %meter.name,
-                        backoff_ms = wait.as_millis() as u64, "meter did not answer; backing off");
+                        backoff_ms = wait.as_millis() as u64, "nothing could be read from the meter; backing off");
                 } else {
                     state.consecutive_failures = 0;
                     state.backed_off_until = Duration::ZERO;

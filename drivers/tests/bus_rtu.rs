@@ -420,3 +420,22 @@ async fn bus_reads_the_simulated_sdm630_over_a_socat_pty_by_path() {
     assert_eq!(r.values.e_exp_wh, Some(1_000.0));
     assert_eq!(r.ts, t0);
 }
+
+#[tokio::test]
+async fn valid_frame_of_the_wrong_length_is_a_bad_frame_not_a_timeout() {
+    let devices = Devices::new(vec![(6, Behaviour::Short)]);
+    let port = rtu_device(devices.clone());
+    let mut link = RtuLink::from_stream(port, BAUD, Duration::from_millis(80));
+    let err = link
+        .read_registers(6, Function::Input, 0, 3)
+        .await
+        .unwrap_err();
+    let LinkError::Frame(msg) = &err else {
+        panic!("expected a bad frame, got {err:?}")
+    };
+    assert!(
+        msg.contains("only 9 bytes answering another: 06 04 04 11 11 11 11"),
+        "{msg}"
+    );
+    assert_eq!(devices.requests_to(6).len(), 2, "retried once");
+}

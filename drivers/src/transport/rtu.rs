@@ -6,6 +6,11 @@
 //! stale answer (valid CRC, another unit/function/length) from a damaged one. It must never take
 //! bytes that belong to an earlier request as the answer to the current one, and never has more
 //! than one transaction on the line.
+//!
+//! RTU has no transaction id: a late answer from the same unit, with the same function and length
+//! as the next request, arriving after that request was sent, cannot be told apart. The drain
+//! before each request, the longer settle after a fault, and the bus polling another unit after a
+//! timeout make that case rare; it is a limit of the protocol, not something retried away.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -293,6 +298,8 @@ impl RtuLink {
         let expected_len = 5 + 2 * usize::from(count);
         let deadline = sent_at + request_on_wire + self.timeout + char_time * expected_len as u32;
         let mut buf: Vec<u8> = Vec::with_capacity(expected_len);
+        // Well-formed frames that answer something else (a late answer, a wrong length).
+        let mut foreign: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 256];
         loop {
             let port = self.port()?;
@@ -307,16 +314,25 @@ impl RtuLink {
                 Ok(Err(e)) => return Err(self.io_error("reading serial port", e)),
                 Err(_) => {
                     self.unsettled = true;
-                    return Err(if buf.is_empty() {
-                        LinkError::Timeout {
-                            timeout_ms: self.timeout.as_millis() as u64,
-                        }
-                    } else {
+                    return Err(if !buf.is_empty() {
                         LinkError::Frame(format!(
                             "incomplete answer, {} bytes: {}",
                             buf.len(),
                             hex(&buf)
                         ))
+                    } else if !foreign.is_empty() {
+                        // Something answered, but never this request (wrong unit, function or
+                        // length): a damaged exchange rather than a silent device.
+                        LinkError::Frame(format!(
+                            "no answer to this request within {} ms, only {} bytes answering another: {}",
+                            self.timeout.as_millis(),
+                            foreign.len(),
+                            hex(&foreign)
+                        ))
+                    } else {
+                        LinkError::Timeout {
+                            timeout_ms: self.timeout.as_millis() as u64,
+                        }
                     });
                 }
             };
@@ -351,6 +367,7 @@ impl RtuLink {
                         }
                         // A well-formed answer to some other request (a late one): not ours.
                         tracing::debug!(unit, data = %hex(&frame), "discarded a stale answer");
+                        foreign.extend_from_slice(&frame);
                     }
                 }
             }

@@ -95,6 +95,8 @@ pub enum Behaviour {
     Garbage,
     /// Answers correctly, but only after this delay.
     Late(Duration, HashMap<(Function, u16), u16>),
+    /// Answers with a valid frame one register short (RTU device only).
+    Short,
 }
 
 /// A request a device received: unit, address, count, when.
@@ -162,7 +164,7 @@ impl tokio_modbus::server::Service for Devices {
             Function::Input => Response::ReadInputRegisters(w),
         };
         match self.units.get(&unit).cloned() {
-            None | Some(Behaviour::Silent) | Some(Behaviour::Garbage) => {
+            None | Some(Behaviour::Silent) | Some(Behaviour::Garbage) | Some(Behaviour::Short) => {
                 Box::pin(async { Ok(None) })
             }
             Some(Behaviour::Exception(code)) => {
@@ -320,6 +322,11 @@ pub fn rtu_device(devices: Devices) -> SerialStream {
                         vec![unit, fc, 0x04, 0xde, 0xad, 0xbe, 0xef, 0x00, 0x00]
                     }
                     Some(Behaviour::Answer(img)) => answer(img),
+                    Some(Behaviour::Short) => {
+                        let mut out = vec![unit, fc, (count * 2 - 2) as u8];
+                        out.resize(3 + usize::from(count * 2 - 2), 0x11);
+                        with_crc(out)
+                    }
                     Some(Behaviour::Late(delay, img)) => {
                         // Another device's lateness must not hold up the line: answer from a task.
                         let (delay, reply, wr) = (*delay, answer(img), wr.clone());
