@@ -328,3 +328,58 @@ async fn a_full_disk_gives_a_clear_error_and_the_page_keeps_serving() {
         "SIGTERM on a full disk took {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_ack_is_refused_and_nothing_leaves_the_outbox() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    use socer::wire::{self, Ack, Topics};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let spec = SiteSpec::new(dir.path(), port);
+    let cfg = spec.write(dir.path());
+    let a = Agent::start(&cfg, spec.web_port, &dir.path().join("agent.log"));
+    a.wait_web();
+    let connected = eventually(Duration::from_secs(10), || {
+        a.health().is_some_and(|h| h["uplink"]["connected"] == true)
+    })
+    .await;
+    assert!(connected);
+
+    // Someone without the site's key claims the hub has everything up to a million.
+    let (client, mut el) = AsyncClient::new(MqttOptions::new("forger", "127.0.0.1", port), 16);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let topic = Topics::new(COMMUNITY).ack(SITE);
+    let forged = wire::seal(
+        b"not the site key at all",
+        SITE,
+        &topic,
+        &Ack { seq: 1_000_000 },
+    );
+    client
+        .publish(topic.clone(), QoS::AtLeastOnce, true, forged)
+        .await
+        .expect("publish");
+    let refused = eventually(Duration::from_secs(10), || {
+        a.health()
+            .is_some_and(|h| h["uplink"]["acks_rejected"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    assert!(refused, "the forged ack was not counted as refused");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let h = a.health().expect("health");
+    assert_eq!(h["outbox"]["acked"], 0, "{h}");
+    assert!(h["outbox"]["backlog"].as_u64().unwrap_or(0) > 0, "{h}");
+
+    // The real hub acknowledges: only now do readings leave.
+    let acker = Acker::start(port);
+    let moved = eventually(Duration::from_secs(15), || {
+        a.health()
+            .and_then(|h| h["outbox"]["acked"].as_u64())
+            .is_some_and(|s| s > 0)
+    })
+    .await;
+    assert!(moved, "a genuine ack was not taken");
+    assert!(acker.contiguous() > 0);
+}

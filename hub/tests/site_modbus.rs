@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use site_common::*;
 use socer_drivers::reading::Quality;
-use socer_drivers::sim::{server::serve_tcp, NoisyPower, PhysicsConfig, SimDevice};
+use socer_drivers::sim::{server::serve_tcp, NoisyPower, Physics, PhysicsConfig, SimDevice};
+use socer_drivers::sunspec::{self, ImageSpec, ModelSet};
 use socer_drivers::{ProfileSet, SystemClock};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn modbus_meters_reach_the_hub_oriented_and_a_missing_unit_fails_alone() {
+async fn modbus_and_sunspec_meters_reach_the_hub_oriented_and_a_missing_unit_fails_alone() {
     let set = ProfileSet::builtin().expect("built-in profiles");
     let sdm630 = set.get("eastron-sdm630").expect("sdm630 profile").clone();
     let device = |power_w: f64| {
@@ -31,6 +32,29 @@ async fn modbus_meters_reach_the_hub_oriented_and_a_missing_unit_fails_alone() {
     let mut devices = BTreeMap::new();
     devices.insert(1u8, device(1500.0));
     devices.insert(3u8, device(-2750.0));
+    // A SunSpec three-phase inverter (model 103) on unit 4, found by discovery.
+    let models = ModelSet::builtin().expect("SunSpec models");
+    let image = sunspec::image(
+        &ImageSpec {
+            unit: 4,
+            ..ImageSpec::new(103)
+        },
+        &models,
+    )
+    .expect("image");
+    let inverter = SimDevice::new(
+        image.register_image(),
+        Physics::new(
+            Arc::new(SystemClock::new()),
+            Box::new(NoisyPower::new(-2000.0, 0.0, 4)),
+            PhysicsConfig {
+                phases: 3,
+                grid_noise: 0.0,
+                ..PhysicsConfig::default()
+            },
+        ),
+    );
+    devices.insert(4u8, inverter);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind simulator");
@@ -84,6 +108,13 @@ model = "eastron-sdm630"
 role = "production"
 interval = "500ms"
 reverse = true
+[[meter]]
+name = "inverter"
+bus = "lan"
+unit = 4
+model = "sunspec"
+role = "production"
+interval = "500ms"
 "#
         ),
     )
@@ -101,6 +132,9 @@ reverse = true
         n("grid", Quality::Good) >= 4
             && n("pv", Quality::Good) >= 4
             && n("absent", Quality::Failed) >= 1
+            && g.readings
+                .values()
+                .any(|r| r.meter == "inverter" && r.values.p_w.is_some())
     })
     .await;
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
@@ -129,6 +163,17 @@ reverse = true
         pv.values.p_w.is_some_and(|p| (p - 2750.0).abs() < 1.0),
         "pv p_w {:?}",
         pv.values.p_w
+    );
+    let inv = g
+        .readings
+        .values()
+        .rev()
+        .find(|r| r.meter == "inverter" && r.values.p_w.is_some())
+        .unwrap_or_else(|| panic!("no inverter power; log:\n{log}"));
+    assert!(
+        inv.values.p_w.is_some_and(|p| (p + 2000.0).abs() < 1.0),
+        "inverter p_w {:?}",
+        inv.values.p_w
     );
     let absent = g
         .readings

@@ -539,7 +539,9 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
                 format!("unit id {unit} is already used on bus {bus:?}"),
             ));
         }
-        if !models.iter().any(|x| x == m.model.get_ref()) {
+        if !models.iter().any(|x| x == m.model.get_ref())
+            && socer_drivers::sunspec::model_choice(m.model.get_ref()).is_none()
+        {
             let ids: Vec<&str> = models.iter().map(String::as_str).collect();
             d.push(Diag::new(
                 span(&m.model),
@@ -708,6 +710,13 @@ unit = 1
 model = "sunspec"
 role = "production"
 interval = "2s"
+
+[[meter]]
+name = "battery-inverter"
+bus = "gw"
+unit = 2
+model = "sunspec:203"
+role = "storage"
 "#;
 
     fn diags(text: &str) -> String {

@@ -19,6 +19,7 @@ use socer_drivers::reading::{Missing, Quality, Reading, Values};
 use socer_drivers::bus as drivers_bus;
 use socer_drivers::bus::TransportConfig;
 use socer_drivers::plan::Intervals;
+use socer_drivers::sunspec;
 use socer_drivers::transport::{Backoff, SerialSettings};
 use socer_drivers::ProfileSet;
 
@@ -124,14 +125,13 @@ pub fn spawn_all(
             }
             continue;
         }
-        let (known, unknown): (Vec<&MeterConfig>, Vec<&MeterConfig>) = meters
-            .into_iter()
-            .partition(|m| profiles.get(m.model.get_ref()).is_some());
+        let (known, unknown): (Vec<&MeterConfig>, Vec<&MeterConfig>) =
+            meters.into_iter().partition(|m| {
+                profiles.get(m.model.get_ref()).is_some()
+                    || sunspec::model_choice(m.model.get_ref()).is_some()
+            });
         if !unknown.is_empty() {
-            let reason = format!(
-                "bus {}: model has no built-in profile (SunSpec discovery is not wired in this build)",
-                bus.name.get_ref()
-            );
+            let reason = format!("bus {}: model has no built-in profile", bus.name.get_ref());
             tasks.push(tokio::spawn(unavailable(
                 unknown.into_iter().cloned().collect(),
                 reason,
@@ -143,50 +143,76 @@ pub fn spawn_all(
         if known.is_empty() {
             continue;
         }
-        match modbus_bus(bus, &known, &profiles, clock.clone(), stop.clone()) {
-            Ok((handle, mut rx)) => {
-                let tx = tx.clone();
-                tasks.push(tokio::spawn(async move {
-                    while let Some(r) = rx.recv().await {
-                        let latency = handle
-                            .health
-                            .snapshot()
-                            .meters
-                            .iter()
-                            .find(|h| h.meter == r.meter)
-                            .and_then(|h| h.last_latency_ms)
-                            .map(Duration::from_millis)
-                            .unwrap_or_default();
-                        if tx.send((r, latency)).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = handle.task.await;
-                }));
-            }
-            Err(reason) => {
-                tracing::error!("{reason}");
-                tasks.push(tokio::spawn(unavailable(
-                    known.into_iter().cloned().collect(),
-                    reason,
-                    clock.clone(),
-                    tx.clone(),
-                    stop.clone(),
-                )));
-            }
-        }
+        let (bus, known): (BusConfig, Vec<MeterConfig>) =
+            (bus.clone(), known.into_iter().cloned().collect());
+        let (profiles, clock, stop, tx) =
+            (profiles.clone(), clock.clone(), stop.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            run_modbus_bus(bus, known, profiles, clock, tx, stop).await;
+        }));
     }
     tasks
 }
 
-/// Start the drivers' scheduler for one Modbus bus (the meters all have a profile).
-fn modbus_bus(
+/// Discover SunSpec devices, start the drivers' scheduler for one Modbus bus, and forward its
+/// readings with their latency. Meters that cannot be set up report why, once a minute.
+async fn run_modbus_bus(
+    bus: BusConfig,
+    meters: Vec<MeterConfig>,
+    profiles: ProfileSet,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<(Reading, Duration)>,
+    stop: watch::Receiver<bool>,
+) {
+    match modbus_bus(&bus, &meters, &profiles, clock.clone(), stop.clone()).await {
+        Ok((handle, failed_meters, mut rx)) => {
+            let fails = tokio::spawn(unavailable_each(
+                failed_meters,
+                clock.clone(),
+                tx.clone(),
+                stop.clone(),
+            ));
+            while let Some(r) = rx.recv().await {
+                let latency = handle
+                    .health
+                    .snapshot()
+                    .meters
+                    .iter()
+                    .find(|h| h.meter == r.meter)
+                    .and_then(|h| h.last_latency_ms)
+                    .map(Duration::from_millis)
+                    .unwrap_or_default();
+                if tx.send((r, latency)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = handle.task.await;
+            fails.abort();
+        }
+        Err(reason) => {
+            tracing::error!("{reason}");
+            unavailable(meters, reason, clock, tx, stop).await;
+        }
+    }
+}
+
+/// Start the drivers' scheduler for one Modbus bus. SunSpec meters are discovered first on the
+/// bus's own link; those that cannot be are returned with the reason, the others are polled.
+#[allow(clippy::type_complexity)]
+async fn modbus_bus(
     bus: &BusConfig,
-    meters: &[&MeterConfig],
+    meters: &[MeterConfig],
     profiles: &ProfileSet,
     clock: Arc<dyn Clock>,
     stop: watch::Receiver<bool>,
-) -> Result<(drivers_bus::BusHandle, mpsc::Receiver<Reading>), String> {
+) -> Result<
+    (
+        drivers_bus::BusHandle,
+        Vec<(MeterConfig, String)>,
+        mpsc::Receiver<Reading>,
+    ),
+    String,
+> {
     let name = bus.name.get_ref().clone();
     let transport = if let Some(addr) = &bus.tcp {
         TransportConfig::Tcp {
@@ -215,28 +241,86 @@ fn modbus_bus(
         initial: Duration::from_secs(1),
         max: Duration::from_secs(30),
     };
-    let link = transport
+    let mut link = transport
         .open(timeout, backoff)
         .map_err(|e| format!("bus {name}: cannot open: {e}"))?;
-    let meters = meters
-        .iter()
-        .filter_map(|m| {
-            let profile = profiles.get(m.model.get_ref())?.clone();
-            Some(drivers_bus::MeterConfig {
-                name: m.name().to_string(),
-                unit: u8::try_from(*m.unit.get_ref()).ok()?,
-                profile: Arc::new(profile),
-                reverse: m.reverse,
-                intervals: Intervals {
-                    fast: m.interval(),
-                    counter: None,
-                },
-            })
-        })
-        .collect();
-    let config = drivers_bus::BusConfig::new(name, timeout, transport.cost_model(), meters);
+    let mut polled = Vec::new();
+    let mut failed = Vec::new();
+    for m in meters {
+        let Ok(unit) = u8::try_from(*m.unit.get_ref()) else {
+            continue;
+        };
+        let profile = if let Some(p) = profiles.get(m.model.get_ref()) {
+            p.clone()
+        } else if let Some(want) = sunspec::model_choice(m.model.get_ref()) {
+            // Discovery reads a few hundred registers at most; bound it so one device cannot
+            // hold the bus.
+            let found = tokio::time::timeout(
+                timeout * 40,
+                sunspec::discover_profile(&mut link, unit, want),
+            )
+            .await;
+            match found {
+                Ok(Ok((_, resolved))) => {
+                    tracing::info!(bus = %name, unit, meter = %m.name(), model = resolved.model.id, "SunSpec device discovered");
+                    resolved.profile
+                }
+                Ok(Err(e)) => {
+                    failed.push((m.clone(), format!("bus {name}: SunSpec discovery: {e}")));
+                    continue;
+                }
+                Err(_) => {
+                    failed.push((
+                        m.clone(),
+                        format!("bus {name}, unit {unit}: SunSpec discovery timed out"),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            continue;
+        };
+        polled.push(drivers_bus::MeterConfig {
+            name: m.name().to_string(),
+            unit,
+            profile: Arc::new(profile),
+            reverse: m.reverse,
+            intervals: Intervals {
+                fast: m.interval(),
+                counter: None,
+            },
+        });
+    }
+    let config = drivers_bus::BusConfig::new(name, timeout, transport.cost_model(), polled);
     let (tx, rx) = mpsc::channel(1024);
-    Ok((drivers_bus::spawn(config, link, clock, tx, stop), rx))
+    Ok((
+        drivers_bus::spawn(config, link, clock, tx, stop),
+        failed,
+        rx,
+    ))
+}
+
+/// Meters that could not be set up, each with its own reason, reported once a minute.
+async fn unavailable_each(
+    meters: Vec<(MeterConfig, String)>,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<(Reading, Duration)>,
+    stop: watch::Receiver<bool>,
+) {
+    for (m, reason) in &meters {
+        tracing::error!(meter = %m.name(), "{reason}");
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (m, reason) in meters {
+        set.spawn(unavailable(
+            vec![m],
+            reason,
+            clock.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+    }
+    while set.join_next().await.is_some() {}
 }
 
 /// Meters that cannot be polled report a failed reading once a minute, with the reason.

@@ -4,11 +4,12 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -177,6 +178,49 @@ impl Drop for Acker {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Verifies batches and acknowledges the highest contiguous seq, keeping only what that needs.
+pub fn lean_acker(port: u16, contiguous: Arc<AtomicU64>) {
+    tokio::spawn(async move {
+        let mut o = MqttOptions::new("bench-acker", "127.0.0.1", port);
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut el) = AsyncClient::new(o, 1024);
+        let topics = Topics::new(COMMUNITY);
+        let (rt, at) = (topics.readings(SITE), topics.ack(SITE));
+        let key = hex::decode(KEY).unwrap_or_default();
+        let mut ahead = BTreeSet::new();
+        let mut c = 0u64;
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.subscribe(rt.clone(), QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == rt => {
+                    let Ok(b) = wire::open_unverified(&p.payload)
+                        .and_then(|e| wire::open::<Batch>(&key, SITE, &rt, &e))
+                    else {
+                        continue;
+                    };
+                    for r in b.readings {
+                        if r.seq > c {
+                            ahead.insert(r.seq);
+                        }
+                    }
+                    while ahead.remove(&(c + 1)) {
+                        c += 1;
+                    }
+                    contiguous.store(c, Ordering::Relaxed);
+                    let bytes = wire::seal(&key, SITE, &at, &Ack { seq: c });
+                    let _ = client
+                        .publish(at.clone(), QoS::AtLeastOnce, true, bytes)
+                        .await;
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
 }
 
 /// Options of a test site.
