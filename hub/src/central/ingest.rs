@@ -323,6 +323,7 @@ mod tests {
                 retimed: false,
                 energy_integrated: false,
             }],
+            dropped_through: None,
         }
     }
 

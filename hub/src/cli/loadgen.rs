@@ -61,7 +61,10 @@ struct Stats {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.sites > 0 && args.meters > 0 && args.batch_seconds > 0, "sites, meters and batch-seconds must be > 0");
+    anyhow::ensure!(
+        args.sites > 0 && args.meters > 0 && args.batch_seconds > 0,
+        "sites, meters and batch-seconds must be > 0"
+    );
     let tmp;
     let dir = match &args.dir {
         Some(d) => {
@@ -76,23 +79,43 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let broker_port = free_port()?;
     let web_port = free_port()?;
     let sites: Vec<SiteSim> = (0..args.sites)
-        .map(|i| SiteSim { id: format!("site-{i:04}"), key: random_bytes(32), password: hex::encode(random_bytes(8)) })
+        .map(|i| SiteSim {
+            id: format!("site-{i:04}"),
+            key: random_bytes(32),
+            password: hex::encode(random_bytes(8)),
+        })
         .collect();
     let hub_password = hex::encode(random_bytes(8));
     let config = dir.join("central.toml");
-    std::fs::write(&config, config_text(&dir, broker_port, web_port, &hub_password, &sites, args.meters))?;
+    std::fs::write(
+        &config,
+        config_text(
+            &dir,
+            broker_port,
+            web_port,
+            &hub_password,
+            &sites,
+            args.meters,
+        ),
+    )?;
 
     let exe = std::env::current_exe().context("cannot find the socer binary")?;
     let mut hub = std::process::Command::new(exe)
         .args(["central", "--config"])
         .arg(&config)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .spawn()
         .context("cannot start `socer central`")?;
     let hub_pid = hub.id();
     let web = std::net::SocketAddr::from(([127, 0, 0, 1], web_port));
-    let up = wait_for(Duration::from_secs(20), || http_get(web, "/api/v1/health").is_some_and(|(s, _)| s == 200)).await;
+    let up = wait_for(Duration::from_secs(20), || {
+        http_get(web, "/api/v1/health").is_some_and(|(s, _)| s == 200)
+    })
+    .await;
     if !up {
         let _ = hub.kill();
         anyhow::bail!("the hub did not come up (health) within 20 s");
@@ -109,14 +132,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         readings_sent: AtomicU64::new(0),
         readings_acked: AtomicU64::new(0),
     });
-    let keys: HashMap<String, Vec<u8>> = sites.iter().map(|s| (s.id.clone(), s.key.clone())).collect();
+    let keys: HashMap<String, Vec<u8>> = sites
+        .iter()
+        .map(|s| (s.id.clone(), s.key.clone()))
+        .collect();
     observe_acks(broker_port, &hub_password, keys, stats.clone()).await;
 
     let t0 = Instant::now();
     let n = sites.len();
     for (i, s) in sites.into_iter().enumerate() {
         let offset = Duration::from_millis((i as u64 * 1000 * args.batch_seconds) / n as u64);
-        tokio::spawn(site_task(s, broker_port, args.meters, args.batch_seconds, offset, stats.clone()));
+        tokio::spawn(site_task(
+            s,
+            broker_port,
+            args.meters,
+            args.batch_seconds,
+            offset,
+            stats.clone(),
+        ));
         if i % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -148,23 +181,65 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sent = stats.readings_sent.load(Ordering::Relaxed) - sent0;
     let acked = stats.readings_acked.load(Ordering::Relaxed) - acked0;
     let ticks = clock_ticks();
-    let mut lat = stats.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut lat = stats
+        .latencies_ms
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let third = backlog_samples.len() / 3;
     let early: f64 = mean(&backlog_samples[..third.max(1).min(backlog_samples.len())]);
     let late: f64 = mean(&backlog_samples[backlog_samples.len().saturating_sub(third.max(1))..]);
 
-    println!("socer loadgen: {} sites × {} meters, 1 reading/meter/s, batch every {} s", n, args.meters, args.batch_seconds);
-    println!("  offered            {:>10.0} readings/s", sent as f64 / elapsed);
-    println!("  stored (hub)       {:>10.0} readings/s", (stored1 - stored0) / elapsed);
-    println!("  acked (end to end) {:>10.0} readings/s", acked as f64 / elapsed);
-    println!("  unacked backlog    {:>10.0} readings (first third of window) → {:.0} (last third)", early, late);
-    println!("  latency reading→stored+acked  p50 {} ms  p99 {} ms  max {} ms  ({} batches)", pct(0.5), pct(0.99), lat.last().copied().unwrap_or(0), lat.len());
-    println!("  hub CPU            {:>10.0} % of one core", (cpu1 - cpu0) as f64 / ticks / elapsed * 100.0);
-    println!("  hub RSS (max)      {:>10.1} MiB", rss_max_kib as f64 / 1024.0);
-    println!("  loadgen CPU        {:>10.0} % of one core", (self1 - self0) as f64 / ticks / elapsed * 100.0);
-    println!("  window {elapsed:.0} s after {} s warm-up; work dir {}", args.warmup, dir.display());
+    println!(
+        "socer loadgen: {} sites × {} meters, 1 reading/meter/s, batch every {} s",
+        n, args.meters, args.batch_seconds
+    );
+    println!(
+        "  offered            {:>10.0} readings/s",
+        sent as f64 / elapsed
+    );
+    println!(
+        "  stored (hub)       {:>10.0} readings/s",
+        (stored1 - stored0) / elapsed
+    );
+    println!(
+        "  acked (end to end) {:>10.0} readings/s",
+        acked as f64 / elapsed
+    );
+    println!(
+        "  unacked backlog    {:>10.0} readings (first third of window) → {:.0} (last third)",
+        early, late
+    );
+    println!(
+        "  latency reading→stored+acked  p50 {} ms  p99 {} ms  max {} ms  ({} batches)",
+        pct(0.5),
+        pct(0.99),
+        lat.last().copied().unwrap_or(0),
+        lat.len()
+    );
+    println!(
+        "  hub CPU            {:>10.0} % of one core",
+        (cpu1 - cpu0) as f64 / ticks / elapsed * 100.0
+    );
+    println!(
+        "  hub RSS (max)      {:>10.1} MiB",
+        rss_max_kib as f64 / 1024.0
+    );
+    println!(
+        "  loadgen CPU        {:>10.0} % of one core",
+        (self1 - self0) as f64 / ticks / elapsed * 100.0
+    );
+    println!(
+        "  window {elapsed:.0} s after {} s warm-up; work dir {}",
+        args.warmup,
+        dir.display()
+    );
     let _ = hub.kill();
     let _ = hub.wait();
     if args.dir.is_none() {
@@ -181,11 +256,21 @@ fn mean(v: &[u64]) -> f64 {
     }
 }
 
-async fn site_task(s: SiteSim, port: u16, meters: usize, batch_seconds: u64, offset: Duration, stats: Arc<Stats>) {
+async fn site_task(
+    s: SiteSim,
+    port: u16,
+    meters: usize,
+    batch_seconds: u64,
+    offset: Duration,
+    stats: Arc<Stats>,
+) {
     let mut o = MqttOptions::new(format!("lg-{}", s.id), "127.0.0.1", port);
     o.set_credentials(s.id.clone(), s.password.clone());
     o.set_keep_alive(Duration::from_secs(30));
-    o.set_max_packet_size(wire::MAX_ENVELOPE_BYTES + 4096, wire::MAX_ENVELOPE_BYTES + 4096);
+    o.set_max_packet_size(
+        wire::MAX_ENVELOPE_BYTES + 4096,
+        wire::MAX_ENVELOPE_BYTES + 4096,
+    );
     let (client, mut events) = AsyncClient::new(o, 64);
     tokio::spawn(async move {
         loop {
@@ -213,7 +298,12 @@ async fn site_task(s: SiteSim, port: u16, meters: usize, batch_seconds: u64, off
                     seq,
                     meter: format!("m{m}"),
                     ts: now - chrono::Duration::seconds(k as i64),
-                    values: Values { p_w: Some(1800.0), e_imp_wh: Some(*c), e_exp_wh: Some(0.0), ..Values::default() },
+                    values: Values {
+                        p_w: Some(1800.0),
+                        e_imp_wh: Some(*c),
+                        e_exp_wh: Some(0.0),
+                        ..Values::default()
+                    },
                     quality: Quality::Good,
                     missing: vec![],
                     retimed: false,
@@ -222,10 +312,25 @@ async fn site_task(s: SiteSim, port: u16, meters: usize, batch_seconds: u64, off
             }
         }
         let n = readings.len() as u64;
-        let batch = Batch { site: s.id.clone(), sent: now, readings, dropped_through: None };
+        let batch = Batch {
+            site: s.id.clone(),
+            sent: now,
+            readings,
+            dropped_through: None,
+        };
         let payload = wire::seal(&s.key, &s.id, &topic, &batch);
-        stats.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(s.id.clone()).or_default().push_back((seq, taken, n));
-        if client.publish(topic.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+        stats
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(s.id.clone())
+            .or_default()
+            .push_back((seq, taken, n));
+        if client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+            .await
+            .is_err()
+        {
             return;
         }
         stats.readings_sent.fetch_add(n, Ordering::Relaxed);
@@ -233,7 +338,12 @@ async fn site_task(s: SiteSim, port: u16, meters: usize, batch_seconds: u64, off
 }
 
 /// Subscribe to every site's ack as the hub's user; verify each and record latencies.
-async fn observe_acks(port: u16, hub_password: &str, keys: HashMap<String, Vec<u8>>, stats: Arc<Stats>) {
+async fn observe_acks(
+    port: u16,
+    hub_password: &str,
+    keys: HashMap<String, Vec<u8>>,
+    stats: Arc<Stats>,
+) {
     let mut o = MqttOptions::new("lg-observer", "127.0.0.1", port);
     o.set_credentials("central", hub_password);
     o.set_keep_alive(Duration::from_secs(30));
@@ -248,10 +358,16 @@ async fn observe_acks(port: u16, hub_password: &str, keys: HashMap<String, Vec<u
                     let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Some((site, "ack")) = topics.parse_site_topic(&p.topic) else { continue };
+                    let Some((site, "ack")) = topics.parse_site_topic(&p.topic) else {
+                        continue;
+                    };
                     let Some(key) = keys.get(site) else { continue };
-                    let Ok(env) = wire::open_unverified(&p.payload) else { continue };
-                    let Ok(ack) = wire::open::<Ack>(key, site, &p.topic, &env) else { continue };
+                    let Ok(env) = wire::open_unverified(&p.payload) else {
+                        continue;
+                    };
+                    let Ok(ack) = wire::open::<Ack>(key, site, &p.topic, &env) else {
+                        continue;
+                    };
                     let now = Instant::now();
                     let mut done = Vec::new();
                     let mut acked_readings = 0u64;
@@ -267,9 +383,15 @@ async fn observe_acks(port: u16, hub_password: &str, keys: HashMap<String, Vec<u
                         }
                     }
                     if !done.is_empty() {
-                        stats.readings_acked.fetch_add(acked_readings, Ordering::Relaxed);
+                        stats
+                            .readings_acked
+                            .fetch_add(acked_readings, Ordering::Relaxed);
                         if stats.measuring.load(Ordering::Relaxed) {
-                            stats.latencies_ms.lock().unwrap_or_else(|e| e.into_inner()).extend(done);
+                            stats
+                                .latencies_ms
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .extend(done);
                         }
                     }
                 }
@@ -280,7 +402,14 @@ async fn observe_acks(port: u16, hub_password: &str, keys: HashMap<String, Vec<u
     });
 }
 
-fn config_text(dir: &Path, broker_port: u16, web_port: u16, hub_password: &str, sites: &[SiteSim], meters: usize) -> String {
+fn config_text(
+    dir: &Path,
+    broker_port: u16,
+    web_port: u16,
+    hub_password: &str,
+    sites: &[SiteSim],
+    meters: usize,
+) -> String {
     let mut s = format!(
         "[central]\ncommunity = \"{COMMUNITY}\"\nname = \"socer loadgen\"\nlatitude = 46.17\nlongitude = 9.87\nraw_retention_days = 2\n\n\
          [broker]\nlisten = \"127.0.0.1:{broker_port}\"\nusername = \"central\"\npassword = \"{hub_password}\"\n\n\
@@ -299,7 +428,10 @@ fn config_text(dir: &Path, broker_port: u16, web_port: u16, hub_password: &str, 
         );
         for m in 0..meters {
             let role = if m == 0 { "grid" } else { "consumption" };
-            s += &format!("\n[[meter]]\nsite = \"{}\"\nname = \"m{m}\"\npod = \"{pod}\"\nrole = \"{role}\"\n", site.id);
+            s += &format!(
+                "\n[[meter]]\nsite = \"{}\"\nname = \"m{m}\"\npod = \"{pod}\"\nrole = \"{role}\"\n",
+                site.id
+            );
         }
     }
     s
@@ -312,7 +444,9 @@ fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {
@@ -337,16 +471,28 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     let status = out.split(' ').nth(1)?.parse().ok()?;
-    Some((status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    Some((
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    ))
 }
 
 fn stored_total(web: std::net::SocketAddr) -> Option<f64> {
     let (_, body) = http_get(web, "/metrics")?;
-    body.lines().find_map(|l| l.strip_prefix("socer_readings_stored_total ").and_then(|v| v.trim().parse().ok()))
+    body.lines().find_map(|l| {
+        l.strip_prefix("socer_readings_stored_total ")
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -360,7 +506,10 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
 
 fn proc_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn clock_ticks() -> f64 {
