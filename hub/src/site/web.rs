@@ -49,6 +49,8 @@ pub struct View {
     /// JSON of each new reading, for `/api/v1/events`.
     pub events: broadcast::Sender<String>,
     pub started: Instant,
+    /// The community's signal and alerts as received (`site::signal`).
+    pub signal: super::signal::SharedSignal,
 }
 
 /// Building totals from the latest readings, W. Production is positive when producing; grid is
@@ -311,6 +313,13 @@ pub async fn serve(
         .and(warp::get())
         .and(with_view.clone())
         .map(move |v: Arc<View>| json(now_json(&v)));
+    let signal = warp::path!("api" / "v1" / "signal")
+        .and(warp::get())
+        .and(with_view.clone())
+        .map(move |v: Arc<View>| {
+            let r = v.signal.lock().map(|r| r.clone()).unwrap_or_default();
+            json(serde_json::to_string(&r).unwrap_or_default())
+        });
     let health = warp::path!("api" / "v1" / "health")
         .and(warp::get())
         .and(with_view.clone())
@@ -367,7 +376,13 @@ pub async fn serve(
     let index = warp::path::end()
         .and(warp::get())
         .map(|| warp::reply::html(PLACEHOLDER.to_string()));
-    let routes = now.or(health).or(metrics).or(history).or(events).or(index);
+    let routes = now
+        .or(signal)
+        .or(health)
+        .or(metrics)
+        .or(history)
+        .or(events)
+        .or(index);
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown)
