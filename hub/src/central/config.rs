@@ -37,6 +37,10 @@ pub struct CentralConfig {
     pub members: Vec<Member>,
     pub plants: Vec<Plant>,
     pub meters: Vec<MeterMap>,
+    /// `[signal]`: load-shift levels, forecast and alerts (all defaults when absent).
+    pub signal: crate::central::signal::config::SignalConfig,
+    /// `[[flex]]`: the sites' flexible loads, for targeted alerts.
+    pub flex: Vec<crate::central::signal::config::FlexLoad>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +243,10 @@ struct RawFile {
     plant: Vec<RawPlant>,
     #[serde(default)]
     meter: Vec<RawMeter>,
+    #[serde(default)]
+    signal: crate::central::signal::config::SignalConfig,
+    #[serde(default)]
+    flex: Vec<crate::central::signal::config::FlexLoad>,
 }
 
 #[derive(Deserialize)]
@@ -765,6 +773,18 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         }
     }
 
+    for p in raw.signal.problems() {
+        d.push(Diag::new(None, p));
+    }
+    for f in &raw.flex {
+        if !raw.site.iter().any(|s| s.id.get_ref() == &f.site) {
+            d.push(Diag::new(
+                None,
+                format!("flex {:?}: unknown site {:?}", f.name, f.site),
+            ));
+        }
+    }
+
     if !d.is_empty() {
         return Err(d);
     }
@@ -792,6 +812,8 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         members,
         plants,
         meters,
+        signal: raw.signal.clone(),
+        flex: raw.flex.clone(),
     })
 }
 

@@ -324,6 +324,7 @@ mod tests {
                 retimed: false,
                 energy_integrated: false,
             }],
+            dropped_through: None,
         }
     }
 

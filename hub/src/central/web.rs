@@ -113,6 +113,24 @@ pub fn routes(
                 Ok(blocking(move || report::report_response(&hub, &file)).await)
             },
         );
+    let signal = get
+        .and(api)
+        .and(warp::path!("signal"))
+        .and(h())
+        .map(|hub: Arc<Hub>| {
+            match hub
+                .signal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                Some(s) => json(StatusCode::OK, s),
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no signal yet: waiting for live readings",
+                ),
+            }
+        });
     let metrics = get
         .and(warp::path!("metrics"))
         .and(h())
@@ -126,6 +144,8 @@ pub fn routes(
         .or(incentive)
         .unify()
         .or(report)
+        .unify()
+        .or(signal)
         .unify()
         .or(metrics)
         .unify()

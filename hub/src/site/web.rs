@@ -52,6 +52,8 @@ pub struct View {
     /// JSON of each new reading, for `/api/v1/events`.
     pub events: broadcast::Sender<String>,
     pub started: Instant,
+    /// The community's signal and alerts as received (`site::signal`).
+    pub signal: super::signal::SharedSignal,
 }
 
 /// Building totals from the latest readings, W. Production is positive when producing; grid is
@@ -310,6 +312,13 @@ pub async fn serve(
         .and(warp::get())
         .and(with_view.clone())
         .map(move |v: Arc<View>| json(now_json(&v)));
+    let signal = warp::path!("api" / "v1" / "signal")
+        .and(warp::get())
+        .and(with_view.clone())
+        .map(move |v: Arc<View>| {
+            let r = v.signal.lock().map(|r| r.clone()).unwrap_or_default();
+            json(serde_json::to_string(&r).unwrap_or_default())
+        });
     let health = warp::path!("api" / "v1" / "health")
         .and(warp::get())
         .and(with_view.clone())
@@ -364,7 +373,13 @@ pub async fn serve(
             warp::sse::reply(warp::sse::keep_alive().stream(stream))
         });
     let index = crate::webui::routes(crate::webui::Page::Resident);
-    let routes = now.or(health).or(metrics).or(history).or(events).or(index);
+    let routes = now
+        .or(signal)
+        .or(health)
+        .or(metrics)
+        .or(history)
+        .or(events)
+        .or(index);
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown)
