@@ -176,12 +176,18 @@ const S = (() => {
     }
     return start == null ? null : { start, end };
   }
+  // "oggi", "domani" or a date, for the day of an instant.
+  function dayWord(ms, nowMs) {
+    const d = romeDate(ms);
+    if (d === romeDate(nowMs)) return t("today");
+    if (d === romeDate(nowMs + 86400e3)) return t("tomorrow");
+    return day(ms);
+  }
   function windowText(w, nowMs) {
     if (!w) return t("noWindow");
-    const sameDay = romeDate(w.start) === romeDate(nowMs);
-    const when = sameDay ? t("today") : day(w.start);
-    return w.start <= nowMs ? tf("windowNow", { end: time(w.end) })
-      : tf("window", { day: when, start: time(w.start), end: time(w.end) });
+    const end = romeDate(w.end - 1) === romeDate(w.start) ? time(w.end) : dayWord(w.end - 1, nowMs) + " " + time(w.end);
+    return w.start <= nowMs ? tf("windowNow", { end })
+      : tf("window", { day: dayWord(w.start, nowMs), start: time(w.start), end });
   }
   const LEVEL_SYM = { green: "✓", yellow: "=", red: "!", none: "?" };
   // Fill a .level box from a signal level (or null).

@@ -25,8 +25,8 @@
       lv_yellow: "Giallo: in equilibrio", adv_yellow: "Produzione e consumi si equivalgono.",
       lv_red: "Rosso: deficit", adv_red: "La comunità consuma più di quanto produce: rimandare i carichi flessibili.",
       lv_none: "Segnale non disponibile", adv_none: "Il motore del segnale non ha ancora pubblicato un segnale.",
-      window: "Prossima finestra verde: {day} dalle {start} alle {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
-      noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi",
+      window: "Prossima finestra verde: {day}, {start} – {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
+      noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi", tomorrow: "domani",
       forecast: "Previsione oraria: {list}", never: "mai",
     },
     en: {
@@ -51,8 +51,8 @@
       lv_yellow: "Yellow: balanced", adv_yellow: "Production and consumption are about equal.",
       lv_red: "Red: deficit", adv_red: "The community uses more than it produces: postpone flexible loads.",
       lv_none: "Signal not available", adv_none: "The signal engine has not published a signal yet.",
-      window: "Next green window: {day} from {start} to {end}.", windowNow: "Green window until {end}.",
-      noWindow: "No green window forecast in the coming hours.", today: "today",
+      window: "Next green window: {day}, {start} – {end}.", windowNow: "Green window until {end}.",
+      noWindow: "No green window forecast in the coming hours.", today: "today", tomorrow: "tomorrow",
       forecast: "Hourly forecast: {list}", never: "never",
     },
   };
@@ -115,7 +115,8 @@
       const c = document.createElement("span");
       c.className = { green: "g", yellow: "y", red: "r" }[s.level] || "";
       const h = S.time(s.start);
-      c.textContent = h.slice(0, 2);
+      // The hour and a symbol: the level is not told by colour alone.
+      c.textContent = h.slice(0, 2) + "\n" + ({ green: "✓", yellow: "=", red: "!" }[s.level] || "");
       c.title = `${h} ${S.t("lv_" + s.level)} (${S.kwh(s.surplus_kwh)})`;
       words.push(`${h} ${S.t("lv_" + s.level)}`);
       fc.append(c);
@@ -250,7 +251,7 @@
   }
 
   // Fetch the live figures now (tests use it to compare the page with the API at one moment).
-  window.socerRefresh = loadLive;
+  window.socerRefresh = () => Promise.all([loadLive(), loadSignal()]);
 
   document.addEventListener("DOMContentLoaded", async () => {
     S.init(I18N, renderAll);

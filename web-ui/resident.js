@@ -21,8 +21,8 @@
       adv_red: "Ora la comunità consuma più di quanto produce: rimanda gli elettrodomestici che possono aspettare.",
       lv_none: "Segnale non disponibile",
       adv_none: "Il segnale della comunità non è ancora arrivato a questo edificio.",
-      window: "Prossima finestra verde: {day} dalle {start} alle {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
-      noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi",
+      window: "Prossima finestra verde: {day}, {start} – {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
+      noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi", tomorrow: "domani",
       todaySum: "Oggi finora: prodotta {p}, usata {u}.", histSum: "In {n} giorni: prodotta {p}, usata {u}.",
       noData: "Nessun dato ancora.",
       hMeters: "Contatori", meter: "Contatore", state: "Stato", bus: "Bus", power: "Potenza",
@@ -53,8 +53,8 @@
       adv_red: "The community is using more than it produces: postpone appliances that can wait.",
       lv_none: "Signal not available",
       adv_none: "The community's signal has not reached this building yet.",
-      window: "Next green window: {day} from {start} to {end}.", windowNow: "Green window until {end}.",
-      noWindow: "No green window forecast in the coming hours.", today: "today",
+      window: "Next green window: {day}, {start} – {end}.", windowNow: "Green window until {end}.",
+      noWindow: "No green window forecast in the coming hours.", today: "today", tomorrow: "tomorrow",
       todaySum: "Today so far: produced {p}, used {u}.", histSum: "Over {n} days: produced {p}, used {u}.",
       noData: "No data yet.",
       hMeters: "Meters", meter: "Meter", state: "State", bus: "Bus", power: "Power",
@@ -69,7 +69,7 @@
     },
   };
   const $ = (id) => document.getElementById(id);
-  const st = { now: null, latest: {}, signal: null, today: null, days: null, span: 7, health: null, live: 0 };
+  const st = { now: null, latest: {}, signal: null, alerts: [], today: null, days: null, span: 7, health: null, live: 0 };
 
   // Building totals from the latest readings, with the same sign rules as the server (site/web.rs).
   function totals() {
@@ -111,6 +111,11 @@
     const sig = st.signal;
     S.level($("level"), sig && sig.community ? sig.community.level : null);
     $("window").textContent = sig ? S.windowText(S.nextGreen(sig.forecast, Date.now()), Date.now()) : "";
+    // The newest alert whose window has not ended, in the page's language.
+    const now = Date.now();
+    const a = st.alerts.filter((x) => Date.parse(x.window_end) > now && x.kind !== "close").pop();
+    $("alert").hidden = !a;
+    $("alert").textContent = a ? (S.lang() === "it" ? a.text_it : a.text_en) : "";
   }
 
   function renderShare() {
@@ -228,7 +233,12 @@
     st.now = await S.get("/api/v1/now");
     document.getElementById("site-name").textContent = st.now.name || st.now.site;
     for (const m of st.now.meters) if (m.reading) st.latest[m.name] = m.reading;
-    if (st.now.signal) st.signal = st.now.signal;
+  }
+  // The community's signal as this building received it: {signal: null | Signal, alerts: [...]}.
+  async function loadSignal() {
+    const r = await S.get("/api/v1/signal");
+    st.signal = r.signal || null;
+    st.alerts = r.alerts || [];
   }
   async function loadHistory() {
     const now = Date.now();
@@ -258,10 +268,6 @@
       c.textContent = S.num(st.live, 0);
       renderNow();
       if (!$("tech").hidden) renderTech();
-    });
-    es.addEventListener("signal", (ev) => {
-      st.signal = JSON.parse(ev.data);
-      renderSignal();
     });
   }
 
@@ -303,7 +309,7 @@
     $("d7").addEventListener("click", () => span(7));
     $("d30").addEventListener("click", () => span(30));
     try {
-      await loadNow();
+      await Promise.all([loadNow(), loadSignal().catch(() => {})]);
       renderAll();
       live();
       await Promise.all([
@@ -317,6 +323,7 @@
     }
     // History and health refresh quietly; the building's values are live.
     setInterval(() => { loadHistory().then(() => { renderToday(); renderDays(); }).catch(() => {}); }, 300e3);
+    setInterval(() => { loadSignal().then(renderSignal).catch(() => {}); }, 30e3);
     setInterval(() => { if (!$("tech").hidden) loadHealth().then(renderTech).catch(() => {}); }, 5e3);
   });
 })();

@@ -143,6 +143,22 @@ fn resident(b: &mut Browser, port: u16) -> Vec<String> {
         it_power(v["t"]["grid_w"].as_f64().unwrap_or(0.0).abs())
     );
 
+    // The community's level as the building received it, in words and not by colour alone
+    // (the page polls the signal; a change may take one poll to show).
+    let same_level = "(async () => {
+        const r = await (await fetch('/api/v1/signal', {cache: 'no-store'})).json();
+        const lv = r.signal ? r.signal.community.level : 'none';
+        const words = { green: 'Verde: energia in abbondanza', yellow: 'Giallo: in equilibrio',
+                        red: 'Rosso: meglio aspettare', none: 'Segnale non disponibile' }[lv];
+        window.__socerLevel = lv;
+        return document.getElementById('level').className === 'level lv-' + lv
+            && document.querySelector('#level strong').textContent === words; })()";
+    assert!(
+        b.wait_for(same_level, Duration::from_secs(40)),
+        "the level shown is not the site's /api/v1/signal"
+    );
+    eprintln!("resident page level: {}", b.eval("window.__socerLevel"));
+
     // A live update arrives by server-sent events, without a reload.
     b.eval("window.__socerMark = 'same page', true");
     let n0 = b.eval("Number(document.getElementById('live-count').dataset.n)");
@@ -237,6 +253,11 @@ fn resident(b: &mut Browser, port: u16) -> Vec<String> {
 /// is not merged yet (their failed loads are expected in the console).
 fn dashboard(b: &mut Browser, port: u16, token: &str) -> Vec<String> {
     let url = format!("http://127.0.0.1:{port}/");
+    // The hub publishes a signal once live readings arrive; give it that time.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while http_status(port, "/api/v1/signal") != 200 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     b.set_width(1280);
     let mark = b.events.len();
     b.open(&url);
@@ -391,8 +412,9 @@ fn resident_page_and_dashboard_match_the_api_update_live_and_switch_language_in_
     let token = demo.report_token();
     let mut b = Browser::launch();
     b.set_language("it-IT,it;q=0.9");
-    let mut expected = resident(&mut b, demo.site_port());
-    expected.extend(dashboard(&mut b, demo.dashboard_port(), &token));
+    // The dashboard first: by then the sites have had time to receive the community's signal.
+    let mut expected = dashboard(&mut b, demo.dashboard_port(), &token);
+    expected.extend(resident(&mut b, demo.site_port()));
     b.pump(Duration::from_millis(300));
     let errors: Vec<String> = b
         .console_errors()

@@ -310,7 +310,6 @@ mod tests {
         Batch {
             site: site.into(),
             sent: ts,
-            dropped_through: None,
             readings: vec![WireReading {
                 seq: 1,
                 meter: "grid".into(),
