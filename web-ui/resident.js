@@ -245,7 +245,7 @@
     const midnight = S.romeMidnight(S.romeDate(now));
     const q = (from, step) => `/api/v1/history?from=${from.toISOString()}&to=${new Date(now + 60e3).toISOString()}&step=${step}`;
     const [today, days] = await Promise.all([
-      S.get(q(midnight, "15m")),
+      S.get(q(midnight, "30m")), // 30-minute points keep a whole day under ~20 KB per meter
       S.get(q(new Date(midnight.getTime() - 30 * 86400e3), "86400")),
     ]);
     today.from = midnight.toISOString();
