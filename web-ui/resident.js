@@ -23,7 +23,7 @@
       adv_none: "Il segnale della comunità non è ancora arrivato a questo edificio.",
       window: "Prossima finestra verde: {day}, {start} – {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
       noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi", tomorrow: "domani",
-      todaySum: "Oggi finora: prodotta {p}, usata {u}.", histSum: "In {n} giorni: prodotta {p}, usata {u}.",
+      todaySum: "Oggi finora: prodotta circa {p}, usata circa {u}.", histSum: "In {n} giorni: prodotta {p}, usata {u}.",
       noData: "Nessun dato ancora.",
       hMeters: "Contatori", meter: "Contatore", state: "Stato", bus: "Bus", power: "Potenza",
       lastReading: "Ultima lettura", reads: "Letture ok / parziali / fallite", latency: "Latenza", lastError: "Ultimo errore",
@@ -55,7 +55,7 @@
       adv_none: "The community's signal has not reached this building yet.",
       window: "Next green window: {day}, {start} – {end}.", windowNow: "Green window until {end}.",
       noWindow: "No green window forecast in the coming hours.", today: "today", tomorrow: "tomorrow",
-      todaySum: "Today so far: produced {p}, used {u}.", histSum: "Over {n} days: produced {p}, used {u}.",
+      todaySum: "Today so far: about {p} produced, {u} used.", histSum: "Over {n} days: produced {p}, used {u}.",
       noData: "No data yet.",
       hMeters: "Meters", meter: "Meter", state: "State", bus: "Bus", power: "Power",
       lastReading: "Last reading", reads: "Reads ok / partial / failed", latency: "Latency", lastError: "Last error",
@@ -133,7 +133,7 @@
     const by = new Map();
     for (const r of rows) {
       const k = Date.parse(r.start);
-      const e = by.get(k) || { p: 0, u: 0, pw: 0, uw: 0 };
+      const e = by.get(k) || { p: 0, u: 0, pw: 0, uw: 0, s: r.step_s };
       const imp = r.e_imp_wh || 0, exp = r.e_exp_wh || 0, pavg = r.p_avg_w || 0;
       switch (roles[r.meter]) {
         case "production": e.p += exp; e.u += grid ? exp : 0; e.pw += -pavg; e.uw += grid ? -pavg : 0; break;
@@ -154,7 +154,10 @@
       { cls: "l-prod", pts: steps.map(([k, e]) => [k, e.pw / 1000]) },
       { cls: "l-use", pts: steps.map(([k, e]) => [k, e.uw / 1000]) },
     ], from, to, (v) => S.num(v, v < 10 ? 1 : 0) + " kW", 6);
-    const p = steps.reduce((a, [, e]) => a + e.p, 0) / 1000, u = steps.reduce((a, [, e]) => a + e.u, 0) / 1000;
+    // Average power × step: counter increases inside short steps miss the gaps between them.
+    const h = (k, e) => Math.max(0, Math.min(e.s, (Date.now() - k) / 1000)) / 3600; // the current step is partial
+    const p = steps.reduce((a, [k, e]) => a + e.pw * h(k, e), 0) / 1000;
+    const u = steps.reduce((a, [k, e]) => a + e.uw * h(k, e), 0) / 1000;
     $("today-sum").textContent = steps.length ? S.tf("todaySum", { p: S.kwh(p), u: S.kwh(u) }) : S.t("noData");
   }
 
