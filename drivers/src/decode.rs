@@ -163,7 +163,13 @@ pub fn decode_checked(
 
 /// Apply a SunSpec-style power-of-ten scale factor (`value × 10^sf`).
 pub fn apply_scale_factor(value: f64, sf: i16) -> f64 {
-    value * 10f64.powi(i32::from(sf))
+    // Dividing by an exact power of ten gives the nearest double (2301 × 10^-1 = 230.1, where
+    // multiplying by 0.1 gives 230.10000000000002).
+    if sf < 0 {
+        value / 10f64.powi(-i32::from(sf))
+    } else {
+        value * 10f64.powi(i32::from(sf))
+    }
 }
 
 /// Encode a canonical value into the words a device would hold (inverse of [`decode`]).
@@ -246,6 +252,13 @@ mod tests {
         m.word_order = Some(WordOrder::LowFirst);
         let v = decode(&[0xCFC7, 0xFFFF], &m, &defaults()).unwrap();
         assert!((v + 1234.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn scale_factors_give_the_nearest_decimal() {
+        assert_eq!(apply_scale_factor(2301.0, -1), 230.1);
+        assert_eq!(apply_scale_factor(742.0, -2), 7.42);
+        assert_eq!(apply_scale_factor(512.0, 1), 5120.0);
     }
 
     #[test]

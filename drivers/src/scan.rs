@@ -30,10 +30,10 @@ pub struct Found {
 
 /// Why a scan stopped.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unit {unit}: {source}")]
+#[error("unit {unit}: {error}")]
 pub struct ScanError {
     pub unit: u8,
-    pub source: LinkError,
+    pub error: LinkError,
 }
 
 /// Probe every unit in `units`; the ones that answer are returned in order.
@@ -78,7 +78,7 @@ pub async fn probe<L: Link>(
         Err(e @ LinkError::Transport(_)) => {
             return Err(ScanError {
                 unit,
-                source: e.clone(),
+                error: e.clone(),
             })
         }
     }];
@@ -110,9 +110,9 @@ pub async fn probe<L: Link>(
             guesses.push(sunspec::PROFILE_ID.to_string());
         }
         Err(SunSpecError::Link {
-            source: source @ LinkError::Transport(_),
+            error: error @ LinkError::Transport(_),
             ..
-        }) => return Err(ScanError { unit, source }),
+        }) => return Err(ScanError { unit, error }),
         Err(SunSpecError::NotFound { .. }) => {}
         Err(e) => evidence.push(format!("SunSpec: {e}")),
     }
@@ -127,7 +127,7 @@ pub async fn probe<L: Link>(
                     let v = match read_identify(link, unit, profile, id).await {
                         Ok(x) => Ok(x),
                         Err(e @ LinkError::Transport(_)) => {
-                            return Err(ScanError { unit, source: e })
+                            return Err(ScanError { unit, error: e })
                         }
                         Err(e) => Err(e.to_string()),
                     };

@@ -166,3 +166,31 @@ fn without_noise_the_grid_is_nominal() {
     assert!((v.i_a[0].unwrap() - 1.0).abs() < 1e-12);
     assert_eq!(v.v_v[1], None, "a single-phase meter has no L2");
 }
+
+#[test]
+fn power_holds_between_samples_like_a_meter_display() {
+    let clock = ManualClock::new(t0());
+    let mut p = physics(
+        &clock,
+        NoisyPower::new(1000.0, 0.1, 8),
+        PhysicsConfig::default(),
+    );
+    let first = p.values();
+    for i in 1..10 {
+        clock.advance(Duration::from_millis(100));
+        let mut now = p.values();
+        let expected_wh = first.p_w.unwrap() * f64::from(i) * 0.1 / 3600.0;
+        assert!(close(now.e_imp_wh.unwrap(), expected_wh));
+        now.e_imp_wh = first.e_imp_wh;
+        assert_eq!(
+            now, first,
+            "within the 1 s sample period only energy changes"
+        );
+    }
+    clock.advance(Duration::from_millis(100));
+    let next = p.values();
+    assert_ne!(next.p_w, first.p_w, "a new sample after 1 s");
+    assert_ne!(next.v_v, first.v_v);
+    // The first second was integrated at the first sample's power.
+    assert!(close(next.e_imp_wh.unwrap(), first.p_w.unwrap() / 3600.0));
+}

@@ -55,11 +55,22 @@ async fn receive(port: &mut SerialStream, quiet: Duration, limit: Duration) -> V
     out
 }
 
-async fn ask(port: &mut SerialStream, frame: &[u8]) -> (Vec<u8>, Duration) {
+/// Send a frame and collect the answer, waiting up to `limit` for its first byte.
+async fn exchange(port: &mut SerialStream, frame: &[u8], limit: Duration) -> (Vec<u8>, Duration) {
     let started = Instant::now();
     port.write_all(frame).await.unwrap();
-    let answer = receive(port, Duration::from_millis(30), Duration::from_millis(300)).await;
+    let answer = receive(port, Duration::from_millis(30), limit).await;
     (answer, started.elapsed())
+}
+
+/// A request that expects an answer: a loaded machine gets time to give it.
+async fn ask(port: &mut SerialStream, frame: &[u8]) -> (Vec<u8>, Duration) {
+    exchange(port, frame, Duration::from_secs(2)).await
+}
+
+/// A frame that must get no answer: 300 ms is over twice the longest answer time at 9600 baud.
+async fn no_answer(port: &mut SerialStream, frame: &[u8]) -> Vec<u8> {
+    exchange(port, frame, Duration::from_millis(300)).await.0
 }
 
 #[tokio::test]
@@ -104,7 +115,7 @@ async fn rtu_stays_silent_for_units_it_does_not_serve_and_for_broadcasts() {
         (5, device(&clock, 2.0, 0.0)),
     ]);
     for unit in [0u8, 2, 4, 247] {
-        let (answer, _) = ask(&mut port, &request(unit, 4, 0x0C, 2)).await;
+        let answer = no_answer(&mut port, &request(unit, 4, 0x0C, 2)).await;
         assert!(answer.is_empty(), "unit {unit}: {answer:02x?}");
     }
     let (answer, _) = ask(&mut port, &request(5, 4, 0x0C, 2)).await;
@@ -142,18 +153,16 @@ async fn rtu_survives_garbage_and_answers_the_next_request() {
         let junk: Vec<u8> = (0..(37 * (round + 1)))
             .map(|_| noise.next_u64() as u8)
             .collect();
-        let (answer, _) = ask(&mut port, &junk).await;
+        let answer = no_answer(&mut port, &junk).await;
         assert!(
             answer.is_empty() || crc_ok(&answer),
             "noise got a damaged answer: {answer:02x?}"
         );
         // A frame too short, and one with a wrong CRC: no answer either.
-        let (answer, _) = ask(&mut port, &[1, 4, 0]).await;
-        assert!(answer.is_empty());
+        assert!(no_answer(&mut port, &[1, 4, 0]).await.is_empty());
         let mut bad = request(1, 4, 0x0C, 2);
         bad[7] ^= 1;
-        let (answer, _) = ask(&mut port, &bad).await;
-        assert!(answer.is_empty());
+        assert!(no_answer(&mut port, &bad).await.is_empty());
         let (answer, _) = ask(&mut port, &request(1, 4, 0x0C, 2)).await;
         assert!(
             crc_ok(&answer) && answer[1] == 4,
@@ -195,7 +204,7 @@ async fn rtu_faults_behave_as_specified() {
         silent: true,
         ..Faults::default()
     });
-    assert!(ask(&mut port, &req).await.0.is_empty());
+    assert!(no_answer(&mut port, &req).await.is_empty());
 
     dev.set_faults(Faults {
         exception: Some(6),

@@ -420,3 +420,60 @@ fn a_model_shorter_than_its_points_is_refused() {
     let e = resolve(&device, &set, None).unwrap_err();
     assert!(e.to_string().contains("model 103 has length 20"), "{e}");
 }
+
+/// The simulator's register image behind the `Link` trait.
+struct ImageLink {
+    image: socer_drivers::sim::RegisterImage,
+    state: Values,
+}
+
+impl socer_drivers::Link for ImageLink {
+    async fn read_registers(
+        &mut self,
+        _: u8,
+        f: Function,
+        a: u16,
+        n: u16,
+    ) -> Result<Vec<u16>, LinkError> {
+        self.image
+            .read(f, a, n, &self.state)
+            .map_err(|code| LinkError::Exception { code })
+    }
+}
+
+#[test]
+fn the_simulator_image_is_discovered_and_serves_live_values() {
+    let set = ModelSet::builtin().unwrap();
+    for id in [103, 113, 203] {
+        let img = image(&ImageSpec::new(id), &set).unwrap();
+        let state = Values {
+            p_w: Some(-3210.0),
+            f_hz: Some(50.01),
+            ..Default::default()
+        };
+        let mut link = ImageLink {
+            image: img.register_image(),
+            state: state.clone(),
+        };
+        let (_, resolved) = block_on(discover_profile(&mut link, 1, None)).unwrap();
+        assert_eq!(resolved.profile, img.profile);
+        // Word by word until the device refuses: that must be just after the end marker.
+        let mut regs = BTreeMap::new();
+        let mut a = 40000u16;
+        while let Ok(w) = link.image.read(Function::Holding, a, 1, &link.state) {
+            regs.insert(a, w[0]);
+            a += 1;
+        }
+        let last = resolved.model.address + 2 + resolved.model.length;
+        assert_eq!(a, last + 2, "model {id}: image ends after the end marker");
+        assert_eq!((regs[&last], regs[&(last + 1)]), (0xFFFF, 0));
+        let (got, missing) = read_back(&regs, &resolved.profile);
+        assert_eq!(got.p_w, Some(-3210.0), "model {id}");
+        assert!((got.f_hz.unwrap() - 50.01).abs() < 1e-4, "model {id}");
+        // What the simulator's state lacks is "not implemented" on the wire, not zero.
+        assert!(
+            missing.iter().any(|m| m == "v_v"),
+            "model {id}: {missing:?}"
+        );
+    }
+}

@@ -27,6 +27,10 @@ fn listing_names_every_required_model() {
         "abb-b23",
         "schneider-iem3155",
         "huawei-sun2000",
+        "eastron-sdm120",
+        "eastron-sdm72d",
+        "carlo-gavazzi-em340",
+        "sunspec",
     ] {
         assert!(
             stdout.lines().any(|l| l.starts_with(id)),

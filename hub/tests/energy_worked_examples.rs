@@ -517,10 +517,20 @@ fn monthly_report_totals_by_hand() {
     assert_eq!(c.incentive_ueur, 38_490_000);
     // Valorisation: 346 kWh × 11.22 €/MWh = 3.882 12 €.
     assert_eq!(c.valorisation_ueur, 3_882_120);
-    // Social part: A: injected 150, allotted 150, above 55 % = 82.5 → 67.5 kWh, 18.90 × 67.5/150
-    //   = 8.505 €. B (grant, 45 %): injected 300, allotted 136, above 135 → 1 kWh, 12.09/136
-    //   = 0.088 897 € (µ€ rounded). G: injected 90, allotted 60, above 49.5 → 10.5 kWh,
-    //   7.50 × 10.5/60 = 1.3125 €. Total 9.906 397 €.
+    // Social part, per set of plants:
+    //   55 % set {A, G}: injected 150 + 90 = 240, allotted 150 + 60 = 210, incentive 26.40 €;
+    //     above 0.55 × 240 = 132 → 78 kWh; 26.40 × 78/210 = 9.805 714 28… € → 9 805 714 µ€.
+    //     Shares pro rata of incentive: A 9 805 714 × 18.9/26.4 = 7 019 999.80, G × 7.5/26.4
+    //     = 2 785 714.20; the leftover µ€ goes to A (larger remainder): 7 020 000 and 2 785 714.
+    //     Excess pro rata of allotted: A 78 × 150/210 = 55.714 285 7 → 55 714 286 mWh, G 22 285 714.
+    //   45 % set {B}: injected 300, allotted 136, above 135 → 1 kWh; 12.09/136 = 0.088 897 €.
+    //   Total 9 894 611 µ€.
+    let sets: Vec<(u8, u64, u64)> = r
+        .social_sets
+        .iter()
+        .map(|g| (g.threshold_pct, g.excess_mwh, g.social_ueur))
+        .collect();
+    assert_eq!(sets, vec![(55, 78 * KWH, 9_805_714), (45, KWH, 88_897)]);
     let social: Vec<(String, u64, u64)> = r
         .plants
         .iter()
@@ -529,12 +539,12 @@ fn monthly_report_totals_by_hand() {
     assert_eq!(
         social,
         vec![
-            ("tessuti-pv".to_string(), 67_500_000, 8_505_000),
+            ("tessuti-pv".to_string(), 55_714_286, 7_020_000),
             ("stps-pv".to_string(), KWH, 88_897),
-            ("comune-pv".to_string(), 10_500_000, 1_312_500),
+            ("comune-pv".to_string(), 22_285_714, 2_785_714),
         ]
     );
-    assert_eq!(c.social_ueur, 9_906_397);
+    assert_eq!(c.social_ueur, 9_894_611);
     assert_eq!(c.unallotted_mwh, 0);
     // Stated uncertain hours: h11 (C's reset) and h12 (A's gap).
     assert_eq!(
@@ -579,16 +589,20 @@ fn csv_report_reads_as_computed_by_hand() {
          social_eur,estimated_periods,incomplete_periods,flags"
     );
     // Injection 142 + 190 + 130 + 90 = 552; eligible 140 + 180 + 130 + 90 = 540;
-    // withdrawal 76 + 80 + 212 + 80 = 448; social 9.906 397 → 9.91.
-    assert_eq!(lines[1], "community,2024-06-03 worked example,,552.000,540.000,448.000,346.000,,,38.49,,,3.88,9.91,1,0,");
-    assert!(lines.contains(&"plant,tessuti-pv,CP-SONDRIO,150.000,150.000,,150.000,,,18.90,,,,8.51,1,0,social_threshold=55%"));
+    // withdrawal 76 + 80 + 212 + 80 = 448; social 9.894 611 → 9.89.
+    assert_eq!(lines[1], "community,2024-06-03 worked example,,552.000,540.000,448.000,346.000,,,38.49,,,3.88,9.89,1,0,");
+    assert!(lines.contains(&"plant,tessuti-pv,CP-SONDRIO,150.000,150.000,,150.000,,,18.90,,,,7.02,1,0,social_threshold=55%"));
     assert!(lines.contains(&"plant,stps-pv,CP-SONDRIO,300.000,300.000,,136.000,,,12.09,,,,0.09,0,0,social_threshold=45%"));
     // comune: withdrawal 80 (E), injection 90 (G); valorisation on its 60 kWh: 0.6732 → 0.67.
     assert!(lines.contains(&"member,comune,,90.000,,80.000,,60.000,60.000,,7.50,7.50,0.67,,,,"));
     assert!(lines.contains(&"period,2024-06-03T11:00:00Z,,,,,,,,,,,,,,,counter_reset"));
     assert!(lines.contains(&"period,2024-06-03T12:00:00Z,,,,,,,,,,,,,,,estimated"));
-    // 1 header + community + 2 substations + 3 plants + 5 members + 2 flagged periods.
-    assert_eq!(lines.len(), 14);
+    assert!(lines
+        .contains(&"social_set,55%,,240.000,240.000,,210.000,,,26.40,,,,9.81,,,excess_kwh=78.000"));
+    assert!(lines
+        .contains(&"social_set,45%,,300.000,300.000,,136.000,,,12.09,,,,0.09,,,excess_kwh=1.000"));
+    // 1 header + community + 2 substations + 3 plants + 2 social sets + 5 members + 2 periods.
+    assert_eq!(lines.len(), 16);
 }
 
 #[test]
@@ -698,6 +712,8 @@ proptest! {
         }
         let r = monthly_report("p", range(), &b, &plants, &params).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(r.community.social_ueur <= r.community.incentive_ueur);
+        prop_assert_eq!(r.plants.iter().map(|p| p.social_ueur).sum::<u64>(), r.community.social_ueur);
+        prop_assert_eq!(r.social_sets.iter().map(|g| g.social_ueur).sum::<u64>(), r.community.social_ueur);
         for p in &r.plants {
             prop_assert!(p.social_ueur <= p.incentive_ueur);
             prop_assert!(p.excess_mwh <= p.allotted_mwh);
@@ -732,4 +748,17 @@ proptest! {
             prop_assert_eq!(old, Some(s.shared_mwh.min(x.1)));
         }
     }
+}
+
+#[test]
+fn json_report_keeps_exact_units() {
+    let Some(r) = report() else {
+        panic!("the worked example must produce a report");
+    };
+    let v = serde_json::to_value(&r).unwrap_or_default();
+    assert_eq!(v["community"]["shared_mwh"], 346_000_000u64);
+    assert_eq!(v["community"]["incentive_ueur"], 38_490_000u64);
+    assert_eq!(v["plants"][0]["commissioned"], "2023-03-01");
+    assert_eq!(v["flagged_periods"][0]["start"], "2024-06-03T11:00:00Z");
+    assert_eq!(v["flagged_periods"][0]["flags"]["counter_reset"], true);
 }

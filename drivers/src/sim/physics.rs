@@ -156,7 +156,9 @@ pub struct Physics {
     rng: Rng,
     /// Monotonic time up to which energy has been integrated.
     integrated_to: Duration,
-    /// Power held since `integrated_to`.
+    /// When the source is sampled next (monotonic).
+    next_sample: Duration,
+    /// Power held since the last sample.
     p_w: f64,
     e_imp_wh: Counter,
     e_exp_wh: Counter,
@@ -174,6 +176,7 @@ impl Physics {
         let p_w = source.power_w(clock.now_utc());
         let mut physics = Physics {
             integrated_to: clock.mono(),
+            next_sample: clock.mono() + config.sample_period.max(Duration::from_millis(1)),
             rng: Rng::new(config.seed ^ 0x5EED_0FC0_FFEE),
             p_w,
             e_imp_wh: Counter::new(config.import_wh.max(0.0)),
@@ -189,30 +192,36 @@ impl Physics {
         physics
     }
 
-    /// Integrate the held power up to the clock's now, sampling the source once per sample period.
-    /// Energy is exactly the held power × elapsed time: Wh = W × h.
+    /// Integrate the held power up to the clock's now, sampling the source (and the grid) at
+    /// every sample period boundary crossed. Energy is exactly the held power × elapsed time:
+    /// Wh = W × h.
     pub fn advance(&mut self) {
         let now = self.clock.mono();
         if now <= self.integrated_to {
             return;
         }
-        let total = now - self.integrated_to;
         let period = self
             .config
             .sample_period
-            .max(total / MAX_SAMPLES_PER_ADVANCE)
+            .max((now - self.integrated_to) / MAX_SAMPLES_PER_ADVANCE)
             .max(Duration::from_millis(1));
         let wall_now = self.clock.now_utc();
+        let mut sampled = false;
         while self.integrated_to < now {
-            let step = period.min(now - self.integrated_to);
-            self.integrate(step);
-            self.integrated_to += step;
-            let behind = now - self.integrated_to;
-            let wall =
-                wall_now - chrono::Duration::from_std(behind).unwrap_or(chrono::Duration::zero());
-            self.p_w = self.source.power_w(wall);
+            let until = self.next_sample.min(now);
+            self.integrate(until - self.integrated_to);
+            self.integrated_to = until;
+            if until == self.next_sample {
+                let behind =
+                    chrono::Duration::from_std(now - until).unwrap_or(chrono::Duration::zero());
+                self.p_w = self.source.power_w(wall_now - behind);
+                self.next_sample = until + period;
+                sampled = true;
+            }
         }
-        self.sample_grid();
+        if sampled {
+            self.sample_grid();
+        }
     }
 
     fn integrate(&mut self, dt: Duration) {

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 
 use crate::decode::encode;
-use crate::profile::Profile;
+use crate::profile::{Function, Profile};
 use crate::reading::Values;
+use crate::sim::RegisterImage;
 
 use super::models::{ModelKind, ModelSet, PointType};
 use super::{encode_string, resolve, Common, Device, ModelHeader, SunSpecError, END_ID, MARKER};
@@ -159,6 +160,21 @@ pub fn image(spec: &ImageSpec, set: &ModelSet) -> Result<SunSpecImage, SunSpecEr
 }
 
 impl SunSpecImage {
+    /// The image as the simulator serves it: every word static (unset points hold their
+    /// "not implemented" pattern), the mapped points live over the simulator's state.
+    pub fn register_image(&self) -> RegisterImage {
+        let mut baseline = self.clone();
+        baseline.set(&Values::default());
+        let mut img = RegisterImage::new(self.profile.defaults.clone());
+        for (&address, &word) in &baseline.registers {
+            img.add_static(Function::Holding, address, &[word]);
+        }
+        for q in &self.profile.quantities {
+            img.add_live(q.clone());
+        }
+        img
+    }
+
     /// Write canonical values into the live points; an absent value becomes the point type's
     /// "not implemented" pattern.
     pub fn set(&mut self, values: &Values) {

@@ -17,6 +17,16 @@ use crate::profile::{
 
 /// The profile id a site config uses for any SunSpec device.
 pub const PROFILE_ID: &str = "sunspec";
+/// Whether a model id names SunSpec: `sunspec` (the first mapped model of the chain) gives
+/// `Some(None)`, `sunspec:203` (that model, for a device carrying several) `Some(Some(203))`.
+pub fn model_choice(id: &str) -> Option<Option<u16>> {
+    match id.split_once(':') {
+        None if id == PROFILE_ID => Some(None),
+        Some((PROFILE_ID, n)) => n.parse().ok().map(Some),
+        _ => None,
+    }
+}
+
 /// "SunS" as two big-endian registers.
 pub const MARKER: [u16; 2] = [0x5375, 0x6E53];
 /// Where the marker may be, in the order the specification says to look.
@@ -63,11 +73,11 @@ pub struct Device {
 pub enum SunSpecError {
     #[error("unit {unit}: no SunS marker ({})", evidence.join("; "))]
     NotFound { unit: u8, evidence: Vec<String> },
-    #[error("unit {unit}, register {address}: {source}")]
+    #[error("unit {unit}, register {address}: {error}")]
     Link {
         unit: u8,
         address: u16,
-        source: LinkError,
+        error: LinkError,
     },
     #[error("unit {unit}: model chain broken at register {address}: {why}")]
     Chain { unit: u8, address: u16, why: String },
@@ -93,7 +103,7 @@ pub async fn discover<L: Link>(link: &mut L, unit: u8) -> Result<Device, SunSpec
                 return Err(SunSpecError::Link {
                     unit,
                     address: b,
-                    source: e,
+                    error: e,
                 })
             }
             Err(e) => evidence.push(format!("{b}: {e}")),
@@ -141,7 +151,7 @@ async fn walk_chain<L: Link>(
                 return Err(SunSpecError::Link {
                     unit,
                     address,
-                    source: e,
+                    error: e,
                 })
             }
         };
@@ -191,10 +201,10 @@ async fn read_common<L: Link>(
     let words = link
         .read_registers(unit, Function::Holding, h.address, count)
         .await
-        .map_err(|source| SunSpecError::Link {
+        .map_err(|error| SunSpecError::Link {
             unit,
             address: h.address,
-            source,
+            error,
         })?;
     let text = |name: &str| {
         def.point(name)
@@ -361,6 +371,14 @@ pub async fn discover_profile<L: Link>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_choice_reads_sunspec_with_an_optional_model_id() {
+        assert_eq!(model_choice("sunspec"), Some(None));
+        assert_eq!(model_choice("sunspec:203"), Some(Some(203)));
+        assert_eq!(model_choice("sunspec:x"), None);
+        assert_eq!(model_choice("eastron-sdm630"), None);
+    }
 
     #[test]
     fn strings_round_trip_and_stop_at_nul() {

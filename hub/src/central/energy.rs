@@ -11,7 +11,7 @@
 //! - [`affected_range`]`(prev, first_new, last_new, next, period) -> Range`: after late samples
 //!   arrive, the periods whose energy may have changed and must be recomputed.
 //! - [`Period`] (1 h by default, 15 min or any divisor of a day), [`Range`] (half-open, aligned),
-//!   [`EnergyOptions`] (the gap threshold, the read-noise tolerance), [`Flags`].
+//!   [`EnergyOptions`] (the gap threshold), [`Flags`].
 //!
 //! # Units and rounding
 //! Energy is an integer number of **milliwatt-hours** (`u64`, fields named `_mwh`), so sums are
@@ -29,8 +29,8 @@
 //!   the read-noise tolerance below, is a reset (meter replaced, counter cleared, overflow). The interval's energy is the new value itself: the energy counted
 //!   since the reset, which is certain; whatever was counted between the previous sample and the
 //!   reset is lost and not guessed. The periods that interval touches are flagged `counter_reset`.
-//! - **Read noise**: a counter that goes back by at most [`EnergyOptions::jitter_wh`] (default
-//!   1 Wh) or 1 ppm of its value is not a reset: that interval counts nothing, and the next
+//! - **Read noise**: a counter that goes back by at most [`NOISE_TOLERANCE_WH`] (1 Wh) or 1 ppm
+//!   of its value is not a reset: that interval counts nothing, and the next
 //!   increase counts from the higher value seen before, so nothing is counted twice.
 //! - **Gap**: an interval longer than [`EnergyOptions::max_gap`] is spread over its span by time
 //!   like any other, and the periods it touches are flagged `estimated`. So are the periods touched
@@ -184,22 +184,22 @@ impl CounterSample {
 }
 
 /// How samples are judged.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnergyOptions {
     /// An interval between samples longer than this is a gap: spread, and flagged estimated.
     pub max_gap: Duration,
-    /// A counter that goes back by at most max(this, 1 ppm of its value) is read noise (a float
-    /// rounded differently), not a reset: it counts nothing and the higher value stays the
-    /// reference. Without this, a 0.1 Wh wobble on a 12 MWh counter would count 12 MWh.
-    pub jitter_wh: f64,
 }
+
+/// A counter that goes back by at most max(this, 1 ppm of its value) is read noise (a float
+/// rounded differently), not a reset: it counts nothing and the higher value stays the reference.
+/// Without this, a 0.1 Wh wobble on a 12 MWh counter would count 12 MWh.
+pub const NOISE_TOLERANCE_WH: f64 = 1.0;
 
 impl EnergyOptions {
     /// The usual threshold: twice the meter's expected reading interval.
     pub fn for_interval(interval: Duration) -> Self {
         EnergyOptions {
             max_gap: interval * 2,
-            jitter_wh: 1.0,
         }
     }
 }
@@ -357,11 +357,7 @@ impl Counter {
         opts: &EnergyOptions,
     ) -> Option<Counter> {
         let max_gap_ms = opts.max_gap.num_milliseconds();
-        let jitter_mwh = if opts.jitter_wh.is_finite() {
-            (opts.jitter_wh.max(0.0) * 1000.0) as u64
-        } else {
-            0
-        };
+        let jitter_mwh = (NOISE_TOLERANCE_WH * 1000.0) as u64;
         let mut pts: Vec<(i64, u64, bool)> = samples
             .iter()
             .filter_map(|s| {
@@ -788,7 +784,7 @@ mod tests {
             }
             for period in [Period::HOUR, Period::QUARTER_HOUR, Period::MINUTE] {
                 let r = Range::new(base(), period.ceil(base() + Duration::milliseconds(t)));
-                let o = EnergyOptions { max_gap: Duration::days(1), jitter_wh: 1.0 };
+                let o = EnergyOptions { max_gap: Duration::days(1) };
                 let e1 = meter_periods(&base_s, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let e2 = meter_periods(&extra, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(e1, e2);

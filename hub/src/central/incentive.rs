@@ -30,11 +30,15 @@
 //! - Incentive of a plant in a period = allotted × TIP(plant, Pz of that period's hour); with
 //!   15-minute periods each quarter uses its hour's price.
 //! - ARERA valorisation per substation and period = shared × CUAf (an input: 11.22 €/MWh for 2024).
-//! - Social part, per plant over the report range: the incentive on the shared energy allotted
-//!   above 55 % of the plant's injection (45 % with a capital grant), i.e.
-//!   incentive × max(0, allotted − t·injection) / allotted. It is the plant's average tariff over
-//!   the range applied to the excess (the rule does not say which hours are "above"). For a
-//!   yearly settlement, call [`monthly_report`] with the year's range.
+//! - Social part (*tariffa premio eccedentaria*): the incentive on the shared energy above 55 % of
+//!   the injected energy (45 % for plants with a capital grant) goes to non-business members or
+//!   social purposes. The GSE computes it yearly "aggregating the incentivised plants in two
+//!   sets" (tariff only: 55 %; tariff + capital grant: 45 %; GSE communiqué 2024, as quoted by
+//!   consenergygroup.it). So, per set over the report range: excess = max(0, Σ allotted −
+//!   t · Σ injection), social = Σ incentive × excess / Σ allotted (the set's average tariff on the
+//!   excess). Each plant is shown its share: social pro rata of its incentive, excess pro rata of
+//!   its allotted energy (exact splits). A monthly report gives the month's estimate; for the
+//!   yearly figure call [`monthly_report`] with the year's range.
 //! - Members: per substation and period, the incentive of its plants and the valorisation are
 //!   split among PODs pro rata of their shared-energy contributions (as consumers, pro rata of
 //!   withdrawal; as producers, pro rata of eligible injection), then summed per member. The two
@@ -46,9 +50,10 @@
 //! `incentive_as_producer_eur,valorisation_eur,social_eur,estimated_periods,incomplete_periods,flags`
 //!
 //! `record` is `community` (id = the label), `substation`, `plant` (shared_kwh = allotted; flags
-//! = `social_threshold=55%`/`45%`), `member` (valorisation = as consumer), or `period` (id =
-//! the period start in RFC 3339 UTC, flags = `estimated|counter_reset|incomplete`: one row per
-//! period with any flag). Cells that do not apply are empty.
+//! = `social_threshold=55%`/`45%`; social = its share), `social_set` (id = `55%` or `45%`;
+//! shared_kwh = allotted; flags = `excess_kwh=…`), `member` (valorisation = as consumer), or
+//! `period` (id = the period start in RFC 3339 UTC, flags = `estimated|counter_reset|incomplete`:
+//! one row per period with any flag). Cells that do not apply are empty.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -73,6 +78,10 @@ pub enum IncentiveError {
     IneligiblePod { plant: String, pod: String },
     #[error("plant `{0}` is listed twice")]
     DuplicatePlant(String),
+    #[error("plant `{plant}`: {msg}")]
+    BadPlant { plant: String, msg: String },
+    #[error("CUAf of {0} €/MWh is not a finite, non-negative value")]
+    BadCuaf(f64),
 }
 
 /// An eligible plant of the community.
@@ -145,10 +154,30 @@ pub fn allot(
     plants: &[Plant],
     params: &IncentiveParams,
 ) -> Result<Allotment, IncentiveError> {
+    if !(params.cuaf_eur_per_mwh.is_finite() && params.cuaf_eur_per_mwh >= 0.0) {
+        return Err(IncentiveError::BadCuaf(params.cuaf_eur_per_mwh));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for p in plants {
         if !seen.insert(p.id.as_str()) {
             return Err(IncentiveError::DuplicatePlant(p.id.clone()));
+        }
+        let bad = |msg: String| IncentiveError::BadPlant {
+            plant: p.id.clone(),
+            msg,
+        };
+        let t = &p.tariff;
+        if !(t.power_kw.is_finite() && t.power_kw > 0.0) {
+            return Err(bad(format!(
+                "power {} kW is not a positive number",
+                t.power_kw
+            )));
+        }
+        if !(t.grant_share.is_finite() && (0.0..=1.0).contains(&t.grant_share)) {
+            return Err(bad(format!(
+                "grant share {} is not between 0 and 1",
+                t.grant_share
+            )));
         }
     }
     // The substation of each POD, from the balance itself.
@@ -156,6 +185,12 @@ pub fn allot(
         .pods
         .iter()
         .map(|p| (p.pod.as_str(), p.substation.as_str()))
+        .collect();
+    let ineligible: std::collections::BTreeSet<&str> = balance
+        .pods
+        .iter()
+        .filter(|x| !x.eligible_injection)
+        .map(|x| x.pod.as_str())
         .collect();
     for p in plants {
         if !pod_sub.contains_key(p.pod.as_str()) {
@@ -166,11 +201,7 @@ pub fn allot(
         }
         // Shared energy counts only eligible injection: a plant elsewhere would be paid on
         // energy the balance never counted.
-        if balance
-            .pods
-            .iter()
-            .any(|x| x.pod == p.pod && !x.eligible_injection)
-        {
+        if ineligible.contains(p.pod.as_str()) {
             return Err(IncentiveError::IneligiblePod {
                 plant: p.id.clone(),
                 pod: p.pod.clone(),
@@ -374,13 +405,28 @@ pub struct PlantMonth {
     pub injection_mwh: u64,
     pub allotted_mwh: u64,
     pub incentive_ueur: u64,
-    /// 55, or 45 for a plant with a capital grant.
+    /// 55, or 45 for a plant with a capital grant: the set it is counted in.
     pub social_threshold_pct: u8,
-    /// Allotted energy above the threshold (rounded down to the mWh).
+    /// Its share of its set's allotted energy above the threshold.
     pub excess_mwh: u64,
+    /// Its share of its set's social part.
     pub social_ueur: u64,
     pub estimated_periods: usize,
     pub incomplete_periods: usize,
+}
+
+/// One of the two sets of plants the social part is computed on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SocialSet {
+    /// 55 (tariff only) or 45 (tariff and capital grant).
+    pub threshold_pct: u8,
+    pub plants: Vec<String>,
+    pub injection_mwh: u64,
+    pub allotted_mwh: u64,
+    pub incentive_ueur: u64,
+    /// Allotted energy above the threshold (rounded down to the mWh).
+    pub excess_mwh: u64,
+    pub social_ueur: u64,
 }
 
 /// One member over the report range.
@@ -412,6 +458,8 @@ pub struct MonthlyReport {
     pub community: CommunityMonth,
     pub substations: Vec<SubstationMonth>,
     pub plants: Vec<PlantMonth>,
+    /// The 55 % set, then the 45 % set (a set without plants is left out).
+    pub social_sets: Vec<SocialSet>,
     pub members: Vec<MemberMonth>,
     pub flagged_periods: Vec<FlaggedPeriod>,
 }
@@ -502,8 +550,6 @@ pub fn monthly_report(
         let allotted_mwh: u64 = periods.iter().map(|x| x.allotted_mwh).sum();
         let incentive_ueur: u64 = periods.iter().map(|x| x.incentive_ueur).sum();
         let pct: u8 = if p.tariff.grant_share > 0.0 { 45 } else { 55 };
-        let (excess_mwh, social_ueur) =
-            social_part(allotted_mwh, injection_mwh, incentive_ueur, pct);
         plant_rows.push(PlantMonth {
             plant: p.id.clone(),
             pod: p.pod.clone(),
@@ -517,12 +563,46 @@ pub fn monthly_report(
             allotted_mwh,
             incentive_ueur,
             social_threshold_pct: pct,
-            excess_mwh,
-            social_ueur,
+            excess_mwh: 0,
+            social_ueur: 0,
             estimated_periods: periods.iter().filter(|x| x.flags.estimated).count(),
             incomplete_periods: periods.iter().filter(|x| x.flags.incomplete).count(),
         });
+    }
+    let mut social_sets = Vec::new();
+    for pct in [55u8, 45] {
+        let idx: Vec<usize> = (0..plant_rows.len())
+            .filter(|&i| plant_rows[i].social_threshold_pct == pct)
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let sum = |f: fn(&PlantMonth) -> u64| idx.iter().map(|&i| f(&plant_rows[i])).sum::<u64>();
+        let (injection_mwh, allotted_mwh, incentive_ueur) = (
+            sum(|p| p.injection_mwh),
+            sum(|p| p.allotted_mwh),
+            sum(|p| p.incentive_ueur),
+        );
+        let (excess_mwh, social_ueur) =
+            social_part(allotted_mwh, injection_mwh, incentive_ueur, pct);
+        let by_incentive: Vec<u64> = idx.iter().map(|&i| plant_rows[i].incentive_ueur).collect();
+        let by_allotted: Vec<u64> = idx.iter().map(|&i| plant_rows[i].allotted_mwh).collect();
+        let shares = apportion(social_ueur, &by_incentive);
+        let excess = apportion(excess_mwh, &by_allotted);
+        for (k, &i) in idx.iter().enumerate() {
+            plant_rows[i].social_ueur = shares[k];
+            plant_rows[i].excess_mwh = excess[k];
+        }
         community.social_ueur += social_ueur;
+        social_sets.push(SocialSet {
+            threshold_pct: pct,
+            plants: idx.iter().map(|&i| plant_rows[i].plant.clone()).collect(),
+            injection_mwh,
+            allotted_mwh,
+            incentive_ueur,
+            excess_mwh,
+            social_ueur,
+        });
     }
     plant_rows.sort_by(|x, y| {
         x.commissioned
@@ -560,6 +640,7 @@ pub fn monthly_report(
         community,
         substations: subs.into_values().collect(),
         plants: plant_rows,
+        social_sets,
         members: members.into_values().collect(),
         flagged_periods: flagged,
     })
@@ -669,6 +750,30 @@ pub fn report_csv(r: &MonthlyReport) -> String {
                 p.estimated_periods.to_string(),
                 p.incomplete_periods.to_string(),
                 format!("social_threshold={}%", p.social_threshold_pct),
+            ],
+        );
+    }
+    for g in &r.social_sets {
+        row(
+            &mut out,
+            [
+                "social_set".into(),
+                format!("{}%", g.threshold_pct),
+                e(),
+                kwh(g.injection_mwh),
+                kwh(g.injection_mwh),
+                e(),
+                kwh(g.allotted_mwh),
+                e(),
+                e(),
+                eur(g.incentive_ueur),
+                e(),
+                e(),
+                e(),
+                eur(g.social_ueur),
+                e(),
+                e(),
+                format!("excess_kwh={}", kwh(g.excess_mwh)),
             ],
         );
     }
@@ -794,6 +899,20 @@ mod tests {
             allot(&one_pod(true), &[plant("x", "P"), plant("x", "P")], &params),
             Err(IncentiveError::DuplicatePlant("x".into()))
         );
+        let mut nan_grant = plant("x", "P");
+        nan_grant.tariff.grant_share = f64::NAN;
+        assert!(matches!(
+            allot(&one_pod(true), &[nan_grant], &params),
+            Err(IncentiveError::BadPlant { .. })
+        ));
+        let nan_cuaf = IncentiveParams {
+            cuaf_eur_per_mwh: f64::NAN,
+            ..params.clone()
+        };
+        assert!(matches!(
+            allot(&one_pod(true), &[plant("x", "P")], &nan_cuaf),
+            Err(IncentiveError::BadCuaf(_))
+        ));
     }
 
     #[test]

@@ -34,6 +34,8 @@ use super::energy::Period;
 pub enum TariffError {
     #[error("no zonal price for the hour starting {0}")]
     MissingPrice(DateTime<Utc>),
+    #[error("zonal price {price} for the hour starting {hour} is not a finite number")]
+    BadPrice { hour: DateTime<Utc>, price: f64 },
     #[error("price file line {line}: {msg}")]
     PriceLine { line: usize, msg: String },
 }
@@ -164,10 +166,22 @@ impl Prices {
     /// The price of the hour holding `ts`.
     pub fn pz_at(&self, ts: DateTime<Utc>) -> Result<f64, TariffError> {
         match self {
-            Prices::Constant(p) => Ok(*p),
+            Prices::Constant(p) if p.is_finite() => Ok(*p),
+            Prices::Constant(p) => Err(TariffError::BadPrice {
+                hour: Period::HOUR.floor(ts),
+                price: *p,
+            }),
             Prices::Hourly(m) => {
                 let hour = Period::HOUR.floor(ts);
-                m.get(&hour).copied().ok_or(TariffError::MissingPrice(hour))
+                let p = m
+                    .get(&hour)
+                    .copied()
+                    .ok_or(TariffError::MissingPrice(hour))?;
+                if p.is_finite() {
+                    Ok(p)
+                } else {
+                    Err(TariffError::BadPrice { hour, price: p })
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use socer_drivers::profile::{Profile, ProfileSet};
+use socer_drivers::sunspec;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,7 +44,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         },
-        None if args.json => println!("{}", serde_json::to_string_pretty(&summaries(&set))?),
+        None if args.json => {
+            let mut all = summaries(&set);
+            all.push(sunspec_summary());
+            println!("{}", serde_json::to_string_pretty(&all)?)
+        }
         None => print!("{}", list_table(&set)),
     }
     Ok(ExitCode::SUCCESS)
@@ -77,6 +82,19 @@ pub fn summaries(set: &ProfileSet) -> Vec<Summary<'_>> {
     rows
 }
 
+/// The `sunspec` model id is not a fixed map: a device is discovered (`SunS` marker, model chain)
+/// and resolved into a profile at start-up. Listed beside the fixed profiles so technicians find it.
+pub fn sunspec_summary() -> Summary<'static> {
+    Summary {
+        id: sunspec::PROFILE_ID,
+        manufacturer: "SunSpec Alliance",
+        model: "any SunSpec device (discovered)",
+        kind: "inverter/meter",
+        phases: 0,
+        source: "SunSpec Information Model Specification and model definitions: inverters 101-103 and 111-113, meters 201-204 (use sunspec:N to choose one model of a device)",
+    }
+}
+
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -106,13 +124,14 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn list_table(set: &ProfileSet) -> String {
     let rows: Vec<Vec<String>> = summaries(set)
         .into_iter()
+        .chain(std::iter::once(sunspec_summary()))
         .map(|s| {
             vec![
                 s.id.to_string(),
                 s.manufacturer.to_string(),
                 s.model.to_string(),
                 s.kind.to_string(),
-                s.phases.to_string(),
+                if s.phases == 0 { "-".to_string() } else { s.phases.to_string() },
                 s.source.to_string(),
             ]
         })
