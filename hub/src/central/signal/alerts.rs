@@ -77,8 +77,8 @@ pub fn green_windows(slots: &[ForecastSlot], min: Duration) -> Vec<Window> {
 #[derive(Debug, Clone)]
 pub struct Alerts {
     cfg: AlertConfig,
-    /// Forecast windows already announced, by start.
-    announced: BTreeMap<DateTime<Utc>, Window>,
+    /// Forecast windows already announced, by start, and the targets told of each.
+    announced: BTreeMap<DateTime<Utc>, (Window, Vec<Option<String>>)>,
     /// The window open now and the targets that were told it opened.
     open: Option<(Window, Vec<Option<String>>)>,
     /// Alerts sent per target and local day.
@@ -113,7 +113,7 @@ impl Alerts {
         forecast: &[ForecastSlot],
     ) -> Vec<Alert> {
         let mut out = Vec::new();
-        self.announced.retain(|_, w| w.end > now);
+        self.announced.retain(|_, (w, _)| w.end > now);
         let day = now.with_timezone(&self.cfg.tz).date_naive();
         self.sent.retain(|(_, d), _| *d >= day);
 
@@ -121,7 +121,7 @@ impl Alerts {
         match (&self.open, live == Level::Green) {
             (None, true) => {
                 let w = self.opening_window(now, live_surplus_kw, forecast);
-                self.announced.retain(|_, a| !a.overlaps(&w));
+                self.announced.retain(|_, (a, _)| !a.overlaps(&w));
                 let told = self.emit(&mut out, now, AlertKind::Open, w, None);
                 self.open = Some((w, told));
             }
@@ -152,13 +152,26 @@ impl Alerts {
             if w.start <= now || w.start >= horizon {
                 continue;
             }
-            let known = self.announced.values().any(|a| a.overlaps(&w))
-                || self.open.as_ref().is_some_and(|(o, _)| o.overlaps(&w));
-            if known {
+            if self.open.as_ref().is_some_and(|(o, _)| o.overlaps(&w)) {
                 continue;
             }
-            self.emit(&mut out, now, AlertKind::Expected, w, None);
-            self.announced.insert(w.start, w);
+            // A target told of an overlapping window is not told again; one the window did not
+            // suit before (it has grown) or whose budget was spent is told now if it can be.
+            let overlapping: Vec<DateTime<Utc>> = self
+                .announced
+                .iter()
+                .filter(|(_, (a, _))| a.overlaps(&w))
+                .map(|(k, _)| *k)
+                .collect();
+            let mut told: Vec<Option<String>> = Vec::new();
+            for k in &overlapping {
+                if let Some((_, t)) = self.announced.remove(k) {
+                    told.extend(t);
+                }
+            }
+            let reached = self.emit_except(&mut out, now, AlertKind::Expected, w, &told);
+            told.extend(reached);
+            self.announced.insert(w.start, (w, told));
         }
         out
     }
@@ -206,6 +219,21 @@ impl Alerts {
             end: t,
             surplus_kwh: surplus,
         }
+    }
+
+    /// `emit` to every target but those in `except`.
+    fn emit_except(
+        &mut self,
+        out: &mut Vec<Alert>,
+        now: DateTime<Utc>,
+        kind: AlertKind,
+        w: Window,
+        except: &[Option<String>],
+    ) -> Vec<Option<String>> {
+        let mut all: Vec<Option<String>> = vec![None];
+        all.extend(self.cfg.flex.iter().map(|f| Some(f.site.clone())));
+        all.retain(|t| !except.contains(t));
+        self.emit(out, now, kind, w, Some(&all))
     }
 
     /// Send `kind` for `w` to the community and to each flex site it suits, within the budgets;
@@ -435,12 +463,54 @@ mod tests {
         assert_eq!(out[1].loads[0].hours, 3.0);
         // The same window in the next forecast is not announced again.
         let later = now + Duration::minutes(30);
+        assert!(a.step(later, Level::Red, -20.0, &f).is_empty());
+        // Grown by an hour it is still not news to those told; 200 kWh now suits the heat pumps
+        // (0.5 h at 400 kW), which hear of it for the first time.
+        let grown = a.step(
+            later,
+            Level::Red,
+            -20.0,
+            &slots(now, |i| (4..9).contains(&i)),
+        );
+        assert_eq!(grown.len(), 1, "{grown:#?}");
+        assert_eq!(grown[0].site.as_deref(), Some("domus-1"));
         assert!(a
             .step(
                 later,
                 Level::Red,
                 -20.0,
                 &slots(now, |i| (4..9).contains(&i))
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn a_site_the_window_did_not_suit_is_told_when_it_grows() {
+        let now = t("2026-06-10T05:00:00Z");
+        let mut a = Alerts::new(cfg(4));
+        // One green hour of 20 kWh: too little for the 50 kW depot (0.4 h).
+        let mut f = slots(now, |i| i == 5);
+        f[5].surplus_kwh = 20.0;
+        let first = a.step(now, Level::Red, -20.0, &f);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].site, None);
+        // The next forecast sees three hours of 40 kWh: the depot is told, the community not again.
+        let later = now + Duration::minutes(15);
+        let second = a.step(
+            later,
+            Level::Red,
+            -20.0,
+            &slots(now, |i| (4..7).contains(&i)),
+        );
+        assert_eq!(second.len(), 1, "{second:#?}");
+        assert_eq!(second[0].site.as_deref(), Some("stps"));
+        assert_eq!(second[0].expected_surplus_kwh, 120.0);
+        assert!(a
+            .step(
+                later,
+                Level::Red,
+                -20.0,
+                &slots(now, |i| (4..7).contains(&i))
             )
             .is_empty());
     }

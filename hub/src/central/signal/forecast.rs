@@ -85,23 +85,47 @@ pub const FALLBACK_PROFILE: [f64; 24] = [
     1.14, 1.22, 1.38, 1.47, 1.38, 1.15, 0.92, 0.73,
 ];
 
-/// What recent production says about the sky.
+/// A local hour gets its own climatology once history has this many daylight samples of it.
+const HOURLY_MIN_DAYS: usize = 5;
+
+/// The latest daylight hours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recent {
+    /// Their clear-sky index: actual / clear-sky production.
+    pub index: f64,
+    /// How they compare with what climatology expected of those hours (1: as usual).
+    pub factor: f64,
+    /// The end of the last of them.
+    pub seen: DateTime<Utc>,
+}
+
+/// What production says about the sky: recently, and usually.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CloudEstimate {
-    /// Clear-sky index of the latest daylight hours and the end of the last of them.
-    pub recent: Option<(f64, DateTime<Utc>)>,
+    pub recent: Option<Recent>,
     /// Long-run clear-sky index: learned, or the configured one.
     pub climatology: f64,
+    /// Per local hour, the long-run index of that hour: the valley's horizon, the arrays'
+    /// orientation and the usual afternoon clouds shape the day, which one number cannot.
+    pub hourly: [Option<f64>; 24],
+    pub tz: Tz,
 }
 
 impl CloudEstimate {
-    /// The clear-sky index expected at `t`: the recent one, fading to climatology.
+    /// The usual clear-sky index at `t`.
+    pub fn usual(&self, t: DateTime<Utc>) -> f64 {
+        self.hourly[t.with_timezone(&self.tz).hour() as usize].unwrap_or(self.climatology)
+    }
+
+    /// The clear-sky index expected at `t`: the usual one, scaled by how the latest hours stood
+    /// from usual, that scaling fading with the time since they were seen.
     pub fn at(&self, t: DateTime<Utc>, memory_hours: f64) -> f64 {
+        let usual = self.usual(t);
         match self.recent {
-            None => self.climatology,
-            Some((k, seen)) => {
-                let ahead_h = ((t - seen).num_seconds().max(0) as f64) / 3600.0;
-                self.climatology + (k - self.climatology) * (-ahead_h / memory_hours).exp()
+            None => usual,
+            Some(r) => {
+                let ahead_h = ((t - r.seen).num_seconds().max(0) as f64) / 3600.0;
+                usual * (1.0 + (r.factor - 1.0) * (-ahead_h / memory_hours).exp())
             }
         }
     }
@@ -128,15 +152,34 @@ pub fn estimate_clouds(
         })
         .collect();
     daylight.sort_by_key(|h| h.0);
-    let climate: Vec<(f64, f64)> = daylight
+    let climate: Vec<&(DateTime<Utc>, f64, f64)> = daylight
         .iter()
         .filter(|h| now - h.0 <= CLIMATE_SPAN)
-        .map(|h| (h.1, h.2))
         .collect();
+    let pairs = |hs: &[&(DateTime<Utc>, f64, f64)]| -> Vec<(f64, f64)> {
+        hs.iter().map(|h| (h.1, h.2)).collect()
+    };
     let climatology = if climate.len() >= CLIMATE_MIN_HOURS {
-        ratio(&climate).unwrap_or(p.climatology)
+        ratio(&pairs(&climate)).unwrap_or(p.climatology)
     } else {
         p.climatology
+    };
+    let mut hourly = [None; 24];
+    for (hr, slot) in hourly.iter_mut().enumerate() {
+        let of_hour: Vec<&(DateTime<Utc>, f64, f64)> = climate
+            .iter()
+            .filter(|h| h.0.with_timezone(&p.tz).hour() as usize == hr)
+            .copied()
+            .collect();
+        if of_hour.len() >= HOURLY_MIN_DAYS {
+            *slot = ratio(&pairs(&of_hour));
+        }
+    }
+    let mut est = CloudEstimate {
+        recent: None,
+        climatology,
+        hourly,
+        tz: p.tz,
     };
     let recent: Vec<&(DateTime<Utc>, f64, f64)> = daylight
         .iter()
@@ -144,15 +187,26 @@ pub fn estimate_clouds(
         .take_while(|h| now - h.0 <= RECENT)
         .take(RECENT_HOURS)
         .collect();
-    let recent = recent.first().and_then(|last| {
-        let pairs: Vec<(f64, f64)> = recent.iter().map(|h| (h.1, h.2)).collect();
-        ratio(&pairs).map(|k| (k, last.0 + Duration::hours(1)))
-    });
-    CloudEstimate {
-        recent,
-        climatology,
+    if let (Some(last), Some(index)) = (recent.first(), ratio(&pairs(&recent))) {
+        let actual: f64 = recent.iter().map(|h| h.1).sum();
+        let usual: f64 = recent.iter().map(|h| h.2 * est.usual(h.0)).sum();
+        let factor = if usual > 0.0 {
+            (actual / usual).clamp(0.0, MAX_FACTOR)
+        } else {
+            1.0
+        };
+        est.recent = Some(Recent {
+            index,
+            factor,
+            seen: last.0 + Duration::hours(1),
+        });
     }
+    est
 }
+
+/// The recent hours may stand at most this many times above usual (a bright day after a dull
+/// fortnight).
+const MAX_FACTOR: f64 = 3.0;
 
 /// Expected consumption per local weekday and hour, kWh, learned from history.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +214,14 @@ pub struct ConsumptionModel {
     /// [weekday from Monday][local hour].
     pub kwh: [[f64; 24]; 7],
 }
+
+/// 0 for Monday–Friday, 1 Saturday, 2 Sunday (weekday from Monday = 0).
+fn day_type(d: usize) -> usize {
+    d.saturating_sub(4).min(2)
+}
+
+/// Share each neighbouring hour takes in the smoothing (light: loads switch on and off by the clock).
+const SMOOTH: f64 = 0.1;
 
 /// Weight of a sample `weeks` old: recent weeks count more.
 fn age_weight(weeks: f64) -> f64 {
@@ -175,7 +237,8 @@ pub fn consumption_model(
     now: DateTime<Utc>,
 ) -> ConsumptionModel {
     let mut wd = [[(0.0f64, 0.0f64, 0u32); 24]; 7];
-    let mut hod = [(0.0f64, 0.0f64); 24];
+    // Per day type (Monday–Friday, Saturday, Sunday) and hour.
+    let mut hod = [[(0.0f64, 0.0f64); 24]; 3];
     let (mut total, mut n) = (0.0, 0usize);
     for h in history.iter().filter(|h| h.start < now) {
         let local = h.start.with_timezone(&p.tz);
@@ -188,8 +251,8 @@ pub fn consumption_model(
         wd[d][hr].0 += w * c;
         wd[d][hr].1 += w;
         wd[d][hr].2 += 1;
-        hod[hr].0 += w * c;
-        hod[hr].1 += w;
+        hod[day_type(d)][hr].0 += w * c;
+        hod[day_type(d)][hr].1 += w;
         total += c;
         n += 1;
     }
@@ -201,8 +264,9 @@ pub fn consumption_model(
     let mut raw = [[0.0; 24]; 7];
     for (d, day) in raw.iter_mut().enumerate() {
         for (hr, v) in day.iter_mut().enumerate() {
-            let all = if hod[hr].1 > 0.0 {
-                hod[hr].0 / hod[hr].1
+            let (ts, tw) = hod[day_type(d)][hr];
+            let all = if tw > 0.0 {
+                ts / tw
             } else {
                 FALLBACK_PROFILE[hr] * scale
             };
@@ -221,7 +285,9 @@ pub fn consumption_model(
     let len = flat.len();
     let mut kwh = [[0.0; 24]; 7];
     for (i, v) in kwh.iter_mut().flatten().enumerate() {
-        *v = 0.25 * flat[(i + len - 1) % len] + 0.5 * flat[i] + 0.25 * flat[(i + 1) % len];
+        *v = SMOOTH * flat[(i + len - 1) % len]
+            + (1.0 - 2.0 * SMOOTH) * flat[i]
+            + SMOOTH * flat[(i + 1) % len];
     }
     ConsumptionModel { kwh }
 }
@@ -352,7 +418,7 @@ mod tests {
         let now = local(p.tz, 2026, 6, 10, 10).unwrap();
         let h = history(&p, now, 3, |_| 1.0);
         let clouds = estimate_clouds(&p, &h, now);
-        let (k, _) = clouds.recent.unwrap();
+        let k = clouds.recent.unwrap().index;
         assert!((k - 1.0).abs() < 1e-9, "{k}");
         let f = forecast(&p, &th(), &h, now);
         assert_eq!(f.len(), 24);
@@ -388,7 +454,8 @@ mod tests {
         let today = local(p.tz, 2026, 6, 10, 0).unwrap();
         let h = history(&p, now, 3, |t| if t >= today { 0.08 } else { 1.0 });
         let clouds = estimate_clouds(&p, &h, now);
-        let (k, seen) = clouds.recent.unwrap();
+        let r = clouds.recent.unwrap();
+        let (k, seen) = (r.index, r.seen);
         assert!((k - 0.08).abs() < 1e-9, "{k}");
         assert_eq!(seen, now);
         let f = forecast(&p, &th(), &h, now);
@@ -422,7 +489,7 @@ mod tests {
         // Alternating bright and dark hours this morning: the index is their clear-sky-weighted mean.
         let h = history(&p, now, 2, |t| if t.hour() % 2 == 0 { 0.9 } else { 0.3 });
         let clouds = estimate_clouds(&p, &h, now);
-        let (k, _) = clouds.recent.unwrap();
+        let k = clouds.recent.unwrap().index;
         let last3: Vec<HourSample> = h.iter().rev().take(3).copied().collect();
         let expected = last3.iter().map(|s| s.production_kwh).sum::<f64>()
             / last3
@@ -439,7 +506,8 @@ mod tests {
         let now = local(p.tz, 2026, 6, 10, 3).unwrap();
         let h = history(&p, now, 1, |_| 0.2);
         let clouds = estimate_clouds(&p, &h, now);
-        let (k, seen) = clouds.recent.unwrap();
+        let r = clouds.recent.unwrap();
+        let (k, seen) = (r.index, r.seen);
         assert!((k - 0.2).abs() < 1e-9);
         let nine = local(p.tz, 2026, 6, 10, 9).unwrap();
         // Climatology is still the configured one (one day is below the learning minimum).
@@ -455,6 +523,35 @@ mod tests {
         let clouds = estimate_clouds(&p, &h, now);
         assert!((clouds.climatology - 0.75).abs() < 1e-9);
         assert_eq!(forecast(&p, &th(), &h, now).len(), 48);
+    }
+
+    #[test]
+    fn a_shaded_morning_is_learned_per_hour() {
+        let p = params();
+        let now = local(p.tz, 2026, 6, 20, 3).unwrap();
+        // A week where the mountains to the east shade the arrays until 10:00 local.
+        let h = history(&p, now, 7, |t| {
+            if t.with_timezone(&p.tz).hour() < 10 {
+                0.4
+            } else {
+                0.9
+            }
+        });
+        let clouds = estimate_clouds(&p, &h, now);
+        let at = |hr| clouds.usual(local(p.tz, 2026, 6, 20, hr).unwrap());
+        assert!((at(8) - 0.4).abs() < 1e-9, "{}", at(8));
+        assert!((at(14) - 0.9).abs() < 1e-9, "{}", at(14));
+        // Yesterday afternoon was as usual: the factor is 1, so tomorrow keeps the shape.
+        let r = clouds.recent.unwrap();
+        assert!((r.factor - 1.0).abs() < 1e-9, "{}", r.factor);
+        let f = forecast(&p, &th(), &h, now);
+        let slot = |hr| {
+            f.iter()
+                .find(|s| s.start == local(p.tz, 2026, 6, 20, hr).unwrap())
+                .unwrap()
+        };
+        let ratio = |hr| slot(hr).production_kwh / p.pv.clear_sky_kwh(slot(hr).start);
+        assert!((ratio(8) - 0.4).abs() < 1e-9 && (ratio(14) - 0.9).abs() < 1e-9);
     }
 
     #[test]
