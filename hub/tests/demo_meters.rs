@@ -123,3 +123,69 @@ async fn a_sunspec_inverter_is_discovered_over_tcp_and_reports_the_pv_output() {
     );
     assert!(want <= 0.0, "a generator's output is negative p_w");
 }
+
+#[tokio::test]
+async fn moving_the_depot_charging_window_changes_what_its_meter_serves() {
+    use chrono::Timelike;
+    use socer::demo::load::ChargeWindow;
+
+    let (c, profiles, models, clock) = setup();
+    let b = c.buildings().iter().position(|b| b.id == "stps").unwrap();
+    let m = c.buildings()[b]
+        .meters
+        .iter()
+        .position(|m| m.measures == "chargers")
+        .unwrap();
+    let unit = c.buildings()[b].meters[m].unit;
+    let meters = start_building(&c, b, &profiles, &models, clock.clone(), &[])
+        .await
+        .unwrap();
+    let backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+    };
+    let mut link = TcpLink::new(
+        meters.tcp.unwrap().to_string(),
+        Duration::from_secs(1),
+        backoff,
+    );
+    let profile = profiles.get(&c.buildings()[b].meters[m].model).unwrap();
+    let map = profile
+        .quantities
+        .iter()
+        .find(|q| q.name.name() == "p_w")
+        .unwrap();
+    let function = map.function.unwrap_or(profile.defaults.function);
+
+    let local = clock.now_utc().with_timezone(&chrono_tz::Europe::Rome);
+    let minute = local.hour() * 60 + local.minute();
+    let hhmm = |m: u32| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
+    let around_now = ChargeWindow {
+        from: hhmm(minute + 1440 - 60),
+        to: hhmm(minute + 60),
+        kw: 150.0,
+        weekdays_only: false,
+    };
+    let far_away = ChargeWindow {
+        from: hhmm(minute + 360),
+        to: hhmm(minute + 420),
+        kw: 150.0,
+        weekdays_only: false,
+    };
+
+    for (window, charging) in [(around_now, true), (far_away, false)] {
+        assert!(c.set_charging("stps", vec![window]));
+        // The simulator samples its power source once a second.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let words = link
+            .read_registers(unit, function, map.address, map.value_type.words())
+            .await
+            .unwrap();
+        let w = decode(&words, map, &profile.defaults).unwrap();
+        if charging {
+            assert!(w > 140_000.0, "charging now: {w} W");
+        } else {
+            assert!(w < 5_000.0, "not charging now: {w} W");
+        }
+    }
+}

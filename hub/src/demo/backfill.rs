@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, DurationRound, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::model::{history, Community, Counter};
 use super::{BACKFILL_EVERY_S, BACKFILL_INTEGRATE_S};
@@ -57,22 +58,71 @@ impl Filled {
     }
 }
 
+/// What a cleanly stopped demo leaves in its data folder (`state.json`) to carry on from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Saved {
+    pub seed: u64,
+    /// Building ids in scenario order: the counters belong to this scenario only.
+    pub buildings: Vec<String>,
+    /// When the counters were read.
+    pub at: DateTime<Utc>,
+    pub counters: Vec<Vec<Counter>>,
+}
+
+impl Saved {
+    /// Whether this state belongs to `c` run with `seed`.
+    pub fn fits(&self, c: &Community, seed: u64) -> bool {
+        let ids: Vec<&str> = c.buildings().iter().map(|b| b.id.as_str()).collect();
+        self.seed == seed
+            && self.buildings == ids
+            && self.counters.len() == ids.len()
+            && self
+                .counters
+                .iter()
+                .zip(c.buildings())
+                .all(|(m, b)| m.len() == b.meters.len())
+    }
+}
+
 /// Simulate `span` of history up to `now` (on the reading grid) for every building and store it in
 /// `dirs[b]`'s outbox; buildings run in parallel.
+/// With `resume` (a previous run's state in the same folder), the history starts where that run
+/// stopped (or `span` ago if that is later) and the counters carry on from its counters.
 pub fn fill(
     c: &Community,
     dirs: &[PathBuf],
     now: DateTime<Utc>,
     span: chrono::Duration,
+    resume: Option<&Saved>,
 ) -> Result<Filled, BackfillError> {
     let grid = chrono::Duration::seconds(BACKFILL_EVERY_S);
     let to = now.duration_trunc(grid).unwrap_or(now);
-    let from = (to - span).duration_trunc(grid).unwrap_or(to - span);
+    let mut from = (to - span).duration_trunc(grid).unwrap_or(to - span);
+    if let Some(saved) = resume {
+        if saved.at >= to {
+            return Ok(Filled {
+                from: None,
+                to: saved.at,
+                counters: saved.counters.clone(),
+                readings: 0,
+            });
+        }
+        from = from.max(saved.at);
+    }
+    let starts: Vec<Vec<Counter>> = (0..c.buildings().len())
+        .map(|b| match resume.and_then(|s| s.counters.get(b)) {
+            Some(saved) => saved.clone(),
+            None => (0..c.buildings()[b].meters.len())
+                .map(|m| c.initial_counters(b, m, from))
+                .collect(),
+        })
+        .collect();
     let results: Vec<Result<(Vec<Counter>, u64), BackfillError>> = std::thread::scope(|s| {
         let handles: Vec<_> = dirs
             .iter()
             .enumerate()
-            .map(|(b, dir)| s.spawn(move || fill_building(c, b, dir, from, to)))
+            .zip(&starts)
+            .map(|((b, dir), start)| s.spawn(move || fill_building(c, b, dir, from, to, start)))
             .collect();
         handles
             .into_iter()
@@ -107,6 +157,7 @@ fn fill_building(
     dir: &Path,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    start: &[Counter],
 ) -> Result<(Vec<Counter>, u64), BackfillError> {
     let spec = &c.buildings()[b];
     let err = |source: OutboxError| BackfillError::Outbox {
@@ -114,9 +165,6 @@ fn fill_building(
         dir: dir.to_path_buf(),
         source: Box::new(source),
     };
-    let start: Vec<Counter> = (0..spec.meters.len())
-        .map(|m| c.initial_counters(b, m, from))
-        .collect();
     let (readings, end) = history(
         c,
         b,
@@ -124,7 +172,7 @@ fn fill_building(
         to,
         BACKFILL_EVERY_S,
         BACKFILL_INTEGRATE_S,
-        &start,
+        start,
     );
     let run = RunInfo {
         boot: "socer-demo-backfill".into(),
@@ -172,7 +220,7 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-06-10T12:03:10Z")
             .unwrap()
             .with_timezone(&Utc);
-        let filled = fill(&c, &dirs, now, chrono::Duration::days(1)).unwrap();
+        let filled = fill(&c, &dirs, now, chrono::Duration::days(1), None).unwrap();
         assert_eq!(
             filled.to,
             DateTime::parse_from_rfc3339("2026-06-10T12:00:00Z")
@@ -210,6 +258,56 @@ mod tests {
             later[0][0].imp_wh + later[0][0].exp_wh
                 > filled.counters[0][0].imp_wh + filled.counters[0][0].exp_wh
         );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_resumed_history_starts_where_the_last_run_stopped_and_counters_carry_on() {
+        let c = Community::new(Scenario::builtin().unwrap(), 12);
+        let root = std::env::temp_dir().join(format!("socer-demo-resume-{}", std::process::id()));
+        let dirs: Vec<PathBuf> = c.buildings().iter().map(|b| root.join(&b.id)).collect();
+        let stopped = DateTime::parse_from_rfc3339("2026-06-10T09:17:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let counters: Vec<Vec<Counter>> = c
+            .buildings()
+            .iter()
+            .map(|b| {
+                vec![
+                    Counter {
+                        imp_wh: 5e6,
+                        exp_wh: 2e6
+                    };
+                    b.meters.len()
+                ]
+            })
+            .collect();
+        let saved = Saved {
+            seed: 12,
+            buildings: c.buildings().iter().map(|b| b.id.clone()).collect(),
+            at: stopped,
+            counters,
+        };
+        assert!(saved.fits(&c, 12));
+        assert!(!saved.fits(&c, 13));
+        let now = stopped + chrono::Duration::hours(3);
+        let filled = fill(&c, &dirs, now, chrono::Duration::days(7), Some(&saved)).unwrap();
+        assert_eq!(filled.from, Some(stopped));
+        let run = RunInfo {
+            boot: "test".into(),
+            origin_ms: 0,
+        };
+        let mut store = Store::open(&dirs[0], BUDGET_BYTES, &run).unwrap();
+        let rows = store.fetch(0, 100_000).unwrap();
+        // 09:17 to 12:15 (the reading grid before 12:17): a reading every 5 minutes from 09:22 to 12:12.
+        assert_eq!(rows.len(), 35 * c.buildings()[0].meters.len());
+        assert!(rows.iter().all(|r| r.ts > stopped
+            && r.values.e_imp_wh >= Some(5e6)
+            && r.values.e_exp_wh >= Some(2e6)));
+        // Restarting right after the stop writes no history and keeps the counters.
+        let again = fill(&c, &dirs, stopped, chrono::Duration::days(7), Some(&saved)).unwrap();
+        assert_eq!((again.from, again.readings), (None, 0));
+        assert_eq!(again.counters, saved.counters);
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -180,18 +180,40 @@ async fn run_in(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let n = community.buildings().len();
 
-    // History first, so the live meters continue from where the backfilled counters end.
+    // History first, so the live meters continue from where the backfilled counters end. A data
+    // folder kept from a clean stop carries on from its counters (never backwards).
     let now = clock.now_utc();
     let site_dir = |b: usize| data.join("sites").join(&community.buildings()[b].id);
+    let state_path = data.join("state.json");
+    let resume = load_state(
+        &state_path,
+        &community,
+        args.seed,
+        (0..n).any(|b| site_dir(b).join("outbox.sqlite").exists()),
+    )?;
     let bf_started = Instant::now();
-    let filled = if backfill > chrono::Duration::zero() && !args.meters_only {
-        let dirs: Vec<PathBuf> = (0..n).map(site_dir).collect();
-        let c = community.clone();
-        tokio::task::spawn_blocking(move || backfill::fill(&c, &dirs, now, backfill))
+    let filled = match (
+        &resume,
+        backfill > chrono::Duration::zero() && !args.meters_only,
+    ) {
+        (_, true) => {
+            let dirs: Vec<PathBuf> = (0..n).map(site_dir).collect();
+            let c = community.clone();
+            let saved = resume.clone();
+            tokio::task::spawn_blocking(move || {
+                backfill::fill(&c, &dirs, now, backfill, saved.as_ref())
+            })
             .await
             .context("backfill task")??
-    } else {
-        backfill::Filled::fresh(&community, now)
+        }
+        // No history asked: the counters carry on as if the meters had been switched off meanwhile.
+        (Some(saved), false) => backfill::Filled {
+            from: None,
+            to: now,
+            counters: saved.counters.clone(),
+            readings: 0,
+        },
+        (None, false) => backfill::Filled::fresh(&community, now),
     };
     let backfill_seconds = bf_started.elapsed().as_secs_f64();
     // Bring the counters from the end of the history up to this instant, then go live.
@@ -200,15 +222,7 @@ async fn run_in(
     let mut meters = Vec::with_capacity(n);
     for (b, start) in counters.iter().enumerate() {
         meters.push(
-            meters::start_building(
-                &community,
-                b,
-                &profiles,
-                &models,
-                clock.clone(),
-                start,
-            )
-            .await?,
+            meters::start_building(&community, b, &profiles, &models, clock.clone(), start).await?,
         );
     }
 
@@ -316,9 +330,83 @@ async fn run_in(
 
     let code = supervise(&mut daemons, run_for).await;
     children::stop_all(&mut daemons, Duration::from_secs(5)).await;
+    save_state(&state_path, &community, args.seed, &meters, clock.now_utc());
     drop(meters);
     println!("socer demo: stopped.");
     Ok(code)
+}
+
+/// The state a previous clean stop left in the data folder, if it fits this scenario and seed.
+/// Outboxes without a state (a killed demo) cannot be continued without counters going back.
+fn load_state(
+    path: &Path,
+    c: &Community,
+    seed: u64,
+    outboxes: bool,
+) -> anyhow::Result<Option<backfill::Saved>> {
+    let folder = path.parent().unwrap_or(path).display().to_string();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(_) if !outboxes => return Ok(None),
+        Err(_) => anyhow::bail!(
+            "{folder} holds a demo that did not stop cleanly (no state.json): remove it or choose another --data folder"
+        ),
+    };
+    let saved: backfill::Saved =
+        serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+    if !saved.fits(c, seed) {
+        anyhow::bail!(
+            "{folder} holds a demo of another scenario or seed (seed {}): remove it, choose another --data folder, or pass --seed {}",
+            saved.seed,
+            saved.seed
+        );
+    }
+    Ok(Some(saved))
+}
+
+/// Record every meter's counters so that a later run in the same folder carries on from them.
+fn save_state(
+    path: &Path,
+    c: &Community,
+    seed: u64,
+    meters: &[meters::BuildingMeters],
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let counters = c
+        .buildings()
+        .iter()
+        .zip(meters)
+        .map(|(b, live)| {
+            b.meters
+                .iter()
+                .map(|m| {
+                    let v = live
+                        .devices
+                        .get(&m.name)
+                        .map(|d| d.values())
+                        .unwrap_or_default();
+                    model::Counter {
+                        imp_wh: v.e_imp_wh.unwrap_or(0.0),
+                        exp_wh: v.e_exp_wh.unwrap_or(0.0),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let saved = backfill::Saved {
+        seed,
+        buildings: c.buildings().iter().map(|b| b.id.clone()).collect(),
+        at,
+        counters,
+    };
+    match serde_json::to_string(&saved) {
+        Ok(text) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("socer demo: cannot save {}: {e}", path.display());
+            }
+        }
+        Err(e) => eprintln!("socer demo: cannot save the state: {e}"),
+    }
 }
 
 /// Wait until `GET path` answers 200, or the daemon exits, or `limit` passes.
