@@ -216,6 +216,20 @@ fn resident(b: &mut Browser, port: u16) -> Vec<String> {
     assert_eq!(b.eval("document.documentElement.lang"), "en");
     assert_eq!(text(b, "#h-now"), "Your building now");
     assert_eq!(text(b, "#d7"), "7 days");
+    // English keeps 24-hour Rome time but writes numbers the English way.
+    let grid = b.eval(
+        "(() => { const e = document.getElementById('v-grid'); return [Number(e.dataset.w), e.textContent]; })()",
+    );
+    let grid_it = it_power(grid[0].as_f64().unwrap_or(0.0).abs());
+    let grid_en: String = grid_it
+        .chars()
+        .map(|c| match c {
+            '.' => ',',
+            ',' => '.',
+            c => c,
+        })
+        .collect();
+    assert_eq!(grid[1], grid_en.as_str());
     click(b, ".lang button[data-lang='it']");
     assert_eq!(text(b, "#h-now"), "Il tuo edificio adesso");
     b.eval("localStorage.removeItem('socer.lang'), true");
