@@ -6,6 +6,8 @@
 //! and the bytes the kernel sent to the block device (`write_bytes`, 0 on tmpfs).
 //!
 //! Run: `cargo bench -p socer --bench site_outbox_bytes` (target ≤ 300 B per reading).
+//! `SKIP_COMPACT=1` leaves out compaction (to see its share); `BENCH_KEEP=FILE` keeps a copy of
+//! the database for `sqlite3` (`SELECT * FROM dbstat`); `BENCH_DIR` picks the filesystem.
 
 use std::time::{Duration, Instant};
 
