@@ -146,6 +146,96 @@ pub struct Balance {
     pub meters_total: u32,
 }
 
+/// Load-shift level (DESIGN.md, "Load-shift signal"): `green` the community has a surplus (use
+/// now), `yellow` balanced, `red` deficit (postpone flexible loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Red,
+    Yellow,
+    Green,
+}
+
+/// The signal of one zone (the community, or one primary substation) now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneSignal {
+    /// The community id, or the substation id.
+    pub zone: String,
+    pub level: Level,
+    /// OpenADR 2.0b SIMPLE signal level: 0 normal (green: use now), 1 moderate (yellow), 2 high
+    /// (red), 3 special (red with a deep deficit).
+    pub openadr_level: u8,
+    /// Power available to use now: injection − withdrawal, kW (negative: a deficit).
+    pub surplus_kw: f64,
+    pub production_kw: f64,
+    pub consumption_kw: f64,
+    /// When the level last changed.
+    pub since: DateTime<Utc>,
+}
+
+/// One hourly forecast slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastSlot {
+    pub start: DateTime<Utc>,
+    pub production_kwh: f64,
+    pub consumption_kwh: f64,
+    /// production − consumption, kWh (negative: a deficit).
+    pub surplus_kwh: f64,
+    pub level: Level,
+    pub openadr_level: u8,
+}
+
+/// Payload of the retained `signal` topic (plain JSON, QoS 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub ts: DateTime<Utc>,
+    pub community: ZoneSignal,
+    #[serde(default)]
+    pub substations: Vec<ZoneSignal>,
+    /// Hourly slots from the next hour on, 24 or 48 of them.
+    #[serde(default)]
+    pub forecast: Vec<ForecastSlot>,
+}
+
+/// What an alert announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A green window is forecast.
+    Expected,
+    /// A green window begins now.
+    Open,
+    /// The window ended before its announced end.
+    Close,
+}
+
+/// A flexible load named in a targeted alert, with how long it could run in the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlexSuggestion {
+    pub name: String,
+    pub power_kw: f64,
+    pub hours: f64,
+}
+
+/// Payload of `alerts` and `site/{site}/alerts` (plain JSON, QoS 1, not retained).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable per window and kind: `{community}-{window start, UTC, %Y%m%dT%H%M}-{kind}`.
+    pub id: String,
+    pub kind: AlertKind,
+    /// `None` for the community topic; the site id for a targeted alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    pub ts: DateTime<Utc>,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub expected_surplus_kwh: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loads: Vec<FlexSuggestion>,
+    pub text_it: String,
+    pub text_en: String,
+}
+
 /// A meter as the site reports it in its status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterStatus {

@@ -84,7 +84,10 @@ impl PodFlows {
 }
 
 /// Per substation: (injection, eligible injection, withdrawal, production, consumption).
-fn per_substation(model: &Model, pods: &BTreeMap<String, PodFlows>) -> BTreeMap<String, [f64; 5]> {
+pub fn per_substation(
+    model: &Model,
+    pods: &BTreeMap<String, PodFlows>,
+) -> BTreeMap<String, [f64; 5]> {
     let mut out: BTreeMap<String, [f64; 5]> = model
         .substations
         .iter()
@@ -113,6 +116,29 @@ pub fn live_balance(
     latest: &HashMap<(String, String), (DateTime<Utc>, f64)>,
     now: DateTime<Utc>,
 ) -> Balance {
+    let (pods, fresh) = live_pods(model, latest, now);
+    let subs = per_substation(model, &pods);
+    let sum = |i: usize| subs.values().map(|v| v[i]).sum::<f64>();
+    let (injection_w, withdrawal_w) = (sum(0), sum(2));
+    Balance {
+        ts: now,
+        production_w: sum(3),
+        consumption_w: sum(4),
+        injection_w,
+        withdrawal_w,
+        surplus_w: injection_w - withdrawal_w,
+        shared_w: subs.values().map(|v| v[1].min(v[2])).sum(),
+        meters_fresh: fresh,
+        meters_total: model.meters.len() as u32,
+    }
+}
+
+/// Live flows per POD from the latest power per (site, meter), and how many meters were fresh.
+pub fn live_pods(
+    model: &Model,
+    latest: &HashMap<(String, String), (DateTime<Utc>, f64)>,
+    now: DateTime<Utc>,
+) -> (BTreeMap<String, PodFlows>, u32) {
     let mut pods: BTreeMap<String, PodFlows> = BTreeMap::new();
     let mut fresh = 0u32;
     for (key, m) in &model.meters {
@@ -131,20 +157,7 @@ pub fn live_balance(
             Role::Storage => {}
         }
     }
-    let subs = per_substation(model, &pods);
-    let sum = |i: usize| subs.values().map(|v| v[i]).sum::<f64>();
-    let (injection_w, withdrawal_w) = (sum(0), sum(2));
-    Balance {
-        ts: now,
-        production_w: sum(3),
-        consumption_w: sum(4),
-        injection_w,
-        withdrawal_w,
-        surplus_w: injection_w - withdrawal_w,
-        shared_w: subs.values().map(|v| v[1].min(v[2])).sum(),
-        meters_fresh: fresh,
-        meters_total: model.meters.len() as u32,
-    }
+    (pods, fresh)
 }
 
 fn ts(ms: i64) -> DateTime<Utc> {

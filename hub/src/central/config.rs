@@ -4,7 +4,7 @@
 //! Parsing keeps byte spans so that `socer check` can point at the offending line; [`load`] turns a
 //! valid file into a plain [`CentralConfig`]. It never opens sockets or databases.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,10 @@ pub struct CentralConfig {
     pub members: Vec<Member>,
     pub plants: Vec<Plant>,
     pub meters: Vec<MeterMap>,
+    /// `[signal]`: load-shift levels, forecast and alerts (all defaults when absent).
+    pub signal: crate::central::signal::config::SignalConfig,
+    /// `[[flex]]`: the sites' flexible loads, for targeted alerts.
+    pub flex: Vec<crate::central::signal::config::FlexLoad>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +243,10 @@ struct RawFile {
     plant: Vec<RawPlant>,
     #[serde(default)]
     meter: Vec<RawMeter>,
+    #[serde(default)]
+    signal: crate::central::signal::config::SignalConfig,
+    #[serde(default)]
+    flex: Vec<crate::central::signal::config::FlexLoad>,
 }
 
 #[derive(Deserialize)]
@@ -752,6 +760,29 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             role,
         });
     }
+    // One grid meter per POD at most: two would double-count the exchange.
+    let mut grid_by_pod: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, m) in meters.iter().enumerate() {
+        if m.role == Role::Grid && grid_by_pod.insert(m.pod.as_str(), i).is_some() {
+            d.push(Diag::new(
+                sp(&raw.meter[i].pod),
+                format!("POD {:?} has two grid meters", m.pod),
+            ));
+        }
+    }
+
+    for p in raw.signal.problems() {
+        d.push(Diag::new(None, p));
+    }
+    for f in &raw.flex {
+        if !raw.site.iter().any(|s| s.id.get_ref() == &f.site) {
+            d.push(Diag::new(
+                None,
+                format!("flex {:?}: unknown site {:?}", f.name, f.site),
+            ));
+        }
+    }
+
     if !d.is_empty() {
         return Err(d);
     }
@@ -779,6 +810,8 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         members,
         plants,
         meters,
+        signal: raw.signal.clone(),
+        flex: raw.flex.clone(),
     })
 }
 

@@ -12,6 +12,7 @@ pub mod energy;
 pub mod incentive;
 pub mod ingest;
 pub mod report;
+pub mod signal;
 pub mod status;
 pub mod store;
 pub mod tariff;
@@ -52,6 +53,8 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     pub sites: Arc<Sites>,
     pub balance: Mutex<Option<crate::wire::Balance>>,
+    /// The load-shift signal last published (None until live data arrives).
+    pub signal: Mutex<Option<crate::wire::Signal>>,
     pub broker_connected: AtomicBool,
     pub started: Instant,
     reader: Mutex<store::Reader>,
@@ -129,6 +132,7 @@ pub async fn start(
         metrics: metrics.clone(),
         sites: sites.clone(),
         balance: Mutex::new(None),
+        signal: Mutex::new(None),
         broker_connected: AtomicBool::new(false),
         started: Instant::now(),
         reader: Mutex::new(reader),
@@ -172,6 +176,12 @@ pub async fn start(
         ingest::publish_ack(&publisher, &ingest, &site, seq).await;
     }
     tokio::spawn(ingest::run_acks(publisher.clone(), ingest.clone(), acks_rx));
+    tokio::spawn(signal::run(
+        hub.clone(),
+        publisher.clone(),
+        latest.clone(),
+        COMPUTE_EVERY,
+    ));
     tokio::spawn(compute_loop(hub.clone(), publisher, latest));
 
     let web_addr = listener.local_addr()?;

@@ -27,6 +27,9 @@ pub struct SiteConfig {
     pub buses: Vec<BusConfig>,
     #[serde(default, rename = "meter")]
     pub meters: Vec<MeterConfig>,
+    /// Opt-in Home Assistant MQTT discovery.
+    #[serde(default)]
+    pub homeassistant: Option<super::ha::HomeAssistantConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

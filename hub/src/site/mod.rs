@@ -6,8 +6,10 @@
 //! readiness, watchdog, SIGTERM flush); it holds no data of its own.
 
 pub mod config;
+pub mod ha;
 pub mod outbox;
 pub mod poll;
+pub mod signal;
 pub mod timesync;
 pub mod uplink;
 pub mod web;
@@ -109,6 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 model: m.model.get_ref().clone(),
                 role: m.role(),
                 pod: m.pod.clone(),
+                bus: m.bus.get_ref().clone(),
+                unit: *m.unit.get_ref(),
             })
             .collect(),
         latest: Mutex::new(BTreeMap::new()),
@@ -118,6 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         time: time.clone(),
         events,
         started: Instant::now(),
+        signal: Arc::default(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -168,6 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         let v = view.clone();
         Arc::new(move || status_of(&v))
     };
+    let uplink_ca = uplink_cfg.ca_pem.clone();
     let uplink_task = uplink::spawn(
         uplink_cfg,
         outbox.clone(),
@@ -176,6 +182,27 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         view.uplink.clone(),
         stop_rx.clone(),
     );
+
+    let listener_task = signal::spawn(
+        signal::ListenConfig {
+            broker: loaded.broker.clone(),
+            ca_pem: uplink_ca.clone(),
+            username: cfg.mqtt.username.clone(),
+            password: cfg.mqtt.password.clone(),
+            community: view.community.clone(),
+            site: view.site.clone(),
+        },
+        view.signal.clone(),
+        stop_rx.clone(),
+    );
+    let ha_task = match ha_link(&cfg, &loaded.broker, uplink_ca, &view) {
+        Ok(Some(link)) => Some(ha::spawn(link, stop_rx.clone())),
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("socer site: homeassistant: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
 
     let web_task = {
         let mut stop = stop_rx.clone();
@@ -215,6 +242,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = tokio::time::timeout(Duration::from_secs(1), ingest).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), uplink_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), clock_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), listener_task).await;
+    if let Some(t) = ha_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -261,6 +292,49 @@ async fn ingest(mut rx: mpsc::Receiver<(Reading, Duration)>, view: Arc<View>) {
             return;
         }
     }
+}
+
+/// The Home Assistant link, when `[homeassistant]` enables it.
+fn ha_link(
+    cfg: &config::SiteConfig,
+    broker: &config::BrokerUrl,
+    ca_pem: Option<Vec<u8>>,
+    view: &Arc<View>,
+) -> Result<Option<ha::HaLink>, String> {
+    let Some(h) = cfg.homeassistant.as_ref().filter(|h| h.enabled) else {
+        return Ok(None);
+    };
+    let (broker, username, password) = match &h.url {
+        Some(u) => (
+            config::parse_mqtt_url(u)?,
+            h.username.clone(),
+            h.password.clone(),
+        ),
+        None => (
+            broker.clone(),
+            cfg.mqtt.username.clone(),
+            cfg.mqtt.password.clone(),
+        ),
+    };
+    let topics = ha::HaTopics::new(&h.discovery_prefix, &view.community, &view.site);
+    let state = {
+        let v = view.clone();
+        Arc::new(move || {
+            let latest = v.latest.lock().map(|l| l.clone()).unwrap_or_default();
+            let signal = v.signal.lock().ok().and_then(|s| s.signal.clone());
+            ha::state(&v.meters, &latest, signal.as_ref())
+        })
+    };
+    Ok(Some(ha::HaLink {
+        broker,
+        ca_pem,
+        username,
+        password,
+        discovery: ha::discovery(&topics, &view.name, &view.meters),
+        topics,
+        state_every: Duration::from_secs(h.state_every_s.max(1)),
+        state,
+    }))
 }
 
 /// The retained status payload.

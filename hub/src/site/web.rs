@@ -32,6 +32,9 @@ pub struct MeterInfo {
     pub model: String,
     pub role: Role,
     pub pod: Option<String>,
+    /// The bus it is read on, and its Modbus unit id (for the technician view).
+    pub bus: String,
+    pub unit: i64,
 }
 
 /// What the web side reads: shared with the agent.
@@ -49,6 +52,8 @@ pub struct View {
     /// JSON of each new reading, for `/api/v1/events`.
     pub events: broadcast::Sender<String>,
     pub started: Instant,
+    /// The community's signal and alerts as received (`site::signal`).
+    pub signal: super::signal::SharedSignal,
 }
 
 /// Building totals from the latest readings, W. Production is positive when producing; grid is
@@ -292,10 +297,6 @@ fn parse_step(s: &str) -> Option<i64> {
         .filter(|s| *s > 0)
 }
 
-const PLACEHOLDER: &str = "<!doctype html><html lang=\"it\"><head><meta charset=\"utf-8\"><title>socer</title></head>\
-<body><h1>socer</h1><p>La pagina dei residenti arriva presto. Dati: \
-<a href=\"/api/v1/now\">/api/v1/now</a>, <a href=\"/api/v1/health\">/api/v1/health</a>.</p></body></html>";
-
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     view: Arc<View>,
@@ -311,6 +312,13 @@ pub async fn serve(
         .and(warp::get())
         .and(with_view.clone())
         .map(move |v: Arc<View>| json(now_json(&v)));
+    let signal = warp::path!("api" / "v1" / "signal")
+        .and(warp::get())
+        .and(with_view.clone())
+        .map(move |v: Arc<View>| {
+            let r = v.signal.lock().map(|r| r.clone()).unwrap_or_default();
+            json(serde_json::to_string(&r).unwrap_or_default())
+        });
     let health = warp::path!("api" / "v1" / "health")
         .and(warp::get())
         .and(with_view.clone())
@@ -364,10 +372,14 @@ pub async fn serve(
             });
             warp::sse::reply(warp::sse::keep_alive().stream(stream))
         });
-    let index = warp::path::end()
-        .and(warp::get())
-        .map(|| warp::reply::html(PLACEHOLDER.to_string()));
-    let routes = now.or(health).or(metrics).or(history).or(events).or(index);
+    let index = crate::webui::routes(crate::webui::Page::Resident);
+    let routes = now
+        .or(signal)
+        .or(health)
+        .or(metrics)
+        .or(history)
+        .or(events)
+        .or(index);
     warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown)
@@ -436,6 +448,8 @@ mod tests {
             model: "x".into(),
             role,
             pod: None,
+            bus: "lan".into(),
+            unit: 1,
         };
         let meters = vec![
             info("grid", Role::Grid),

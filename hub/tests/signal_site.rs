@@ -1,0 +1,183 @@
+//! The building's side of the signal through a Mosquitto the test starts: the agent's listener
+//! keeps the retained signal and its alerts, and Home Assistant discovery is announced (read back
+//! with `mosquitto_sub`), kept fresh, and announced again when Home Assistant says `online`.
+
+mod central_support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use central_support::{free_port, require_mosquitto, wait_until};
+use socer::site::config::parse_mqtt_url;
+use socer::site::{ha, signal};
+use socer::wire::{Level, Signal, Topics};
+
+struct Mosquitto(Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_mosquitto(dir: &Path, port: u16) -> Mosquitto {
+    let path = dir.join("mosquitto.conf");
+    std::fs::write(
+        &path,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is missing: run tools/install-test-deps");
+    assert!(
+        wait_until(5, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "mosquitto did not start"
+    );
+    Mosquitto(child)
+}
+
+fn sub(port: u16, topic: &str, count: u32, secs: u32) -> Child {
+    Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
+        .args(["-C", &count.to_string(), "-W", &secs.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn lines(child: Child) -> Vec<String> {
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_sub: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
+    let mut c = Command::new("mosquitto_pub");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+        "-m",
+        payload,
+    ]);
+    if retain {
+        c.arg("-r");
+    }
+    assert!(c.status().unwrap().success());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn home_assistant_discovery_is_retained_fresh_and_announced_again_when_ha_comes_online() {
+    require_mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _m = start_mosquitto(dir.path(), port);
+    let rt = runtime();
+    let topics = ha::HaTopics::new("homeassistant", "socer", "stps");
+    let link = ha::HaLink {
+        broker: parse_mqtt_url(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+        ca_pem: None,
+        username: None,
+        password: None,
+        discovery: ha::discovery(&topics, "STPS depot", &[]),
+        topics: topics.clone(),
+        state_every: Duration::from_millis(300),
+        state: Arc::new(
+            || serde_json::json!({"building_load_w": 1234.0, "community_surplus": "ON"}),
+        ),
+    };
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let _task = rt.block_on(async { ha::spawn(link, stop_rx) });
+
+    let surplus = topics.config("binary_sensor", "community_surplus");
+    assert!(wait_until(10, || {
+        let c = sub(port, &surplus, 1, 1);
+        c.wait_with_output().is_ok_and(|o| o.status.success())
+    }));
+    let got = lines(sub(port, &surplus, 1, 5));
+    let cfg: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!(cfg["state_topic"], "socer/socer/stps/ha/state");
+    assert_eq!(cfg["payload_on"], "ON");
+    assert_eq!(cfg["device"]["name"], "STPS depot");
+    let avail = lines(sub(port, &topics.availability(), 1, 5));
+    assert_eq!(avail, vec!["online".to_string()]);
+
+    let state = lines(sub(port, &topics.state(), 1, 5));
+    let s: serde_json::Value = serde_json::from_str(&state[0]).unwrap();
+    assert_eq!(s["building_load_w"], 1234.0);
+
+    // Home Assistant restarts: its birth message brings every config again (after the retained one).
+    let again = sub(port, &surplus, 2, 5);
+    std::thread::sleep(Duration::from_millis(500));
+    publish(port, "homeassistant/status", "online", false);
+    assert_eq!(lines(again).len(), 2);
+}
+
+#[test]
+fn the_site_keeps_the_retained_signal_and_its_alerts() {
+    require_mosquitto();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _m = start_mosquitto(dir.path(), port);
+    let rt = runtime();
+    let t = Topics::new("socer");
+    let signal_json = r#"{"ts":"2026-06-10T10:00:00Z","community":{"zone":"socer","level":"green","openadr_level":0,"surplus_kw":25.0,"production_kw":30.0,"consumption_kw":5.0,"since":"2026-06-10T09:45:00Z"},"substations":[],"forecast":[]}"#;
+    publish(port, &t.signal(), signal_json, true);
+
+    let shared = signal::SharedSignal::default();
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cfg = signal::ListenConfig {
+        broker: parse_mqtt_url(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+        ca_pem: None,
+        username: None,
+        password: None,
+        community: "socer".into(),
+        site: "stps".into(),
+    };
+    let _task = rt.block_on(async { signal::spawn(cfg, shared.clone(), stop_rx) });
+    assert!(wait_until(10, || shared.lock().unwrap().signal.is_some()));
+    let s: Signal = shared.lock().unwrap().signal.clone().unwrap();
+    assert_eq!(
+        (s.community.level, s.community.surplus_kw),
+        (Level::Green, 25.0)
+    );
+
+    let alert = r#"{"id":"socer-20260610T1000-open","kind":"open","site":"stps","ts":"2026-06-10T10:00:00Z","window_start":"2026-06-10T10:00:00Z","window_end":"2026-06-10T13:00:00Z","expected_surplus_kwh":75.0,"loads":[{"name":"bus charging","power_kw":50.0,"hours":1.5}],"text_it":"Finestra verde aperta ora","text_en":"Green window open now"}"#;
+    publish(port, &t.site_alerts("stps"), alert, false);
+    publish(port, &t.site_alerts("iperal"), alert, false);
+    assert!(wait_until(10, || !shared.lock().unwrap().alerts.is_empty()));
+    std::thread::sleep(Duration::from_millis(300));
+    let r = shared.lock().unwrap().clone();
+    assert_eq!(r.alerts.len(), 1, "only this site's alerts");
+    assert_eq!(r.alerts[0].loads[0].hours, 1.5);
+}
