@@ -43,11 +43,7 @@ impl Filled {
     /// No history: every meter starts at plausible counters at `now`.
     pub fn fresh(c: &Community, now: DateTime<Utc>) -> Filled {
         let counters = (0..c.buildings().len())
-            .map(|b| {
-                (0..c.buildings()[b].meters.len())
-                    .map(|m| c.initial_counters(b, m, now))
-                    .collect()
-            })
+            .map(|b| c.initial_counters(b, now))
             .collect();
         Filled {
             from: None,
@@ -112,9 +108,7 @@ pub fn fill(
     let starts: Vec<Vec<Counter>> = (0..c.buildings().len())
         .map(|b| match resume.and_then(|s| s.counters.get(b)) {
             Some(saved) => saved.clone(),
-            None => (0..c.buildings()[b].meters.len())
-                .map(|m| c.initial_counters(b, m, from))
-                .collect(),
+            None => c.initial_counters(b, from),
         })
         .collect();
     let results: Vec<Result<(Vec<Counter>, u64), BackfillError>> = std::thread::scope(|s| {

@@ -160,11 +160,12 @@ impl Community {
         self.building_power(b, t).measured_w(what)
     }
 
-    /// Plausible counters for a meter installed long before `at`: a year of this model's energy,
-    /// hour by hour, scaled by the years since the plant (or 2023) began.
-    pub fn initial_counters(&self, b: usize, m: usize, at: DateTime<Utc>) -> Counter {
+    /// Plausible counters for the meters of building `b` (in scenario order), installed long
+    /// before `at`: a year of this model's energy, sampled every 97 minutes (so hours of the day
+    /// are covered evenly), scaled by the years since the plant (or 2023) began.
+    pub fn initial_counters(&self, b: usize, at: DateTime<Utc>) -> Vec<Counter> {
         let Some(spec) = self.buildings().get(b) else {
-            return Counter::default();
+            return Vec::new();
         };
         let since = spec
             .pv
@@ -172,19 +173,26 @@ impl Community {
             .map(|p| p.commissioned)
             .unwrap_or_else(|| chrono::NaiveDate::from_ymd_opt(2023, 1, 1).unwrap_or_default());
         let years = ((at.date_naive() - since).num_days() as f64 / 365.0).max(0.1);
-        let mut year = Counter::default();
-        let start = at - chrono::Duration::days(365);
-        // Odd step so hours are sampled evenly over days.
+        let what: Vec<Option<Measured>> = spec.meters.iter().map(|m| spec.measured(m)).collect();
+        let mut year = vec![Counter::default(); what.len()];
         let step = chrono::Duration::minutes(97);
-        let mut t = start;
+        let mut t = at - chrono::Duration::days(365);
         while t < at {
-            year.add(self.meter_power_w(b, m, t), step.num_seconds() as f64);
+            let p = self.building_power(b, t);
+            for (c, w) in year.iter_mut().zip(&what) {
+                c.add(
+                    w.map_or(0.0, |w| p.measured_w(w)),
+                    step.num_seconds() as f64,
+                );
+            }
             t += step;
         }
-        Counter {
-            imp_wh: (year.imp_wh * years).round(),
-            exp_wh: (year.exp_wh * years).round(),
-        }
+        year.into_iter()
+            .map(|c| Counter {
+                imp_wh: (c.imp_wh * years).round(),
+                exp_wh: (c.exp_wh * years).round(),
+            })
+            .collect()
     }
 }
 
@@ -392,5 +400,22 @@ mod tests {
         for i in 0..a.buildings().len() {
             assert_eq!(a.building_power(i, t), b.building_power(i, t));
         }
+    }
+
+    #[test]
+    fn initial_counters_hold_the_years_since_commissioning() {
+        let c = community(3);
+        let b = idx(&c, "tessuti");
+        // Commissioned 2024-02-12: two years of a 300 kWp plant at about 1,150 kWh/kWp.
+        let counters = c.initial_counters(b, at("2026-02-12T00:00:00Z"));
+        let pv = c.buildings()[b]
+            .meters
+            .iter()
+            .position(|m| m.measures == "pv")
+            .unwrap();
+        let exported_mwh = counters[pv].exp_wh / 1e6;
+        assert!((600.0..800.0).contains(&exported_mwh), "{exported_mwh} MWh");
+        assert_eq!(counters[pv].imp_wh, 0.0);
+        assert_eq!(counters.len(), c.buildings()[b].meters.len());
     }
 }
