@@ -42,6 +42,7 @@ pub fn boot_id() -> String {
 }
 
 /// Milliseconds since boot, counting suspend (`CLOCK_BOOTTIME`).
+#[allow(clippy::useless_conversion)] // the `from`s are needed where time_t is i32
 pub fn boottime_ms() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -52,7 +53,8 @@ pub fn boottime_ms() -> i64 {
     if rc != 0 {
         return 0;
     }
-    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+    // time_t and c_long are i32 on 32-bit ARM (armv7 Pis): widen before multiplying.
+    i64::from(ts.tv_sec) * 1000 + i64::from(ts.tv_nsec) / 1_000_000
 }
 
 /// A source of "is the clock synchronised now?".
