@@ -23,7 +23,9 @@ pub struct SystemClock {
 
 impl SystemClock {
     pub fn new() -> Self {
-        Self { origin: Instant::now() }
+        Self {
+            origin: Instant::now(),
+        }
     }
 }
 
@@ -50,7 +52,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        Self { inner: Arc::new(Mutex::new((start, Duration::ZERO))) }
+        Self {
+            inner: Arc::new(Mutex::new((start, Duration::ZERO))),
+        }
     }
 
     /// Advance wall and monotonic time together, as real time passing does.
@@ -82,10 +86,16 @@ mod tests {
 
     #[test]
     fn manual_clock_wall_jump_leaves_monotonic_alone() {
-        let t0 = DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z").unwrap().with_timezone(&Utc);
+        let t0 = DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let c = ManualClock::new(t0);
         c.advance(Duration::from_secs(5));
-        c.set_wall(DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z").unwrap().with_timezone(&Utc));
+        c.set_wall(
+            DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        );
         assert_eq!(c.mono(), Duration::from_secs(5));
         assert_eq!(c.now_utc().timestamp(), 0);
     }

@@ -1,9 +1,11 @@
 //! Register words ⇄ canonical values: type, word and byte order, scale, sentinels.
 //!
 //! Pure functions. `encode` is the inverse of `decode` and serves the simulator, so that the
-//! simulator and the poller cannot disagree about a profile.
+//! simulator and the poller cannot disagree about a profile. [`decode_checked`] also rejects
+//! physically impossible values: a nonsense register value must never become a reading.
 
 use crate::profile::{ByteOrder, Defaults, QuantityMap, ValueType, WordOrder};
+use crate::reading::Quantity;
 
 /// Why a value could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -13,6 +15,48 @@ pub enum DecodeError {
     /// The raw value is one the profile marks as "not available" (or NaN/infinite).
     #[error("not available (raw {raw})")]
     NotAvailable { raw: String },
+    /// The value decoded but cannot be physically true (see [`plausible`]).
+    #[error(transparent)]
+    Implausible(#[from] Implausible),
+}
+
+/// A decoded value outside the physical bounds of its quantity.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("implausible {quantity} = {value} (valid {min}..={max})", quantity = .quantity.name())]
+pub struct Implausible {
+    pub quantity: Quantity,
+    pub value: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Physical bounds of each canonical quantity, in canonical units, for any device one building
+/// can hold: |p_w| up to 10 MW, 0..1000 V phase voltage, 0..10 kA, 40..70 Hz, |pf| <= 1 (plus
+/// rounding), counters never negative and below 10 TWh.
+pub fn bounds(quantity: Quantity) -> (f64, f64) {
+    match quantity {
+        Quantity::PW => (-10e6, 10e6),
+        Quantity::EImpWh | Quantity::EExpWh => (0.0, 1e13),
+        Quantity::VV => (0.0, 1000.0),
+        Quantity::IA => (0.0, 10e3),
+        Quantity::FHz => (40.0, 70.0),
+        Quantity::Pf => (-1.0001, 1.0001),
+    }
+}
+
+/// `Ok(value)` when the value can be physically true for its quantity.
+pub fn plausible(quantity: Quantity, value: f64) -> Result<f64, Implausible> {
+    let (min, max) = bounds(quantity);
+    if value.is_finite() && (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Implausible {
+            quantity,
+            value,
+            min,
+            max,
+        })
+    }
 }
 
 /// Resolved encoding of one quantity (the profile's defaults applied).
@@ -48,14 +92,19 @@ fn normalise(words: &[u16], enc: &Encoding) -> Vec<u16> {
 }
 
 fn join(words: &[u16]) -> u64 {
-    words.iter().fold(0u64, |acc, &w| (acc << 16) | u64::from(w))
+    words
+        .iter()
+        .fold(0u64, |acc, &w| (acc << 16) | u64::from(w))
 }
 
 /// The raw value before scaling, and its integer bit pattern (for sentinel comparison).
 fn raw(words: &[u16], enc: &Encoding) -> Result<(f64, Option<i64>), DecodeError> {
     let n = usize::from(enc.value_type.words());
     if words.len() != n {
-        return Err(DecodeError::Length { expected: n, got: words.len() });
+        return Err(DecodeError::Length {
+            expected: n,
+            got: words.len(),
+        });
     }
     let bits = join(&normalise(words, enc));
     Ok(match enc.value_type {
@@ -85,28 +134,53 @@ pub fn decode(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f
     let enc = Encoding::of(map, defaults);
     let (value, int_bits) = raw(words, &enc)?;
     if !value.is_finite() {
-        return Err(DecodeError::NotAvailable { raw: format!("{value}") });
+        return Err(DecodeError::NotAvailable {
+            raw: format!("{value}"),
+        });
     }
     if let Some(bits) = int_bits {
         // Sentinels are written as the register shows them: compare both signed and unsigned views.
         let unsigned = join(&normalise(words, &enc)) as i64;
         if map.sentinels.iter().any(|&s| s == bits || s == unsigned) {
-            return Err(DecodeError::NotAvailable { raw: format!("{unsigned:#x}") });
+            return Err(DecodeError::NotAvailable {
+                raw: format!("{unsigned:#x}"),
+            });
         }
     }
     Ok(value * enc.scale)
 }
 
+/// [`decode`], then reject a value outside the physical bounds of the quantity. This is what the
+/// poller uses: a value that fails here is reported missing, never published.
+pub fn decode_checked(
+    words: &[u16],
+    map: &QuantityMap,
+    defaults: &Defaults,
+) -> Result<f64, DecodeError> {
+    let value = decode(words, map, defaults)?;
+    Ok(plausible(map.name, value)?)
+}
+
 /// Apply a SunSpec-style power-of-ten scale factor (`value × 10^sf`).
 pub fn apply_scale_factor(value: f64, sf: i16) -> f64 {
-    value * 10f64.powi(i32::from(sf))
+    // Dividing by an exact power of ten gives the nearest double (2301 × 10^-1 = 230.1, where
+    // multiplying by 0.1 gives 230.10000000000002).
+    if sf < 0 {
+        value / 10f64.powi(-i32::from(sf))
+    } else {
+        value * 10f64.powi(i32::from(sf))
+    }
 }
 
 /// Encode a canonical value into the words a device would hold (inverse of [`decode`]).
 /// Integer types round to nearest and saturate at the type's range.
 pub fn encode(value: f64, map: &QuantityMap, defaults: &Defaults) -> Vec<u16> {
     let enc = Encoding::of(map, defaults);
-    let raw = if enc.scale != 0.0 { value / enc.scale } else { value };
+    let raw = if enc.scale != 0.0 {
+        value / enc.scale
+    } else {
+        value
+    };
     let r = raw.round();
     let bits: u64 = match enc.value_type {
         ValueType::U16 => r.clamp(0.0, f64::from(u16::MAX)) as u64,
@@ -133,7 +207,6 @@ pub fn encode(value: f64, map: &QuantityMap, defaults: &Defaults) -> Vec<u16> {
 mod tests {
     use super::*;
     use crate::profile::Function;
-    use crate::reading::Quantity;
 
     fn defaults() -> Defaults {
         Defaults {
@@ -166,7 +239,10 @@ mod tests {
     #[test]
     fn f32_big_endian_decodes_ieee_bits() {
         // 230.5 = 0x43668000
-        assert_eq!(decode(&[0x4366, 0x8000], &map(ValueType::F32, 1.0), &defaults()), Ok(230.5));
+        assert_eq!(
+            decode(&[0x4366, 0x8000], &map(ValueType::F32, 1.0), &defaults()),
+            Ok(230.5)
+        );
     }
 
     #[test]
@@ -179,13 +255,26 @@ mod tests {
     }
 
     #[test]
+    fn scale_factors_give_the_nearest_decimal() {
+        assert_eq!(apply_scale_factor(2301.0, -1), 230.1);
+        assert_eq!(apply_scale_factor(742.0, -2), 7.42);
+        assert_eq!(apply_scale_factor(512.0, 1), 5120.0);
+    }
+
+    #[test]
     fn sentinel_and_nan_are_not_available() {
         let mut m = map(ValueType::I16, 1.0);
         m.sentinels = vec![-32768];
-        assert!(matches!(decode(&[0x8000], &m, &defaults()), Err(DecodeError::NotAvailable { .. })));
+        assert!(matches!(
+            decode(&[0x8000], &m, &defaults()),
+            Err(DecodeError::NotAvailable { .. })
+        ));
         let mut u = map(ValueType::U16, 1.0);
         u.sentinels = vec![0xFFFF];
-        assert!(matches!(decode(&[0xFFFF], &u, &defaults()), Err(DecodeError::NotAvailable { .. })));
+        assert!(matches!(
+            decode(&[0xFFFF], &u, &defaults()),
+            Err(DecodeError::NotAvailable { .. })
+        ));
         assert!(matches!(
             decode(&[0x7FC0, 0x0000], &map(ValueType::F32, 1.0), &defaults()),
             Err(DecodeError::NotAvailable { .. })
@@ -196,7 +285,10 @@ mod tests {
     fn wrong_length_is_an_error() {
         assert_eq!(
             decode(&[1], &map(ValueType::U32, 1.0), &defaults()),
-            Err(DecodeError::Length { expected: 2, got: 1 })
+            Err(DecodeError::Length {
+                expected: 2,
+                got: 1
+            })
         );
     }
 
@@ -224,5 +316,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn plausibility_rejects_physically_impossible_values() {
+        let cases = [
+            (Quantity::PW, 10.5e6),
+            (Quantity::PW, -10.5e6),
+            (Quantity::FHz, 0.0),
+            (Quantity::FHz, 75.0),
+            (Quantity::Pf, 1.2),
+            (Quantity::VV, -1.0),
+            (Quantity::VV, 1200.0),
+            (Quantity::IA, -0.5),
+            (Quantity::IA, 12e3),
+            (Quantity::EImpWh, -1.0),
+            (Quantity::EExpWh, -0.001),
+        ];
+        for (q, v) in cases {
+            let err = plausible(q, v).unwrap_err();
+            assert_eq!((err.quantity, err.value), (q, v));
+            assert!(err.to_string().contains(q.name()), "{err}");
+        }
+    }
+
+    #[test]
+    fn plausibility_accepts_ordinary_values_and_edges() {
+        for (q, v) in [
+            (Quantity::PW, -4500.0),
+            (Quantity::PW, 10e6),
+            (Quantity::FHz, 50.02),
+            (Quantity::Pf, -1.0),
+            (Quantity::Pf, 1.00005),
+            (Quantity::VV, 0.0),
+            (Quantity::IA, 0.0),
+            (Quantity::EImpWh, 0.0),
+            (Quantity::EExpWh, 123_456_789.0),
+        ] {
+            assert_eq!(plausible(q, v), Ok(v));
+        }
+    }
+
+    #[test]
+    fn checked_decode_turns_a_nonsense_register_into_an_error() {
+        // An Eastron-style float power register holding 3.0e9 W (garbage after a bus collision).
+        let m = map(ValueType::F32, 1.0);
+        let words = encode(3.0e9, &m, &defaults());
+        match decode_checked(&words, &m, &defaults()) {
+            Err(DecodeError::Implausible(i)) => {
+                assert_eq!(i.quantity, Quantity::PW);
+                assert_eq!(i.value, 3.0e9);
+                assert_eq!(
+                    i.to_string(),
+                    "implausible p_w = 3000000000 (valid -10000000..=10000000)"
+                );
+            }
+            other => panic!("expected Implausible, got {other:?}"),
+        }
+        let ok = encode(-2500.0, &m, &defaults());
+        assert_eq!(decode_checked(&ok, &m, &defaults()), Ok(-2500.0));
     }
 }

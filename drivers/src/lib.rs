@@ -4,11 +4,17 @@
 //! requests as possible; a bus scheduler performs them with the timing a shared line needs; the
 //! decoder turns words into canonical values. This crate knows nothing of MQTT, SQLite or HTTP.
 
+pub mod bus;
 pub mod clock;
 pub mod decode;
 pub mod link;
+pub mod plan;
 pub mod profile;
 pub mod reading;
+pub mod scan;
+pub mod sim;
+pub mod sunspec;
+pub mod transport;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use link::{Link, LinkError};

@@ -184,7 +184,9 @@ mod tests {
         v.set(Quantity::VV, 2, 231.5);
         let r = Reading {
             meter: "pv".into(),
-            ts: DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z").unwrap().with_timezone(&Utc),
+            ts: DateTime::parse_from_rfc3339("2026-06-01T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
             mono_ms: 7,
             values: v,
             quality: Quality::Good,

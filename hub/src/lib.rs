@@ -9,4 +9,5 @@ pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod site;
+pub mod solar;
 pub mod wire;

@@ -112,6 +112,11 @@ pub struct Batch {
     /// When the batch was sent (site clock): the receiver rejects batches from the far future.
     pub sent: DateTime<Utc>,
     pub readings: Vec<WireReading>,
+    /// Every seq up to and including this one that was never sent was dropped by the site for
+    /// lack of disk (counted and shown in its health): the receiver treats them as gone, so its
+    /// highest contiguous seq can move past them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_through: Option<u64>,
 }
 
 /// Payload of `site/{site}/ack`: every seq up to and including `seq` is stored centrally.
@@ -300,6 +305,7 @@ mod tests {
                 retimed: false,
                 energy_integrated: false,
             }],
+            dropped_through: None,
         }
     }
 

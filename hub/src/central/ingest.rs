@@ -341,6 +341,7 @@ mod tests {
                 retimed: false,
                 energy_integrated: false,
             }],
+            dropped_through: None,
         }
     }
 

@@ -316,6 +316,7 @@ async fn site_task(
             site: s.id.clone(),
             sent: now,
             readings,
+            dropped_through: None,
         };
         let payload = wire::seal(&s.key, &s.id, &topic, &batch);
         stats

@@ -1,13 +1,834 @@
-//! TODO(owner): the config schema and its validation.
+//! The site config (TOML): schema, validation with FILE:LINE:COL spans, and loading for the agent.
+//!
+//! `check` reports every problem it can find; `load` refuses a config `check` would refuse. Neither
+//! touches a bus, the broker or the outbox.
 
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
 
 use crate::check::Diag;
 
+/// The whole site config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub site: SiteSection,
+    pub mqtt: MqttSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub web: WebSection,
+    #[serde(default, rename = "bus")]
+    pub buses: Vec<BusConfig>,
+    #[serde(default, rename = "meter")]
+    pub meters: Vec<MeterConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    /// Stable site id, used in MQTT topics (`[a-z0-9-]`).
+    pub id: Spanned<String>,
+    pub community: Spanned<String>,
+    #[serde(default)]
+    pub name: String,
+    /// IANA zone of the building (`Europe/Rome`), for the resident page.
+    #[serde(default = "default_tz")]
+    pub timezone: Spanned<String>,
+    /// How to decide the wall clock is trustworthy (see `timesync`).
+    #[serde(default)]
+    pub clock: ClockPolicy,
+}
+
+fn default_tz() -> Spanned<String> {
+    Spanned::new(0..0, "Europe/Rome".to_string())
+}
+
+/// `kernel`: wait for the kernel's NTP-synchronised flag (a Pi without RTC). `trust`: the wall
+/// clock is right from boot (a machine with a battery-backed RTC and no NTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockPolicy {
+    #[default]
+    Kernel,
+    Trust,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The site's secret key for batch authentication: hex text, or raw bytes.
+    pub key_file: Spanned<PathBuf>,
+    /// PEM file of the CA that signed the broker's certificate (mqtts only).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Readings per published batch.
+    #[serde(default = "default_batch")]
+    pub batch_readings: usize,
+    /// Batches published but not yet acknowledged by the central hub, at most.
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+fn default_batch() -> usize {
+    500
+}
+fn default_window() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// Folder of the outbox database.
+    #[serde(default = "default_storage_path")]
+    pub path: PathBuf,
+    /// Largest size the outbox may take on disk (`200MB`, `1GiB`, bytes).
+    #[serde(default = "default_budget")]
+    pub budget: Spanned<String>,
+}
+
+fn default_storage_path() -> PathBuf {
+    PathBuf::from("/var/lib/socer")
+}
+fn default_budget() -> Spanned<String> {
+    Spanned::new(0..0, "200MB".to_string())
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            path: default_storage_path(),
+            budget: default_budget(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "0.0.0.0:8080".to_string())
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// One Modbus line: a serial port (RS-485) or a Modbus TCP gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    pub name: Spanned<String>,
+    /// Serial device, e.g. `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub serial: Option<Spanned<String>>,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: Spanned<u8>,
+    /// `host:port` of a Modbus TCP device or gateway.
+    #[serde(default)]
+    pub tcp: Option<Spanned<String>>,
+    /// Meters on this bus are simulated in-process (tests and demos; no Modbus traffic).
+    #[serde(default)]
+    pub simulated: bool,
+    /// Simulated bus only: unit ids that never answer (to test a failing meter).
+    #[serde(default)]
+    pub dead_units: Vec<i64>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_stop_bits() -> Spanned<u8> {
+    Spanned::new(0..0, 1)
+}
+fn default_timeout_ms() -> u64 {
+    300
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
+/// What a meter measures, for the building's totals and the community balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The POD exchange meter: import = withdrawal, export = injection.
+    Grid,
+    /// A generator: produced = export.
+    Production,
+    /// A load: consumed = import.
+    Consumption,
+    Storage,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Grid => "grid",
+            Role::Production => "production",
+            Role::Consumption => "consumption",
+            Role::Storage => "storage",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    /// Unique within the site; appears in readings.
+    pub name: Spanned<String>,
+    pub bus: Spanned<String>,
+    /// Modbus unit id, 1..=247.
+    pub unit: Spanned<i64>,
+    /// Profile id (`socer profiles` lists them).
+    pub model: Spanned<String>,
+    pub role: Spanned<String>,
+    /// Point of delivery code (IT001E…), for grid meters.
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Poll interval override: seconds, or `"500ms"`, `"15s"`, `"1m"`.
+    #[serde(default)]
+    pub interval: Option<Spanned<IntervalValue>>,
+    /// The meter is wired the other way round: swap import and export, negate power.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+impl MeterConfig {
+    pub fn role(&self) -> Role {
+        parse_role(self.role.get_ref()).unwrap_or(Role::Consumption)
+    }
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval.as_ref().and_then(|i| i.get_ref().duration())
+    }
+    pub fn name(&self) -> &str {
+        self.name.get_ref()
+    }
+}
+
+/// An interval as written: a number of seconds or a string with a unit.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum IntervalValue {
+    Seconds(f64),
+    Text(String),
+}
+
+impl IntervalValue {
+    pub fn duration(&self) -> Option<Duration> {
+        match self {
+            IntervalValue::Seconds(s) if s.is_finite() && *s > 0.0 => {
+                Some(Duration::from_secs_f64(*s))
+            }
+            IntervalValue::Seconds(_) => None,
+            IntervalValue::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+impl fmt::Display for IntervalValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IntervalValue::Seconds(s) => write!(f, "{s}"),
+            IntervalValue::Text(t) => write!(f, "{t:?}"),
+        }
+    }
+}
+
+/// `"500ms"`, `"15s"`, `"2m"`, `"1h"`; zero is not an interval.
+pub fn parse_duration(t: &str) -> Option<Duration> {
+    let t = t.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs > 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs))
+}
+
+/// `"200MB"`, `"1GiB"`, `"500kB"`, or plain bytes.
+pub fn parse_size(t: &str) -> Option<u64> {
+    let t = t.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mul = match unit.trim() {
+        "" | "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = n * mul;
+    (bytes >= 1.0 && bytes.is_finite()).then_some(bytes as u64)
+}
+
+pub fn parse_role(s: &str) -> Option<Role> {
+    match s {
+        "grid" => Some(Role::Grid),
+        "production" => Some(Role::Production),
+        "consumption" => Some(Role::Consumption),
+        "storage" => Some(Role::Storage),
+        _ => None,
+    }
+}
+
+/// Broker address from an MQTT URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+/// `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883); no path, no credentials in the URL.
+pub fn parse_mqtt_url(s: &str) -> Result<BrokerUrl, String> {
+    let (tls, rest) = if let Some(r) = s.strip_prefix("mqtt://") {
+        (false, r)
+    } else if let Some(r) = s.strip_prefix("mqtts://") {
+        (true, r)
+    } else {
+        return Err(format!(
+            "{s:?} is not an MQTT URL: expected mqtt://host:port or mqtts://host:port"
+        ));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('@') || rest.contains('?') {
+        return Err(format!(
+            "{s:?}: only scheme, host and port belong in the URL (credentials go in username/password)"
+        ));
+    }
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) if p > 0 => (h, p),
+            _ => return Err(format!("{s:?}: port {p:?} is not a number in 1..=65535")),
+        },
+        _ => (rest, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s:?}: no host"));
+    }
+    Ok(BrokerUrl {
+        tls,
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// The meter models a config may name: the built-in profiles, and `sunspec` (resolved on the
+/// device by discovery).
+pub fn known_models() -> Vec<String> {
+    let mut ids: Vec<String> = match socer_drivers::ProfileSet::builtin() {
+        Ok(set) => set.ids().into_iter().map(str::to_string).collect(),
+        Err(e) => {
+            tracing::error!("built-in profiles do not load: {e}");
+            Vec::new()
+        }
+    };
+    if !ids.iter().any(|i| i == "sunspec") {
+        ids.push("sunspec".into());
+    }
+    ids
+}
+
+fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
+    let r = s.span();
+    (r.end > 0).then_some(r)
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
 /// Validate a config text; an empty list means it is valid.
-pub fn check(_path: &Path, _text: &str) -> Vec<Diag> {
-    vec![Diag::new(
-        Some(0..0),
-        "validation of this config kind is not built yet",
-    )]
+pub fn check(_path: &Path, text: &str) -> Vec<Diag> {
+    let cfg: SiteConfig = match toml::from_str(text) {
+        Ok(c) => c,
+        Err(e) => return vec![Diag::from_toml(&e)],
+    };
+    validate(&cfg, &known_models())
+}
+
+/// The semantic checks, given the model ids that exist.
+pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
+    let mut d = Vec::new();
+    for (what, v) in [
+        ("site id", &cfg.site.id),
+        ("community", &cfg.site.community),
+    ] {
+        if !valid_id(v.get_ref()) {
+            d.push(Diag::new(
+                span(v),
+                format!("{what} {:?} must be lowercase letters, digits, '-' or '_' (it is part of MQTT topics)", v.get_ref()),
+            ));
+        }
+    }
+    if cfg
+        .site
+        .timezone
+        .get_ref()
+        .parse::<chrono_tz::Tz>()
+        .is_err()
+    {
+        d.push(Diag::new(
+            span(&cfg.site.timezone),
+            format!(
+                "unknown time zone {:?}: use an IANA name such as \"Europe/Rome\"",
+                cfg.site.timezone.get_ref()
+            ),
+        ));
+    }
+    if let Err(e) = parse_mqtt_url(cfg.mqtt.url.get_ref()) {
+        d.push(Diag::new(span(&cfg.mqtt.url), e));
+    }
+    if cfg.mqtt.batch_readings == 0 || cfg.mqtt.window == 0 {
+        d.push(Diag::new(
+            None,
+            "[mqtt] batch_readings and window must be at least 1",
+        ));
+    }
+    if parse_size(cfg.storage.budget.get_ref()).is_none() {
+        d.push(Diag::new(
+            span(&cfg.storage.budget),
+            format!(
+                "disk budget {:?} is not a size: write e.g. \"200MB\" or \"1GiB\"",
+                cfg.storage.budget.get_ref()
+            ),
+        ));
+    }
+    if cfg
+        .web
+        .listen
+        .get_ref()
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
+        d.push(Diag::new(
+            span(&cfg.web.listen),
+            format!(
+                "listen address {:?} is not IP:PORT (e.g. \"0.0.0.0:8080\")",
+                cfg.web.listen.get_ref()
+            ),
+        ));
+    }
+
+    let mut buses: HashMap<&str, &BusConfig> = HashMap::new();
+    for b in &cfg.buses {
+        let name = b.name.get_ref().as_str();
+        if buses.insert(name, b).is_some() {
+            d.push(Diag::new(
+                span(&b.name),
+                format!("duplicate bus name {name:?}"),
+            ));
+        }
+        let kinds = usize::from(b.serial.is_some())
+            + usize::from(b.tcp.is_some())
+            + usize::from(b.simulated);
+        if kinds != 1 {
+            d.push(Diag::new(
+                span(&b.name),
+                format!("bus {name:?} needs exactly one of serial = \"/dev/ttyUSB0\", tcp = \"host:port\" or simulated = true"),
+            ));
+        }
+        if let Some(t) = &b.tcp {
+            let ok = t
+                .get_ref()
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                d.push(Diag::new(
+                    span(t),
+                    format!("tcp address {:?} is not host:port", t.get_ref()),
+                ));
+            }
+        }
+        if !b.dead_units.is_empty() && !b.simulated {
+            d.push(Diag::new(
+                span(&b.name),
+                format!("bus {name:?}: dead_units is only for a simulated bus"),
+            ));
+        }
+        if !matches!(b.stop_bits.get_ref(), 1 | 2) {
+            d.push(Diag::new(span(&b.stop_bits), "stop_bits must be 1 or 2"));
+        }
+    }
+
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut units: HashSet<(&str, i64)> = HashSet::new();
+    for m in &cfg.meters {
+        let name = m.name.get_ref().as_str();
+        if !names.insert(name) {
+            d.push(Diag::new(
+                span(&m.name),
+                format!("duplicate meter name {name:?}"),
+            ));
+        }
+        if name.is_empty() {
+            d.push(Diag::new(span(&m.name), "meter name is empty"));
+        }
+        let bus = m.bus.get_ref().as_str();
+        if !buses.contains_key(bus) {
+            let known: Vec<&str> = cfg
+                .buses
+                .iter()
+                .map(|b| b.name.get_ref().as_str())
+                .collect();
+            d.push(Diag::new(
+                span(&m.bus),
+                format!(
+                    "meter {name:?} is on bus {bus:?}, which is not defined (buses: {})",
+                    list(&known)
+                ),
+            ));
+        }
+        let unit = *m.unit.get_ref();
+        if !(1..=247).contains(&unit) {
+            d.push(Diag::new(
+                span(&m.unit),
+                format!("unit id {unit} is outside 1..=247"),
+            ));
+        } else if !units.insert((bus, unit)) {
+            d.push(Diag::new(
+                span(&m.unit),
+                format!("unit id {unit} is already used on bus {bus:?}"),
+            ));
+        }
+        if !models.iter().any(|x| x == m.model.get_ref())
+            && socer_drivers::sunspec::model_choice(m.model.get_ref()).is_none()
+        {
+            let ids: Vec<&str> = models.iter().map(String::as_str).collect();
+            d.push(Diag::new(
+                span(&m.model),
+                format!(
+                    "unknown model {:?}; known: {}",
+                    m.model.get_ref(),
+                    list(&ids)
+                ),
+            ));
+        }
+        if parse_role(m.role.get_ref()).is_none() {
+            d.push(Diag::new(
+                span(&m.role),
+                format!(
+                    "unknown role {:?}: grid, production, consumption or storage",
+                    m.role.get_ref()
+                ),
+            ));
+        }
+        if let Some(i) = &m.interval {
+            if i.get_ref().duration().is_none() {
+                d.push(Diag::new(
+                    span(i),
+                    format!(
+                        "interval {} is not a duration: seconds, or \"500ms\", \"15s\", \"1m\"",
+                        i.get_ref()
+                    ),
+                ));
+            }
+        }
+    }
+    d
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// Why the agent cannot start with a config.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("key file {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+}
+
+/// A validated config, ready for the agent.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: SiteConfig,
+    pub broker: BrokerUrl,
+    pub key: Vec<u8>,
+    pub budget_bytes: u64,
+}
+
+/// Read, validate, and read the batch key. Relative paths are taken from the config's folder.
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut config: SiteConfig = toml::from_str(&text).map_err(|e| {
+        LoadError::Invalid(crate::check::render(path, &text, &[Diag::from_toml(&e)]))
+    })?;
+    let diags = validate(&config, &known_models());
+    if !diags.is_empty() {
+        return Err(LoadError::Invalid(crate::check::render(
+            path, &text, &diags,
+        )));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let key_path = base.join(config.mqtt.key_file.get_ref());
+    let key = read_key(&key_path)?;
+    config.storage.path = base.join(&config.storage.path);
+    if let Some(ca) = &config.mqtt.ca_file {
+        config.mqtt.ca_file = Some(base.join(ca));
+    }
+    let broker = parse_mqtt_url(config.mqtt.url.get_ref()).map_err(LoadError::Invalid)?;
+    let budget_bytes = parse_size(config.storage.budget.get_ref())
+        .ok_or_else(|| LoadError::Invalid("bad disk budget".into()))?;
+    Ok(Loaded {
+        config,
+        broker,
+        key,
+        budget_bytes,
+    })
+}
+
+/// A key file holds hex text (whitespace ignored) or, failing that, raw bytes; at least 16 bytes.
+pub fn read_key(path: &Path) -> Result<Vec<u8>, LoadError> {
+    let raw = std::fs::read(path).map_err(|e| LoadError::Key {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let text: String = String::from_utf8_lossy(&raw).split_whitespace().collect();
+    let key = match hex::decode(&text) {
+        Ok(k) if !text.is_empty() => k,
+        _ => raw,
+    };
+    if key.len() < 16 {
+        return Err(LoadError::Key {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} bytes; a key needs at least 16 (e.g. `openssl rand -hex 32`)",
+                key.len()
+            ),
+        });
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[site]
+id = "domus-1"
+community = "socer"
+name = "Condominio Domus 1"
+timezone = "Europe/Rome"
+
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+key_file = "site.key"
+
+[storage]
+path = "data"
+budget = "200MB"
+
+[web]
+listen = "127.0.0.1:8080"
+
+[[bus]]
+name = "rs485"
+serial = "/dev/ttyUSB0"
+baud = 9600
+parity = "none"
+
+[[bus]]
+name = "gw"
+tcp = "192.168.1.20:502"
+
+[[meter]]
+name = "grid"
+bus = "rs485"
+unit = 1
+model = "eastron-sdm630"
+role = "grid"
+pod = "IT001E12345678"
+
+[[meter]]
+name = "pv"
+bus = "gw"
+unit = 1
+model = "sunspec"
+role = "production"
+interval = "2s"
+
+[[meter]]
+name = "battery-inverter"
+bus = "gw"
+unit = 2
+model = "sunspec:203"
+role = "storage"
+"#;
+
+    fn diags(text: &str) -> String {
+        let d = check(Path::new("s.toml"), text);
+        crate::check::render(Path::new("s.toml"), text, &d)
+    }
+
+    #[test]
+    fn a_good_config_has_no_diagnostics() {
+        assert_eq!(diags(GOOD), "");
+    }
+
+    #[test]
+    fn unknown_key_points_at_its_line() {
+        let t = GOOD.replace("pod = \"IT001E12345678\"", "pdo = \"IT001E12345678\"");
+        let out = diags(&t);
+        let line = t.lines().position(|l| l.starts_with("pdo")).unwrap() + 1;
+        assert!(out.starts_with(&format!("s.toml:{line}:")), "{out}");
+        assert!(out.contains("pdo"), "{out}");
+    }
+
+    #[test]
+    fn duplicate_meter_name_and_unit_are_both_reported_at_the_second_meter() {
+        let t = format!(
+            "{GOOD}\n[[meter]]\nname = \"grid\"\nbus = \"rs485\"\nunit = 1\nmodel = \"eastron-sdm120\"\nrole = \"consumption\"\n"
+        );
+        let out = diags(&t);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        let name_line = t
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| *l == "name = \"grid\"")
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        assert!(
+            lines[0].starts_with(&format!("s.toml:{name_line}:8: duplicate meter name")),
+            "{out}"
+        );
+        assert!(
+            lines[1].contains("unit id 1 is already used on bus \"rs485\""),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn meter_on_undefined_bus_bad_url_model_and_role_are_named() {
+        let t = GOOD
+            .replace("bus = \"gw\"", "bus = \"gateway\"")
+            .replace("mqtt://127.0.0.1:1883", "http://broker")
+            .replace("model = \"sunspec\"", "model = \"sdm999\"")
+            .replace("role = \"production\"", "role = \"producer\"");
+        let out = diags(&t);
+        assert!(
+            out.contains("bus \"gateway\", which is not defined (buses: rs485, gw)"),
+            "{out}"
+        );
+        assert!(out.contains("is not an MQTT URL"), "{out}");
+        assert!(
+            out.contains("unknown model \"sdm999\"; known: abb-b23"),
+            "{out}"
+        );
+        assert!(out.contains("unknown role \"producer\""), "{out}");
+        let url_line = t.lines().position(|l| l.starts_with("url")).unwrap() + 1;
+        assert!(out.contains(&format!("s.toml:{url_line}:7: ")), "{out}");
+    }
+
+    #[test]
+    fn sizes_durations_and_urls_parse() {
+        assert_eq!(parse_size("200MB"), Some(200_000_000));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(
+            parse_mqtt_url("mqtts://hub.socer.it"),
+            Ok(BrokerUrl {
+                tls: true,
+                host: "hub.socer.it".into(),
+                port: 8883
+            })
+        );
+        assert_eq!(
+            parse_mqtt_url("mqtt://127.0.0.1:18830"),
+            Ok(BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 18830
+            })
+        );
+        assert!(parse_mqtt_url("mqtt://u:p@host").is_err());
+        assert!(parse_mqtt_url("mqtt://host:99999").is_err());
+    }
+
+    #[test]
+    fn key_file_takes_hex_or_raw_and_refuses_short_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "00112233445566778899aabbccddeeff\n").unwrap();
+        assert_eq!(read_key(&p).unwrap().len(), 16);
+        std::fs::write(&p, b"a raw key of enough bytes").unwrap();
+        assert_eq!(read_key(&p).unwrap(), b"a raw key of enough bytes");
+        std::fs::write(&p, "abcd").unwrap();
+        assert!(matches!(read_key(&p), Err(LoadError::Key { .. })));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../../config/site.example.toml");
+        assert_eq!(diags(text), "");
+    }
 }

@@ -1,12 +1,294 @@
-//! TODO(owner): describe this module.
+//! `socer site`: the building agent. Meters are polled (`poll`), every reading is stamped
+//! (`timesync`) and kept in the SQLite outbox (`outbox`) until the central hub acknowledges it
+//! through the MQTT uplink (`uplink`); the resident page and health are served by `web`.
+//!
+//! This module only wires the parts together and handles start-up and shutdown (systemd
+//! readiness, watchdog, SIGTERM flush); it holds no data of its own.
 
 pub mod config;
+pub mod outbox;
+pub mod poll;
+pub mod timesync;
+pub mod uplink;
+pub mod web;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, watch};
+
+use socer_drivers::clock::{Clock, SystemClock};
+use socer_drivers::reading::Reading;
+
+use crate::wire;
+use outbox::{Outbox, Store};
+use timesync::TimeKeeper;
+use web::{MeterInfo, View};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The site config (TOML; see config/site.example.toml).
+    #[arg(long)]
+    pub config: PathBuf,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`socer site` is not built yet")
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(&args.config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprint!("{e}");
+            if !e.to_string().ends_with('\n') {
+                eprintln!();
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let cfg = loaded.config.clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let run_info = TimeKeeper::system_run(clock.as_ref());
+    let time = Arc::new(TimeKeeper::new(
+        clock.clone(),
+        timesync::probe_for(cfg.site.clock),
+        run_info.clone(),
+    ));
+
+    let store = match Store::open(&cfg.storage.path, loaded.budget_bytes, &run_info) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("socer site: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    tracing::info!(
+        path = %store.path().display(),
+        last_seq = store.last_seq(),
+        acked = store.acked(),
+        "outbox open"
+    );
+    let wall = {
+        let t = time.clone();
+        Arc::new(move || t.wall_ms())
+    };
+    let outbox = Outbox::start(store, wall);
+    if let Some(ev) = time.poll() {
+        // Readings of earlier runs may still wait for a wall time.
+        outbox.retime(ev.boot, ev.offset_ms, ev.now_ms);
+    } else {
+        tracing::warn!(
+            "the system clock is not synchronised: readings keep a monotonic stamp until it is"
+        );
+    }
+
+    let listen = cfg.web.listen.get_ref().clone();
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("socer site: cannot listen on {listen}: {e}");
+            outbox.shutdown().await;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("serving http://{addr}/");
+    }
+
+    let (events, _) = broadcast::channel(256);
+    let view = Arc::new(View {
+        site: cfg.site.id.get_ref().clone(),
+        community: cfg.site.community.get_ref().clone(),
+        name: cfg.site.name.clone(),
+        timezone: cfg.site.timezone.get_ref().clone(),
+        meters: cfg
+            .meters
+            .iter()
+            .map(|m| MeterInfo {
+                name: m.name().to_string(),
+                model: m.model.get_ref().clone(),
+                role: m.role(),
+                pod: m.pod.clone(),
+            })
+            .collect(),
+        latest: Mutex::new(BTreeMap::new()),
+        health: Arc::default(),
+        outbox: outbox.clone(),
+        uplink: Arc::default(),
+        time: time.clone(),
+        events,
+        started: Instant::now(),
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, rx) = mpsc::channel::<(Reading, Duration)>(4096);
+    let pollers = poll::spawn_all(&cfg, clock.clone(), tx, stop_rx.clone());
+    let ingest = tokio::spawn(ingest(rx, view.clone()));
+
+    let clock_task = {
+        let (time, outbox, mut stop) = (time.clone(), outbox.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                if let Some(ev) = time.poll() {
+                    tracing::info!("system clock synchronised");
+                    outbox.retime(ev.boot, ev.offset_ms, ev.now_ms);
+                }
+            }
+        })
+    };
+
+    let uplink_cfg = uplink::UplinkConfig {
+        broker: loaded.broker.clone(),
+        username: cfg.mqtt.username.clone(),
+        password: cfg.mqtt.password.clone(),
+        ca_pem: match &cfg.mqtt.ca_file {
+            Some(p) => match std::fs::read(p) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    eprintln!("socer site: ca_file {}: {e}", p.display());
+                    return Ok(ExitCode::from(2));
+                }
+            },
+            None => None,
+        },
+        key: loaded.key.clone(),
+        community: view.community.clone(),
+        site: view.site.clone(),
+        batch_readings: cfg.mqtt.batch_readings,
+        window: cfg.mqtt.window,
+        ack_timeout: Duration::from_secs(30),
+        status_every: Duration::from_secs(30),
+    };
+    let status_fn: uplink::StatusFn = {
+        let v = view.clone();
+        Arc::new(move || status_of(&v))
+    };
+    let uplink_task = uplink::spawn(
+        uplink_cfg,
+        outbox.clone(),
+        clock.clone(),
+        status_fn,
+        view.uplink.clone(),
+        stop_rx.clone(),
+    );
+
+    let web_task = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(web::serve(view.clone(), listener, async move {
+            let _ = stop.changed().await;
+        }))
+    };
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        let (outbox, mut stop) = (outbox.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                // Ping only while the outbox writer answers: a stuck writer gets us restarted.
+                if tokio::time::timeout(period / 4, outbox.flush())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        })
+    });
+
+    wait_for_signal().await;
+    tracing::info!("stopping: flushing the outbox");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    for p in pollers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), ingest).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), uplink_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), clock_task).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), outbox.shutdown()).await;
+    web_task.abort();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Readings from the pollers: health, latest values, live events, then the outbox.
+async fn ingest(mut rx: mpsc::Receiver<(Reading, Duration)>, view: Arc<View>) {
+    while let Some((r, latency)) = rx.recv().await {
+        poll::record(&view.health, &r, latency);
+        if r.quality != socer_drivers::reading::Quality::Failed {
+            if let Ok(mut l) = view.latest.lock() {
+                l.insert(r.meter.clone(), r.clone());
+            }
+        }
+        if view.events.receiver_count() > 0 {
+            if let Ok(j) = serde_json::to_string(&r) {
+                let _ = view.events.send(j);
+            }
+        }
+        if view.outbox.push(view.time.stamp(r)).is_err() {
+            tracing::error!("the outbox writer has stopped; readings cannot be kept");
+            return;
+        }
+    }
+}
+
+/// The retained status payload.
+fn status_of(v: &View) -> wire::Status {
+    let health = v.health.lock().map(|h| h.clone()).unwrap_or_default();
+    wire::Status {
+        state: "online".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ts: v
+            .time
+            .wall_ms()
+            .and_then(chrono::DateTime::from_timestamp_millis),
+        meters: v
+            .meters
+            .iter()
+            .map(|m| {
+                let h = health.get(&m.name);
+                wire::MeterStatus {
+                    name: m.name.clone(),
+                    model: m.model.clone(),
+                    role: m.role.as_str().into(),
+                    pod: m.pod.clone(),
+                    health: h.map(|h| h.state()).unwrap_or("unknown").into(),
+                    last_error: h.and_then(|h| h.last_error.clone()),
+                }
+            })
+            .collect(),
+        backlog: v.outbox.stats().backlog,
+        clock_synced: v.time.is_synced(),
+    }
 }

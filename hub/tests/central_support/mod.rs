@@ -147,6 +147,7 @@ pub fn sealed(site: &str, key_hex: &str, seqs: std::ops::RangeInclusive<u64>) ->
         site: site.into(),
         sent: now,
         readings,
+        dropped_through: None,
     };
     let topics = Topics::new("socer");
     wire::seal(&key(key_hex), site, &topics.readings(site), &batch)

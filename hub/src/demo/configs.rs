@@ -1,0 +1,306 @@
+//! The configs the demo writes for its daemons: one site config per building and the central
+//! config, as TOML text a technician could have written (and `socer check` accepts). Pure: the
+//! caller writes the files.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::scenario::{BusKind, Scenario};
+
+/// Where one building's daemon and meters live.
+#[derive(Debug, Clone)]
+pub struct SitePlan {
+    pub building: String,
+    /// The resident page and API.
+    pub web: SocketAddr,
+    /// Modbus TCP endpoint of the building's TCP meters.
+    pub modbus_tcp: Option<SocketAddr>,
+    /// The pty of its RS-485 line.
+    pub rtu_path: Option<String>,
+    /// Broker password and batch key (hex).
+    pub password: String,
+    pub key_hex: String,
+}
+
+/// Broker and central web addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct CentralPlan {
+    pub broker: SocketAddr,
+    pub web: SocketAddr,
+}
+
+/// TOML string literal (basic string, escaped).
+fn q(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The site config of building `b`: storage in `dir`, key in `key_file`.
+pub fn site_toml(
+    scenario: &Scenario,
+    b: usize,
+    plan: &SitePlan,
+    central: &CentralPlan,
+    dir: &Path,
+    key_file: &Path,
+) -> String {
+    let spec = &scenario.buildings[b];
+    let mut t = String::new();
+    let _ = writeln!(t, "# Written by `socer demo` for {}.", spec.name);
+    let _ = writeln!(
+        t,
+        "[site]\nid = {}\ncommunity = {}\nname = {}",
+        q(&spec.id),
+        q(&scenario.community.id),
+        q(&spec.name)
+    );
+    let _ = writeln!(
+        t,
+        "timezone = {}\n# The demo machine's clock is right from the start.\nclock = \"trust\"\n",
+        q(&scenario.community.timezone)
+    );
+    let _ = writeln!(
+        t,
+        "[mqtt]\nurl = {}\nusername = {}\npassword = {}",
+        q(&format!("mqtt://{}", central.broker)),
+        q(&spec.id),
+        q(&plan.password)
+    );
+    let _ = writeln!(t, "key_file = {}\n", q(&key_file.display().to_string()));
+    let _ = writeln!(
+        t,
+        "[storage]\npath = {}\nbudget = \"200MB\"\n",
+        q(&dir.display().to_string())
+    );
+    let _ = writeln!(t, "[web]\nlisten = {}\n", q(&plan.web.to_string()));
+    if let Some(addr) = plan.modbus_tcp {
+        let _ = writeln!(
+            t,
+            "[[bus]]\nname = \"lan\"\ntcp = {}\ntimeout_ms = 1000\n",
+            q(&addr.to_string())
+        );
+    }
+    if let Some(path) = &plan.rtu_path {
+        let _ = writeln!(
+            t,
+            "[[bus]]\nname = \"rs485\"\nserial = {}\nbaud = {}\nparity = \"none\"\nstop_bits = 1\ntimeout_ms = 500\n",
+            q(path),
+            super::meters::RTU_BAUD
+        );
+    }
+    for m in &spec.meters {
+        let bus = match m.bus {
+            BusKind::Tcp => "lan",
+            BusKind::Rtu => "rs485",
+        };
+        let _ = writeln!(
+            t,
+            "[[meter]]\nname = {}\nbus = \"{bus}\"\nunit = {}\nmodel = {}\nrole = {}",
+            q(&m.name),
+            m.unit,
+            q(&m.model),
+            q(&m.role)
+        );
+        if m.role == "grid" || m.role == "production" {
+            let _ = writeln!(t, "pod = {}", q(&spec.pod));
+        }
+        t.push('\n');
+    }
+    t
+}
+
+/// The central hub's config: broker and web on loopback, every building a site, a member, a plant.
+pub fn central_toml(
+    scenario: &Scenario,
+    central: &CentralPlan,
+    sites: &[SitePlan],
+    db: &Path,
+    report_token: &str,
+) -> String {
+    let c = &scenario.community;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "# Written by `socer demo`.\n[central]\ncommunity = {}\nname = {}\ntimezone = {}",
+        q(&c.id),
+        q(&c.name),
+        q(&c.timezone)
+    );
+    let _ = writeln!(
+        t,
+        "latitude = {}\nlongitude = {}\nperiod_minutes = 60\nraw_retention_days = 35\n",
+        c.latitude, c.longitude
+    );
+    let _ = writeln!(
+        t,
+        "[broker]\nlisten = {}\nusername = \"central\"\npassword = {}\n",
+        q(&central.broker.to_string()),
+        q(report_token)
+    );
+    let _ = writeln!(
+        t,
+        "[web]\nlisten = {}\nreport_token = {}\n",
+        q(&central.web.to_string()),
+        q(report_token)
+    );
+    let _ = writeln!(t, "[storage]\npath = {}\n", q(&db.display().to_string()));
+    let _ = writeln!(t, "[prices]\nzonal_eur_mwh = 110.0\ncuaf_eur_mwh = 11.22\n");
+    for s in &scenario.substations {
+        let _ = writeln!(
+            t,
+            "[[substation]]\nid = {}\nname = {}\n",
+            q(&s.id),
+            q(&s.name)
+        );
+    }
+    for (b, plan) in scenario.buildings.iter().zip(sites) {
+        let _ = writeln!(
+            t,
+            "[[site]]\nid = {}\nname = {}\nkey = {}\npassword = {}\nmembers = [{}]\n",
+            q(&b.id),
+            q(&b.name),
+            q(&plan.key_hex),
+            q(&plan.password),
+            q(&b.id)
+        );
+    }
+    for b in &scenario.buildings {
+        let _ = writeln!(
+            t,
+            "[[member]]\nid = {}\nname = {}\nkind = {}\npod = {}\nsubstation = {}\nsite = {}\n",
+            q(&b.id),
+            q(&b.name),
+            q(b.member_kind.as_str()),
+            q(&b.pod),
+            q(&b.substation),
+            q(&b.id)
+        );
+    }
+    for b in &scenario.buildings {
+        if let Some(pv) = &b.pv {
+            let _ = writeln!(
+                t,
+                "[[plant]]\nid = {}\npod = {}\npeak_kw = {}\ncommissioned = \"{}\"\nregion = {}\ngrant_share = {}\n",
+                q(&format!("pv-{}", b.id)),
+                q(&b.pod),
+                pv.peak_kw,
+                pv.commissioned,
+                q(&c.region),
+                pv.grant_share
+            );
+        }
+    }
+    for b in &scenario.buildings {
+        for m in b
+            .meters
+            .iter()
+            .filter(|m| m.role == "grid" || m.role == "production")
+        {
+            let _ = writeln!(
+                t,
+                "[[meter]]\nsite = {}\nname = {}\npod = {}\nrole = {}\n",
+                q(&b.id),
+                q(&m.name),
+                q(&b.pod),
+                q(&m.role)
+            );
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn plans(s: &Scenario) -> (CentralPlan, Vec<SitePlan>) {
+        let central = CentralPlan {
+            broker: "127.0.0.1:18830".parse().unwrap(),
+            web: "127.0.0.1:18080".parse().unwrap(),
+        };
+        let sites = s
+            .buildings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| SitePlan {
+                building: b.id.clone(),
+                web: format!("127.0.0.1:{}", 18100 + i).parse().unwrap(),
+                modbus_tcp: b
+                    .meters
+                    .iter()
+                    .any(|m| m.bus == BusKind::Tcp)
+                    .then(|| format!("127.0.0.1:{}", 18200 + i).parse().unwrap()),
+                rtu_path: b.has_rtu().then(|| "/dev/pts/7".to_string()),
+                password: format!("pw-{i}"),
+                key_hex: "ab".repeat(32),
+            })
+            .collect();
+        (central, sites)
+    }
+
+    #[test]
+    fn every_generated_site_config_passes_the_site_check() {
+        let s = Scenario::builtin().unwrap();
+        let (central, sites) = plans(&s);
+        let dir = std::env::temp_dir().join(format!("socer-demo-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        for (b, plan) in sites.iter().enumerate() {
+            let text = site_toml(&s, b, plan, &central, &dir, &key);
+            let path = PathBuf::from(format!("{}.toml", plan.building));
+            let diags = crate::site::config::check(&path, &text);
+            assert!(diags.is_empty(), "{}: {:?}\n{text}", plan.building, diags);
+        }
+        let rtu = site_toml(&s, 2, &sites[2], &central, &dir, &key);
+        assert!(
+            rtu.contains("serial = \"/dev/pts/7\"") && rtu.contains("bus = \"rs485\""),
+            "{rtu}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_central_config_lists_every_building_plant_and_pod_meter() {
+        let s = Scenario::builtin().unwrap();
+        let (central, sites) = plans(&s);
+        let text = central_toml(&s, &central, &sites, Path::new("/tmp/c.db"), "tok");
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["site"].as_array().unwrap().len(), 9);
+        assert_eq!(v["member"].as_array().unwrap().len(), 9);
+        // Every building but the bank has a plant.
+        assert_eq!(v["plant"].as_array().unwrap().len(), 8);
+        let meters = v["meter"].as_array().unwrap();
+        assert_eq!(
+            meters
+                .iter()
+                .filter(|m| m["role"].as_str() == Some("grid"))
+                .count(),
+            9
+        );
+        assert_eq!(v["broker"]["listen"].as_str(), Some("127.0.0.1:18830"));
+        assert_eq!(v["site"][0]["key"].as_str().map(str::len), Some(64));
+    }
+
+    #[test]
+    fn names_with_quotes_stay_valid_toml() {
+        assert_eq!(q("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        let v: toml::Value = toml::from_str(&format!("x = {}", q("Sala \"Vanoni\"\n"))).unwrap();
+        assert_eq!(v["x"].as_str(), Some("Sala \"Vanoni\"\n"));
+    }
+}

@@ -1,0 +1,466 @@
+//! The site's HTTP side: live values and totals, local history, health, Prometheus metrics and
+//! server-sent events for the resident page.
+//!
+//! It only reads the agent's state; it must never block the outbox or the pollers, and it keeps
+//! answering when the disk or the broker fail (that is when a technician looks at it).
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+use warp::Filter;
+
+use socer_drivers::reading::Reading;
+
+use super::config::{self, Role};
+use super::outbox::{Outbox, OutboxStats};
+use super::poll::{HealthMap, MeterHealth};
+use super::timesync::TimeKeeper;
+use super::uplink::{SharedUplink, UplinkState};
+
+/// A meter as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeterInfo {
+    pub name: String,
+    pub model: String,
+    pub role: Role,
+    pub pod: Option<String>,
+}
+
+/// What the web side reads: shared with the agent.
+pub struct View {
+    pub site: String,
+    pub community: String,
+    pub name: String,
+    pub timezone: String,
+    pub meters: Vec<MeterInfo>,
+    pub latest: Mutex<BTreeMap<String, Reading>>,
+    pub health: HealthMap,
+    pub outbox: Outbox,
+    pub uplink: SharedUplink,
+    pub time: Arc<TimeKeeper>,
+    /// JSON of each new reading, for `/api/v1/events`.
+    pub events: broadcast::Sender<String>,
+    pub started: Instant,
+}
+
+/// Building totals from the latest readings, W. Production is positive when producing; grid is
+/// positive when withdrawing from the grid, negative when injecting.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Totals {
+    pub production_w: f64,
+    pub consumption_w: f64,
+    pub grid_w: f64,
+    pub storage_w: f64,
+    /// What the building uses in all: grid exchange + production + storage discharge.
+    pub building_load_w: f64,
+}
+
+pub fn totals(meters: &[MeterInfo], latest: &BTreeMap<String, Reading>) -> Totals {
+    let mut t = Totals::default();
+    for m in meters {
+        let Some(p) = latest.get(&m.name).and_then(|r| r.values.p_w) else {
+            continue;
+        };
+        match m.role {
+            Role::Production => t.production_w += -p,
+            Role::Consumption => t.consumption_w += p,
+            Role::Grid => t.grid_w += p,
+            Role::Storage => t.storage_w += -p,
+        }
+    }
+    t.building_load_w = t.grid_w + t.production_w + t.storage_w;
+    t
+}
+
+#[derive(Serialize)]
+struct Now<'a> {
+    site: &'a str,
+    name: &'a str,
+    ts: Option<DateTime<Utc>>,
+    clock_synced: bool,
+    totals: Totals,
+    meters: Vec<NowMeter<'a>>,
+}
+
+#[derive(Serialize)]
+struct NowMeter<'a> {
+    #[serde(flatten)]
+    info: &'a MeterInfo,
+    health: &'static str,
+    reading: Option<Reading>,
+}
+
+#[derive(Serialize)]
+struct Health<'a> {
+    site: &'a str,
+    status: &'static str,
+    uptime_s: u64,
+    clock_synced: bool,
+    outbox: OutboxStats,
+    uplink: UplinkState,
+    meters: BTreeMap<String, MeterHealthOut>,
+}
+
+#[derive(Serialize)]
+struct MeterHealthOut {
+    state: &'static str,
+    #[serde(flatten)]
+    counters: MeterHealth,
+}
+
+fn now_json(v: &View) -> String {
+    let latest = v.latest.lock().map(|l| l.clone()).unwrap_or_default();
+    let health = v.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let now = Now {
+        site: &v.site,
+        name: &v.name,
+        ts: v
+            .time
+            .wall_ms()
+            .and_then(DateTime::<Utc>::from_timestamp_millis),
+        clock_synced: v.time.is_synced(),
+        totals: totals(&v.meters, &latest),
+        meters: v
+            .meters
+            .iter()
+            .map(|m| NowMeter {
+                info: m,
+                health: health
+                    .get(&m.name)
+                    .map(MeterHealth::state)
+                    .unwrap_or("unknown"),
+                reading: latest.get(&m.name).cloned(),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&now).unwrap_or_default()
+}
+
+fn health_json(v: &View) -> String {
+    let outbox = v.outbox.stats();
+    let uplink = v.uplink.lock().map(|u| u.clone()).unwrap_or_default();
+    let meters: BTreeMap<String, MeterHealthOut> = v
+        .health
+        .lock()
+        .map(|h| {
+            h.iter()
+                .map(|(k, m)| {
+                    (
+                        k.clone(),
+                        MeterHealthOut {
+                            state: m.state(),
+                            counters: m.clone(),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = if outbox.last_error.is_some() || outbox.dropped > 0 {
+        "error"
+    } else if !uplink.connected || !v.time.is_synced() || meters.values().any(|m| m.state != "ok") {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let h = Health {
+        site: &v.site,
+        status,
+        uptime_s: v.started.elapsed().as_secs(),
+        clock_synced: v.time.is_synced(),
+        outbox,
+        uplink,
+        meters,
+    };
+    serde_json::to_string(&h).unwrap_or_default()
+}
+
+/// Prometheus text exposition.
+pub fn metrics_text(v: &View) -> String {
+    let mut o = String::new();
+    let site = &v.site;
+    let health = v.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let _ = writeln!(o, "# TYPE socer_meter_reads_total counter");
+    for (m, h) in &health {
+        let _ = writeln!(
+            o,
+            "socer_meter_reads_total{{site=\"{site}\",meter=\"{m}\",result=\"ok\"}} {}",
+            h.reads_ok
+        );
+        let _ = writeln!(
+            o,
+            "socer_meter_reads_total{{site=\"{site}\",meter=\"{m}\",result=\"partial\"}} {}",
+            h.reads_partial
+        );
+        let _ = writeln!(
+            o,
+            "socer_meter_reads_total{{site=\"{site}\",meter=\"{m}\",result=\"failed\"}} {}",
+            h.reads_failed
+        );
+    }
+    let _ = writeln!(o, "# TYPE socer_meter_read_latency_ms gauge");
+    for (m, h) in &health {
+        let _ = writeln!(
+            o,
+            "socer_meter_read_latency_ms{{site=\"{site}\",meter=\"{m}\"}} {}",
+            h.latency_ms_last
+        );
+    }
+    let _ = writeln!(o, "# TYPE socer_meter_read_latency_ms_sum counter");
+    for (m, h) in &health {
+        let _ = writeln!(
+            o,
+            "socer_meter_read_latency_ms_sum{{site=\"{site}\",meter=\"{m}\"}} {}",
+            h.latency_ms_sum
+        );
+    }
+    let s = v.outbox.stats();
+    let u = v.uplink.lock().map(|u| u.clone()).unwrap_or_default();
+    let oldest_age = s
+        .oldest_unacked
+        .zip(v.time.wall_ms())
+        .map(|(t, now)| ((now - t.timestamp_millis()).max(0) as f64) / 1000.0)
+        .unwrap_or(0.0);
+    let gauges: [(&str, &str, f64); 12] = [
+        ("socer_outbox_backlog", "gauge", s.backlog as f64),
+        ("socer_outbox_untimed", "gauge", s.untimed as f64),
+        (
+            "socer_outbox_oldest_unacked_age_seconds",
+            "gauge",
+            oldest_age,
+        ),
+        ("socer_outbox_disk_bytes", "gauge", s.disk_bytes as f64),
+        ("socer_outbox_budget_bytes", "gauge", s.budget_bytes as f64),
+        ("socer_outbox_dropped_total", "counter", s.dropped as f64),
+        ("socer_outbox_last_seq", "gauge", s.last_seq as f64),
+        ("socer_outbox_acked_seq", "gauge", s.acked as f64),
+        (
+            "socer_outbox_write_error",
+            "gauge",
+            if s.last_error.is_some() { 1.0 } else { 0.0 },
+        ),
+        (
+            "socer_uplink_connected",
+            "gauge",
+            if u.connected { 1.0 } else { 0.0 },
+        ),
+        (
+            "socer_uplink_readings_sent_total",
+            "counter",
+            u.readings_sent as f64,
+        ),
+        (
+            "socer_clock_synced",
+            "gauge",
+            if v.time.is_synced() { 1.0 } else { 0.0 },
+        ),
+    ];
+    for (name, kind, value) in gauges {
+        let _ = writeln!(o, "# TYPE {name} {kind}\n{name}{{site=\"{site}\"}} {value}");
+    }
+    let _ = writeln!(o, "# TYPE socer_uplink_acks_rejected_total counter\nsocer_uplink_acks_rejected_total{{site=\"{site}\"}} {}", u.acks_rejected);
+    o
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HistoryQuery {
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn parse_step(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return (n > 0).then_some(n);
+    }
+    config::parse_duration(s)
+        .map(|d| d.as_secs() as i64)
+        .filter(|s| *s > 0)
+}
+
+const PLACEHOLDER: &str = "<!doctype html><html lang=\"it\"><head><meta charset=\"utf-8\"><title>socer</title></head>\
+<body><h1>socer</h1><p>La pagina dei residenti arriva presto. Dati: \
+<a href=\"/api/v1/now\">/api/v1/now</a>, <a href=\"/api/v1/health\">/api/v1/health</a>.</p></body></html>";
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(
+    view: Arc<View>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let with_view = {
+        let v = view.clone();
+        warp::any().map(move || v.clone())
+    };
+    let json = |body: String| warp::reply::with_header(body, "content-type", "application/json");
+    let now = warp::path!("api" / "v1" / "now")
+        .and(warp::get())
+        .and(with_view.clone())
+        .map(move |v: Arc<View>| json(now_json(&v)));
+    let health = warp::path!("api" / "v1" / "health")
+        .and(warp::get())
+        .and(with_view.clone())
+        .map(move |v: Arc<View>| json(health_json(&v)));
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_view.clone())
+        .map(|v: Arc<View>| {
+            warp::reply::with_header(
+                metrics_text(&v),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+        });
+    let history = warp::path!("api" / "v1" / "history")
+        .and(warp::get())
+        .and(warp::query::<HistoryQuery>())
+        .and(with_view.clone())
+        .then(|q: HistoryQuery, v: Arc<View>| async move {
+            let to =
+                q.to.as_deref()
+                    .and_then(parse_time)
+                    .unwrap_or_else(Utc::now);
+            let from = q
+                .from
+                .as_deref()
+                .and_then(parse_time)
+                .unwrap_or(to - chrono::Duration::hours(24));
+            let step = q.step.as_deref().map(parse_step);
+            let (code, body) = match step {
+                Some(None) => (
+                    warp::http::StatusCode::BAD_REQUEST,
+                    r#"{"error":"step must be seconds or a duration such as 1m, 15m, 1h"}"#
+                        .to_string(),
+                ),
+                Some(Some(step)) => history_body(&v, from, to, step).await,
+                None => history_body(&v, from, to, 900).await,
+            };
+            warp::reply::with_status(
+                warp::reply::with_header(body, "content-type", "application/json"),
+                code,
+            )
+        });
+    let events = warp::path!("api" / "v1" / "events")
+        .and(warp::get())
+        .and(with_view.clone())
+        .map(|v: Arc<View>| {
+            let rx = v.events.subscribe();
+            let stream = tokio_stream_from(rx).map(|data| {
+                Ok::<_, Infallible>(warp::sse::Event::default().event("reading").data(data))
+            });
+            warp::sse::reply(warp::sse::keep_alive().stream(stream))
+        });
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::html(PLACEHOLDER.to_string()));
+    let routes = now.or(health).or(metrics).or(history).or(events).or(index);
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}
+
+async fn history_body(
+    v: &View,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step: i64,
+) -> (warp::http::StatusCode, String) {
+    match v.outbox.history(from, to, step).await {
+        Ok(rows) => (
+            warp::http::StatusCode::OK,
+            serde_json::json!({ "from": from, "to": to, "rows": rows }).to_string(),
+        ),
+        Err(e) => (
+            warp::http::StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "error": e.to_string() }).to_string(),
+        ),
+    }
+}
+
+/// A broadcast receiver as a stream; a slow client skips what it missed.
+fn tokio_stream_from(
+    rx: broadcast::Receiver<String>,
+) -> impl futures_util::Stream<Item = String> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(s) => return Some((s, rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use socer_drivers::reading::{Quality, Values};
+
+    use super::*;
+
+    fn r(p: f64) -> Reading {
+        Reading {
+            meter: String::new(),
+            ts: Utc::now(),
+            mono_ms: 0,
+            values: Values {
+                p_w: Some(p),
+                ..Values::default()
+            },
+            quality: Quality::Good,
+            missing: vec![],
+            energy_integrated: false,
+        }
+    }
+
+    #[test]
+    fn totals_follow_the_sign_conventions_of_each_role() {
+        let info = |name: &str, role| MeterInfo {
+            name: name.into(),
+            model: "x".into(),
+            role,
+            pod: None,
+        };
+        let meters = vec![
+            info("grid", Role::Grid),
+            info("pv", Role::Production),
+            info("lift", Role::Consumption),
+        ];
+        let latest: BTreeMap<String, Reading> = [
+            ("grid".to_string(), r(-1200.0)),
+            ("pv".to_string(), r(-3000.0)),
+            ("lift".to_string(), r(500.0)),
+        ]
+        .into_iter()
+        .collect();
+        let t = totals(&meters, &latest);
+        assert_eq!(t.production_w, 3000.0);
+        assert_eq!(t.grid_w, -1200.0, "injecting");
+        assert_eq!(t.consumption_w, 500.0);
+        assert_eq!(t.building_load_w, 1800.0);
+    }
+
+    #[test]
+    fn steps_parse_as_seconds_or_durations() {
+        assert_eq!(parse_step("900"), Some(900));
+        assert_eq!(parse_step("15m"), Some(900));
+        assert_eq!(parse_step("1h"), Some(3600));
+        assert_eq!(parse_step("soon"), None);
+    }
+}
