@@ -2,7 +2,9 @@
 //! period energy is computed from, dirty settlement periods, period results, per-site ack state.
 //!
 //! One writer thread owns the ingest connection and groups batches into one transaction; readers open
-//! their own connections. It never verifies anything: only authenticated batches reach it.
+//! their own connections. Raw readings are kept `raw_retention_days`, per-minute aggregates
+//! [`MINUTE_RETENTION_DAYS`] (or longer), period results for good. It never verifies anything:
+//! only authenticated batches reach it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -131,6 +133,8 @@ impl Periods {
 
 /// Longest gap, in periods, whose periods are all marked for recomputation by one late reading.
 const MAX_DIRTY_SPAN: i64 = 24 * 4 * 62;
+/// Days of per-minute aggregates kept (at least; more when raw readings are kept longer).
+pub const MINUTE_RETENTION_DAYS: i64 = 62;
 /// Most readings grouped into one transaction.
 const MAX_GROUP_READINGS: usize = 50_000;
 
@@ -494,6 +498,20 @@ impl Writer {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!("store: pruning failed: {e}"),
+        }
+        // Per-minute counter samples are what late periods are recomputed from: keep them at
+        // least MINUTE_RETENTION_DAYS (settled periods stay in the period tables for good).
+        let days = i64::from(self.retention_days).max(MINUTE_RETENTION_DAYS);
+        let cutoff_min = chrono::Utc::now().timestamp() / 60 - days * 1440;
+        match self
+            .conn
+            .execute("DELETE FROM minute WHERE minute < ?1", [cutoff_min])
+        {
+            Ok(n) if n > 0 => {
+                tracing::info!("store: pruned {n} per-minute rows older than {days} days")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("store: pruning per-minute rows failed: {e}"),
         }
     }
 
