@@ -211,7 +211,6 @@ pub fn settle_period(
     let range = Range::new(from, from + period.duration());
     let opts = EnergyOptions {
         max_gap: chrono::Duration::seconds(MAX_SAMPLE_GAP_SECS),
-        ..EnergyOptions::default()
     };
     let mut by_pod: BTreeMap<&str, Vec<&MeterMap>> = BTreeMap::new();
     for m in model.meters.values() {
