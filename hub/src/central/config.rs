@@ -4,7 +4,7 @@
 //! Parsing keeps byte spans so that `socer check` can point at the offending line; [`load`] turns a
 //! valid file into a plain [`CentralConfig`]. It never opens sockets or databases.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -313,7 +313,7 @@ struct RawPrices {
     #[serde(default)]
     zonal_eur_mwh: Option<S<f64>>,
     #[serde(default)]
-    zonal_file: Option<PathBuf>,
+    zonal_file: Option<S<PathBuf>>,
     #[serde(default = "default_cuaf")]
     cuaf_eur_mwh: S<f64>,
 }
@@ -369,7 +369,7 @@ struct RawPlant {
     peak_kw: S<f64>,
     commissioned: S<String>,
     #[serde(default = "default_region")]
-    region: String,
+    region: S<String>,
     #[serde(default)]
     grant_share: Option<S<f64>>,
     #[serde(default = "yes")]
@@ -379,8 +379,8 @@ struct RawPlant {
 fn default_plant_kind() -> S<String> {
     Spanned::new(0..0, "pv".to_string())
 }
-fn default_region() -> String {
-    "Lombardia".to_string()
+fn default_region() -> S<String> {
+    Spanned::new(0..0, "Lombardia".to_string())
 }
 fn yes() -> bool {
     true
@@ -499,6 +499,26 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
                     d.push(Diag::new(sp(z), "zonal_eur_mwh must be a finite number"));
                 }
             }
+            if let Some(f) = &p.zonal_file {
+                let path = base.join(f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        if let Err(e) = super::tariff::parse_price_csv(&text) {
+                            d.push(Diag::new(sp(f), format!("{}: {e}", path.display())));
+                        }
+                    }
+                    Err(e) => d.push(Diag::new(
+                        sp(f),
+                        format!("cannot read {}: {e}", path.display()),
+                    )),
+                }
+            }
+            if p.zonal_eur_mwh.is_none() && p.zonal_file.is_none() {
+                d.push(Diag::new(
+                    None,
+                    "[prices] needs zonal_eur_mwh or zonal_file for the incentive",
+                ));
+            }
             if !p.cuaf_eur_mwh.get_ref().is_finite() || *p.cuaf_eur_mwh.get_ref() < 0.0 {
                 d.push(Diag::new(
                     sp(&p.cuaf_eur_mwh),
@@ -507,7 +527,7 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             }
             PricesConfig {
                 zonal_eur_mwh: p.zonal_eur_mwh.as_ref().map(|z| *z.get_ref()),
-                zonal_file: p.zonal_file.as_ref().map(|f| base.join(f)),
+                zonal_file: p.zonal_file.as_ref().map(|f| base.join(f.get_ref())),
                 cuaf_eur_mwh: *p.cuaf_eur_mwh.get_ref(),
             }
         }
@@ -656,6 +676,15 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
                 ),
             ));
         }
+        if super::tariff::Region::from_name(p.region.get_ref()).is_none() {
+            d.push(Diag::new(
+                sp(&p.region),
+                format!(
+                    "{:?} is not an Italian region (e.g. \"Lombardia\")",
+                    p.region.get_ref()
+                ),
+            ));
+        }
         if p.kind.get_ref() != "pv" {
             d.push(Diag::new(sp(&p.kind), "plant kind must be \"pv\""));
         }
@@ -686,7 +715,7 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             kind: p.kind.get_ref().clone(),
             peak_kw: peak,
             commissioned,
-            region: p.region.clone(),
+            region: p.region.get_ref().clone(),
             grant_share,
             eligible: p.eligible,
         });
@@ -731,19 +760,6 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             role,
         });
     }
-    // One grid meter per POD at most: two would double-count the exchange.
-    let mut grid_by_pod: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, m) in meters.iter().enumerate() {
-        if m.role == Role::Grid {
-            if grid_by_pod.insert(m.pod.as_str(), i).is_some() {
-                d.push(Diag::new(
-                    sp(&raw.meter[i].pod),
-                    format!("POD {:?} has two grid meters", m.pod),
-                ));
-            }
-        }
-    }
-
     for p in raw.signal.problems() {
         d.push(Diag::new(None, p));
     }
@@ -961,6 +977,13 @@ role = "grid"
         );
         assert!(out.contains("site \"domus-1\" has no key"), "{out}");
         assert!(out.contains("peak_kw must be a number > 0"), "{out}");
+    }
+
+    #[test]
+    fn unknown_region_is_refused() {
+        let t = minimal().replace("peak_kw = 20.0", "peak_kw = 20.0\nregion = \"Narnia\"");
+        let out = lines(&t);
+        assert!(out.contains("\"Narnia\" is not an Italian region"), "{out}");
     }
 
     #[test]

@@ -25,10 +25,13 @@ pub const MAX_STATUS_BYTES: usize = 64 * 1024;
 /// Name under which messages for sites not in the config are counted (a bounded label set).
 pub const UNKNOWN_SITE_LABEL: &str = "(unknown)";
 
+/// (site, meter) → (time, power W) of its latest reading.
+pub type LatestPower = HashMap<(String, String), (DateTime<Utc>, f64)>;
+
 /// The latest power per (site, meter), for the live community figures.
 #[derive(Default)]
 pub struct Latest {
-    inner: Mutex<HashMap<(String, String), (DateTime<Utc>, f64)>>,
+    inner: Mutex<LatestPower>,
 }
 
 impl Latest {
@@ -47,7 +50,7 @@ impl Latest {
         }
     }
 
-    pub fn snapshot(&self) -> HashMap<(String, String), (DateTime<Utc>, f64)> {
+    pub fn snapshot(&self) -> LatestPower {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -241,6 +244,21 @@ pub async fn run_client(
             Err(e) => {
                 connected(false);
                 tracing::warn!("broker connection: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Poll a publish-only connection forever (rumqttc sends nothing unless its event loop is polled).
+pub async fn drive(mut events: EventLoop) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match events.poll().await {
+            Ok(_) => backoff = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!("broker connection (publisher): {e}; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }

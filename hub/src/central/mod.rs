@@ -164,18 +164,25 @@ pub async fn start(
             .await
         });
     }
+    // A second connection publishes acks and live figures, so that they never queue behind the
+    // ingest when the store applies back-pressure to the subscribing connection.
+    let (publisher, pub_events) = AsyncClient::new(
+        ingest::mqtt_options(&endpoint, &format!("{client_id}-pub")),
+        4096,
+    );
+    tokio::spawn(ingest::drive(pub_events));
     // The embedded broker keeps retained messages in memory only: republish every ack at start.
     for (site, seq) in contiguous {
-        ingest::publish_ack(&client, &ingest, &site, seq).await;
+        ingest::publish_ack(&publisher, &ingest, &site, seq).await;
     }
-    tokio::spawn(ingest::run_acks(client.clone(), ingest.clone(), acks_rx));
+    tokio::spawn(ingest::run_acks(publisher.clone(), ingest.clone(), acks_rx));
     tokio::spawn(signal::run(
         hub.clone(),
-        client.clone(),
+        publisher.clone(),
         latest.clone(),
         COMPUTE_EVERY,
     ));
-    tokio::spawn(compute_loop(hub.clone(), client.clone(), latest));
+    tokio::spawn(compute_loop(hub.clone(), publisher, latest));
 
     let web_addr = listener.local_addr()?;
     tokio::spawn(web::serve(hub.clone(), listener));

@@ -469,7 +469,7 @@ impl Writer {
             for b in group {
                 m.observe_ingest_latency(b.received.elapsed());
             }
-            return Ok(Committed { acks });
+            Ok(Committed { acks })
         }
     }
 

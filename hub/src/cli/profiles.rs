@@ -236,7 +236,9 @@ mod tests {
         let text = list_table(&set);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("ID"), "{text}");
-        assert_eq!(lines.len(), set.profiles.len() + 1);
+        // The header, one row per fixed profile, and the discovered `sunspec` row.
+        assert_eq!(lines.len(), set.profiles.len() + 2);
+        assert!(lines.iter().any(|l| l.starts_with("sunspec ")), "{text}");
         let sdm630 = lines
             .iter()
             .find(|l| l.starts_with("eastron-sdm630 "))

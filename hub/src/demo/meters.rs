@@ -11,10 +11,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_serial::{SerialPort, SerialStream};
 
-use socer_drivers::profile::{Function, ProfileSet};
+use socer_drivers::profile::ProfileSet;
 use socer_drivers::sim::rtu::{serve_rtu, LineConfig};
 use socer_drivers::sim::server::serve_tcp;
-use socer_drivers::sim::{Devices, Physics, PhysicsConfig, RegisterImage, SimDevice};
+use socer_drivers::sim::{Devices, Physics, PhysicsConfig, SimDevice};
 use socer_drivers::sunspec::{self, ImageSpec, ModelSet};
 use socer_drivers::Clock;
 
@@ -106,13 +106,7 @@ pub fn device(
             meter: meter.name.clone(),
             reason: e.to_string(),
         })?;
-        let mut image = RegisterImage::new(img.profile.defaults.clone());
-        for (&address, &word) in &img.registers {
-            image.add_static(Function::Holding, address, &[word]);
-        }
-        for q in &img.profile.quantities {
-            image.add_live(q.clone());
-        }
+        let image = img.register_image();
         let config = PhysicsConfig {
             phases: img.profile.phases,
             ..config

@@ -193,7 +193,7 @@ fn salt(b: usize, l: usize) -> u64 {
 }
 
 /// A meter's two energy counters, Wh.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counter {
     pub imp_wh: f64,
     pub exp_wh: f64,

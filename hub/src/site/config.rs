@@ -362,23 +362,20 @@ pub fn parse_mqtt_url(s: &str) -> Result<BrokerUrl, String> {
     })
 }
 
-/// The meter models a config may name.
+/// The meter models a config may name: the built-in profiles, and `sunspec` (resolved on the
+/// device by discovery).
 pub fn known_models() -> Vec<String> {
-    // TODO(profiles): replace with `ProfileSet::builtin().ids()` once the profiles branch lands.
-    [
-        "eastron-sdm120",
-        "eastron-sdm630",
-        "eastron-sdm72d",
-        "carlo-gavazzi-em24",
-        "carlo-gavazzi-em340",
-        "abb-b23",
-        "schneider-iem3155",
-        "huawei-sun2000",
-        "sunspec",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let mut ids: Vec<String> = match socer_drivers::ProfileSet::builtin() {
+        Ok(set) => set.ids().into_iter().map(str::to_string).collect(),
+        Err(e) => {
+            tracing::error!("built-in profiles do not load: {e}");
+            Vec::new()
+        }
+    };
+    if !ids.iter().any(|i| i == "sunspec") {
+        ids.push("sunspec".into());
+    }
+    ids
 }
 
 fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
@@ -545,7 +542,9 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
                 format!("unit id {unit} is already used on bus {bus:?}"),
             ));
         }
-        if !models.iter().any(|x| x == m.model.get_ref()) {
+        if !models.iter().any(|x| x == m.model.get_ref())
+            && socer_drivers::sunspec::model_choice(m.model.get_ref()).is_none()
+        {
             let ids: Vec<&str> = models.iter().map(String::as_str).collect();
             d.push(Diag::new(
                 span(&m.model),
@@ -714,6 +713,13 @@ unit = 1
 model = "sunspec"
 role = "production"
 interval = "2s"
+
+[[meter]]
+name = "battery-inverter"
+bus = "gw"
+unit = 2
+model = "sunspec:203"
+role = "storage"
 "#;
 
     fn diags(text: &str) -> String {
@@ -775,7 +781,7 @@ interval = "2s"
         );
         assert!(out.contains("is not an MQTT URL"), "{out}");
         assert!(
-            out.contains("unknown model \"sdm999\"; known: eastron-sdm120"),
+            out.contains("unknown model \"sdm999\"; known: abb-b23"),
             "{out}"
         );
         assert!(out.contains("unknown role \"producer\""), "{out}");

@@ -126,13 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel::<(Reading, Duration)>(4096);
     let pollers = poll::spawn_all(&cfg, clock.clone(), tx, stop_rx.clone());
-    let reversed: Vec<String> = cfg
-        .meters
-        .iter()
-        .filter(|m| m.reverse)
-        .map(|m| m.name().to_string())
-        .collect();
-    let ingest = tokio::spawn(ingest(rx, view.clone(), reversed));
+    let ingest = tokio::spawn(ingest(rx, view.clone()));
 
     let clock_task = {
         let (time, outbox, mut stop) = (time.clone(), outbox.clone(), stop_rx.clone());
@@ -278,15 +272,8 @@ async fn wait_for_signal() {
 }
 
 /// Readings from the pollers: health, latest values, live events, then the outbox.
-async fn ingest(
-    mut rx: mpsc::Receiver<(Reading, Duration)>,
-    view: Arc<View>,
-    reversed: Vec<String>,
-) {
-    while let Some((mut r, latency)) = rx.recv().await {
-        if reversed.contains(&r.meter) {
-            poll::apply_reverse(&mut r);
-        }
+async fn ingest(mut rx: mpsc::Receiver<(Reading, Duration)>, view: Arc<View>) {
+    while let Some((r, latency)) = rx.recv().await {
         poll::record(&view.health, &r, latency);
         if r.quality != socer_drivers::reading::Quality::Failed {
             if let Ok(mut l) = view.latest.lock() {

@@ -13,7 +13,7 @@
 //! The next seq is never stored on its own: it is one more than the highest row, and pruning always
 //! keeps the highest row. This saves one page write per commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
 use socer_drivers::reading::{Missing, Quality, Reading, Values};
@@ -34,7 +34,7 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// How often pending readings are committed.
 pub const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// Readings kept in memory while the disk refuses writes; beyond this the oldest are dropped.
-pub const MAX_PENDING: usize = 200_000;
+pub const MAX_PENDING: usize = 20_000;
 /// 1-minute aggregates are kept this long; 15-minute ones [`KEEP_15M_DAYS`].
 pub const KEEP_1M_DAYS: i64 = 35;
 pub const KEEP_15M_DAYS: i64 = 400;
@@ -134,23 +134,111 @@ pub struct HistoryRow {
     pub e_exp_wh: Option<f64>,
 }
 
-/// Quantities other than power and the counters, stored compactly as JSON.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Extra {
-    #[serde(default, skip_serializing_if = "none3")]
-    v: [Option<f64>; 3],
-    #[serde(default, skip_serializing_if = "none3")]
-    i: [Option<f64>; 3],
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    f: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pf: Option<f64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    m: Vec<Missing>,
+/// Quantities other than power and the counters (`v_v`, `i_a`, `f_hz`, `pf`), packed losslessly:
+/// a byte saying which are present, then per value a tag and its payload. A value that is an exact
+/// decimal with up to 3 places (what scaled integer registers give: 230.1) is stored as a zigzag
+/// varint of value × 10^k (tag k); else as f32 when that is exact (f32 registers), else as f64.
+fn pack_extra(v: &Values) -> Option<Vec<u8>> {
+    let vals = [
+        v.v_v[0], v.v_v[1], v.v_v[2], v.i_a[0], v.i_a[1], v.i_a[2], v.f_hz, v.pf,
+    ];
+    if vals.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(32);
+    out.push(0u8);
+    for (k, x) in vals.iter().enumerate() {
+        let Some(x) = *x else { continue };
+        out[0] |= 1 << k;
+        pack_value(x, &mut out);
+    }
+    Some(out)
 }
 
-fn none3(p: &[Option<f64>; 3]) -> bool {
-    p.iter().all(Option::is_none)
+const TAG_F32: u8 = 4;
+const TAG_F64: u8 = 5;
+
+fn pack_value(x: f64, out: &mut Vec<u8>) {
+    for k in 0..=3u8 {
+        let m = 10f64.powi(i32::from(k));
+        let n = (x * m).round();
+        if n.abs() < 1e15 && n / m == x {
+            out.push(k);
+            let n = n as i64;
+            let mut z = ((n << 1) ^ (n >> 63)) as u64;
+            loop {
+                let b = (z & 0x7f) as u8;
+                z >>= 7;
+                if z == 0 {
+                    out.push(b);
+                    break;
+                }
+                out.push(b | 0x80);
+            }
+            return;
+        }
+    }
+    let narrow = x as f32;
+    if f64::from(narrow) == x {
+        out.push(TAG_F32);
+        out.extend(narrow.to_le_bytes());
+    } else {
+        out.push(TAG_F64);
+        out.extend(x.to_le_bytes());
+    }
+}
+
+fn unpack_value(b: &[u8], at: &mut usize) -> Option<f64> {
+    let tag = *b.get(*at)?;
+    *at += 1;
+    match tag {
+        0..=3 => {
+            let (mut z, mut shift) = (0u64, 0u32);
+            loop {
+                let byte = *b.get(*at)?;
+                *at += 1;
+                z |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+                shift += 7;
+                if shift > 63 {
+                    return None;
+                }
+            }
+            let n = ((z >> 1) as i64) ^ -((z & 1) as i64);
+            Some(n as f64 / 10f64.powi(i32::from(tag)))
+        }
+        TAG_F32 => {
+            let v = f32::from_le_bytes(b.get(*at..*at + 4)?.try_into().ok()?);
+            *at += 4;
+            Some(f64::from(v))
+        }
+        TAG_F64 => {
+            let v = f64::from_le_bytes(b.get(*at..*at + 8)?.try_into().ok()?);
+            *at += 8;
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
+fn unpack_extra(b: &[u8]) -> [Option<f64>; 8] {
+    let mut out = [None; 8];
+    let Some(&present) = b.first() else {
+        return out;
+    };
+    let mut at = 1usize;
+    for (k, slot) in out.iter_mut().enumerate() {
+        if present & (1 << k) == 0 {
+            continue;
+        }
+        match unpack_value(b, &mut at) {
+            Some(v) => *slot = Some(v),
+            None => return [None; 8],
+        }
+    }
+    out
 }
 
 fn quality_code(q: Quality) -> i64 {
@@ -197,11 +285,12 @@ CREATE TABLE IF NOT EXISTS readings(
     seq INTEGER PRIMARY KEY,
     meter INTEGER NOT NULL,
     ts_ms INTEGER,
-    run INTEGER NOT NULL,
-    mono_ms INTEGER NOT NULL,
+    run INTEGER,
+    mono_ms INTEGER,
     flags INTEGER NOT NULL,
     p_w REAL, e_imp REAL, e_exp REAL,
-    extra TEXT);
+    extra BLOB,
+    missing TEXT);
 CREATE TABLE IF NOT EXISTS agg(
     meter INTEGER NOT NULL, step INTEGER NOT NULL, start INTEGER NOT NULL,
     n INTEGER NOT NULL, p_sum REAL, p_min REAL, p_max REAL,
@@ -222,8 +311,9 @@ impl Store {
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
         let conn = Connection::open(&path).map_err(open_err)?;
-        // Small pages: a commit of a second's readings rewrites one or two pages, not 4 KiB each.
-        conn.pragma_update(None, "page_size", 1024)
+        // Small pages: a commit rewrites the last, partly filled page of the table; at one commit a
+        // second that partial page dominates what the SD card is written per reading.
+        conn.pragma_update(None, "page_size", 512)
             .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -349,22 +439,11 @@ impl Store {
             let meter = self.meter_id(&r.meter)?;
             seq += 1;
             let v = &r.values;
-            let extra = Extra {
-                v: v.v_v,
-                i: v.i_a,
-                f: v.f_hz,
-                pf: v.pf,
-                m: r.missing.clone(),
-            };
-            let extra = if none3(&extra.v)
-                && none3(&extra.i)
-                && extra.f.is_none()
-                && extra.pf.is_none()
-                && extra.m.is_empty()
-            {
+            let extra = pack_extra(v);
+            let missing = if r.missing.is_empty() {
                 None
             } else {
-                serde_json::to_string(&extra).ok()
+                serde_json::to_string(&r.missing).ok()
             };
             let flags = quality_code(r.quality)
                 | if r.energy_integrated {
@@ -373,22 +452,29 @@ impl Store {
                     0
                 };
             let ts = inc.synced.then(|| r.ts.timestamp_millis());
+            // The run and monotonic stamp only matter to re-time a reading without a wall time.
+            let (run, mono) = if ts.is_some() {
+                (None, None)
+            } else {
+                (Some(self.run), Some(r.mono_ms as i64))
+            };
             self.conn
                 .prepare_cached(
-                    "INSERT INTO readings(seq, meter, ts_ms, run, mono_ms, flags, p_w, e_imp, e_exp, extra)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO readings(seq, meter, ts_ms, run, mono_ms, flags, p_w, e_imp, e_exp, extra, missing)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
                 .execute(params![
                     seq as i64,
                     meter,
                     ts,
-                    self.run,
-                    r.mono_ms as i64,
+                    run,
+                    mono,
                     flags,
                     v.p_w,
                     v.e_imp_wh,
                     v.e_exp_wh,
-                    extra
+                    extra,
+                    missing
                 ])?;
         }
         if self.acked != self.acked_persisted {
@@ -471,7 +557,7 @@ impl Store {
     /// Stops before the first reading still waiting to be re-timed (seq is the order).
     pub fn fetch(&mut self, after: u64, limit: usize) -> Result<Vec<WireReading>, OutboxError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT r.seq, m.name, r.ts_ms, r.flags, r.p_w, r.e_imp, r.e_exp, r.extra
+            "SELECT r.seq, m.name, r.ts_ms, r.flags, r.p_w, r.e_imp, r.e_exp, r.extra, r.missing
              FROM readings r JOIN meters m ON m.id = r.meter
              WHERE r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq LIMIT ?3",
         )?;
@@ -481,9 +567,11 @@ impl Store {
             let ts: Option<i64> = row.get(2)?;
             let Some(ts) = ts else { break };
             let flags: i64 = row.get(3)?;
-            let extra: Option<String> = row.get(7)?;
-            let extra: Extra = extra
-                .and_then(|e| serde_json::from_str(&e).ok())
+            let extra: Option<Vec<u8>> = row.get(7)?;
+            let x = extra.map(|b| unpack_extra(&b)).unwrap_or_default();
+            let missing: Option<String> = row.get(8)?;
+            let missing: Vec<Missing> = missing
+                .and_then(|m| serde_json::from_str(&m).ok())
                 .unwrap_or_default();
             out.push(WireReading {
                 seq: row.get::<_, i64>(0)? as u64,
@@ -493,13 +581,13 @@ impl Store {
                     p_w: row.get(4)?,
                     e_imp_wh: row.get(5)?,
                     e_exp_wh: row.get(6)?,
-                    v_v: extra.v,
-                    i_a: extra.i,
-                    f_hz: extra.f,
-                    pf: extra.pf,
+                    v_v: [x[0], x[1], x[2]],
+                    i_a: [x[3], x[4], x[5]],
+                    f_hz: x[6],
+                    pf: x[7],
                 },
                 quality: quality_of(flags),
-                missing: extra.m,
+                missing,
                 retimed: flags & FLAG_RETIMED != 0,
                 energy_integrated: flags & FLAG_INTEGRATED != 0,
             });
@@ -806,6 +894,7 @@ enum Cmd {
         reply: oneshot::Sender<Result<Vec<HistoryRow>, OutboxError>>,
     },
     Flush(oneshot::Sender<()>),
+    Stop,
 }
 
 /// Handle on the writer thread. Cloneable; the thread stops when every handle is dropped or
@@ -912,11 +1001,12 @@ impl Outbox {
         self.durable.clone()
     }
 
-    /// Flush, persist the ack, checkpoint and stop the writer; waits for it in a blocking task.
+    /// Commit, sync, persist the ack, checkpoint and stop the writer (other handles then get
+    /// [`OutboxError::Stopped`]); waits for the thread in a blocking task.
     pub async fn shutdown(self) {
         let _ = self.flush().await;
+        let _ = self.tx.send(Cmd::Stop);
         let handle = self.thread.lock().ok().and_then(|mut h| h.take());
-        drop(self.tx);
         if let Some(h) = handle {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
@@ -930,7 +1020,7 @@ fn writer(
     durable_tx: watch::Sender<u64>,
     wall_ms: WallMs,
 ) {
-    let mut pending: Vec<Incoming> = Vec::new();
+    let mut pending: VecDeque<Incoming> = VecDeque::new();
     let mut next_commit = Instant::now() + COMMIT_EVERY;
     let mut last_sync = Instant::now();
     let mut last_ack_persist = Instant::now();
@@ -943,9 +1033,15 @@ fn writer(
         let mut stop = false;
         match rx.recv_timeout(wait) {
             Ok(Cmd::Insert(inc)) => {
-                pending.push(*inc);
+                pending.push_back(*inc);
                 if pending.len() > MAX_PENDING {
-                    pending.remove(0);
+                    pending.pop_front();
+                    if pending_dropped == 0 {
+                        tracing::error!(
+                            kept = MAX_PENDING,
+                            "the disk refuses writes and memory is full: dropping the oldest unstored readings"
+                        );
+                    }
                     pending_dropped += 1;
                 }
             }
@@ -973,7 +1069,7 @@ fn writer(
                 now_ms,
             }) => {
                 // Commit first so the readings queued before sync are re-timed too.
-                if store.insert(&pending).is_ok() {
+                if store.insert(pending.make_contiguous()).is_ok() {
                     pending.clear();
                 }
                 match store.retime(&boot, offset_ms, now_ms) {
@@ -989,14 +1085,15 @@ fn writer(
                 next_commit = Instant::now();
             }
             Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => stop = true,
+            Ok(Cmd::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => stop = true,
         }
         let now = Instant::now();
-        if now < next_commit && !stop && pending.len() < 10_000 {
+        let bulk = pending.len() >= 10_000 && last_error.is_none();
+        if now < next_commit && !stop && !bulk {
             continue;
         }
         next_commit = now + COMMIT_EVERY;
-        match store.insert(&pending) {
+        match store.insert(pending.make_contiguous()) {
             Ok(()) => {
                 pending.clear();
                 if last_error.take().is_some() {
@@ -1108,6 +1205,11 @@ mod tests {
         s.insert(&[reading("a", T0, 0, 1.0), reading("b", T0, 0, 2.0)])
             .unwrap();
         s.sync().unwrap();
+        let page: i64 = s
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, 512);
         let got = s.fetch(0, 10).unwrap();
         assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(got[1].meter, "b");
@@ -1234,6 +1336,50 @@ mod tests {
         assert_eq!(left.last().unwrap().seq, 6000);
         assert_eq!(left.len() as u64, 6000 - st.dropped_through);
         assert_eq!(st.dropped, st.dropped_through - 1000);
+    }
+
+    #[test]
+    fn packed_extras_round_trip_exactly_whether_or_not_f32_can_hold_them() {
+        let v = Values {
+            v_v: [Some(230.1), None, Some(f64::from(229.8f32))],
+            i_a: [None, Some(-1.5), None],
+            f_hz: Some(50.0),
+            pf: Some(0.97),
+            ..Values::default()
+        };
+        let b = pack_extra(&v).unwrap();
+        // 230.1: tag + 2 varint bytes; 229.8f32: tag + 4; -1.5 and 50: tag + 1; 0.97: tag + 2.
+        assert_eq!(b.len(), 1 + 3 + 5 + 2 + 2 + 3, "{b:?}");
+        let x = unpack_extra(&b);
+        assert_eq!([x[0], x[1], x[2]], v.v_v);
+        assert_eq!([x[3], x[4], x[5]], v.i_a);
+        assert_eq!((x[6], x[7]), (v.f_hz, v.pf));
+        assert_eq!(
+            pack_extra(&Values {
+                p_w: Some(1.0),
+                ..Values::default()
+            }),
+            None
+        );
+        assert_eq!(
+            unpack_extra(&[0xff, 0, 1]),
+            [None; 8],
+            "a truncated blob yields nothing, not garbage"
+        );
+        for x in [
+            0.0,
+            -0.001,
+            1e-9,
+            123456.789,
+            f64::MAX,
+            -7.25e20,
+            0.1 + 0.2,
+            f64::from(0.3f32),
+        ] {
+            let mut b = Vec::new();
+            pack_value(x, &mut b);
+            assert_eq!(unpack_value(&b, &mut 0), Some(x), "{x}");
+        }
     }
 
     #[test]

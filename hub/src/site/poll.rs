@@ -1,7 +1,8 @@
 //! Polling: turns the config's buses and meters into a stream of [`Reading`]s on a channel, and
 //! keeps per-meter health counters.
 //!
-//! One task per meter of a simulated bus; Modbus buses are driven by the drivers' bus scheduler.
+//! One task per meter of a simulated bus; each Modbus bus is driven by the drivers' bus scheduler
+//! (`socer_drivers::bus`), which also orients reversed meters.
 //! A failing meter produces failed readings at its own pace and never delays the others.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,14 @@ use tokio::sync::{mpsc, watch};
 use socer_drivers::clock::Clock;
 use socer_drivers::reading::{Missing, Quality, Reading, Values};
 
-use super::config::{BusConfig, MeterConfig, Role, SiteConfig};
+use socer_drivers::bus as drivers_bus;
+use socer_drivers::bus::TransportConfig;
+use socer_drivers::plan::Intervals;
+use socer_drivers::sunspec;
+use socer_drivers::transport::{Backoff, SerialSettings};
+use socer_drivers::ProfileSet;
+
+use super::config::{BusConfig, MeterConfig, Parity, Role, SiteConfig};
 
 /// Per-meter counters for health and metrics.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -92,6 +100,13 @@ pub fn spawn_all(
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
+    let profiles = match ProfileSet::builtin() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("built-in profiles do not load: {e}");
+            ProfileSet::default()
+        }
+    };
     for bus in &cfg.buses {
         let meters: Vec<&MeterConfig> = cfg
             .meters
@@ -108,29 +123,214 @@ pub fn spawn_all(
                     stop.clone(),
                 )));
             }
-        } else {
-            tasks.push(tokio::spawn(unavailable_bus(
-                bus.clone(),
-                meters.into_iter().cloned().collect(),
+            continue;
+        }
+        let (known, unknown): (Vec<&MeterConfig>, Vec<&MeterConfig>) =
+            meters.into_iter().partition(|m| {
+                profiles.get(m.model.get_ref()).is_some()
+                    || sunspec::model_choice(m.model.get_ref()).is_some()
+            });
+        if !unknown.is_empty() {
+            let reason = format!("bus {}: model has no built-in profile", bus.name.get_ref());
+            tasks.push(tokio::spawn(unavailable(
+                unknown.into_iter().cloned().collect(),
+                reason,
                 clock.clone(),
                 tx.clone(),
                 stop.clone(),
             )));
         }
+        if known.is_empty() {
+            continue;
+        }
+        let (bus, known): (BusConfig, Vec<MeterConfig>) =
+            (bus.clone(), known.into_iter().cloned().collect());
+        let (profiles, clock, stop, tx) =
+            (profiles.clone(), clock.clone(), stop.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            run_modbus_bus(bus, known, profiles, clock, tx, stop).await;
+        }));
     }
     tasks
 }
 
-/// Until the Modbus bus scheduler is part of this build, a serial or TCP bus reports its meters
-/// as failed, once a minute, with the reason.
-async fn unavailable_bus(
+/// Discover SunSpec devices, start the drivers' scheduler for one Modbus bus, and forward its
+/// readings with their latency. Meters that cannot be set up report why, once a minute.
+async fn run_modbus_bus(
     bus: BusConfig,
     meters: Vec<MeterConfig>,
+    profiles: ProfileSet,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<(Reading, Duration)>,
+    stop: watch::Receiver<bool>,
+) {
+    match modbus_bus(&bus, &meters, &profiles, clock.clone(), stop.clone()).await {
+        Ok((handle, failed_meters, mut rx)) => {
+            let fails = tokio::spawn(unavailable_each(
+                failed_meters,
+                clock.clone(),
+                tx.clone(),
+                stop.clone(),
+            ));
+            while let Some(r) = rx.recv().await {
+                let latency = handle
+                    .health
+                    .snapshot()
+                    .meters
+                    .iter()
+                    .find(|h| h.meter == r.meter)
+                    .and_then(|h| h.last_latency_ms)
+                    .map(Duration::from_millis)
+                    .unwrap_or_default();
+                if tx.send((r, latency)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = handle.task.await;
+            fails.abort();
+        }
+        Err(reason) => {
+            tracing::error!("{reason}");
+            unavailable(meters, reason, clock, tx, stop).await;
+        }
+    }
+}
+
+/// Start the drivers' scheduler for one Modbus bus. SunSpec meters are discovered first on the
+/// bus's own link; those that cannot be are returned with the reason, the others are polled.
+#[allow(clippy::type_complexity)]
+async fn modbus_bus(
+    bus: &BusConfig,
+    meters: &[MeterConfig],
+    profiles: &ProfileSet,
+    clock: Arc<dyn Clock>,
+    stop: watch::Receiver<bool>,
+) -> Result<
+    (
+        drivers_bus::BusHandle,
+        Vec<(MeterConfig, String)>,
+        mpsc::Receiver<Reading>,
+    ),
+    String,
+> {
+    let name = bus.name.get_ref().clone();
+    let transport = if let Some(addr) = &bus.tcp {
+        TransportConfig::Tcp {
+            addr: addr.get_ref().clone(),
+        }
+    } else if let Some(port) = &bus.serial {
+        TransportConfig::Serial(SerialSettings {
+            path: port.get_ref().clone(),
+            baud: bus.baud,
+            parity: match bus.parity {
+                Parity::None => tokio_serial::Parity::None,
+                Parity::Even => tokio_serial::Parity::Even,
+                Parity::Odd => tokio_serial::Parity::Odd,
+            },
+            stop_bits: if *bus.stop_bits.get_ref() == 2 {
+                tokio_serial::StopBits::Two
+            } else {
+                tokio_serial::StopBits::One
+            },
+        })
+    } else {
+        return Err(format!("bus {name}: neither serial nor tcp"));
+    };
+    let timeout = Duration::from_millis(bus.timeout_ms);
+    let backoff = Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(30),
+    };
+    let mut link = transport
+        .open(timeout, backoff)
+        .map_err(|e| format!("bus {name}: cannot open: {e}"))?;
+    let mut polled = Vec::new();
+    let mut failed = Vec::new();
+    for m in meters {
+        let Ok(unit) = u8::try_from(*m.unit.get_ref()) else {
+            continue;
+        };
+        let profile = if let Some(p) = profiles.get(m.model.get_ref()) {
+            p.clone()
+        } else if let Some(want) = sunspec::model_choice(m.model.get_ref()) {
+            // Discovery reads a few hundred registers at most; bound it so one device cannot
+            // hold the bus.
+            let found = tokio::time::timeout(
+                timeout * 40,
+                sunspec::discover_profile(&mut link, unit, want),
+            )
+            .await;
+            match found {
+                Ok(Ok((_, resolved))) => {
+                    tracing::info!(bus = %name, unit, meter = %m.name(), model = resolved.model.id, "SunSpec device discovered");
+                    resolved.profile
+                }
+                Ok(Err(e)) => {
+                    failed.push((m.clone(), format!("bus {name}: SunSpec discovery: {e}")));
+                    continue;
+                }
+                Err(_) => {
+                    failed.push((
+                        m.clone(),
+                        format!("bus {name}, unit {unit}: SunSpec discovery timed out"),
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            continue;
+        };
+        polled.push(drivers_bus::MeterConfig {
+            name: m.name().to_string(),
+            unit,
+            profile: Arc::new(profile),
+            reverse: m.reverse,
+            intervals: Intervals {
+                fast: m.interval(),
+                counter: None,
+            },
+        });
+    }
+    let config = drivers_bus::BusConfig::new(name, timeout, transport.cost_model(), polled);
+    let (tx, rx) = mpsc::channel(1024);
+    Ok((
+        drivers_bus::spawn(config, link, clock, tx, stop),
+        failed,
+        rx,
+    ))
+}
+
+/// Meters that could not be set up, each with its own reason, reported once a minute.
+async fn unavailable_each(
+    meters: Vec<(MeterConfig, String)>,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<(Reading, Duration)>,
+    stop: watch::Receiver<bool>,
+) {
+    for (m, reason) in &meters {
+        tracing::error!(meter = %m.name(), "{reason}");
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for (m, reason) in meters {
+        set.spawn(unavailable(
+            vec![m],
+            reason,
+            clock.clone(),
+            tx.clone(),
+            stop.clone(),
+        ));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Meters that cannot be polled report a failed reading once a minute, with the reason.
+async fn unavailable(
+    meters: Vec<MeterConfig>,
+    reason: String,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<(Reading, Duration)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    tracing::error!(bus = %bus.name.get_ref(), "Modbus polling is not part of this build yet (bus scheduler)");
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -138,15 +338,11 @@ async fn unavailable_bus(
             _ = stop.changed() => return,
         }
         for m in &meters {
-            let r = failed(
-                m,
-                &clock,
-                format!(
-                    "bus {}: Modbus polling not available in this build",
-                    bus.name.get_ref()
-                ),
-            );
-            if tx.send((r, Duration::ZERO)).await.is_err() {
+            if tx
+                .send((failed(m, &clock, reason.clone()), Duration::ZERO))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

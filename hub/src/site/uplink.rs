@@ -177,6 +177,7 @@ impl Link {
         let ack_topic = topics.ack(&self.cfg.site);
         let status_topic = topics.status(&self.cfg.site);
         let mut durable = self.outbox.durable();
+        let mut durable_alive = true;
         let mut connected = false;
         let mut acked = self.outbox.stats().acked;
         let mut sent_upto = acked;
@@ -228,7 +229,10 @@ impl Link {
                     }
                     Some(Ev::Message(..)) => {}
                 },
-                _ = durable.changed() => {}
+                res = durable.changed(), if durable_alive => {
+                    // The writer has stopped (shutdown): stop listening rather than spin.
+                    durable_alive = res.is_ok();
+                }
                 _ = tick.tick() => {
                     if connected && last_status.elapsed() >= self.cfg.status_every {
                         self.publish_status(&status_topic).await;
@@ -241,8 +245,8 @@ impl Link {
                         sent_upto = acked;
                     }
                 }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() {
+                res = shutdown.changed() => {
+                    if res.is_err() || *shutdown.borrow() {
                         if connected {
                             let offline = serde_json::to_vec(&Status::offline()).unwrap_or_default();
                             let _ = self.client.publish(&status_topic, QoS::AtLeastOnce, true, offline).await;
