@@ -10,4 +10,5 @@ pub mod cli;
 pub mod demo;
 pub mod site;
 pub mod solar;
+pub mod webui;
 pub mod wire;

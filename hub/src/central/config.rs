@@ -4,7 +4,7 @@
 //! Parsing keeps byte spans so that `socer check` can point at the offending line; [`load`] turns a
 //! valid file into a plain [`CentralConfig`]. It never opens sockets or databases.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -760,6 +760,17 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             role,
         });
     }
+    // One grid meter per POD at most: two would double-count the exchange.
+    let mut grid_by_pod: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, m) in meters.iter().enumerate() {
+        if m.role == Role::Grid && grid_by_pod.insert(m.pod.as_str(), i).is_some() {
+            d.push(Diag::new(
+                sp(&raw.meter[i].pod),
+                format!("POD {:?} has two grid meters", m.pod),
+            ));
+        }
+    }
+
     for p in raw.signal.problems() {
         d.push(Diag::new(None, p));
     }

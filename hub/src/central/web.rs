@@ -1,4 +1,4 @@
-//! The hub's HTTP API (`/api/v1/…`, `/metrics`, the page at `/`).
+//! The hub's HTTP API (`/api/v1/…`, `/metrics`; the dashboard at `/` comes from `crate::webui`).
 //!
 //! Community aggregates are public; anything with per-member data needs the report bearer token.
 //! Handlers only read: they never write to the store or publish.
@@ -48,7 +48,11 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Resp {
 
 /// Serve the API on an already bound listener (so tests can bind port 0).
 pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) {
-    warp::serve(routes(hub)).incoming(listener).run().await;
+    let page = crate::webui::routes(crate::webui::Page::Dashboard);
+    warp::serve(routes(hub).or(page))
+        .incoming(listener)
+        .run()
+        .await;
 }
 
 pub fn routes(
@@ -131,13 +135,6 @@ pub fn routes(
         .and(warp::path!("metrics"))
         .and(h())
         .map(|hub: Arc<Hub>| metrics(&hub));
-    let index = get.and(warp::path::end()).map(|| {
-        text(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            include_str!("placeholder.html").to_string(),
-        )
-    });
     now.or(sites)
         .unify()
         .or(health)
@@ -151,8 +148,6 @@ pub fn routes(
         .or(signal)
         .unify()
         .or(metrics)
-        .unify()
-        .or(index)
         .unify()
 }
 

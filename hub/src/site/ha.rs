@@ -397,6 +397,8 @@ mod tests {
             model: "eastron-sdm630".into(),
             role,
             pod: None,
+            bus: "lan".into(),
+            unit: 1,
         };
         vec![m("grid", Role::Grid), m("pv", Role::Production)]
     }

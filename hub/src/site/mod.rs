@@ -111,6 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 model: m.model.get_ref().clone(),
                 role: m.role(),
                 pod: m.pod.clone(),
+                bus: m.bus.get_ref().clone(),
+                unit: *m.unit.get_ref(),
             })
             .collect(),
         latest: Mutex::new(BTreeMap::new()),

@@ -32,6 +32,9 @@ pub struct MeterInfo {
     pub model: String,
     pub role: Role,
     pub pod: Option<String>,
+    /// The bus it is read on, and its Modbus unit id (for the technician view).
+    pub bus: String,
+    pub unit: i64,
 }
 
 /// What the web side reads: shared with the agent.
@@ -294,10 +297,6 @@ fn parse_step(s: &str) -> Option<i64> {
         .filter(|s| *s > 0)
 }
 
-const PLACEHOLDER: &str = "<!doctype html><html lang=\"it\"><head><meta charset=\"utf-8\"><title>socer</title></head>\
-<body><h1>socer</h1><p>La pagina dei residenti arriva presto. Dati: \
-<a href=\"/api/v1/now\">/api/v1/now</a>, <a href=\"/api/v1/health\">/api/v1/health</a>.</p></body></html>";
-
 /// Serve until `shutdown` resolves.
 pub async fn serve(
     view: Arc<View>,
@@ -373,9 +372,7 @@ pub async fn serve(
             });
             warp::sse::reply(warp::sse::keep_alive().stream(stream))
         });
-    let index = warp::path::end()
-        .and(warp::get())
-        .map(|| warp::reply::html(PLACEHOLDER.to_string()));
+    let index = crate::webui::routes(crate::webui::Page::Resident);
     let routes = now
         .or(signal)
         .or(health)
@@ -451,6 +448,8 @@ mod tests {
             model: "x".into(),
             role,
             pod: None,
+            bus: "lan".into(),
+            unit: 1,
         };
         let meters = vec![
             info("grid", Role::Grid),

@@ -1,0 +1,445 @@
+//! The resident page and the community dashboard in a real browser: headless Debian Chromium,
+//! driven over the DevTools protocol, against `socer demo` (real site agents and central hub with
+//! simulated meters). Screenshots go to `target/screenshots/`; page weights are printed.
+
+mod pages_support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pages_support::{http_status, Browser, Demo};
+use serde_json::Value;
+
+/// What the pages may weigh on the wire, all assets and first API answers included.
+const MAX_PAGE_BYTES: f64 = 150_000.0;
+
+fn screenshots() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    target.join("screenshots")
+}
+
+/// A power as the pages write it in Italian: `738 W`, `7,2 kW`, `1.234,5 kW`.
+fn it_power(w: f64) -> String {
+    if w.abs() < 1000.0 {
+        return format!("{} W", group_it(&format!("{:.0}", w.round())));
+    }
+    let s = format!("{:.1}", w / 1000.0);
+    let (int, frac) = s.split_once('.').unwrap_or((&s, "0"));
+    format!("{},{} kW", group_it(int), frac)
+}
+
+fn group_it(int: &str) -> String {
+    let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+#[test]
+fn italian_power_format_groups_thousands_with_dots() {
+    assert_eq!(it_power(738.0), "738 W");
+    assert_eq!(it_power(7158.07), "7,2 kW");
+    assert_eq!(it_power(-485_400.0), "-485,4 kW");
+    assert_eq!(it_power(1_234_500.0), "1.234,5 kW");
+}
+
+fn text(b: &mut Browser, sel: &str) -> String {
+    b.eval(&format!(
+        "(document.querySelector({sel:?}) || {{}}).textContent || ''"
+    ))
+    .as_str()
+    .unwrap_or("")
+    .trim()
+    .to_string()
+}
+
+fn click(b: &mut Browser, sel: &str) {
+    b.eval(&format!("document.querySelector({sel:?}).click(), true"));
+}
+
+fn weigh(b: &Browser, since: usize, page: &str) -> f64 {
+    let all = b.transferred_since(since);
+    let total: f64 = all.iter().map(|(_, n)| n).sum();
+    let assets: f64 = all
+        .iter()
+        .filter(|(u, _)| !u.contains("/api/"))
+        .map(|(_, n)| n)
+        .sum();
+    eprintln!(
+        "page weight {page}: {total:.0} bytes on the wire in {} requests ({assets:.0} bytes of page and assets)",
+        all.len()
+    );
+    for (u, n) in &all {
+        eprintln!("  {n:>8.0}  {u}");
+    }
+    assert!(total > 0.0, "{page}: nothing transferred?");
+    assert!(
+        total <= MAX_PAGE_BYTES,
+        "{page} weighs {total} bytes, over {MAX_PAGE_BYTES}"
+    );
+    total
+}
+
+fn near(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * (1.0 + b.abs())
+}
+
+fn resident(b: &mut Browser, port: u16) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{port}/");
+    b.set_width(1280);
+    let mark = b.events.len();
+    b.open(&url);
+    b.pump(Duration::from_millis(500));
+    weigh(b, mark, "resident");
+
+    // Italian by default.
+    assert_eq!(b.eval("document.documentElement.lang"), "it");
+    assert_eq!(text(b, "#h-now"), "Il tuo edificio adesso");
+
+    // The values shown are those of /api/v1/now at the same moment: retry until no reading
+    // arrived between the page's state and the API's answer.
+    let mut matched = None;
+    for _ in 0..30 {
+        let v = b.eval(
+            "(async () => { const n = await (await fetch('/api/v1/now', {cache: 'no-store'})).json();
+               const d = (id) => { const e = document.getElementById(id); return [Number(e.dataset.w), e.textContent]; };
+               return { t: n.totals, meters: n.meters, prod: d('v-prod'), use: d('v-use'), grid: d('v-grid') }; })()",
+        );
+        let t = &v["t"];
+        let f = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
+        let dom = |k: &str| v[k][0].as_f64().unwrap_or(f64::NAN);
+        if near(dom("prod"), f("production_w"))
+            && near(dom("use"), f("building_load_w"))
+            && near(dom("grid"), f("grid_w"))
+        {
+            matched = Some(v);
+            break;
+        }
+        b.pump(Duration::from_millis(150));
+    }
+    let v = matched.expect("the page's figures never equalled /api/v1/now in 30 tries");
+    let readings = v["meters"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| !m["reading"].is_null()).count())
+        .unwrap_or(0);
+    assert!(readings > 0, "the site has no live reading yet: {v}");
+    assert_eq!(
+        v["prod"][1].as_str().unwrap_or(""),
+        it_power(v["t"]["production_w"].as_f64().unwrap_or(0.0))
+    );
+    assert_eq!(
+        v["use"][1].as_str().unwrap_or(""),
+        it_power(v["t"]["building_load_w"].as_f64().unwrap_or(0.0))
+    );
+    assert_eq!(
+        v["grid"][1].as_str().unwrap_or(""),
+        it_power(v["t"]["grid_w"].as_f64().unwrap_or(0.0).abs())
+    );
+
+    // The community's level as the building received it, in words and not by colour alone
+    // (the page polls the signal; a change may take one poll to show).
+    let same_level = "(async () => {
+        const r = await (await fetch('/api/v1/signal', {cache: 'no-store'})).json();
+        const lv = r.signal ? r.signal.community.level : 'none';
+        const words = { green: 'Verde: energia in abbondanza', yellow: 'Giallo: in equilibrio',
+                        red: 'Rosso: meglio aspettare', none: 'Segnale non disponibile' }[lv];
+        window.__socerLevel = lv;
+        return document.getElementById('level').className === 'level lv-' + lv
+            && document.querySelector('#level strong').textContent === words; })()";
+    assert!(
+        b.wait_for(same_level, Duration::from_secs(40)),
+        "the level shown is not the site's /api/v1/signal"
+    );
+    eprintln!("resident page level: {}", b.eval("window.__socerLevel"));
+
+    // A live update arrives by server-sent events, without a reload.
+    b.eval("window.__socerMark = 'same page', true");
+    let n0 = b.eval("Number(document.getElementById('live-count').dataset.n)");
+    let n0 = n0.as_f64().unwrap_or(0.0);
+    let shown0 = text(b, "#updated");
+    assert!(
+        b.wait_for(
+            &format!(
+                "Number(document.getElementById('live-count').dataset.n) > {n0} + 1 \
+                 && document.getElementById('updated').textContent !== {shown0:?}"
+            ),
+            Duration::from_secs(30)
+        ),
+        "no live update within 30 s"
+    );
+    assert_eq!(b.eval("window.__socerMark"), "same page");
+    assert_eq!(
+        b.eval("performance.getEntriesByType('navigation').length"),
+        1
+    );
+
+    // The technician tab lists every meter with its bus and state, the uplink and the clock.
+    let meters = v["meters"].as_array().cloned().unwrap_or_default();
+    click(b, "#tab-tech");
+    assert!(
+        b.wait_for(
+            &format!(
+                "document.querySelectorAll('#meters tr').length === {} && document.querySelectorAll('#link dd').length >= 5",
+                meters.len()
+            ),
+            Duration::from_secs(10)
+        ),
+        "the technician tab did not fill"
+    );
+    assert_eq!(b.eval("document.getElementById('main').hidden"), true);
+    for m in &meters {
+        let name = m["name"].as_str().unwrap_or("");
+        let row = text(b, &format!("#meters tr[data-meter='{name}']"));
+        let bus = format!("{} · {}", m["bus"].as_str().unwrap_or("?"), m["unit"]);
+        assert!(row.contains(&bus), "row of {name} lacks {bus}: {row}");
+        assert!(row.contains(m["model"].as_str().unwrap_or("?")), "{row}");
+    }
+    let link = text(b, "#link");
+    assert!(
+        link.contains("connesso") && link.contains("Orologio"),
+        "{link}"
+    );
+    b.set_width(360);
+    b.screenshot(&screenshots().join("resident-tech-360.png"));
+    b.set_width(1280);
+    click(b, "#tab-home");
+
+    // The language switch, and the browser's language.
+    click(b, ".lang button[data-lang='en']");
+    assert_eq!(b.eval("document.documentElement.lang"), "en");
+    assert_eq!(text(b, "#h-now"), "Your building now");
+    assert_eq!(text(b, "#d7"), "7 days");
+    // English keeps 24-hour Rome time but writes numbers the English way.
+    let grid = b.eval(
+        "(() => { const e = document.getElementById('v-grid'); return [Number(e.dataset.w), e.textContent]; })()",
+    );
+    let grid_it = it_power(grid[0].as_f64().unwrap_or(0.0).abs());
+    let grid_en: String = grid_it
+        .chars()
+        .map(|c| match c {
+            '.' => ',',
+            ',' => '.',
+            c => c,
+        })
+        .collect();
+    assert_eq!(grid[1], grid_en.as_str());
+    click(b, ".lang button[data-lang='it']");
+    assert_eq!(text(b, "#h-now"), "Il tuo edificio adesso");
+    b.eval("localStorage.removeItem('socer.lang'), true");
+    b.set_language("en-US,en;q=0.9");
+    b.open(&url);
+    assert_eq!(
+        b.eval("document.documentElement.lang"),
+        "en",
+        "an English browser gets English"
+    );
+    b.set_language("de-DE,de;q=0.9");
+    b.open(&url);
+    assert_eq!(
+        b.eval("document.documentElement.lang"),
+        "it",
+        "other languages get Italian"
+    );
+    b.set_language("it-IT,it;q=0.9");
+    b.open(&url);
+
+    for w in [360, 1280] {
+        b.set_width(w);
+        b.screenshot(&screenshots().join(format!("resident-{w}.png")));
+    }
+    b.eval("localStorage.removeItem('socer.lang'), true");
+    b.set_language("en-US,en;q=0.9");
+    b.open(&url);
+    b.set_width(360);
+    b.screenshot(&screenshots().join("resident-360-en.png"));
+    b.set_language("it-IT,it;q=0.9");
+    Vec::new()
+}
+
+/// Returns the API paths the test saw answer with an error on purpose or because another part
+/// is not merged yet (their failed loads are expected in the console).
+fn dashboard(b: &mut Browser, port: u16, token: &str) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{port}/");
+    // The hub publishes a signal once live readings arrive; give it that time.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while http_status(port, "/api/v1/signal") != 200 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    b.set_width(1280);
+    let mark = b.events.len();
+    b.open(&url);
+    b.pump(Duration::from_millis(500));
+    weigh(b, mark, "dashboard");
+    assert_eq!(b.eval("document.documentElement.lang"), "it");
+    assert_eq!(text(b, "#h-now"), "La comunità adesso");
+
+    // The figures shown equal /api/v1/community/now of the same balance.
+    let mut matched = None;
+    for _ in 0..20 {
+        let v = b.eval(
+            "(async () => { await window.socerRefresh();
+               const n = await (await fetch('/api/v1/community/now', {cache: 'no-store'})).json();
+               const dom = {};
+               for (const k of ['production', 'consumption', 'injection', 'withdrawal', 'surplus', 'shared']) {
+                 const e = document.getElementById('v-' + k);
+                 dom[k] = [Number(e.dataset.w), e.textContent];
+               }
+               return { n, dom, ts: document.getElementById('updated').dataset.ts }; })()",
+        );
+        if v["ts"] == v["n"]["balance"]["ts"] {
+            matched = Some(v);
+            break;
+        }
+        b.pump(Duration::from_millis(100));
+    }
+    let v = matched.expect("never caught the page and the API on the same balance");
+    for k in [
+        "production",
+        "consumption",
+        "injection",
+        "withdrawal",
+        "surplus",
+        "shared",
+    ] {
+        let api = v["n"]["balance"][format!("{k}_w")]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let dom = v["dom"][k][0].as_f64().unwrap_or(f64::NAN);
+        assert!(near(dom, api), "{k}: page {dom}, API {api}");
+        assert_eq!(v["dom"][k][1].as_str().unwrap_or(""), it_power(api), "{k}");
+    }
+
+    // Every site is listed with its state in words.
+    let sites = v["n"]["sites_total"].as_u64().unwrap_or(0);
+    assert!(sites > 0);
+    assert_eq!(
+        b.eval("document.querySelectorAll('#sites tr').length"),
+        sites
+    );
+    assert!(text(b, "#sites").contains("in linea"));
+
+    // Live figures arrive without a reload.
+    b.eval("window.__socerMark = 'same page', true");
+    let n0 = b
+        .eval("Number(document.getElementById('updated').dataset.n)")
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        b.wait_for(
+            &format!("Number(document.getElementById('updated').dataset.n) > {n0}"),
+            Duration::from_secs(15)
+        ),
+        "no live refresh within 15 s"
+    );
+    assert_eq!(b.eval("window.__socerMark"), "same page");
+
+    // Hourly shared energy of today and the month's days are drawn.
+    assert!(
+        b.eval("document.querySelectorAll('#chart-day rect').length")
+            .as_u64()
+            > Some(0)
+    );
+    assert!(text(b, "#day-sum").starts_with("Nel giorno: condivisa"));
+    assert!(text(b, "#month-sum").starts_with("Nel mese: condivisa"));
+
+    let mut failing = Vec::new();
+    for path in ["/api/v1/signal", "/api/v1/incentive?month="] {
+        let month: String = b
+            .eval("document.getElementById('month').value")
+            .as_str()
+            .unwrap_or("")
+            .into();
+        let full = if path.ends_with('=') {
+            format!("{path}{month}")
+        } else {
+            path.to_string()
+        };
+        let code = http_status(port, &full);
+        if code != 200 {
+            eprintln!("note: {full} answers {code}: the page says so instead of a figure");
+            failing.push(path.trim_end_matches("?month=").to_string());
+            if path.starts_with("/api/v1/signal") {
+                assert_eq!(text(b, "#level strong"), "Segnale non disponibile");
+            } else {
+                assert!(text(b, "#inc-note").contains(&format!("HTTP {code}")));
+            }
+        } else if path.starts_with("/api/v1/signal") {
+            assert!(
+                b.eval("document.querySelectorAll('#forecast span').length")
+                    .as_u64()
+                    > Some(0)
+            );
+        }
+    }
+
+    // Reports need the token: a wrong one is refused, the right one gets what the API gives.
+    b.eval("document.getElementById('token').value = 'wrong', true");
+    click(b, "#report button[type=submit]");
+    assert!(b.wait_for(
+        "document.getElementById('rep-msg').textContent.startsWith('Chiave non valida')",
+        Duration::from_secs(10)
+    ));
+    failing.push("/api/v1/report/".into());
+    b.eval(&format!(
+        "document.getElementById('token').value = {token:?}, true"
+    ));
+    click(b, "#report button[type=submit]");
+    assert_eq!(
+        b.eval("sessionStorage.getItem('socer.token')"),
+        Value::String(token.into())
+    );
+    assert!(b.wait_for(
+        "!document.getElementById('rep-msg').textContent.startsWith('Chiave non valida') \
+         && !document.getElementById('rep-msg').textContent.startsWith('Scaricamento')",
+        Duration::from_secs(15)
+    ));
+    let msg = text(b, "#rep-msg");
+    assert!(
+        msg.starts_with("Rendiconto socer-") || msg.starts_with("Rendiconto non disponibile (HTTP"),
+        "{msg}"
+    );
+
+    click(b, ".lang button[data-lang='en']");
+    assert_eq!(text(b, "#h-now"), "The community now");
+    assert_eq!(text(b, "#h-sites"), "Sites");
+    click(b, ".lang button[data-lang='it']");
+    assert_eq!(text(b, "#h-sites"), "Edifici");
+
+    for w in [360, 1280] {
+        b.set_width(w);
+        b.screenshot(&screenshots().join(format!("dashboard-{w}.png")));
+    }
+    failing
+}
+
+#[test]
+fn resident_page_and_dashboard_match_the_api_update_live_and_switch_language_in_chromium() {
+    pages_support::require_chromium();
+    let demo = Demo::start("2d");
+    let token = demo.report_token();
+    let mut b = Browser::launch();
+    b.set_language("it-IT,it;q=0.9");
+    // The dashboard first: by then the sites have had time to receive the community's signal.
+    let mut expected = dashboard(&mut b, demo.dashboard_port(), &token);
+    expected.extend(resident(&mut b, demo.site_port()));
+    b.pump(Duration::from_millis(300));
+    let errors: Vec<String> = b
+        .console_errors()
+        .into_iter()
+        .filter(|e| {
+            let known = expected.iter().any(|p| e.contains(p.as_str()));
+            if known {
+                eprintln!("expected: {e}");
+            }
+            !known
+        })
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

@@ -1,0 +1,279 @@
+// The community dashboard: signal and forecast, the community now, sites, shared energy per hour
+// and per day, the month's incentive and the token-protected report download. Reads only the hub.
+"use strict";
+(() => {
+  const I18N = {
+    it: {
+      title: "socer · cruscotto della comunità", skip: "Vai al contenuto", subtitle: "Cruscotto della comunità",
+      language: "Lingua", hSignal: "Segnale adesso", hNow: "La comunità adesso",
+      production: "Produzione", consumption: "Consumo", injection: "Immissione", withdrawal: "Prelievo",
+      surplus: "Surplus", deficit: "Deficit", sharedNow: "Condivisa", shared: "Condivisa",
+      updated: "Aggiornato alle", fresh: "{n} contatori su {m} aggiornati · {s} edifici su {t} in linea",
+      hSites: "Edifici", site: "Edificio", state: "Stato", lastSeen: "Ultimo contatto", backlog: "Letture in coda",
+      meters: "Contatori ok", st_online: "in linea", st_offline: "non in linea", st_unknown: "mai visto",
+      hDay: "Energia condivisa per ora", day: "Giorno", hMonth: "Energia condivisa per giorno", month: "Mese",
+      daySum: "Nel giorno: condivisa {s}, immessa {i}, prelevata {w}.", monthSum: "Nel mese: condivisa {s} in {n} giorni.",
+      estimated: "alcune ore sono stimate o incomplete",
+      hIncentive: "Incentivo stimato del mese", incentive: "Incentivo (TIP)", valorisation: "Valorizzazione ARERA",
+      social: "Parte destinata a fini sociali", sharedMonth: "Energia condivisa",
+      incNone: "Stima non disponibile ({why}).", incNote: "Stima su {n} ore; {e} ore stimate o incomplete.",
+      hReports: "Rendiconti mensili", token: "Chiave di accesso", download: "Scarica CSV",
+      repOk: "Rendiconto {f} scaricato.", repAuth: "Chiave non valida: il rendiconto contiene dati dei singoli soci.",
+      repErr: "Rendiconto non disponibile ({why}).", repBusy: "Scaricamento…",
+      lv_green: "Verde: energia condivisa disponibile",
+      adv_green: "La comunità produce più di quanto consuma: è il momento dei carichi flessibili.",
+      lv_yellow: "Giallo: in equilibrio", adv_yellow: "Produzione e consumi si equivalgono.",
+      lv_red: "Rosso: deficit", adv_red: "La comunità consuma più di quanto produce: rimandare i carichi flessibili.",
+      lv_none: "Segnale non disponibile", adv_none: "Il motore del segnale non ha ancora pubblicato un segnale.",
+      window: "Prossima finestra verde: {day}, {start} – {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
+      noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi", tomorrow: "domani",
+      forecast: "Previsione oraria: {list}", never: "mai",
+    },
+    en: {
+      title: "socer · community dashboard", skip: "Skip to content", subtitle: "Community dashboard",
+      language: "Language", hSignal: "Signal now", hNow: "The community now",
+      production: "Production", consumption: "Consumption", injection: "Injection", withdrawal: "Withdrawal",
+      surplus: "Surplus", deficit: "Deficit", sharedNow: "Shared", shared: "Shared",
+      updated: "Updated at", fresh: "{n} of {m} meters fresh · {s} of {t} sites online",
+      hSites: "Sites", site: "Site", state: "State", lastSeen: "Last seen", backlog: "Readings queued",
+      meters: "Meters ok", st_online: "online", st_offline: "offline", st_unknown: "never seen",
+      hDay: "Shared energy per hour", day: "Day", hMonth: "Shared energy per day", month: "Month",
+      daySum: "In the day: shared {s}, injected {i}, withdrawn {w}.", monthSum: "In the month: shared {s} over {n} days.",
+      estimated: "some hours are estimated or incomplete",
+      hIncentive: "The month's incentive estimate", incentive: "Incentive (TIP)", valorisation: "ARERA valorisation",
+      social: "Share for social purposes", sharedMonth: "Shared energy",
+      incNone: "Estimate not available ({why}).", incNote: "Estimate over {n} hours; {e} hours estimated or incomplete.",
+      hReports: "Monthly reports", token: "Access token", download: "Download CSV",
+      repOk: "Report {f} downloaded.", repAuth: "Invalid token: the report holds per-member data.",
+      repErr: "Report not available ({why}).", repBusy: "Downloading…",
+      lv_green: "Green: shared energy available",
+      adv_green: "The community produces more than it uses: time for flexible loads.",
+      lv_yellow: "Yellow: balanced", adv_yellow: "Production and consumption are about equal.",
+      lv_red: "Red: deficit", adv_red: "The community uses more than it produces: postpone flexible loads.",
+      lv_none: "Signal not available", adv_none: "The signal engine has not published a signal yet.",
+      window: "Next green window: {day}, {start} – {end}.", windowNow: "Green window until {end}.",
+      noWindow: "No green window forecast in the coming hours.", today: "today", tomorrow: "tomorrow",
+      forecast: "Hourly forecast: {list}", never: "never",
+    },
+  };
+  const $ = (id) => document.getElementById(id);
+  const st = { now: null, sites: null, signal: null, day: null, month: null, inc: null, incErr: null };
+  const kwhOf = (mwh) => mwh / 1e6;
+
+  function renderNow() {
+    const n = st.now;
+    if (!n) return;
+    $("name").textContent = n.name || n.community;
+    const b = n.balance || {};
+    for (const k of ["production", "consumption", "injection", "withdrawal", "surplus", "shared"]) {
+      const e = $("v-" + k), w = b[k + "_w"];
+      e.dataset.w = w == null ? "" : String(w);
+      e.textContent = S.power(w);
+    }
+    $("updated").textContent = b.ts ? S.timeS(b.ts) : "–";
+    $("updated").dataset.ts = b.ts || "";
+    $("fresh").textContent = S.tf("fresh", { n: b.meters_fresh ?? 0, m: b.meters_total ?? 0, s: n.sites_online, t: n.sites_total });
+  }
+
+  function renderSites() {
+    const body = $("sites");
+    body.replaceChildren();
+    for (const s of (st.sites && st.sites.sites) || []) {
+      const tr = document.createElement("tr");
+      tr.dataset.site = s.id;
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = s.name || s.id;
+      tr.append(th);
+      const heads = document.querySelectorAll("#h-sites ~ .tbl thead th");
+      const td = (text, cls) => {
+        const c = document.createElement("td");
+        c.textContent = text;
+        c.dataset.label = heads[tr.children.length].textContent;
+        if (cls) c.className = cls;
+        tr.append(c);
+      };
+      td(S.t("st_" + s.state), "st st-" + s.state);
+      const seenToday = s.last_seen && S.romeDate(s.last_seen) === S.romeDate(Date.now());
+      td(s.last_seen ? (seenToday ? S.timeS(s.last_seen) : S.dateTime(s.last_seen)) : S.t("never"));
+      td(S.num(s.backlog, 0), "n");
+      const ok = (s.meters || []).filter((m) => m.health === "ok").length;
+      td(`${ok} / ${(s.meters || []).length}`, "n");
+      body.append(tr);
+    }
+  }
+
+  function renderSignal() {
+    const sig = st.signal;
+    S.level($("level"), sig && sig.community ? sig.community.level : null);
+    $("window").textContent = sig ? S.windowText(S.nextGreen(sig.forecast, Date.now()), Date.now()) : "";
+    const fc = $("forecast");
+    fc.replaceChildren();
+    const slots = ((sig && sig.forecast) || []).slice(0, 24);
+    const words = [];
+    for (const s of slots) {
+      const c = document.createElement("span");
+      c.className = { green: "g", yellow: "y", red: "r" }[s.level] || "";
+      const h = S.time(s.start);
+      // The hour and a symbol: the level is not told by colour alone.
+      c.textContent = h.slice(0, 2) + "\n" + ({ green: "✓", yellow: "=", red: "!" }[s.level] || "");
+      c.title = `${h} ${S.t("lv_" + s.level)} (${S.kwh(s.surplus_kwh)})`;
+      words.push(`${h} ${S.t("lv_" + s.level)}`);
+      fc.append(c);
+    }
+    fc.setAttribute("aria-label", slots.length ? S.tf("forecast", { list: words.join("; ") }) : "");
+  }
+
+  function slotLabelDate(slot) {
+    return S.romeDate(Date.parse(slot.start) + 12 * 3600e3);
+  }
+  function renderDay() {
+    const d = st.day;
+    if (!d) return;
+    const slots = d.slots;
+    S.bars($("chart-day"), slots.map((s) => S.time(s.start)), [
+      { cls: "b-shared", values: slots.map((s) => kwhOf(s.shared_mwh)) },
+      { cls: "b-inj", values: slots.map((s) => kwhOf(s.injection_mwh)) },
+      { cls: "b-wd", values: slots.map((s) => kwhOf(s.withdrawal_mwh)) },
+    ], (v) => S.num(v, 0) + " kWh", 6);
+    const sum = (k) => slots.reduce((a, s) => a + s[k], 0);
+    const est = slots.some((s) => s.estimated);
+    $("day-sum").textContent = S.tf("daySum", { s: S.kwh(kwhOf(sum("shared_mwh"))), i: S.kwh(kwhOf(sum("injection_mwh"))),
+      w: S.kwh(kwhOf(sum("withdrawal_mwh"))) }) + (est ? " (" + S.t("estimated") + ")" : "");
+  }
+  function renderMonth() {
+    const m = st.month;
+    if (!m) return;
+    // Daily slots are cut at UTC midnight by the API: keep those whose day falls in the month.
+    const slots = m.slots.filter((s) => slotLabelDate(s).slice(0, 7) === m.month);
+    S.bars($("chart-month"), slots.map((s) => slotLabelDate(s).slice(8)), [
+      { cls: "b-shared", values: slots.map((s) => kwhOf(s.shared_mwh)) },
+    ], (v) => S.num(v, 0) + " kWh", 5);
+    const total = slots.reduce((a, s) => a + s.shared_mwh, 0);
+    $("month-sum").textContent = S.tf("monthSum", { s: S.kwh(kwhOf(total)), n: slots.length })
+      + (slots.some((s) => s.estimated) ? " (" + S.t("estimated") + ")" : "");
+  }
+
+  function renderIncentive() {
+    const box = $("incentive");
+    box.replaceChildren();
+    const r = st.inc;
+    if (!r || !r.community) {
+      $("inc-note").textContent = S.tf("incNone", { why: st.incErr || "…" });
+      return;
+    }
+    const c = r.community;
+    const tile = (k, v) => {
+      const d = document.createElement("div"), dt = document.createElement("dt"), dd = document.createElement("dd");
+      dt.textContent = S.t(k);
+      dd.textContent = v;
+      d.append(dt, dd);
+      box.append(d);
+    };
+    tile("incentive", S.eur(c.incentive_ueur / 1e6));
+    tile("valorisation", S.eur(c.valorisation_ueur / 1e6));
+    tile("social", S.eur(c.social_ueur / 1e6));
+    tile("sharedMonth", S.kwh(kwhOf(c.shared_mwh)));
+    $("inc-note").textContent = S.tf("incNote", { n: c.periods, e: c.estimated_periods + c.incomplete_periods });
+  }
+
+  function renderAll() {
+    renderNow(); renderSites(); renderSignal(); renderDay(); renderMonth(); renderIncentive();
+  }
+
+  const nextDay = (ymd) => new Date(Date.parse(ymd + "T12:00:00Z") + 86400e3).toISOString().slice(0, 10);
+  function nextMonth(ym) {
+    const [y, m] = ym.split("-").map(Number);
+    return m === 12 ? `${y + 1}-01` : `${y}-${String(m + 1).padStart(2, "0")}`;
+  }
+
+  async function loadLive() {
+    const [now, sites] = await Promise.all([S.get("/api/v1/community/now"), S.get("/api/v1/sites")]);
+    st.now = now;
+    st.sites = sites;
+    const u = $("updated");
+    u.dataset.n = String(Number(u.dataset.n || 0) + 1);
+    renderNow();
+    renderSites();
+  }
+  async function loadSignal() {
+    try {
+      st.signal = await S.get("/api/v1/signal");
+    } catch (e) {
+      st.signal = null;
+    }
+    renderSignal();
+  }
+  async function loadDay() {
+    const d = $("day").value;
+    st.day = await S.get(`/api/v1/energy?from=${d}&to=${nextDay(d)}&step=1h`);
+    renderDay();
+  }
+  async function loadMonth() {
+    const m = $("month").value;
+    const r = await S.get(`/api/v1/energy?from=${m}-01&to=${nextMonth(m)}-01&step=1d`);
+    r.month = m;
+    st.month = r;
+    renderMonth();
+    try {
+      st.inc = await S.get(`/api/v1/incentive?month=${m}`);
+      st.incErr = null;
+    } catch (e) {
+      st.inc = null;
+      st.incErr = "HTTP " + (e.status || "?");
+    }
+    renderIncentive();
+  }
+
+  async function download(ev) {
+    ev.preventDefault();
+    const token = $("token").value.trim();
+    sessionStorage.setItem("socer.token", token);
+    const file = `${$("rmonth").value}.csv`;
+    const msg = $("rep-msg");
+    msg.textContent = S.t("repBusy");
+    try {
+      const r = await fetch(`/api/v1/report/${file}`, { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+      if (r.status === 401) { msg.textContent = S.t("repAuth"); return; }
+      if (!r.ok) { msg.textContent = S.tf("repErr", { why: "HTTP " + r.status }); return; }
+      const url = URL.createObjectURL(await r.blob());
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = `socer-${file}`;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10e3);
+      msg.textContent = S.tf("repOk", { f: a.download });
+    } catch (e) {
+      msg.textContent = S.tf("repErr", { why: String(e.message || e) });
+    }
+  }
+
+  // Fetch the live figures now (tests use it to compare the page with the API at one moment).
+  window.socerRefresh = () => Promise.all([loadLive(), loadSignal()]);
+
+  document.addEventListener("DOMContentLoaded", async () => {
+    S.init(I18N, renderAll);
+    const today = S.romeDate(Date.now());
+    $("day").value = today;
+    $("month").value = today.slice(0, 7);
+    $("rmonth").value = today.slice(0, 7);
+    $("token").value = sessionStorage.getItem("socer.token") || "";
+    $("day").addEventListener("change", () => loadDay().catch(() => {}));
+    $("month").addEventListener("change", () => loadMonth().catch(() => {}));
+    $("report").addEventListener("submit", download);
+    try {
+      await Promise.all([loadLive(), loadSignal(), loadDay(), loadMonth()]);
+      renderAll();
+      document.body.dataset.ready = "1";
+    } catch (e) {
+      $("updated").textContent = String(e.message || e);
+    }
+    // No reloads: live figures every 5 s, the signal every minute, today's hours every 5 minutes.
+    setInterval(() => loadLive().catch(() => {}), 5e3);
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) loadLive().catch(() => {}); });
+    setInterval(() => loadSignal(), 60e3);
+    setInterval(() => { if ($("day").value === S.romeDate(Date.now())) loadDay().catch(() => {}); }, 300e3);
+  });
+})();
