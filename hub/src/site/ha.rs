@@ -421,6 +421,19 @@ mod tests {
     }
 
     #[test]
+    fn home_assistant_is_off_unless_enabled_and_defaults_to_the_usual_prefix() {
+        let c: HomeAssistantConfig = toml::from_str("enabled = true").unwrap();
+        assert!(c.enabled);
+        assert_eq!(
+            (c.discovery_prefix.as_str(), c.state_every_s),
+            ("homeassistant", 10)
+        );
+        assert_eq!(c.url, None);
+        assert!(!toml::from_str::<HomeAssistantConfig>("").unwrap().enabled);
+        assert!(toml::from_str::<HomeAssistantConfig>("enable = true").is_err());
+    }
+
+    #[test]
     fn discovery_announces_power_counters_level_and_the_surplus_binary_sensor() {
         let t = HaTopics::new("homeassistant", "socer", "domus-1");
         let d = discovery(&t, "Condominio Domus 1", &meters());
