@@ -206,6 +206,7 @@ impl Ingest {
                     site,
                     readings: batch.readings,
                     received,
+                    dropped_through: batch.dropped_through,
                 };
                 if let Err(e) = self.store.write(inc).await {
                     tracing::error!("ingest: {e}");

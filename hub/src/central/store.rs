@@ -97,6 +97,9 @@ pub struct Incoming {
     pub site: String,
     pub readings: Vec<WireReading>,
     pub received: Instant,
+    /// The site dropped unacknowledged readings up to this seq for lack of disk
+    /// ([`crate::wire::Batch::dropped_through`]): they will never come, so the ack moves past them.
+    pub dropped_through: Option<u64>,
 }
 
 /// What the writer reports after each transaction: the new contiguous seq of the sites it touched.
@@ -408,6 +411,19 @@ impl Writer {
                     } else {
                         dirty.insert(self.periods.start_of(ts_ms));
                     }
+                }
+                if let Some(through) = b.dropped_through.filter(|&d| d > state.contiguous) {
+                    let kept = state.pending.range(..=through).count() as u64;
+                    let lost = through - state.contiguous - kept;
+                    tracing::warn!(
+                        site = %b.site,
+                        through,
+                        lost,
+                        "the site dropped unacknowledged readings for lack of disk; the ack moves past them"
+                    );
+                    self.metrics.readings_lost_by_sites.fetch_add(lost, Ordering::Relaxed);
+                    state.pending = state.pending.split_off(&(through + 1));
+                    state.contiguous = through;
                 }
                 while state.pending.first() == Some(&(state.contiguous + 1)) {
                     state.pending.pop_first();
