@@ -454,7 +454,10 @@ mod tests {
         assert_eq!((p[1].withdrawal_mwh, p[1].injection_mwh), (0, 900));
         // No production meter: production unknown; consumption inferred from the exchange.
         // Hour 1: 500 in, 200 out → 300 used, but 200 went out with no plant metered: estimated.
-        assert_eq!((p[0].production_mwh, p[0].consumption_mwh), (None, Some(300)));
+        assert_eq!(
+            (p[0].production_mwh, p[0].consumption_mwh),
+            (None, Some(300))
+        );
         assert!(p[0].prod_cons_flags.estimated);
         // Hour 2: nothing in, 900 out → 0 used (never negative).
         assert_eq!(p[1].consumption_mwh, Some(0));

@@ -421,7 +421,9 @@ impl Writer {
                         lost,
                         "the site dropped unacknowledged readings for lack of disk; the ack moves past them"
                     );
-                    self.metrics.readings_lost_by_sites.fetch_add(lost, Ordering::Relaxed);
+                    self.metrics
+                        .readings_lost_by_sites
+                        .fetch_add(lost, Ordering::Relaxed);
                     state.pending = state.pending.split_off(&(through + 1));
                     state.contiguous = through;
                 }
