@@ -140,6 +140,9 @@ pub fn mqtt_options(ep: &Endpoint, client_id: &str) -> MqttOptions {
     if !ep.username.is_empty() {
         o.set_credentials(ep.username.clone(), ep.password.clone());
     }
+    if ep.tls {
+        o.set_transport(crate::tls::client_transport(ep.ca_pem.as_deref()));
+    }
     o
 }
 
