@@ -1065,4 +1065,57 @@ role = "grid"
         assert_eq!(c.substations.len(), 2);
         assert!(c.sites.len() >= 8);
     }
+
+    #[test]
+    fn broker_tls_files_are_taken_from_the_config_folder_and_listen_on_8883_by_default() {
+        let t = minimal().replace(
+            "[storage]",
+            "[broker]\nlisten = \"127.0.0.1:1883\"\ntls_cert = \"tls/b.crt\"\ntls_key = \"/k/b.key\"\n\n[storage]",
+        );
+        let c = parse(Path::new("/etc/socer/central.toml"), &t).unwrap();
+        let BrokerConfig::Embedded {
+            listen,
+            tls: Some(tls),
+            ..
+        } = c.broker
+        else {
+            panic!("expected an embedded broker with TLS");
+        };
+        assert_eq!(listen.to_string(), "127.0.0.1:1883");
+        assert_eq!(tls.listen.to_string(), "0.0.0.0:8883");
+        assert_eq!(tls.cert, PathBuf::from("/etc/socer/tls/b.crt"));
+        assert_eq!(tls.key, PathBuf::from("/k/b.key"));
+    }
+
+    #[test]
+    fn tls_settings_on_the_wrong_broker_kind_are_pointed_at() {
+        let embedded = minimal().replace(
+            "[storage]",
+            "[broker]\ntls_listen = \"0.0.0.0:8883\"\nca_file = \"ca.crt\"\n\n[storage]",
+        );
+        let out = lines(&embedded);
+        assert!(
+            out.contains("tls_listen needs tls_cert and tls_key"),
+            "{out}"
+        );
+        assert!(out.contains("ca_file is for an external broker"), "{out}");
+        let external = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtts://b:8883\"\ntls_cert = \"c\"\ntls_key = \"k\"\n\n[storage]",
+        );
+        let out = lines(&external);
+        assert!(
+            out.contains("tls_cert and tls_key are for the embedded broker"),
+            "{out}"
+        );
+        let ok = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtts://b:8883\"\nca_file = \"tls/ca.crt\"\n\n[storage]",
+        );
+        let c = parse(Path::new("/etc/socer/central.toml"), &ok).unwrap();
+        let BrokerConfig::External { ca_file, .. } = c.broker else {
+            panic!("expected an external broker");
+        };
+        assert_eq!(ca_file, Some(PathBuf::from("/etc/socer/tls/ca.crt")));
+    }
 }
