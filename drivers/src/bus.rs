@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::clock::Clock;
-use crate::decode::{apply_scale_factor, decode, DecodeError};
+use crate::decode::{apply_scale_factor, decode, plausible, DecodeError};
 use crate::link::{Link, LinkError};
 use crate::plan::{needs_of, plan, CostModel, Intervals, Limits, Need, Request, Schedule};
 use crate::profile::{Function, Profile, QuantityMap};
@@ -479,6 +479,12 @@ pub async fn poll<L: Link>(
             }),
             (v, _) => v,
         };
+        // A nonsense register value (a torn read, a wrong map, a device fault) is missing, never
+        // a reading: checked on the final value, after any scale factor.
+        let value = value.and_then(|v| {
+            plausible(map.name, v)
+                .map_err(|e| format!("{}: {e}", locate(bus, meter.unit, function, map.address)))
+        });
         match value {
             Ok(v) => {
                 let v = if meter.reverse && map.name == Quantity::PW {
@@ -682,5 +688,41 @@ mod tests {
         );
         assert_eq!(r.mono_ms, 1234);
         assert_eq!(r.ts, c.now_utc());
+    }
+
+    #[tokio::test]
+    async fn a_nonsense_value_is_missing_with_its_register_and_never_reported() {
+        let p = profile();
+        let mut image = HashMap::new();
+        // 3 GW on a building meter: a torn or misread register, not a measurement.
+        for (i, w) in encode(3.0e9, &p.quantities[0], &p.defaults)
+            .into_iter()
+            .enumerate()
+        {
+            image.insert(i as u16, w);
+        }
+        image.insert(2, 50);
+        let mut link = FakeLink {
+            image,
+            fail: None,
+            calls: vec![],
+        };
+        let out = read_once(
+            &mut link,
+            "north",
+            &meter(),
+            &CostModel::rtu(9600),
+            &clock(),
+        )
+        .await;
+        let r = out.reading;
+        assert_eq!(r.values.p_w, None);
+        assert_eq!(r.values.f_hz, Some(50.0));
+        assert_eq!(r.quality, Quality::Partial);
+        let reason = &r.missing[0].reason;
+        assert!(
+            reason.starts_with("bus north: unit 9, input register 0 (0x0000): implausible p_w"),
+            "{reason}"
+        );
     }
 }

@@ -10,5 +10,6 @@ pub mod cli;
 pub mod demo;
 pub mod site;
 pub mod solar;
+pub mod tls;
 pub mod webui;
 pub mod wire;

@@ -37,6 +37,7 @@ fn grid(site: &str, export: bool, wh_per_h: f64) -> Incoming {
         site: site.into(),
         readings,
         received: Instant::now(),
+        dropped_through: None,
     }
 }
 

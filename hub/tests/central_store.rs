@@ -38,6 +38,7 @@ fn quarter_hourly(site: &str, first_seq: u64, export: bool, wh_per_h: f64) -> In
         site: site.into(),
         readings,
         received: Instant::now(),
+        dropped_through: None,
     }
 }
 
@@ -145,6 +146,7 @@ fn replayed_and_out_of_order_batches_are_deduplicated_and_the_ack_waits_for_the_
             .map(|s| reading(s, "grid", at(10, s as u32), 1.0, s as f64, 0.0))
             .collect(),
         received: Instant::now(),
+        dropped_through: None,
     };
     assert_eq!(
         w.write_group(&[batch(1..=3)]).unwrap().acks,
@@ -179,4 +181,52 @@ fn replayed_and_out_of_order_batches_are_deduplicated_and_the_ack_waits_for_the_
         vec![("stps".to_string(), 9)]
     );
     assert_eq!(Reader::open(&db).unwrap().reading_count("stps").unwrap(), 9);
+}
+
+#[test]
+fn readings_a_site_dropped_for_lack_of_disk_let_the_ack_move_past_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let metrics = Arc::new(Metrics::default());
+    let mut w = Writer::open(&db, Periods { seconds: 3600 }, 35, metrics.clone()).unwrap();
+    let batch = |seqs: std::ops::RangeInclusive<u64>, dropped: Option<u64>| Incoming {
+        site: "stps".into(),
+        readings: seqs
+            .map(|s| reading(s, "grid", at(10, s as u32), 1.0, s as f64, 0.0))
+            .collect(),
+        received: Instant::now(),
+        dropped_through: dropped,
+    };
+    assert_eq!(
+        w.write_group(&[batch(1..=3, None)]).unwrap().acks,
+        vec![("stps".to_string(), 3)]
+    );
+    // 4..=6 were stored by nobody: the site pruned them; 7 and 8 arrived ahead, so wait.
+    assert_eq!(
+        w.write_group(&[batch(7..=8, None)]).unwrap().acks,
+        vec![("stps".to_string(), 3)]
+    );
+    // The site says it dropped everything up to 6: the ack moves to 6, then over 7 and 8.
+    assert_eq!(
+        w.write_group(&[batch(9..=10, Some(6))]).unwrap().acks,
+        vec![("stps".to_string(), 10)]
+    );
+    let lost = metrics
+        .readings_lost_by_sites
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(lost, 3, "seqs 4, 5 and 6 are lost");
+    // A stale claim below the ack changes nothing.
+    assert_eq!(
+        w.write_group(&[batch(11..=11, Some(2))]).unwrap().acks,
+        vec![("stps".to_string(), 11)]
+    );
+    assert_eq!(
+        metrics
+            .readings_lost_by_sites
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    drop(w);
+    let w = Writer::open(&db, Periods { seconds: 3600 }, 35, metrics).unwrap();
+    assert_eq!(w.contiguous("stps"), Some(11));
 }

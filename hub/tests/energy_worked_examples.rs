@@ -364,14 +364,17 @@ fn shared_energy_per_substation_and_hour() {
     assert_eq!(shared, vec![96 * KWH, 110 * KWH, 140 * KWH]);
     let flags: Vec<String> = b.community.iter().map(|c| c.flags.label()).collect();
     assert_eq!(flags, vec!["", "counter_reset", "estimated"]);
-    // Production and consumption come only from D's meters: 8+12+4 = 24, 12+2+16 = 30.
+    // Production comes only from D's production meter: 8+12+4 = 24.
     assert_eq!(
         b.community.iter().map(|c| c.production_mwh).sum::<u64>(),
         24 * KWH
     );
+    // Consumption: D measured 12+2+16 = 30; the grid-only PODs infer import − export (never
+    // below 0): C 70+80+200 = 350, E 20+50+10 = 80, the exporting plants A, B, G 0.
+    // 30 + 350 + 80 = 460.
     assert_eq!(
         b.community.iter().map(|c| c.consumption_mwh).sum::<u64>(),
-        30 * KWH
+        460 * KWH
     );
 }
 

@@ -178,3 +178,35 @@ fn signal_api_says_unavailable_before_live_data() {
     let (status, body) = http_get(hub.web_addr, "/api/v1/signal", None);
     assert_eq!(status, 503, "{body}");
 }
+
+#[test]
+fn the_central_check_refuses_a_flex_load_of_an_unknown_site_and_crossed_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = config_text(dir.path(), "listen = \"127.0.0.1:1883\"");
+    let path = dir.path().join("central.toml");
+    let good = format!("{base}\n[[flex]]\nsite = \"iperal\"\nname = \"frigo\"\npower_kw = 20.0\nshift_hours = 2.0\n");
+    assert!(config::check(&path, &good).is_empty());
+    let cfg = config::load(&{
+        std::fs::write(&path, &good).unwrap();
+        path.clone()
+    })
+    .unwrap();
+    assert_eq!(cfg.flex.len(), 1);
+    assert_eq!(cfg.signal.min_dwell_minutes, 15);
+
+    let unknown = good.replace(
+        "site = \"iperal\"\nname = \"frigo\"",
+        "site = \"nowhere\"\nname = \"frigo\"",
+    );
+    let d = config::check(&path, &unknown);
+    assert_eq!(d.len(), 1);
+    assert!(
+        d[0].message.contains("unknown site \"nowhere\""),
+        "{}",
+        d[0].message
+    );
+    let crossed = format!("{base}\n[signal]\ngreen_enter = 0.05\ngreen_exit = 0.2\n");
+    assert_eq!(config::check(&path, &crossed).len(), 1);
+    let typo = format!("{base}\n[signal]\ngreen_entry = 0.05\n");
+    assert_eq!(config::check(&path, &typo).len(), 1);
+}

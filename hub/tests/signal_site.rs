@@ -117,7 +117,8 @@ fn home_assistant_discovery_is_retained_fresh_and_announced_again_when_ha_comes_
         ),
     };
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let _task = rt.block_on(async { ha::spawn(link, stop_rx) });
+    let _enter = rt.enter();
+    let _task = ha::spawn(link, stop_rx);
 
     let surplus = topics.config("binary_sensor", "community_surplus");
     assert!(wait_until(10, || {
@@ -164,7 +165,8 @@ fn the_site_keeps_the_retained_signal_and_its_alerts() {
         community: "socer".into(),
         site: "stps".into(),
     };
-    let _task = rt.block_on(async { signal::spawn(cfg, shared.clone(), stop_rx) });
+    let _enter = rt.enter();
+    let _task = signal::spawn(cfg, shared.clone(), stop_rx);
     assert!(wait_until(10, || shared.lock().unwrap().signal.is_some()));
     let s: Signal = shared.lock().unwrap().signal.clone().unwrap();
     assert_eq!(

@@ -22,8 +22,11 @@
 //!   (*immissione*) = exported, per period. Several grid meters on one POD are summed.
 //! - Without one: per step, withdrawal = max(0, consumption − production) and injection =
 //!   max(0, production − consumption), then summed over the period.
-//! - Production = Σ exported by `production` meters; consumption = Σ imported by `consumption`
-//!   meters; `None` when the POD has no such meter.
+//! - Production = Σ exported by `production` meters (`None` when the POD has none).
+//!   Consumption = Σ imported by `consumption` meters; a POD without consumption meters but with
+//!   a grid meter has its consumption inferred per step from the energy balance of the POD:
+//!   withdrawal − injection + production (never below 0). A grid-only POD that exports has
+//!   generation nobody meters: its inferred consumption is flagged `estimated`.
 //! - Per substation and period: shared = min(Σ injection of PODs hosting an eligible plant,
 //!   Σ withdrawal of all member PODs).
 //! - Contributions, per substation and period: the shared energy is split among PODs pro rata of
@@ -118,7 +121,7 @@ pub fn pod_periods(
             injection_mwh: 0,
             withdrawal_mwh: 0,
             production_mwh: has_prod.then_some(0),
-            consumption_mwh: has_cons.then_some(0),
+            consumption_mwh: (has_cons || has_grid).then_some(0),
             flags: Flags::NONE,
             prod_cons_flags: Flags::NONE,
         };
@@ -156,6 +159,18 @@ pub fn pod_periods(
                 p.injection_mwh += prod.saturating_sub(cons);
                 p.flags = p.flags.merge(prod_f).merge(cons_f);
             }
+            if !has_cons && has_grid {
+                // The POD's energy balance: what came in from the grid and the plants, less
+                // what went out, was used behind the meter.
+                cons = (grid_imp + prod).saturating_sub(grid_exp);
+                cons_f = grid_f;
+                if !has_prod && grid_exp > 0 {
+                    cons_f = cons_f.merge(Flags {
+                        estimated: true,
+                        ..Flags::NONE
+                    });
+                }
+            }
             p.production_mwh = p.production_mwh.map(|x| x + prod);
             p.consumption_mwh = p.consumption_mwh.map(|x| x + cons);
             p.prod_cons_flags = p.prod_cons_flags.merge(prod_f).merge(cons_f);
@@ -190,7 +205,7 @@ pub struct SubstationPeriod {
     pub shared_mwh: u64,
     /// Σ over PODs that have production meters.
     pub production_mwh: u64,
-    /// Σ over PODs that have consumption meters.
+    /// Σ over PODs with consumption meters or a grid meter (inferred, see the module doc).
     pub consumption_mwh: u64,
     pub flags: Flags,
 }
@@ -437,7 +452,44 @@ mod tests {
         .unwrap_or_default();
         assert_eq!((p[0].withdrawal_mwh, p[0].injection_mwh), (500, 200));
         assert_eq!((p[1].withdrawal_mwh, p[1].injection_mwh), (0, 900));
-        assert_eq!((p[0].production_mwh, p[0].consumption_mwh), (None, None));
+        // No production meter: production unknown; consumption inferred from the exchange.
+        // Hour 1: 500 in, 200 out → 300 used, but 200 went out with no plant metered: estimated.
+        assert_eq!(
+            (p[0].production_mwh, p[0].consumption_mwh),
+            (None, Some(300))
+        );
+        assert!(p[0].prod_cons_flags.estimated);
+        // Hour 2: nothing in, 900 out → 0 used (never negative).
+        assert_eq!(p[1].consumption_mwh, Some(0));
+    }
+
+    #[test]
+    fn grid_and_production_meters_give_consumption_from_the_pod_balance() {
+        // Hour 1: grid import 400, export 100, PV produced 700 → loads used 400 − 100 + 700 = 1000.
+        // Hour 2: grid import 300, export 0, PV 0 → 300, and nothing is estimated.
+        let m = [
+            MeterSteps {
+                role: MeterRole::Grid,
+                steps: steps(at(10, 0), Period::HOUR, &[(400, 100), (300, 0)]),
+            },
+            MeterSteps {
+                role: MeterRole::Production,
+                steps: steps(at(10, 0), Period::HOUR, &[(0, 700), (0, 0)]),
+            },
+        ];
+        let p = pod_periods(
+            &m,
+            Range::new(at(10, 0), at(12, 0)),
+            Period::HOUR,
+            Period::HOUR,
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            (p[0].production_mwh, p[0].consumption_mwh),
+            (Some(700), Some(1000))
+        );
+        assert_eq!(p[1].consumption_mwh, Some(300));
+        assert!(!p[0].prod_cons_flags.any() && !p[1].prod_cons_flags.any());
     }
 
     #[test]

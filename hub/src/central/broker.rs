@@ -24,8 +24,10 @@ pub const MAX_CONNECTIONS: usize = 5000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("TLS on the embedded broker is not built in (rumqttd without TLS): terminate TLS in front of it or use an external broker")]
-    TlsUnsupported,
+    #[error("broker TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("the embedded broker's TLS listener needs a running tokio runtime")]
+    NoRuntime,
     #[error("the embedded broker cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
     #[error("broker url {0:?}: expected mqtt://host:port or mqtts://host:port")]
@@ -47,6 +49,8 @@ pub struct Endpoint {
     pub tls: bool,
     pub username: String,
     pub password: String,
+    /// PEM of the CA that signed the broker's certificate (`tls` only); `None`: system roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Endpoint {
@@ -68,6 +72,7 @@ impl Endpoint {
             tls,
             username: username.into(),
             password: password.into(),
+            ca_pem: None,
         })
     }
 }
@@ -79,8 +84,25 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
             url,
             username,
             password,
-        } => Endpoint::from_url(url, username, password)
-            .ok_or_else(|| BrokerError::BadUrl(url.clone())),
+            ca_file,
+        } => {
+            let mut ep = Endpoint::from_url(url, username, password)
+                .ok_or_else(|| BrokerError::BadUrl(url.clone()))?;
+            if ep.tls {
+                ep.ca_pem = ca_file
+                    .as_deref()
+                    .map(crate::tls::read_pem_file)
+                    .transpose()?;
+                // A CA file that trusts nothing is reported now, not as endless refused connects.
+                crate::tls::client_config(ep.ca_pem.as_deref())?;
+            } else if let Some(f) = ca_file {
+                tracing::warn!(
+                    "broker ca_file {} is unused: url is mqtt://, not mqtts://",
+                    f.display()
+                );
+            }
+            Ok(ep)
+        }
         BrokerConfig::Embedded {
             listen,
             tls,
@@ -88,9 +110,6 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
             hub_password,
             max_payload_bytes,
         } => {
-            if tls.is_some() {
-                return Err(BrokerError::TlsUnsupported);
-            }
             // Without a configured password the hub's own account gets a random one: only the
             // hub, over loopback, needs it.
             let hub_password = if hub_password.is_empty() {
@@ -105,18 +124,23 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
                 .map(|s| (s.id.clone(), s.password.clone()))
                 .collect();
             users.insert(hub_user.clone(), hub_password.clone());
-            start_embedded(*listen, users, *max_payload_bytes)?;
-            let host = if listen.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                listen.ip().to_string()
+            // Check the certificate before anything listens: a bad file stops the hub at start.
+            let tls_front = match tls {
+                Some(t) => Some((t.listen, crate::tls::server_config(&t.cert, &t.key)?)),
+                None => None,
             };
+            start_embedded(*listen, users, *max_payload_bytes)?;
+            let plain = loopback(*listen);
+            if let Some((tls_listen, server)) = tls_front {
+                start_tls_front(tls_listen, server, plain)?;
+            }
             Ok(Endpoint {
-                host,
-                port: listen.port(),
+                host: plain.ip().to_string(),
+                port: plain.port(),
                 tls: false,
                 username: hub_user.clone(),
                 password: hub_password,
+                ca_pem: None,
             })
         }
     }
@@ -170,6 +194,84 @@ pub fn start_embedded(
         })
         .map_err(BrokerError::Thread)?;
     Ok(())
+}
+
+/// Where a local client reaches a listener bound to `listen` (loopback for an unspecified address).
+fn loopback(listen: SocketAddr) -> SocketAddr {
+    if listen.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), listen.port())
+    } else {
+        listen
+    }
+}
+
+/// Longest a client may take to finish the TLS handshake before it is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The embedded broker's TLS listener: terminate TLS and relay each connection to the plain
+/// listener at `plain`. Each handshake runs in its own task with a deadline, so a client that
+/// connects and stays silent cannot hold up the others (rumqttd's own TLS accept would).
+pub fn start_tls_front(
+    listen: SocketAddr,
+    server: std::sync::Arc<rustls::ServerConfig>,
+    plain: SocketAddr,
+) -> Result<SocketAddr, BrokerError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
+    let std_listener =
+        std::net::TcpListener::bind(listen).map_err(|e| BrokerError::Bind(listen, e))?;
+    let bound = std_listener
+        .local_addr()
+        .map_err(|e| BrokerError::Bind(listen, e))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| BrokerError::Bind(listen, e))?;
+    let _guard = runtime.enter();
+    let listener = tokio::net::TcpListener::from_std(std_listener)
+        .map_err(|e| BrokerError::Bind(listen, e))?;
+    let acceptor = rumqttc::tokio_rustls::TlsAcceptor::from(server);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tracing::info!("embedded broker: TLS on {bound}, relayed to {plain}");
+    runtime.spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("broker TLS accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!("broker TLS: {MAX_CONNECTIONS} connections open, refusing {peer}");
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let mut tls =
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::warn!("broker TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::warn!("broker TLS handshake with {peer} timed out");
+                            return;
+                        }
+                    };
+                let mut inner = match tokio::net::TcpStream::connect(plain).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("broker TLS: cannot reach the broker at {plain}: {e}");
+                        return;
+                    }
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
+            });
+        }
+    });
+    Ok(bound)
 }
 
 fn random_hex(bytes: usize) -> String {

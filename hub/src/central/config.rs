@@ -59,11 +59,16 @@ pub enum BrokerConfig {
         url: String,
         username: String,
         password: String,
+        /// PEM of the CA that signed the broker's certificate (`mqtts://` only); `None` trusts
+        /// the system's root certificates.
+        ca_file: Option<PathBuf>,
     },
 }
 
+/// The embedded broker's TLS listener: where it listens and its certificate and key (PEM).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    pub listen: std::net::SocketAddr,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -280,9 +285,13 @@ struct RawBroker {
     #[serde(default)]
     listen: Option<S<String>>,
     #[serde(default)]
+    tls_listen: Option<S<String>>,
+    #[serde(default)]
     tls_cert: Option<PathBuf>,
     #[serde(default)]
     tls_key: Option<PathBuf>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
     #[serde(default)]
     url: Option<S<String>>,
     #[serde(default)]
@@ -467,7 +476,7 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         ));
     }
 
-    let broker = parse_broker(raw.broker.as_ref(), &mut d);
+    let broker = parse_broker(raw.broker.as_ref(), base, &mut d);
     let web = match &raw.web {
         None => WebConfig {
             listen: ([127, 0, 0, 1], 8080).into(),
@@ -815,7 +824,8 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     })
 }
 
-fn parse_broker(b: Option<&RawBroker>, d: &mut Vec<Diag>) -> BrokerConfig {
+/// Relative certificate paths are taken from the config's folder, like the storage path.
+fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> BrokerConfig {
     let default_listen: std::net::SocketAddr = ([127, 0, 0, 1], 1883).into();
     let Some(b) = b else {
         return BrokerConfig::Embedded {
@@ -839,10 +849,23 @@ fn parse_broker(b: Option<&RawBroker>, d: &mut Vec<Diag>) -> BrokerConfig {
                 "listen is for the embedded broker; with url the broker is external",
             ));
         }
+        if let Some(l) = &b.tls_listen {
+            d.push(Diag::new(
+                sp(l),
+                "tls_listen is for the embedded broker; with url the broker is external",
+            ));
+        }
+        if b.tls_cert.is_some() || b.tls_key.is_some() {
+            d.push(Diag::new(
+                sp(url),
+                "tls_cert and tls_key are for the embedded broker; to trust an external broker's certificate give ca_file",
+            ));
+        }
         return BrokerConfig::External {
             url: url.get_ref().clone(),
             username: b.username.clone().unwrap_or_else(|| "central".into()),
             password: b.password.clone().unwrap_or_default(),
+            ca_file: b.ca_file.as_ref().map(|f| base.join(f)),
         };
     }
     let listen = match &b.listen {
@@ -855,12 +878,35 @@ fn parse_broker(b: Option<&RawBroker>, d: &mut Vec<Diag>) -> BrokerConfig {
             default_listen
         }),
     };
+    if b.ca_file.is_some() {
+        d.push(Diag::new(
+            b.listen.as_ref().and_then(sp),
+            "ca_file is for an external broker (url = \"mqtts://…\"); the hub reaches its embedded broker over plain loopback",
+        ));
+    }
+    let default_tls_listen: std::net::SocketAddr = ([0, 0, 0, 0], 8883).into();
+    let tls_listen = match &b.tls_listen {
+        None => default_tls_listen,
+        Some(l) => l.get_ref().parse().unwrap_or_else(|_| {
+            d.push(Diag::new(
+                sp(l),
+                "tls_listen must be an address:port, e.g. \"0.0.0.0:8883\"",
+            ));
+            default_tls_listen
+        }),
+    };
     let tls = match (&b.tls_cert, &b.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
+            listen: tls_listen,
+            cert: base.join(cert),
+            key: base.join(key),
         }),
-        (None, None) => None,
+        (None, None) => {
+            if let Some(l) = &b.tls_listen {
+                d.push(Diag::new(sp(l), "tls_listen needs tls_cert and tls_key"));
+            }
+            None
+        }
         _ => {
             d.push(Diag::new(
                 b.listen.as_ref().and_then(sp),
@@ -1018,5 +1064,58 @@ role = "grid"
         let c = parse(&path, &text).unwrap();
         assert_eq!(c.substations.len(), 2);
         assert!(c.sites.len() >= 8);
+    }
+
+    #[test]
+    fn broker_tls_files_are_taken_from_the_config_folder_and_listen_on_8883_by_default() {
+        let t = minimal().replace(
+            "[storage]",
+            "[broker]\nlisten = \"127.0.0.1:1883\"\ntls_cert = \"tls/b.crt\"\ntls_key = \"/k/b.key\"\n\n[storage]",
+        );
+        let c = parse(Path::new("/etc/socer/central.toml"), &t).unwrap();
+        let BrokerConfig::Embedded {
+            listen,
+            tls: Some(tls),
+            ..
+        } = c.broker
+        else {
+            panic!("expected an embedded broker with TLS");
+        };
+        assert_eq!(listen.to_string(), "127.0.0.1:1883");
+        assert_eq!(tls.listen.to_string(), "0.0.0.0:8883");
+        assert_eq!(tls.cert, PathBuf::from("/etc/socer/tls/b.crt"));
+        assert_eq!(tls.key, PathBuf::from("/k/b.key"));
+    }
+
+    #[test]
+    fn tls_settings_on_the_wrong_broker_kind_are_pointed_at() {
+        let embedded = minimal().replace(
+            "[storage]",
+            "[broker]\ntls_listen = \"0.0.0.0:8883\"\nca_file = \"ca.crt\"\n\n[storage]",
+        );
+        let out = lines(&embedded);
+        assert!(
+            out.contains("tls_listen needs tls_cert and tls_key"),
+            "{out}"
+        );
+        assert!(out.contains("ca_file is for an external broker"), "{out}");
+        let external = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtts://b:8883\"\ntls_cert = \"c\"\ntls_key = \"k\"\n\n[storage]",
+        );
+        let out = lines(&external);
+        assert!(
+            out.contains("tls_cert and tls_key are for the embedded broker"),
+            "{out}"
+        );
+        let ok = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtts://b:8883\"\nca_file = \"tls/ca.crt\"\n\n[storage]",
+        );
+        let c = parse(Path::new("/etc/socer/central.toml"), &ok).unwrap();
+        let BrokerConfig::External { ca_file, .. } = c.broker else {
+            panic!("expected an external broker");
+        };
+        assert_eq!(ca_file, Some(PathBuf::from("/etc/socer/tls/ca.crt")));
     }
 }

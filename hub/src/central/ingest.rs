@@ -140,6 +140,9 @@ pub fn mqtt_options(ep: &Endpoint, client_id: &str) -> MqttOptions {
     if !ep.username.is_empty() {
         o.set_credentials(ep.username.clone(), ep.password.clone());
     }
+    if ep.tls {
+        o.set_transport(crate::tls::client_transport(ep.ca_pem.as_deref()));
+    }
     o
 }
 
@@ -206,6 +209,7 @@ impl Ingest {
                     site,
                     readings: batch.readings,
                     received,
+                    dropped_through: batch.dropped_through,
                 };
                 if let Err(e) = self.store.write(inc).await {
                     tracing::error!("ingest: {e}");

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub readings_received: AtomicU64,
     pub readings_stored: AtomicU64,
     pub dedup_hits: AtomicU64,
+    /// Readings sites reported dropped (out of disk) before the hub had them.
+    pub readings_lost_by_sites: AtomicU64,
     pub store_transactions: AtomicU64,
     pub store_errors: AtomicU64,
     pub acks_published: AtomicU64,

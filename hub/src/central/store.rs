@@ -2,7 +2,9 @@
 //! period energy is computed from, dirty settlement periods, period results, per-site ack state.
 //!
 //! One writer thread owns the ingest connection and groups batches into one transaction; readers open
-//! their own connections. It never verifies anything: only authenticated batches reach it.
+//! their own connections. Raw readings are kept `raw_retention_days`, per-minute aggregates
+//! [`MINUTE_RETENTION_DAYS`] (or longer), period results for good. It never verifies anything:
+//! only authenticated batches reach it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -95,6 +97,9 @@ pub struct Incoming {
     pub site: String,
     pub readings: Vec<WireReading>,
     pub received: Instant,
+    /// The site dropped unacknowledged readings up to this seq for lack of disk
+    /// ([`crate::wire::Batch::dropped_through`]): they will never come, so the ack moves past them.
+    pub dropped_through: Option<u64>,
 }
 
 /// What the writer reports after each transaction: the new contiguous seq of the sites it touched.
@@ -131,6 +136,8 @@ impl Periods {
 
 /// Longest gap, in periods, whose periods are all marked for recomputation by one late reading.
 const MAX_DIRTY_SPAN: i64 = 24 * 4 * 62;
+/// Days of per-minute aggregates kept (at least; more when raw readings are kept longer).
+pub const MINUTE_RETENTION_DAYS: i64 = 62;
 /// Most readings grouped into one transaction.
 const MAX_GROUP_READINGS: usize = 50_000;
 
@@ -405,6 +412,21 @@ impl Writer {
                         dirty.insert(self.periods.start_of(ts_ms));
                     }
                 }
+                if let Some(through) = b.dropped_through.filter(|&d| d > state.contiguous) {
+                    let kept = state.pending.range(..=through).count() as u64;
+                    let lost = through - state.contiguous - kept;
+                    tracing::warn!(
+                        site = %b.site,
+                        through,
+                        lost,
+                        "the site dropped unacknowledged readings for lack of disk; the ack moves past them"
+                    );
+                    self.metrics
+                        .readings_lost_by_sites
+                        .fetch_add(lost, Ordering::Relaxed);
+                    state.pending = state.pending.split_off(&(through + 1));
+                    state.contiguous = through;
+                }
                 while state.pending.first() == Some(&(state.contiguous + 1)) {
                     state.pending.pop_first();
                     state.contiguous += 1;
@@ -494,6 +516,20 @@ impl Writer {
             ),
             Ok(_) => {}
             Err(e) => tracing::warn!("store: pruning failed: {e}"),
+        }
+        // Per-minute counter samples are what late periods are recomputed from: keep them at
+        // least MINUTE_RETENTION_DAYS (settled periods stay in the period tables for good).
+        let days = i64::from(self.retention_days).max(MINUTE_RETENTION_DAYS);
+        let cutoff_min = chrono::Utc::now().timestamp() / 60 - days * 1440;
+        match self
+            .conn
+            .execute("DELETE FROM minute WHERE minute < ?1", [cutoff_min])
+        {
+            Ok(n) if n > 0 => {
+                tracing::info!("store: pruned {n} per-minute rows older than {days} days")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("store: pruning per-minute rows failed: {e}"),
         }
     }
 

@@ -440,6 +440,11 @@ fn metrics(hub: &Hub) -> Resp {
         m.dedup_hits.load(Ordering::Relaxed),
     );
     counter(
+        "readings_lost_by_sites_total",
+        "Readings sites dropped for lack of disk before the hub had them.",
+        m.readings_lost_by_sites.load(Ordering::Relaxed),
+    );
+    counter(
         "store_transactions_total",
         "Store transactions committed.",
         m.store_transactions.load(Ordering::Relaxed),

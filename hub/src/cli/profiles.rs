@@ -131,7 +131,11 @@ pub fn list_table(set: &ProfileSet) -> String {
                 s.manufacturer.to_string(),
                 s.model.to_string(),
                 s.kind.to_string(),
-                if s.phases == 0 { "-".to_string() } else { s.phases.to_string() },
+                if s.phases == 0 {
+                    "-".to_string()
+                } else {
+                    s.phases.to_string()
+                },
                 s.source.to_string(),
             ]
         })

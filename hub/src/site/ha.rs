@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -308,14 +308,7 @@ pub fn spawn(link: HaLink, mut shutdown: watch::Receiver<bool>) -> tokio::task::
         true,
     ));
     if link.broker.tls {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca: link.ca_pem.clone().unwrap_or_default(),
-                alpn: None,
-                client_auth: None,
-            },
-        ));
+        o.set_transport(crate::tls::client_transport(link.ca_pem.as_deref()));
     }
     let (client, mut events) = AsyncClient::new(o, 64);
     tokio::spawn(async move {
@@ -418,6 +411,19 @@ mod tests {
             missing: vec![],
             energy_integrated: false,
         }
+    }
+
+    #[test]
+    fn home_assistant_is_off_unless_enabled_and_defaults_to_the_usual_prefix() {
+        let c: HomeAssistantConfig = toml::from_str("enabled = true").unwrap();
+        assert!(c.enabled);
+        assert_eq!(
+            (c.discovery_prefix.as_str(), c.state_every_s),
+            ("homeassistant", 10)
+        );
+        assert_eq!(c.url, None);
+        assert!(!toml::from_str::<HomeAssistantConfig>("").unwrap().enabled);
+        assert!(toml::from_str::<HomeAssistantConfig>("enable = true").is_err());
     }
 
     #[test]

@@ -169,6 +169,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ack_timeout: Duration::from_secs(30),
         status_every: Duration::from_secs(30),
     };
+    if loaded.broker.tls {
+        // Refuse to start on a CA file that trusts nothing, rather than retry connects forever.
+        if let Err(e) = crate::tls::client_config(uplink_cfg.ca_pem.as_deref()) {
+            eprintln!("socer site: [mqtt] {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
     let status_fn: uplink::StatusFn = {
         let v = view.clone();
         Arc::new(move || status_of(&v))

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -82,14 +82,7 @@ pub fn spawn(
         o.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
     }
     if cfg.broker.tls {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca: cfg.ca_pem.clone().unwrap_or_default(),
-                alpn: None,
-                client_auth: None,
-            },
-        ));
+        o.set_transport(crate::tls::client_transport(cfg.ca_pem.as_deref()));
     }
     let topics = Topics::new(&cfg.community);
     let (client, mut events) = AsyncClient::new(o, 16);

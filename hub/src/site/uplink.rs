@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -85,14 +85,7 @@ fn options(cfg: &UplinkConfig) -> MqttOptions {
         true,
     ));
     if cfg.broker.tls {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        o.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Simple {
-                ca: cfg.ca_pem.clone().unwrap_or_default(),
-                alpn: None,
-                client_auth: None,
-            },
-        ));
+        o.set_transport(crate::tls::client_transport(cfg.ca_pem.as_deref()));
     }
     o
 }
@@ -179,6 +172,7 @@ impl Link {
         let mut durable = self.outbox.durable();
         let mut durable_alive = true;
         let mut connected = false;
+        let mut last_connect_error: Option<String> = None;
         let mut acked = self.outbox.stats().acked;
         let mut sent_upto = acked;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -190,6 +184,7 @@ impl Link {
                     None => return,
                     Some(Ev::Connected) => {
                         connected = true;
+                        last_connect_error = None;
                         self.inflight.clear();
                         sent_upto = acked;
                         self.with_state(|s| { s.connected = true; s.last_error = None; s.reconnects += 1; });
@@ -203,6 +198,10 @@ impl Link {
                     Some(Ev::Disconnected(e)) => {
                         if connected {
                             tracing::warn!("broker connection lost: {e}");
+                        } else if last_connect_error.as_ref() != Some(&e) {
+                            // Once per distinct cause: a refused certificate must show in the log.
+                            tracing::warn!(host = %self.cfg.broker.host, port = self.cfg.broker.port, "cannot connect to the broker: {e}");
+                            last_connect_error = Some(e.clone());
                         }
                         connected = false;
                         self.inflight.clear();

@@ -283,3 +283,99 @@ pub async fn run(
         *hub.signal.lock().unwrap_or_else(|e| e.into_inner()) = Some(signal);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::central::energy::Flags;
+    use crate::wire::{AlertKind, Level};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn period(sub: &str, start: &str, inj: u64, wd: u64, prod: u64) -> SubstationPeriod {
+        SubstationPeriod {
+            substation: sub.into(),
+            start: t(start),
+            injection_mwh: inj,
+            eligible_injection_mwh: inj,
+            withdrawal_mwh: wd,
+            shared_mwh: inj.min(wd),
+            production_mwh: prod,
+            consumption_mwh: 0,
+            flags: Flags::NONE,
+        }
+    }
+
+    #[test]
+    fn quarter_hours_of_every_substation_make_one_community_hour() {
+        let h = hourly_history(&[
+            period(
+                "S1",
+                "2026-06-10T10:00:00Z",
+                5_000_000,
+                1_000_000,
+                8_000_000,
+            ),
+            period(
+                "S1",
+                "2026-06-10T10:15:00Z",
+                5_000_000,
+                1_000_000,
+                8_000_000,
+            ),
+            period("S2", "2026-06-10T10:30:00Z", 0, 2_000_000, 0),
+            period("S1", "2026-06-10T11:00:00Z", 0, 3_000_000, 0),
+        ]);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].start, t("2026-06-10T10:00:00Z"));
+        assert_eq!(h[0].production_kwh, 16.0);
+        // Loads used production + withdrawal − injection: 16 + 4 − 10.
+        assert_eq!(h[0].consumption_kwh, 10.0);
+        assert_eq!((h[1].production_kwh, h[1].consumption_kwh), (0.0, 3.0));
+    }
+
+    #[test]
+    fn each_zone_keeps_its_own_level_and_the_community_level_drives_alerts() {
+        let cfg = SignalConfig::default();
+        let mut e = Engine::new("socer", &cfg, &[], chrono_tz::Europe::Rome);
+        let zone = |z: &str, surplus: f64, cons: f64| ZoneNow {
+            zone: z.into(),
+            production_kw: (surplus + cons).max(0.0),
+            consumption_kw: cons,
+            surplus_kw: surplus,
+        };
+        let now = t("2026-06-10T10:00:00Z");
+        let (s, alerts) = e.step(
+            now,
+            &zone("socer", 20.0, 100.0),
+            &[zone("S1", 40.0, 40.0), zone("S2", -20.0, 60.0)],
+            &[],
+        );
+        assert_eq!(
+            (s.community.level, s.community.openadr_level),
+            (Level::Green, 0)
+        );
+        assert_eq!(s.substations[0].level, Level::Green);
+        assert_eq!(
+            (s.substations[1].level, s.substations[1].openadr_level),
+            (Level::Red, 2)
+        );
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].kind, AlertKind::Open);
+        // Five minutes later the surplus is gone, but the dwell holds green: no close yet.
+        let later = now + Duration::minutes(5);
+        let (s, alerts) = e.step(later, &zone("socer", -30.0, 100.0), &[], &[]);
+        assert_eq!(s.community.level, Level::Green);
+        assert!(alerts.is_empty());
+        let (s, alerts) = e.step(
+            now + Duration::minutes(16),
+            &zone("socer", -30.0, 100.0),
+            &[],
+            &[],
+        );
+        assert_eq!(s.community.level, Level::Red);
+        assert_eq!(alerts[0].kind, AlertKind::Close);
+    }
+}
