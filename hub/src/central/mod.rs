@@ -22,7 +22,7 @@ pub mod web;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -58,8 +58,6 @@ pub struct Hub {
     pub signal: Mutex<Option<crate::wire::Signal>>,
     pub broker_connected: AtomicBool,
     pub started: Instant,
-    /// How often the site summaries are recomputed, ms (`summary::SUMMARY_EVERY`; tests shorten it).
-    pub summary_every_ms: Arc<AtomicU64>,
     reader: Mutex<store::Reader>,
 }
 
@@ -138,7 +136,6 @@ pub async fn start(
         signal: Mutex::new(None),
         broker_connected: AtomicBool::new(false),
         started: Instant::now(),
-        summary_every_ms: Arc::new(AtomicU64::new(summary::SUMMARY_EVERY.as_millis() as u64)),
         reader: Mutex::new(reader),
         cfg,
     });
@@ -186,11 +183,7 @@ pub async fn start(
         latest.clone(),
         COMPUTE_EVERY,
     ));
-    tokio::spawn(summary::run(
-        hub.clone(),
-        publisher.clone(),
-        hub.summary_every_ms.clone(),
-    ));
+    tokio::spawn(summary::run(hub.clone(), publisher.clone()));
     tokio::spawn(compute_loop(hub.clone(), publisher, latest));
 
     let web_addr = listener.local_addr()?;

@@ -5,7 +5,7 @@
 //! for one site under another site's topic or key.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,9 +153,25 @@ fn figures(s: &SiteSummary) -> SiteSummary {
     }
 }
 
-/// Publish every site's summary at start, then again whenever its figures change, checking
-/// every `every_ms` (read each round, so tests may shorten it).
-pub async fn run(hub: Arc<Hub>, client: AsyncClient, every_ms: Arc<AtomicU64>) {
+/// Whether to recompute now: always the first time; afterwards only when periods were
+/// recomputed since, and at most once per [`SUMMARY_EVERY`] unless what went out so far had no
+/// shared energy (so that a hub catching up on a backlog shows real figures within seconds).
+pub fn due(
+    last: Option<(Instant, u64)>,
+    periods_computed: u64,
+    had_figures: bool,
+    now: Instant,
+) -> bool {
+    match last {
+        None => true,
+        Some((at, seen)) => {
+            periods_computed != seen && (!had_figures || now.duration_since(at) >= SUMMARY_EVERY)
+        }
+    }
+}
+
+/// Publish every site's summary at start, then again whenever its figures change (see [`due`]).
+pub async fn run(hub: Arc<Hub>, client: AsyncClient) {
     let topics = Topics::new(&hub.cfg.community);
     let keys: HashMap<String, Vec<u8>> = hub
         .cfg
@@ -164,35 +180,46 @@ pub async fn run(hub: Arc<Hub>, client: AsyncClient, every_ms: Arc<AtomicU64>) {
         .map(|s| (s.id.clone(), s.key.clone()))
         .collect();
     let mut sent: HashMap<String, SiteSummary> = HashMap::new();
+    let mut last: Option<(Instant, u64)> = None;
+    let mut tick = tokio::time::interval(super::COMPUTE_EVERY);
     loop {
-        let started = Instant::now();
-        let h = hub.clone();
-        match tokio::task::spawn_blocking(move || summaries(&h, Utc::now())).await {
-            Ok(Ok(all)) => {
-                for (site, s) in all {
-                    let Some(key) = keys.get(&site) else { continue };
-                    let f = figures(&s);
-                    if sent.get(&site) == Some(&f) {
-                        continue;
-                    }
-                    let topic = topics.summary(&site);
-                    let payload = wire::seal(key, &site, &topic, &s);
-                    match client.publish(topic, QoS::AtLeastOnce, true, payload).await {
-                        Ok(()) => {
-                            hub.metrics
-                                .summaries_published
-                                .fetch_add(1, Ordering::Relaxed);
-                            sent.insert(site, f);
-                        }
-                        Err(e) => tracing::warn!("summary for {site} not published: {e}"),
-                    }
-                }
-            }
-            Ok(Err(e)) => tracing::warn!("summary: {e}"),
-            Err(e) => tracing::error!("summary: task failed: {e}"),
+        tick.tick().await;
+        let computed = hub.metrics.periods_computed.load(Ordering::Relaxed);
+        let had_figures = sent.values().any(|s| s.community_shared_kwh > 0.0);
+        if !due(last, computed, had_figures, Instant::now()) {
+            continue;
         }
-        let every = Duration::from_millis(every_ms.load(Ordering::Relaxed).max(100));
-        tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+        last = Some((Instant::now(), computed));
+        let h = hub.clone();
+        let all = match tokio::task::spawn_blocking(move || summaries(&h, Utc::now())).await {
+            Ok(Ok(all)) => all,
+            Ok(Err(e)) => {
+                tracing::warn!("summary: {e}");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("summary: task failed: {e}");
+                continue;
+            }
+        };
+        for (site, s) in all {
+            let Some(key) = keys.get(&site) else { continue };
+            let f = figures(&s);
+            if sent.get(&site) == Some(&f) {
+                continue;
+            }
+            let topic = topics.summary(&site);
+            let payload = wire::seal(key, &site, &topic, &s);
+            match client.publish(topic, QoS::AtLeastOnce, true, payload).await {
+                Ok(()) => {
+                    hub.metrics
+                        .summaries_published
+                        .fetch_add(1, Ordering::Relaxed);
+                    sent.insert(site, f);
+                }
+                Err(e) => tracing::warn!("summary for {site} not published: {e}"),
+            }
+        }
     }
 }
 
@@ -266,6 +293,20 @@ mod tests {
         );
         assert_eq!((p.shared_as_producer_kwh, p.injection_kwh), (0.75, 3.0));
         assert_eq!(p.incentive_as_consumer_eur, None);
+    }
+
+    #[test]
+    fn summaries_follow_new_periods_at_most_once_a_minute_once_they_have_figures() {
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        assert!(due(None, 0, false, t0), "always at start");
+        assert!(!due(Some((t0, 5)), 5, false, later(300)), "nothing new");
+        assert!(
+            due(Some((t0, 5)), 6, false, later(5)),
+            "still empty: at once"
+        );
+        assert!(!due(Some((t0, 5)), 6, true, later(30)), "within the minute");
+        assert!(due(Some((t0, 5)), 6, true, later(60)));
     }
 
     #[test]
