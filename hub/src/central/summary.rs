@@ -30,22 +30,30 @@ fn eur(ueur: u64) -> f64 {
     ueur as f64 / 1e6
 }
 
-/// The summary of one site: its PODs' rows of the month summed. `members` are the month's
-/// member figures with the incentive (None when it could not be computed); `pod_member` maps a
-/// POD to its member. Pure.
-#[allow(clippy::too_many_arguments)]
+/// The month as stored, for every site alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Month<'a> {
+    /// `YYYY-MM`.
+    pub label: &'a str,
+    /// Every POD's rows of the month's periods.
+    pub pods: &'a [PodShare],
+    pub community_shared_mwh: u64,
+    /// Periods with a stored result.
+    pub periods: u32,
+    /// The member figures with the incentive (None when it could not be computed).
+    pub members: Option<&'a [MemberMonth]>,
+    /// POD → member.
+    pub pod_member: &'a HashMap<String, String>,
+}
+
+/// The summary of one site: its PODs' rows of the month summed. Pure.
 pub fn site_summary(
-    month: &str,
+    month: &Month,
     site_pods: &BTreeSet<String>,
-    pods: &[PodShare],
-    community_shared_mwh: u64,
-    periods: u32,
-    members: Option<&[MemberMonth]>,
-    pod_member: &HashMap<String, String>,
     updated: DateTime<Utc>,
 ) -> SiteSummary {
     let (mut cons, mut prod, mut inj, mut wd) = (0u64, 0u64, 0u64, 0u64);
-    for p in pods.iter().filter(|p| site_pods.contains(&p.pod)) {
+    for p in month.pods.iter().filter(|p| site_pods.contains(&p.pod)) {
         cons += p.shared_as_consumer_mwh;
         prod += p.shared_as_producer_mwh;
         inj += p.injection_mwh;
@@ -53,9 +61,9 @@ pub fn site_summary(
     }
     let ours: BTreeSet<&str> = site_pods
         .iter()
-        .filter_map(|p| pod_member.get(p).map(String::as_str))
+        .filter_map(|p| month.pod_member.get(p).map(String::as_str))
         .collect();
-    let incentive = members.map(|ms| {
+    let incentive = month.members.map(|ms| {
         ms.iter()
             .filter(|m| ours.contains(m.member.as_str()))
             .fold((0u64, 0u64), |(c, p), m| {
@@ -66,16 +74,16 @@ pub fn site_summary(
             })
     });
     SiteSummary {
-        month: month.to_string(),
+        month: month.label.to_string(),
         pods: site_pods.iter().cloned().collect(),
         shared_as_consumer_kwh: kwh(cons),
         shared_as_producer_kwh: kwh(prod),
-        community_shared_kwh: kwh(community_shared_mwh),
+        community_shared_kwh: kwh(month.community_shared_mwh),
         injection_kwh: kwh(inj),
         withdrawal_kwh: kwh(wd),
         incentive_as_consumer_eur: incentive.map(|(c, _)| eur(c)),
         incentive_as_producer_eur: incentive.map(|(_, p)| eur(p)),
-        periods,
+        periods: month.periods,
         updated,
     }
 }
@@ -127,21 +135,17 @@ pub fn summaries(
             set.insert(m.pod.clone());
         }
     }
+    let stored = Month {
+        label: &month,
+        pods: &pods,
+        community_shared_mwh: community_shared,
+        periods,
+        members: report.as_ref().map(|r| r.members.as_slice()),
+        pod_member: &hub.model.pod_member,
+    };
     Ok(site_pods
         .into_iter()
-        .map(|(site, set)| {
-            let s = site_summary(
-                &month,
-                &set,
-                &pods,
-                community_shared,
-                periods,
-                report.as_ref().map(|r| r.members.as_slice()),
-                &hub.model.pod_member,
-                now,
-            );
-            (site.to_string(), s)
-        })
+        .map(|(site, set)| (site.to_string(), site_summary(&stored, &set, now)))
         .collect())
 }
 
@@ -262,16 +266,15 @@ mod tests {
             ("P-IPERAL".to_string(), "iperal".to_string()),
         ]);
         let t = DateTime::<Utc>::UNIX_EPOCH;
-        let s = site_summary(
-            "2026-11",
-            &BTreeSet::from(["P-DOMUS".to_string()]),
-            &rows,
-            750_000,
-            2,
-            Some(&members),
-            &pod_member,
-            t,
-        );
+        let month = Month {
+            label: "2026-11",
+            pods: &rows,
+            community_shared_mwh: 750_000,
+            periods: 2,
+            members: Some(&members),
+            pod_member: &pod_member,
+        };
+        let s = site_summary(&month, &BTreeSet::from(["P-DOMUS".to_string()]), t);
         assert_eq!(s.pods, vec!["P-DOMUS".to_string()]);
         assert_eq!(
             (s.shared_as_consumer_kwh, s.shared_as_producer_kwh),
@@ -281,16 +284,11 @@ mod tests {
         assert_eq!(s.community_shared_kwh, 0.75);
         assert_eq!(s.incentive_as_consumer_eur, Some(0.0975));
         assert_eq!(s.incentive_as_producer_eur, Some(0.0));
-        let p = site_summary(
-            "2026-11",
-            &BTreeSet::from(["P-IPERAL".to_string()]),
-            &rows,
-            750_000,
-            2,
-            None,
-            &pod_member,
-            t,
-        );
+        let no_prices = Month {
+            members: None,
+            ..month
+        };
+        let p = site_summary(&no_prices, &BTreeSet::from(["P-IPERAL".to_string()]), t);
         assert_eq!((p.shared_as_producer_kwh, p.injection_kwh), (0.75, 3.0));
         assert_eq!(p.incentive_as_consumer_eur, None);
     }
