@@ -159,6 +159,29 @@ fn resident(b: &mut Browser, port: u16) -> Vec<String> {
     );
     eprintln!("resident page level: {}", b.eval("window.__socerLevel"));
 
+    // The month's share of the community's shared energy, as the hub sealed it for this
+    // building (`site/{site}/summary` → `community_share`), in Italian with one decimal.
+    let share_shown = "(async () => {
+        const n = await (await fetch('/api/v1/now', {cache: 'no-store'})).json();
+        const sh = n.community_share, text = document.getElementById('share').textContent;
+        if (!sh) return false;
+        window.__socerShare = text;
+        if (!(sh.community_shared_kwh > 0)) return text.startsWith('Non ancora disponibile');
+        // The larger of its two roles comes first.
+        const producer = sh.shared_as_producer_kwh > sh.shared_as_consumer_kwh;
+        const kwh = producer ? sh.shared_as_producer_kwh : sh.shared_as_consumer_kwh;
+        const pct = new Intl.NumberFormat('it-IT', { minimumFractionDigits: 1, maximumFractionDigits: 1,
+            useGrouping: 'always' }).format(100 * kwh / sh.community_shared_kwh);
+        return text.startsWith(pct + ' % dell\\'energia condivisa della comunità')
+            && text.includes(producer ? 'come produzione' : 'come consumo')
+            && text.includes('Mese ' + sh.month); })()";
+    assert!(
+        b.wait_for(share_shown, Duration::from_secs(75)),
+        "the page does not show the site's community_share: {}",
+        b.eval("window.__socerShare")
+    );
+    eprintln!("resident page share: {}", b.eval("window.__socerShare"));
+
     // A live update arrives by server-sent events, without a reload.
     b.eval("window.__socerMark = 'same page', true");
     let n0 = b.eval("Number(document.getElementById('live-count').dataset.n)");
