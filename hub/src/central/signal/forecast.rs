@@ -402,6 +402,27 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_history_without_a_fallback_profile_never_calls_a_dark_hour_green() {
+        // What a hub sees in its first minutes (the demo before its backfill has arrived): no
+        // consumption known at all, so only the sun can make a slot green.
+        let p = ForecastParams {
+            fallback_consumption_kw: 0.0,
+            ..params()
+        };
+        let now = DateTime::parse_from_rfc3339("2026-11-26T08:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let slots = forecast(&p, &th(), &[], now);
+        assert!(slots.len() >= 24);
+        for s in &slots {
+            if s.production_kwh == 0.0 {
+                assert_eq!(s.level, Level::Yellow, "{s:?}");
+            }
+        }
+        assert!(slots.iter().any(|s| s.production_kwh == 0.0));
+    }
+
+    #[test]
     fn clear_sky_hour_at_june_noon_is_near_the_plant_rating() {
         let p = params();
         let noon = local(p.tz, 2026, 6, 21, 13).unwrap();
