@@ -204,6 +204,19 @@ pub fn central_toml(
             );
         }
     }
+    // The depot's charging is the flexible load the hub sends targeted alerts for.
+    for b in &scenario.buildings {
+        if let Some(d) = super::flex::Depot::of(b) {
+            let _ = writeln!(
+                t,
+                "[[flex]]\nsite = {}\nname = {}\npower_kw = {:?}\nshift_hours = {:?}\n",
+                q(&b.id),
+                q(super::flex::FLEX_NAME),
+                d.charger_kw,
+                d.shift_hours
+            );
+        }
+    }
     for b in &scenario.buildings {
         for m in b
             .meters
@@ -295,6 +308,12 @@ mod tests {
         );
         assert_eq!(v["broker"]["listen"].as_str(), Some("127.0.0.1:18830"));
         assert_eq!(v["site"][0]["key"].as_str().map(str::len), Some(64));
+        // The depot's charging is declared flexible, so the hub targets alerts at it.
+        let flex = v["flex"].as_array().unwrap();
+        assert_eq!(flex.len(), 1);
+        assert_eq!(flex[0]["site"].as_str(), Some("stps"));
+        assert_eq!(flex[0]["power_kw"].as_float(), Some(180.0));
+        assert_eq!(flex[0]["shift_hours"].as_float(), Some(4.0));
     }
 
     #[test]

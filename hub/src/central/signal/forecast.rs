@@ -317,13 +317,18 @@ pub fn slot_starts(history: &[HourSample], now: DateTime<Utc>) -> Vec<DateTime<U
     (0..n).map(|i| start + Duration::hours(i)).collect()
 }
 
-/// The forecast at `now`.
+/// The forecast at `now`. With no history and no fallback consumption nothing is known of what
+/// the community uses, so there is no forecast (rather than one where every sunny hour is a
+/// surplus, and alerts sent on it).
 pub fn forecast(
     p: &ForecastParams,
     th: &Thresholds,
     history: &[HourSample],
     now: DateTime<Utc>,
 ) -> Vec<ForecastSlot> {
+    if history.is_empty() && p.fallback_consumption_kw <= 0.0 {
+        return Vec::new();
+    }
     let clouds = estimate_clouds(p, history, now);
     let cons = consumption_model(p, history, now);
     slot_starts(history, now)
@@ -402,24 +407,24 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_history_without_a_fallback_profile_never_calls_a_dark_hour_green() {
-        // What a hub sees in its first minutes (the demo before its backfill has arrived): no
-        // consumption known at all, so only the sun can make a slot green.
+    fn no_history_and_no_fallback_consumption_forecast_nothing() {
+        // What a hub sees in its first minutes (the demo before its backfill has arrived):
+        // nothing known of consumption, so no slot may claim a surplus.
+        let now = DateTime::parse_from_rfc3339("2026-11-26T08:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let p = ForecastParams {
             fallback_consumption_kw: 0.0,
             ..params()
         };
-        let now = DateTime::parse_from_rfc3339("2026-11-26T08:15:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let slots = forecast(&p, &th(), &[], now);
+        assert!(forecast(&p, &th(), &[], now).is_empty());
+        // With a fallback profile the same empty store still forecasts, and dark hours use power.
+        let slots = forecast(&params(), &th(), &[], now);
         assert!(slots.len() >= 24);
-        for s in &slots {
-            if s.production_kwh == 0.0 {
-                assert_eq!(s.level, Level::Yellow, "{s:?}");
-            }
-        }
-        assert!(slots.iter().any(|s| s.production_kwh == 0.0));
+        assert!(slots
+            .iter()
+            .filter(|s| s.production_kwh == 0.0)
+            .all(|s| s.consumption_kwh > 0.0 && s.level != Level::Green));
     }
 
     #[test]

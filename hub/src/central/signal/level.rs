@@ -61,7 +61,9 @@ impl Thresholds {
     /// threshold, which lies inside the enter one.
     pub fn next(&self, current: Level, surplus_kw: f64, consumption_kw: f64) -> Level {
         let stays = match current {
-            Level::Green => surplus_kw > 0.0 && surplus_kw >= self.kw(self.green_exit, consumption_kw),
+            Level::Green => {
+                surplus_kw > 0.0 && surplus_kw >= self.kw(self.green_exit, consumption_kw)
+            }
             Level::Red => surplus_kw < 0.0 && surplus_kw <= self.kw(self.red_exit, consumption_kw),
             Level::Yellow => false,
         };
