@@ -124,8 +124,10 @@
     fc.setAttribute("aria-label", slots.length ? S.tf("forecast", { list: words.join("; ") }) : "");
   }
 
+  // The Rome date of a slot: `step=1d` slots start at local midnight (23 or 25 h long at the DST
+  // changes), so the slot's start names its day.
   function slotLabelDate(slot) {
-    return S.romeDate(Date.parse(slot.start) + 12 * 3600e3);
+    return S.romeDate(Date.parse(slot.start));
   }
   function renderDay() {
     const d = st.day;
@@ -144,7 +146,7 @@
   function renderMonth() {
     const m = st.month;
     if (!m) return;
-    // Daily slots are cut at UTC midnight by the API: keep those whose day falls in the month.
+    // Local days of the month (the API's `1d`): keep those whose day falls in the month.
     const slots = m.slots.filter((s) => slotLabelDate(s).slice(0, 7) === m.month);
     S.bars($("chart-month"), slots.map((s) => slotLabelDate(s).slice(8)), [
       { cls: "b-shared", values: slots.map((s) => kwhOf(s.shared_mwh)) },

@@ -12,7 +12,9 @@
       hHistory: "Ultimi giorni", period: "Periodo", days7: "7 giorni", days30: "30 giorni",
       hShare: "La tua parte di energia condivisa questo mese",
       shareNone: "Non ancora disponibile: questo edificio non ha ancora ricevuto dalla comunità la ripartizione del mese.",
-      share: "{pct} dell'energia condivisa della comunità ({kwh} su {total}).",
+      share: "{pct} dell'energia condivisa della comunità ({kwh} su {total}), come consumo.",
+      shareProd: "{pct} dell'energia condivisa della comunità ({kwh} su {total}), come produzione.", shareEur: "Incentivo stimato finora: {eur}.",
+      shareMonth: "Mese {month}, aggiornato alle {time}.",
       lv_green: "Verde: energia in abbondanza",
       adv_green: "Adesso c'è energia condivisa: è il momento di usare lavatrice e lavastoviglie.",
       lv_yellow: "Giallo: in equilibrio",
@@ -44,7 +46,9 @@
       hHistory: "Recent days", period: "Period", days7: "7 days", days30: "30 days",
       hShare: "Your share of the shared energy this month",
       shareNone: "Not available yet: this building has not yet received the month's split from the community.",
-      share: "{pct} of the community's shared energy ({kwh} of {total}).",
+      share: "{pct} of the community's shared energy ({kwh} of {total}), as a consumer.",
+      shareProd: "{pct} of the community's shared energy ({kwh} of {total}), as a producer.", shareEur: "Estimated incentive so far: {eur}.",
+      shareMonth: "Month {month}, updated at {time}.",
       lv_green: "Green: plenty of energy",
       adv_green: "Shared energy is available now: a good time to run the washing machine and the dishwasher.",
       lv_yellow: "Yellow: balanced",
@@ -69,7 +73,7 @@
     },
   };
   const $ = (id) => document.getElementById(id);
-  const st = { now: null, latest: {}, signal: null, alerts: [], today: null, days: null, span: 7, health: null, live: 0 };
+  const st = { now: null, latest: {}, signal: null, share: null, alerts: [], today: null, days: null, span: 7, health: null, live: 0 };
 
   // Building totals from the latest readings, with the same sign rules as the server (site/web.rs).
   function totals() {
@@ -118,12 +122,24 @@
     $("alert").textContent = a ? (S.lang() === "it" ? a.text_it : a.text_en) : "";
   }
 
+  // The month's share as the community hub sealed it for this building (GET /api/v1/now,
+  // community_share: the wire's SiteSummary): as a consumer and as a producer.
   function renderShare() {
-    const sh = st.now && st.now.community_share;
-    $("share").textContent = sh && sh.community_shared_kwh > 0
-      ? S.tf("share", { pct: S.num(100 * sh.shared_kwh / sh.community_shared_kwh, 1) + " %",
-        kwh: S.kwh(sh.shared_kwh), total: S.kwh(sh.community_shared_kwh) })
-      : S.t("shareNone");
+    const sh = st.share || (st.now && st.now.community_share);
+    if (!sh || !(sh.community_shared_kwh > 0)) { $("share").textContent = S.t("shareNone"); return; }
+    const pct = (v) => S.num(100 * v / sh.community_shared_kwh, 1) + " %";
+    const line = (key, v) => S.tf(key, { pct: pct(v), kwh: S.kwh(v), total: S.kwh(sh.community_shared_kwh) });
+    // The larger role first; the other only when it shows as at least 0.1 %.
+    const roles = [["share", sh.shared_as_consumer_kwh || 0], ["shareProd", sh.shared_as_producer_kwh || 0]]
+      .sort((a, b) => b[1] - a[1]);
+    const shown = roles.filter(([, v], i) => i === 0 || 100 * v / sh.community_shared_kwh >= 0.05);
+    const parts = shown.map(([key, v]) => line(key, v));
+    // The hub apportions the incentive twice (pro rata as consumers, pro rata as producers):
+    // show the apportionment of the building's larger role, never their sum.
+    const eur = roles[0][0] === "share" ? sh.incentive_as_consumer_eur : sh.incentive_as_producer_eur;
+    if (eur != null && eur > 0) parts.push(S.tf("shareEur", { eur: S.eur(eur) }));
+    parts.push(S.tf("shareMonth", { month: sh.month, time: S.time(Date.parse(sh.updated)) }));
+    $("share").textContent = parts.join(" ");
   }
 
   // Per step: energy produced and used by the building, from the meters' counter increases.
@@ -241,6 +257,7 @@
   async function loadSignal() {
     const r = await S.get("/api/v1/signal");
     st.signal = r.signal || null;
+    if (r.summary) st.share = r.summary; // the month's share comes with the signal poll too
     st.alerts = r.alerts || [];
   }
   async function loadHistory() {
@@ -249,7 +266,7 @@
     const q = (from, step) => `/api/v1/history?from=${from.toISOString()}&to=${new Date(now + 60e3).toISOString()}&step=${step}`;
     const [today, days] = await Promise.all([
       S.get(q(midnight, "30m")), // 30-minute points keep a whole day under ~20 KB per meter
-      S.get(q(new Date(midnight.getTime() - 30 * 86400e3), "86400")),
+      S.get(q(new Date(midnight.getTime() - 30 * 86400e3), "1d")), // local days: 23 or 25 h at DST changes
     ]);
     today.from = midnight.toISOString();
     st.today = today;
@@ -326,7 +343,7 @@
     }
     // History and health refresh quietly; the building's values are live.
     setInterval(() => { loadHistory().then(() => { renderToday(); renderDays(); }).catch(() => {}); }, 300e3);
-    setInterval(() => { loadSignal().then(renderSignal).catch(() => {}); }, 30e3);
+    setInterval(() => { loadSignal().then(() => { renderSignal(); renderShare(); }).catch(() => {}); }, 30e3);
     setInterval(() => { if (!$("tech").hidden) loadHealth().then(renderTech).catch(() => {}); }, 5e3);
   });
 })();

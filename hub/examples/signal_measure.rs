@@ -1,19 +1,20 @@
 //! Measures the load-shift signal on the demo community (`socer demo`'s model, no network):
 //! 1. mean absolute error of the next-hour and next-day surplus forecast against persistence;
 //! 2. the community's shared energy over a week with the bus depot's charging as configured, and
-//!    with it following the targeted alerts.
+//!    with it following the targeted alerts through the plan of `socer demo`'s depot controller
+//!    (`socer::demo::flex::plan`), stepped hourly instead of live.
 //!
 //! Run: `cargo run -p socer --example signal_measure -- [START_DATE] [SEED]` (default 2026-04-01 1).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 
 use socer::central::signal::alerts::{AlertConfig, Alerts};
 use socer::central::signal::config::{FlexLoad, SignalConfig};
 use socer::central::signal::forecast::{self, ForecastParams, HourSample, PvModel};
 use socer::central::signal::level::{Hysteresis, Thresholds};
-use socer::demo::load::ChargeWindow;
+use socer::demo::flex::{self, Depot, GreenWindow};
 use socer::demo::model::Community;
 use socer::demo::scenario::Scenario;
 use socer::solar::{Orientation, Site};
@@ -180,51 +181,42 @@ fn forecast_accuracy(start: DateTime<Utc>, seed: u64) {
     );
 }
 
-fn hhmm(t: DateTime<chrono_tz::Tz>) -> String {
-    format!("{:02}:{:02}", t.hour(), t.minute() / 15 * 15)
-}
-
-/// Shared energy over `days` from `start`, with the depot's charging fixed or following alerts.
+/// Shared energy over the week after two weeks of warm-up from `start`, with the depot's charging
+/// fixed, or following the targeted alerts through the demo's own controller plan
+/// (`socer::demo::flex::plan`, re-planned every hour as alerts arrive); also on how many service
+/// days charge was moved.
 fn shared_week(start: DateTime<Utc>, seed: u64, follow: bool) -> (f64, usize) {
     let c = Community::new(Scenario::builtin().expect("built-in scenario"), seed);
+    let depot = c
+        .buildings()
+        .iter()
+        .find_map(Depot::of)
+        .expect("the scenario has a bus depot");
     let cfg = SignalConfig::default();
     let p = params(&c, &cfg);
     let th = Thresholds::from_config(&cfg);
-    let night_kw = 180.0;
-    let base = vec![
-        ChargeWindow {
-            from: "21:30".into(),
-            to: "05:30".into(),
-            kw: night_kw,
-            weekdays_only: false,
-        },
-        ChargeWindow {
-            from: "11:00".into(),
-            to: "14:00".into(),
-            kw: 60.0,
-            weekdays_only: true,
-        },
-    ];
-    c.set_charging("stps", base.clone());
+    c.set_charging("stps", depot.fixed_schedule());
     let mut alerts = Alerts::new(AlertConfig {
         community: "socer".into(),
         tz: p.tz,
         max_per_day: cfg.max_alerts_per_day,
         lookahead: Duration::hours(24),
         min_window: Duration::hours(1),
+        // What `socer demo` writes into the central config for the depot.
         flex: vec![FlexLoad {
             site: "stps".into(),
-            name: "bus charging".into(),
-            power_kw: night_kw,
-            shift_hours: 4.0,
+            name: flex::FLEX_NAME.into(),
+            power_kw: depot.charger_kw,
+            shift_hours: depot.shift_hours,
         }],
     });
     let mut level = Hysteresis::new(Duration::minutes(15));
-    let mut received = Vec::new();
+    let mut windows: BTreeMap<DateTime<Utc>, GreenWindow> = BTreeMap::new();
+    let mut moved_days = std::collections::BTreeSet::new();
     let mut hours: Vec<Hour> = Vec::new();
     // Two weeks of history first (charging as configured), then the measured week.
     let warmup = 14 * 24;
-    let (mut shared, mut moved) = (0.0, 0usize);
+    let mut shared = 0.0;
     for i in 0..(warmup + 7 * 24) {
         let now = start + Duration::hours(i);
         if follow && i >= warmup {
@@ -234,49 +226,28 @@ fn shared_week(start: DateTime<Utc>, seed: u64, follow: bool) -> (f64, usize) {
             let live = last.map_or(0.0, |h| surplus(&h));
             let cons = last.map_or(0.0, |h| h.consumption_kwh);
             let (lv, _) = level.update(&th, live, cons, now);
-            received.extend(
-                alerts
-                    .step(now, lv, live, &fc)
-                    .into_iter()
-                    .filter(|a| a.site.as_deref() == Some("stps") && a.kind == AlertKind::Expected),
-            );
-            // At 21:00 the depot plans the night: the charge a window of tomorrow can take moves
-            // there, the same energy comes off the end of the night.
-            let local = now.with_timezone(&p.tz);
-            if local.hour() == 21 {
-                let tomorrow = local.date_naive() + Duration::days(1);
-                let plan = received
-                    .iter()
-                    .find(|a| a.window_start.with_timezone(&p.tz).date_naive() == tomorrow);
-                let mut w = base.clone();
-                if let Some(a) = plan {
-                    let h = a
-                        .loads
-                        .first()
-                        .map_or(0.0, |l| (l.hours * 4.0).floor() / 4.0);
-                    if h > 0.0 {
-                        let from = a.window_start.with_timezone(&p.tz);
-                        let to = from + Duration::minutes((h * 60.0) as i64);
-                        let night_end =
-                            p.tz.from_local_datetime(
-                                &tomorrow.and_hms_opt(5, 30, 0).unwrap_or_default(),
-                            )
-                            .earliest()
-                            .map(|t| t - Duration::minutes((h * 60.0) as i64));
-                        if let Some(ne) = night_end {
-                            w[0].to = hhmm(ne);
-                            w.push(ChargeWindow {
-                                from: hhmm(from),
-                                to: hhmm(to),
-                                kw: night_kw,
-                                weekdays_only: false,
-                            });
-                            moved += 1;
-                        }
+            for a in alerts
+                .step(now, lv, live, &fc)
+                .into_iter()
+                .filter(|a| a.site.as_deref() == Some("stps"))
+            {
+                let w = GreenWindow::from_alert(&a, flex::FLEX_NAME, now);
+                match windows.get_mut(&w.start) {
+                    Some(known) => known.update(w, a.kind),
+                    None if a.kind != AlertKind::Close => {
+                        windows.insert(w.start, w);
                     }
+                    None => {}
                 }
-                c.set_charging("stps", w);
             }
+            let all: Vec<GreenWindow> = windows.values().cloned().collect();
+            let plan = flex::plan(&depot, &all, now, p.tz);
+            if plan.moved_kwh > 0.0 {
+                // The service day starts at the buses' departure.
+                let local = now.with_timezone(&p.tz) - Duration::minutes(depot.ready_by_min.into());
+                moved_days.insert(local.date_naive());
+            }
+            c.set_charging("stps", plan.windows);
         }
         let h = simulate_hour(&c, now);
         if i >= warmup {
@@ -284,7 +255,7 @@ fn shared_week(start: DateTime<Utc>, seed: u64, follow: bool) -> (f64, usize) {
         }
         hours.push(h);
     }
-    (shared, moved)
+    (shared, moved_days.len())
 }
 
 fn main() {

@@ -7,6 +7,7 @@
 pub mod central;
 pub mod check;
 pub mod cli;
+pub mod days;
 pub mod demo;
 pub mod site;
 pub mod solar;

@@ -3,7 +3,8 @@
 //! A change to the contract is a change to this file only. Root: `socer/v1/{community}`.
 //!
 //! ## Authenticated envelope
-//! Readings batches (site → central) and acks (central → site) travel in an [`Envelope`]:
+//! Readings batches (site → central), acks and monthly summaries (central → site) travel in an
+//! [`Envelope`]:
 //!
 //! ```json
 //! {"v":1,"site":"domus-1","body":"{…}","mac":"<hex HMAC-SHA256>"}
@@ -51,6 +52,10 @@ impl Topics {
     }
     pub fn ack(&self, site: &str) -> String {
         format!("{}/site/{site}/ack", self.root)
+    }
+    /// `site/{site}/summary`: the site's part of the month's shared energy ([`SiteSummary`]).
+    pub fn summary(&self, site: &str) -> String {
+        format!("{}/site/{site}/summary", self.root)
     }
     pub fn site_alerts(&self, site: &str) -> String {
         format!("{}/site/{site}/alerts", self.root)
@@ -123,6 +128,41 @@ pub struct Batch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub seq: u64,
+}
+
+/// Payload of `site/{site}/summary` (central → site, QoS 1, retained, sealed with the site's key
+/// like the ack): the site's part of the community's shared energy in the month so far, from the
+/// central hub's settled periods. Energy in kWh. Republished when the figures change (about once
+/// a minute at most) and when the hub starts (the embedded broker keeps retained messages in
+/// memory only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteSummary {
+    /// The calendar month in the community's time zone (Europe/Rome), `YYYY-MM`.
+    pub month: String,
+    /// The PODs the site's meters measure (the figures are theirs, summed).
+    pub pods: Vec<String>,
+    /// The PODs' part of the shared energy as consumers (pro rata of withdrawal).
+    pub shared_as_consumer_kwh: f64,
+    /// The PODs' part of the shared energy as producers (pro rata of eligible injection).
+    pub shared_as_producer_kwh: f64,
+    /// The community's shared energy in the month so far.
+    pub community_shared_kwh: f64,
+    /// The PODs' injection into the grid (*immissione*) in the month so far.
+    pub injection_kwh: f64,
+    /// The PODs' withdrawal from the grid (*prelievo*) in the month so far.
+    pub withdrawal_kwh: f64,
+    /// Estimated incentive (TIP) of the month so far apportioned to the site's PODs pro rata of
+    /// their shared energy as consumers, €; `None` when the hub cannot compute it (prices
+    /// missing). How the community finally divides the incentive is up to its statute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incentive_as_consumer_eur: Option<f64>,
+    /// The same incentive apportioned pro rata of shared energy as producers, €.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incentive_as_producer_eur: Option<f64>,
+    /// Settlement periods of the month with a stored result.
+    pub periods: u32,
+    /// When the central hub computed these figures.
+    pub updated: DateTime<Utc>,
 }
 
 /// Payload of the retained `balance` topic (plain JSON, QoS 0): live community figures, W.

@@ -113,6 +113,12 @@ fn external_mosquitto_with_generated_passwords_and_acl_carries_batches_and_acks(
         "{}",
         String::from_utf8_lossy(&ack)
     );
+    // …and its own retained monthly summary, sealed with its key.
+    let summary = mosquitto_sub_one(port, "domus-1", PW_DOMUS, &t.summary("domus-1"));
+    let env = socer::wire::open_unverified(&summary).unwrap();
+    let s: socer::wire::SiteSummary =
+        socer::wire::open(&key(KEY_DOMUS), "domus-1", &t.summary("domus-1"), &env).unwrap();
+    assert_eq!(s.pods, vec!["P-DOMUS".to_string()]);
 
     // …but the ACL keeps it off another site's topic: Mosquitto drops the message silently, so
     // the hub neither stores it nor even sees it to count it.

@@ -25,9 +25,25 @@ fn it_power(w: f64) -> String {
     if w.abs() < 1000.0 {
         return format!("{} W", group_it(&format!("{:.0}", w.round())));
     }
-    let s = format!("{:.1}", w / 1000.0);
-    let (int, frac) = s.split_once('.').unwrap_or((&s, "0"));
-    format!("{},{} kW", group_it(int), frac)
+    let (int, frac) = round_like_intl(w / 1000.0);
+    format!("{},{} kW", group_it(&int), frac)
+}
+
+/// One decimal the way the browser's `Intl.NumberFormat` does it: ICU takes the shortest decimal
+/// that round-trips the double (`101.05`, not the binary `101.0499…`) and rounds half away from
+/// zero, where Rust's `{:.1}` rounds the exact binary value (and would say `101.0`).
+fn round_like_intl(x: f64) -> (String, char) {
+    let shortest = format!("{}", x.abs());
+    let (int, frac) = shortest.split_once('.').unwrap_or((&shortest, ""));
+    let digits: Vec<u32> = frac.chars().filter_map(|c| c.to_digit(10)).collect();
+    let mut tenths =
+        int.parse::<u64>().unwrap_or(0) * 10 + u64::from(digits.first().copied().unwrap_or(0));
+    if digits.get(1).is_some_and(|&d| d >= 5) {
+        tenths += 1;
+    }
+    let sign = if x < 0.0 && tenths > 0 { "-" } else { "" };
+    let frac = char::from_digit((tenths % 10) as u32, 10).unwrap_or('0');
+    (format!("{sign}{}", tenths / 10), frac)
 }
 
 fn group_it(int: &str) -> String {
@@ -48,6 +64,10 @@ fn italian_power_format_groups_thousands_with_dots() {
     assert_eq!(it_power(7158.07), "7,2 kW");
     assert_eq!(it_power(-485_400.0), "-485,4 kW");
     assert_eq!(it_power(1_234_500.0), "1.234,5 kW");
+    // A value on a rounding boundary: the browser shows 101,1 (shortest decimal 101.05, half up).
+    assert_eq!(it_power(101_050.0), "101,1 kW");
+    assert_eq!(it_power(-101_050.0), "-101,1 kW");
+    assert_eq!(it_power(101_049.0), "101,0 kW");
 }
 
 fn text(b: &mut Browser, sel: &str) -> String {
@@ -158,6 +178,29 @@ fn resident(b: &mut Browser, port: u16) -> Vec<String> {
         "the level shown is not the site's /api/v1/signal"
     );
     eprintln!("resident page level: {}", b.eval("window.__socerLevel"));
+
+    // The month's share of the community's shared energy, as the hub sealed it for this
+    // building (`site/{site}/summary` → `community_share`), in Italian with one decimal.
+    let share_shown = "(async () => {
+        const n = await (await fetch('/api/v1/now', {cache: 'no-store'})).json();
+        const sh = n.community_share, text = document.getElementById('share').textContent;
+        if (!sh) return false;
+        window.__socerShare = text;
+        if (!(sh.community_shared_kwh > 0)) return text.startsWith('Non ancora disponibile');
+        // The larger of its two roles comes first.
+        const producer = sh.shared_as_producer_kwh > sh.shared_as_consumer_kwh;
+        const kwh = producer ? sh.shared_as_producer_kwh : sh.shared_as_consumer_kwh;
+        const pct = new Intl.NumberFormat('it-IT', { minimumFractionDigits: 1, maximumFractionDigits: 1,
+            useGrouping: 'always' }).format(100 * kwh / sh.community_shared_kwh);
+        return text.startsWith(pct + ' % dell\\'energia condivisa della comunità')
+            && text.includes(producer ? 'come produzione' : 'come consumo')
+            && text.includes('Mese ' + sh.month); })()";
+    assert!(
+        b.wait_for(share_shown, Duration::from_secs(75)),
+        "the page does not show the site's community_share: {}",
+        b.eval("window.__socerShare")
+    );
+    eprintln!("resident page share: {}", b.eval("window.__socerShare"));
 
     // A live update arrives by server-sent events, without a reload.
     b.eval("window.__socerMark = 'same page', true");

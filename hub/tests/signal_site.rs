@@ -164,6 +164,7 @@ fn the_site_keeps_the_retained_signal_and_its_alerts() {
         password: None,
         community: "socer".into(),
         site: "stps".into(),
+        key: b"stps-key".to_vec(),
     };
     let _enter = rt.enter();
     let _task = signal::spawn(cfg, shared.clone(), stop_rx);

@@ -334,8 +334,8 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// The Mosquitto ACL: each site writes only its own readings and status and reads its own ack
-/// and alerts; everyone reads the community's balance, signal and alerts; the hub reads and
+/// The Mosquitto ACL: each site writes only its own readings and status and reads its own ack,
+/// alerts and monthly summary; everyone reads the community's balance, signal and alerts; the hub reads and
 /// writes the whole tree.
 pub fn mosquitto_acl(cfg: &CentralConfig, hub_user: &str) -> String {
     let t = Topics::new(&cfg.community);
@@ -345,12 +345,13 @@ pub fn mosquitto_acl(cfg: &CentralConfig, hub_user: &str) -> String {
     s += &format!("\nuser {hub_user}\ntopic readwrite {}/#\n", t.root());
     for site in &cfg.sites {
         s += &format!(
-            "\nuser {id}\ntopic write {r}\ntopic readwrite {st}\ntopic read {a}\ntopic read {al}\n",
+            "\nuser {id}\ntopic write {r}\ntopic readwrite {st}\ntopic read {a}\ntopic read {al}\ntopic read {su}\n",
             id = site.id,
             r = t.readings(&site.id),
             st = t.status(&site.id),
             a = t.ack(&site.id),
             al = t.site_alerts(&site.id),
+            su = t.summary(&site.id),
         );
     }
     s += &format!(

@@ -15,6 +15,7 @@ pub mod report;
 pub mod signal;
 pub mod status;
 pub mod store;
+pub mod summary;
 pub mod tariff;
 pub mod web;
 
@@ -181,6 +182,7 @@ pub async fn start(
         latest.clone(),
         COMPUTE_EVERY,
     ));
+    tokio::spawn(summary::run(hub.clone(), publisher.clone()));
     tokio::spawn(compute_loop(hub.clone(), publisher, latest));
 
     let web_addr = listener.local_addr()?;

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub ingest_latency_us_sum: AtomicU64,
     pub ingest_latency_count: AtomicU64,
     pub periods_computed: AtomicU64,
+    /// Monthly site summaries published (`site/{site}/summary`).
+    pub summaries_published: AtomicU64,
     rejects: Mutex<BTreeMap<(String, Reject), u64>>,
 }
 

@@ -305,6 +305,8 @@ impl Figures {
 #[derive(Serialize)]
 struct Slot {
     start: DateTime<Utc>,
+    /// Length of the slot: the step, or the local day's 82,800 / 86,400 / 90,000 s.
+    seconds: i64,
     #[serde(flatten)]
     total: Figures,
     substations: BTreeMap<String, Figures>,
@@ -325,6 +327,7 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
             "to: give an RFC 3339 time or a date YYYY-MM-DD",
         );
     };
+    let local_days = q.get("step").map(String::as_str) == Some("1d");
     let step_s = match q.get("step").map(String::as_str) {
         None => period_s,
         Some(s) => match parse_step(s) {
@@ -346,14 +349,31 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
             format!("to must be after from, at most {MAX_RANGE_DAYS} days"),
         );
     }
-    let from_s = from.timestamp().div_euclid(step_s) * step_s;
+    // `1d` is a local day of the community (23 or 25 hours on the DST change days); other steps
+    // are fixed lengths aligned on the epoch.
+    let spans: Vec<(i64, i64)> = if local_days {
+        crate::days::local_days(&tz, from, to, MAX_RANGE_DAYS as usize + 2)
+            .into_iter()
+            .map(|(a, b)| (a.timestamp(), b.timestamp()))
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        let mut s = from.timestamp().div_euclid(step_s) * step_s;
+        while s < to.timestamp() {
+            v.push((s, s + step_s));
+            s += step_s;
+        }
+        v
+    };
+    let Some(&(from_s, _)) = spans.first() else {
+        return error(StatusCode::BAD_REQUEST, "to must be after from");
+    };
     let rows = match hub.reader().substation_periods(from_s, to.timestamp()) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let mut slots: BTreeMap<i64, Slot> = BTreeMap::new();
-    let mut s = from_s;
-    while s < to.timestamp() {
+    for &(s, e) in &spans {
         let start = Utc
             .timestamp_opt(s, 0)
             .single()
@@ -362,14 +382,21 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
             s,
             Slot {
                 start,
+                seconds: e - s,
                 total: Figures::default(),
                 substations: BTreeMap::new(),
             },
         );
-        s += step_s;
     }
     for r in &rows {
-        let key = r.start.timestamp().div_euclid(step_s) * step_s;
+        let t = r.start.timestamp();
+        let i = spans.partition_point(|&(s, _)| s <= t);
+        let Some(&(key, end)) = i.checked_sub(1).and_then(|i| spans.get(i)) else {
+            continue;
+        };
+        if t >= end {
+            continue;
+        }
         if let Some(slot) = slots.get_mut(&key) {
             slot.substations
                 .entry(r.substation.clone())
@@ -390,7 +417,7 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
             t.periods = t.periods.max(f.periods);
         }
         // A slot with fewer computed periods than it spans is not complete.
-        if i64::from(t.periods) * period_s < step_s {
+        if i64::from(t.periods) * period_s < slot.seconds {
             t.f.incomplete = true;
         }
         t.finish();
@@ -399,7 +426,8 @@ fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
     json(
         StatusCode::OK,
         &serde_json::json!({
-            "from": from, "to": to, "step_s": step_s, "period_minutes": hub.cfg.period_minutes,
+            "from": from, "to": to, "step_s": step_s, "local_days": local_days,
+            "period_minutes": hub.cfg.period_minutes,
             "slots": slots.into_values().collect::<Vec<_>>(),
         }),
     )
@@ -463,6 +491,11 @@ fn metrics(hub: &Hub) -> Resp {
         "periods_computed_total",
         "Settlement periods (re)computed.",
         m.periods_computed.load(Ordering::Relaxed),
+    );
+    counter(
+        "summaries_published_total",
+        "Monthly site summaries published to the sites.",
+        m.summaries_published.load(Ordering::Relaxed),
     );
     let tx = m.store_transactions.load(Ordering::Relaxed);
     let _ = writeln!(

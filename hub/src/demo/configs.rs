@@ -159,6 +159,13 @@ pub fn central_toml(
     );
     let _ = writeln!(t, "[storage]\npath = {}\n", q(&db.display().to_string()));
     let _ = writeln!(t, "[prices]\nzonal_eur_mwh = 110.0\ncuaf_eur_mwh = 11.22\n");
+    // Until the sites' history has arrived the forecast leans on a mean consumption: the
+    // community's, as a technician would estimate it from the members' bills.
+    let _ = writeln!(
+        t,
+        "[signal]\nfallback_consumption_kw = {:.1}\n",
+        mean_consumption_kw(scenario)
+    );
     for s in &scenario.substations {
         let _ = writeln!(
             t,
@@ -204,6 +211,19 @@ pub fn central_toml(
             );
         }
     }
+    // The depot's charging is the flexible load the hub sends targeted alerts for.
+    for b in &scenario.buildings {
+        if let Some(d) = super::flex::Depot::of(b) {
+            let _ = writeln!(
+                t,
+                "[[flex]]\nsite = {}\nname = {}\npower_kw = {:?}\nshift_hours = {:?}\n",
+                q(&b.id),
+                q(super::flex::FLEX_NAME),
+                d.charger_kw,
+                d.shift_hours
+            );
+        }
+    }
     for b in &scenario.buildings {
         for m in b
             .meters
@@ -221,6 +241,25 @@ pub fn central_toml(
         }
     }
     t
+}
+
+/// The community's mean consumption over a year of the model, kW (samples every 97 minutes, so
+/// the hours of the day are covered evenly; the weather's seed does not change the loads' mean
+/// much).
+pub fn mean_consumption_kw(scenario: &Scenario) -> f64 {
+    let c = super::model::Community::new(scenario.clone(), 1);
+    let start = chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(365 * 56);
+    let step = chrono::Duration::minutes(97);
+    let n = 365 * 24 * 60 / 97;
+    let total_w: f64 = (0..n)
+        .map(|i| {
+            let t = start + step * i;
+            (0..c.buildings().len())
+                .map(|b| c.building_power(b, t).consumption_w())
+                .sum::<f64>()
+        })
+        .sum();
+    total_w / f64::from(n) / 1000.0
 }
 
 #[cfg(test)]
@@ -295,6 +334,16 @@ mod tests {
         );
         assert_eq!(v["broker"]["listen"].as_str(), Some("127.0.0.1:18830"));
         assert_eq!(v["site"][0]["key"].as_str().map(str::len), Some(64));
+        // A forecast made before any history has arrived still knows the community uses power:
+        // the demo community's mean is hundreds of kW (factory, supermarket, bus depot).
+        let fallback = v["signal"]["fallback_consumption_kw"].as_float().unwrap();
+        assert!((150.0..600.0).contains(&fallback), "{fallback} kW");
+        // The depot's charging is declared flexible, so the hub targets alerts at it.
+        let flex = v["flex"].as_array().unwrap();
+        assert_eq!(flex.len(), 1);
+        assert_eq!(flex[0]["site"].as_str(), Some("stps"));
+        assert_eq!(flex[0]["power_kw"].as_float(), Some(180.0));
+        assert_eq!(flex[0]["shift_hours"].as_float(), Some(4.0));
     }
 
     #[test]

@@ -301,6 +301,14 @@ impl LoadKind {
         (kw * 1000.0 * noise).max(0.0)
     }
 
+    /// The depot's charging windows now; `None` for any other kind.
+    pub fn charging(&self) -> Option<&[ChargeWindow]> {
+        match self {
+            LoadKind::BusDepot { charging, .. } => Some(charging),
+            _ => None,
+        }
+    }
+
     /// Replace the depot's charging windows (the load-shift input); `false` for any other kind.
     pub fn set_charging(&mut self, windows: Vec<ChargeWindow>) -> bool {
         match self {

@@ -9,6 +9,7 @@
 pub mod backfill;
 pub mod children;
 pub mod configs;
+pub mod flex;
 pub mod http;
 pub mod load;
 pub mod meters;
@@ -54,6 +55,10 @@ pub struct Args {
     /// Run only the simulated meters (no site agents, no central hub).
     #[arg(long)]
     pub meters_only: bool,
+    /// The bus depot's charging follows the hub's load-shift alerts (`on`), or keeps its fixed
+    /// overnight schedule (`off`), to compare the two.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub flex: String,
     /// Stop by itself after this long (`90s`, `10m`), as Ctrl-C would.
     #[arg(long, value_name = "DURATION")]
     pub run_for: Option<String>,
@@ -328,7 +333,41 @@ async fn run_in(
     )?;
     print_banner(&endpoints, args, data, started.elapsed(), args.meters_only);
 
+    let (stop_flex, flex_stopped) = tokio::sync::watch::channel(false);
+    let mut controllers = Vec::new();
+    if args.flex == "on" && !args.meters_only {
+        for (b, plan) in plans.iter().enumerate() {
+            let Some(depot) = flex::Depot::of(&community.buildings()[b]) else {
+                continue;
+            };
+            println!(
+                "  {:<18} charging follows the load-shift alerts (--flex off: fixed schedule); plan in {}",
+                plan.building,
+                data.join(format!("flex-{}.json", plan.building)).display()
+            );
+            controllers.push(flex::spawn(
+                community.clone(),
+                depot,
+                flex::Link {
+                    broker: central.broker,
+                    community: community.scenario.community.id.clone(),
+                    site: plan.building.clone(),
+                    password: plan.password.clone(),
+                },
+                community.tz(),
+                clock.clone(),
+                Duration::from_secs(30),
+                Some(data.join(format!("flex-{}.json", plan.building))),
+                flex_stopped.clone(),
+            ));
+        }
+    }
+
     let code = supervise(&mut daemons, run_for).await;
+    let _ = stop_flex.send(true);
+    for c in controllers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
+    }
     children::stop_all(&mut daemons, Duration::from_secs(5)).await;
     save_state(&state_path, &community, args.seed, &meters, clock.now_utc());
     drop(meters);

@@ -86,6 +86,11 @@ impl Community {
         &self.scenario.buildings
     }
 
+    /// The community's time zone.
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+
     pub fn weather(&self) -> &Weather {
         &self.weather
     }
@@ -101,6 +106,20 @@ impl Community {
             any |= l.set_charging(windows.clone());
         }
         any
+    }
+
+    /// The charging windows of `building`'s depot load(s) now (empty if it has none).
+    pub fn charging(&self, building: &str) -> Vec<ChargeWindow> {
+        let Some(b) = self.buildings().iter().position(|b| b.id == building) else {
+            return Vec::new();
+        };
+        let loads = self.loads.read().unwrap_or_else(|e| e.into_inner());
+        loads[b]
+            .iter()
+            .filter_map(LoadKind::charging)
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// PV output of building `b` at `t`, W.

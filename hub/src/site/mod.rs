@@ -198,6 +198,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             password: cfg.mqtt.password.clone(),
             community: view.community.clone(),
             site: view.site.clone(),
+            key: loaded.key.clone(),
         },
         view.signal.clone(),
         stop_rx.clone(),

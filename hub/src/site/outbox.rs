@@ -866,6 +866,45 @@ impl Store {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Like [`Store::history`], one row per meter and span (for example the local days from
+    /// [`crate::days::local_days`]), from the 15-minute aggregates; `step_s` of a row is its
+    /// span's length.
+    pub fn history_spans(
+        &self,
+        spans: &[(DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<Vec<HistoryRow>, OutboxError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT m.name, sum(a.n), sum(a.p_sum), min(a.p_min), max(a.p_max),
+                    max(a.imp_max) - min(a.imp_min), max(a.exp_max) - min(a.exp_min)
+             FROM agg a JOIN meters m ON m.id = a.meter
+             WHERE a.step = 900 AND a.start >= ?1 AND a.start < ?2
+             GROUP BY m.name ORDER BY m.name",
+        )?;
+        let mut out = Vec::new();
+        for (from, to) in spans {
+            let step_s = (*to - *from).num_seconds();
+            let rows = st.query_map(params![from.timestamp(), to.timestamp()], |r| {
+                let n: i64 = r.get(1)?;
+                let sum: Option<f64> = r.get(2)?;
+                Ok(HistoryRow {
+                    meter: r.get(0)?,
+                    start: *from,
+                    step_s,
+                    samples: n,
+                    p_avg_w: sum.filter(|_| n > 0).map(|s| s / n as f64),
+                    p_min_w: r.get(3)?,
+                    p_max_w: r.get(4)?,
+                    e_imp_wh: r.get(5)?,
+                    e_exp_wh: r.get(6)?,
+                })
+            })?;
+            for r in rows {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Commit the checkpoint of the WAL into the database (at shutdown).
     pub fn checkpoint(&mut self) -> Result<(), OutboxError> {
         self.conn
@@ -891,6 +930,10 @@ enum Cmd {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         step_s: i64,
+        reply: oneshot::Sender<Result<Vec<HistoryRow>, OutboxError>>,
+    },
+    HistorySpans {
+        spans: Vec<(DateTime<Utc>, DateTime<Utc>)>,
         reply: oneshot::Sender<Result<Vec<HistoryRow>, OutboxError>>,
     },
     Flush(oneshot::Sender<()>),
@@ -983,6 +1026,18 @@ impl Outbox {
         rx.await.map_err(|_| OutboxError::Stopped)?
     }
 
+    /// History per span (local days), see [`Store::history_spans`].
+    pub async fn history_spans(
+        &self,
+        spans: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> Result<Vec<HistoryRow>, OutboxError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::HistorySpans { spans, reply })
+            .map_err(|_| OutboxError::Stopped)?;
+        rx.await.map_err(|_| OutboxError::Stopped)?
+    }
+
     /// Commit and sync everything queued so far.
     pub async fn flush(&self) -> Result<(), OutboxError> {
         let (reply, rx) = oneshot::channel();
@@ -1062,6 +1117,9 @@ fn writer(
                 reply,
             }) => {
                 let _ = reply.send(store.history(from, to, step_s));
+            }
+            Ok(Cmd::HistorySpans { spans, reply }) => {
+                let _ = reply.send(store.history_spans(&spans));
             }
             Ok(Cmd::Retime {
                 boot,
@@ -1286,6 +1344,79 @@ mod tests {
         assert_eq!(
             left, 1,
             "acknowledged raw rows are pruned except the one carrying the next seq"
+        );
+    }
+
+    /// One 15-minute aggregate per slot from `from` to `to`, the import counter rising 100 Wh per
+    /// slot; returns the history by local day of Europe/Rome.
+    fn rome_days_of_steady_import(from: &str, to: &str) -> Vec<HistoryRow> {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 1 << 30, &run()).unwrap();
+        let t = |x: &str| DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc);
+        s.conn
+            .execute("INSERT INTO meters(id, name) VALUES (7, 'grid')", [])
+            .unwrap();
+        let (from, to) = (t(from), t(to));
+        let mut start = from.timestamp();
+        let mut k = 0.0;
+        while start < to.timestamp() {
+            s.conn
+                .execute(
+                    "INSERT INTO agg VALUES (7, 900, ?1, 1, 400.0, 400.0, 400.0, ?2, ?3, 0.0, 0.0)",
+                    params![start, k * 100.0, k * 100.0 + 100.0],
+                )
+                .unwrap();
+            start += 900;
+            k += 1.0;
+        }
+        let days = crate::days::local_days(&chrono_tz::Europe::Rome, from, to, 40);
+        s.history_spans(&days).unwrap()
+    }
+
+    #[test]
+    fn local_days_of_the_dst_changes_hold_23_and_25_hours_of_energy() {
+        // Summer time begins on 29 March 2026: that day has 23 hours (92 slots).
+        let spring = rome_days_of_steady_import("2026-03-27T23:00:00Z", "2026-03-30T22:00:00Z");
+        let got: Vec<(String, i64, Option<f64>, i64)> = spring
+            .iter()
+            .map(|r| (r.start.to_rfc3339(), r.step_s, r.e_imp_wh, r.samples))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "2026-03-27T23:00:00+00:00".into(),
+                    86_400,
+                    Some(9_600.0),
+                    96
+                ),
+                (
+                    "2026-03-28T23:00:00+00:00".into(),
+                    82_800,
+                    Some(9_200.0),
+                    92
+                ),
+                (
+                    "2026-03-29T22:00:00+00:00".into(),
+                    86_400,
+                    Some(9_600.0),
+                    96
+                ),
+            ]
+        );
+        // Summer time ends on 25 October 2026: that day has 25 hours (100 slots).
+        let autumn = rome_days_of_steady_import("2026-10-23T22:00:00Z", "2026-10-26T23:00:00Z");
+        let got: Vec<(String, i64, Option<f64>)> = autumn
+            .iter()
+            .map(|r| (r.start.to_rfc3339(), r.step_s, r.e_imp_wh))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("2026-10-23T22:00:00+00:00".into(), 86_400, Some(9_600.0)),
+                ("2026-10-24T22:00:00+00:00".into(), 90_000, Some(10_000.0)),
+                ("2026-10-25T23:00:00+00:00".into(), 86_400, Some(9_600.0)),
+            ]
         );
     }
 

@@ -1,6 +1,7 @@
 //! The community's load-shift signal and alerts as the building receives them: the retained
 //! `signal`, the community `alerts` and this site's `site/{site}/alerts`, kept for the resident
-//! page (`GET /api/v1/signal`) and Home Assistant.
+//! page (`GET /api/v1/signal`) and Home Assistant; and this site's monthly share of the shared
+//! energy (`site/{site}/summary`, sealed by the hub: a forged one is refused and counted).
 //!
 //! Read-only: it subscribes on its own connection and never publishes to the community.
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::config::BrokerUrl;
-use crate::wire::{Alert, Signal, Topics};
+use crate::wire::{self, Alert, Signal, SiteSummary, Topics};
 
 /// Alerts kept for the page, newest last.
 pub const KEEP_ALERTS: usize = 20;
@@ -23,6 +24,10 @@ pub const KEEP_ALERTS: usize = 20;
 pub struct Received {
     pub signal: Option<Signal>,
     pub alerts: VecDeque<Alert>,
+    /// This site's share of the month's shared energy, as the hub last sealed it.
+    pub summary: Option<SiteSummary>,
+    /// Summaries refused: bad MAC, wrong site or malformed (someone else writes to our topic).
+    pub summaries_refused: u64,
 }
 
 pub type SharedSignal = Arc<Mutex<Received>>;
@@ -58,6 +63,36 @@ impl Received {
     }
 }
 
+impl Received {
+    /// Take this site's sealed summary if it verifies with `key`; refuse, count and log anything
+    /// else on that topic. Returns whether it was taken.
+    pub fn accept_summary(
+        &mut self,
+        key: &[u8],
+        topics: &Topics,
+        site: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> bool {
+        if topic != topics.summary(site) {
+            return false;
+        }
+        let opened = wire::open_unverified(payload)
+            .and_then(|env| wire::open::<SiteSummary>(key, site, topic, &env));
+        match opened {
+            Ok(s) => {
+                self.summary = Some(s);
+                true
+            }
+            Err(e) => {
+                self.summaries_refused += 1;
+                tracing::warn!("summary refused on {topic}: {e}");
+                false
+            }
+        }
+    }
+}
+
 /// How to reach the community broker.
 pub struct ListenConfig {
     pub broker: BrokerUrl,
@@ -66,6 +101,8 @@ pub struct ListenConfig {
     pub password: Option<String>,
     pub community: String,
     pub site: String,
+    /// The site's key: the hub seals `site/{site}/summary` with it.
+    pub key: Vec<u8>,
 }
 
 /// Subscribe and keep `shared` up to date until `shutdown` turns true.
@@ -93,7 +130,7 @@ pub fn spawn(
                 ev = events.poll() => match ev {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff = Duration::from_millis(500);
-                        for t in [topics.signal(), topics.alerts(), topics.site_alerts(&cfg.site)] {
+                        for t in [topics.signal(), topics.alerts(), topics.site_alerts(&cfg.site), topics.summary(&cfg.site)] {
                             if let Err(e) = client.subscribe(&t, QoS::AtLeastOnce).await {
                                 tracing::warn!("subscribe to {t}: {e}");
                             }
@@ -101,7 +138,9 @@ pub fn spawn(
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if let Ok(mut r) = shared.lock() {
-                            r.accept(&topics, &cfg.site, &p.topic, &p.payload);
+                            if !r.accept(&topics, &cfg.site, &p.topic, &p.payload) {
+                                r.accept_summary(&cfg.key, &topics, &cfg.site, &p.topic, &p.payload);
+                            }
                         }
                     }
                     Ok(_) => {}

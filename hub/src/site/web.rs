@@ -93,6 +93,8 @@ struct Now<'a> {
     clock_synced: bool,
     totals: Totals,
     meters: Vec<NowMeter<'a>>,
+    /// This site's share of the month's shared energy, from the hub (`site/{site}/summary`).
+    community_share: Option<crate::wire::SiteSummary>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +147,7 @@ fn now_json(v: &View) -> String {
                 reading: latest.get(&m.name).cloned(),
             })
             .collect(),
+        community_share: v.signal.lock().ok().and_then(|s| s.summary.clone()),
     };
     serde_json::to_string(&now).unwrap_or_default()
 }
@@ -272,6 +275,8 @@ pub fn metrics_text(v: &View) -> String {
         let _ = writeln!(o, "# TYPE {name} {kind}\n{name}{{site=\"{site}\"}} {value}");
     }
     let _ = writeln!(o, "# TYPE socer_uplink_acks_rejected_total counter\nsocer_uplink_acks_rejected_total{{site=\"{site}\"}} {}", u.acks_rejected);
+    let refused = v.signal.lock().map(|s| s.summaries_refused).unwrap_or(0);
+    let _ = writeln!(o, "# TYPE socer_summaries_refused_total counter\nsocer_summaries_refused_total{{site=\"{site}\"}} {refused}");
     o
 }
 
@@ -347,15 +352,27 @@ pub async fn serve(
                 .as_deref()
                 .and_then(parse_time)
                 .unwrap_or(to - chrono::Duration::hours(24));
-            let step = q.step.as_deref().map(parse_step);
-            let (code, body) = match step {
-                Some(None) => (
-                    warp::http::StatusCode::BAD_REQUEST,
-                    r#"{"error":"step must be seconds or a duration such as 1m, 15m, 1h"}"#
-                        .to_string(),
-                ),
-                Some(Some(step)) => history_body(&v, from, to, step).await,
-                None => history_body(&v, from, to, 900).await,
+            let (code, body) = match q.step.as_deref() {
+                Some("1d") => match v.timezone.parse::<chrono_tz::Tz>() {
+                    Ok(tz) => {
+                        let days = crate::days::local_days(&tz, from, to, MAX_HISTORY_DAYS);
+                        history_reply(from, to, v.outbox.history_spans(days).await)
+                    }
+                    Err(_) => (
+                        warp::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "error": format!("unknown time zone {:?}", v.timezone) })
+                            .to_string(),
+                    ),
+                },
+                Some(s) => match parse_step(s) {
+                    Some(step) => history_reply(from, to, v.outbox.history(from, to, step).await),
+                    None => (
+                        warp::http::StatusCode::BAD_REQUEST,
+                        r#"{"error":"step must be seconds, a duration such as 1m, 15m, 1h, or 1d (local days)"}"#
+                            .to_string(),
+                    ),
+                },
+                None => history_reply(from, to, v.outbox.history(from, to, 900).await),
             };
             warp::reply::with_status(
                 warp::reply::with_header(body, "content-type", "application/json"),
@@ -387,13 +404,15 @@ pub async fn serve(
         .await;
 }
 
-async fn history_body(
-    v: &View,
+/// Longest `step=1d` answer, days.
+pub const MAX_HISTORY_DAYS: usize = 400;
+
+fn history_reply(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    step: i64,
+    rows: Result<Vec<super::outbox::HistoryRow>, super::outbox::OutboxError>,
 ) -> (warp::http::StatusCode, String) {
-    match v.outbox.history(from, to, step).await {
+    match rows {
         Ok(rows) => (
             warp::http::StatusCode::OK,
             serde_json::json!({ "from": from, "to": to, "rows": rows }).to_string(),

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 
 use super::level::Thresholds;
 use crate::solar::{self, Orientation, Site};
-use crate::wire::ForecastSlot;
+use crate::wire::{ForecastSlot, Level};
 
 /// The community's PV as the forecast sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -317,13 +317,16 @@ pub fn slot_starts(history: &[HourSample], now: DateTime<Utc>) -> Vec<DateTime<U
     (0..n).map(|i| start + Duration::hours(i)).collect()
 }
 
-/// The forecast at `now`.
+/// The forecast at `now`. With no history and no fallback consumption nothing is known of what
+/// the community uses: the slots forecast production, but none is called green or red (rather
+/// than every sunny hour a surplus, and alerts sent on it).
 pub fn forecast(
     p: &ForecastParams,
     th: &Thresholds,
     history: &[HourSample],
     now: DateTime<Utc>,
 ) -> Vec<ForecastSlot> {
+    let consumption_known = !history.is_empty() || p.fallback_consumption_kw > 0.0;
     let clouds = estimate_clouds(p, history, now);
     let cons = consumption_model(p, history, now);
     slot_starts(history, now)
@@ -334,7 +337,11 @@ pub fn forecast(
             let consumption_kwh = cons.at(start, p.tz);
             let surplus_kwh = production_kwh - consumption_kwh;
             // One hour: kWh over the slot is its mean kW.
-            let level = th.instant(surplus_kwh, consumption_kwh);
+            let level = if consumption_known {
+                th.instant(surplus_kwh, consumption_kwh)
+            } else {
+                Level::Yellow
+            };
             ForecastSlot {
                 start,
                 production_kwh,
@@ -399,6 +406,30 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn no_history_and_no_fallback_consumption_call_no_slot_green() {
+        // What a hub sees in its first minutes (the demo before its backfill has arrived):
+        // nothing known of consumption, so no slot may claim a surplus.
+        let now = DateTime::parse_from_rfc3339("2026-11-26T08:15:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = ForecastParams {
+            fallback_consumption_kw: 0.0,
+            ..params()
+        };
+        let blind = forecast(&p, &th(), &[], now);
+        assert_eq!(blind.len(), 24);
+        assert!(blind.iter().any(|s| s.production_kwh > 10.0));
+        assert!(blind.iter().all(|s| s.level == Level::Yellow), "{blind:?}");
+        // With a fallback profile the same empty store still forecasts, and dark hours use power.
+        let slots = forecast(&params(), &th(), &[], now);
+        assert!(slots.len() >= 24);
+        assert!(slots
+            .iter()
+            .filter(|s| s.production_kwh == 0.0)
+            .all(|s| s.consumption_kwh > 0.0 && s.level != Level::Green));
     }
 
     #[test]

@@ -45,10 +45,12 @@ impl Thresholds {
     }
 
     /// The level a surplus calls for with no history: the enter thresholds only (forecast slots).
+    /// Nothing to share is never green and nothing missing never red, whatever the thresholds
+    /// scale to (a fraction of zero consumption is zero: a dark, idle hour is yellow).
     pub fn instant(&self, surplus_kw: f64, consumption_kw: f64) -> Level {
-        if surplus_kw >= self.kw(self.green_enter, consumption_kw) {
+        if surplus_kw > 0.0 && surplus_kw >= self.kw(self.green_enter, consumption_kw) {
             Level::Green
-        } else if surplus_kw <= self.kw(self.red_enter, consumption_kw) {
+        } else if surplus_kw < 0.0 && surplus_kw <= self.kw(self.red_enter, consumption_kw) {
             Level::Red
         } else {
             Level::Yellow
@@ -59,8 +61,10 @@ impl Thresholds {
     /// threshold, which lies inside the enter one.
     pub fn next(&self, current: Level, surplus_kw: f64, consumption_kw: f64) -> Level {
         let stays = match current {
-            Level::Green => surplus_kw >= self.kw(self.green_exit, consumption_kw),
-            Level::Red => surplus_kw <= self.kw(self.red_exit, consumption_kw),
+            Level::Green => {
+                surplus_kw > 0.0 && surplus_kw >= self.kw(self.green_exit, consumption_kw)
+            }
+            Level::Red => surplus_kw < 0.0 && surplus_kw <= self.kw(self.red_exit, consumption_kw),
             Level::Yellow => false,
         };
         if stays {
@@ -149,6 +153,17 @@ mod tests {
         assert_eq!(th.instant(-20.0, 100.0), Level::Red);
         assert_eq!(th.instant(-19.0, 100.0), Level::Yellow);
         assert_eq!(th.instant(1.0, 5.0), Level::Green);
+    }
+
+    #[test]
+    fn a_zone_with_nothing_to_share_and_nothing_missing_is_yellow() {
+        // A dark hour with no consumption known: every fraction threshold scales to zero.
+        let th = th();
+        assert_eq!(th.instant(0.0, 0.0), Level::Yellow);
+        assert_eq!(th.next(Level::Green, 0.0, 0.0), Level::Yellow);
+        assert_eq!(th.next(Level::Red, 0.0, 0.0), Level::Yellow);
+        assert_eq!(th.instant(0.5, 0.0), Level::Green);
+        assert_eq!(th.instant(-0.5, 0.0), Level::Red);
     }
 
     #[test]

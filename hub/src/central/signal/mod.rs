@@ -196,16 +196,32 @@ fn zones_now(
 
 /// How often the forecast is recomputed from the store.
 pub const FORECAST_EVERY: Duration = Duration::minutes(15);
+/// While the history behind the forecast is shorter than a week (a fresh hub, or sites' backlogs
+/// still arriving: the demo's backfill), it is recomputed this often, so a forecast made from
+/// the first minutes' empty store does not stand for a quarter of an hour.
+pub const FORECAST_EVERY_THIN: Duration = Duration::minutes(1);
+/// Hours of history below which the forecast counts as thin.
+pub const THIN_HISTORY_HOURS: usize = 7 * 24;
+
+/// How long the forecast made from `history_hours` of history stands.
+pub fn forecast_interval(history_hours: usize) -> Duration {
+    if history_hours < THIN_HISTORY_HOURS {
+        FORECAST_EVERY_THIN
+    } else {
+        FORECAST_EVERY
+    }
+}
 /// The retained signal is republished at least this often (and at every level change).
 pub const REPUBLISH_EVERY: Duration = Duration::seconds(60);
 
-/// Read two weeks of settled periods and forecast from them (blocking: the store).
+/// Read two weeks of settled periods and forecast from them (blocking: the store); also how many
+/// hours of history the forecast had.
 fn read_forecast(
     path: &std::path::Path,
     params: &ForecastParams,
     th: &Thresholds,
     now: DateTime<Utc>,
-) -> Result<Vec<ForecastSlot>, store::StoreError> {
+) -> Result<(Vec<ForecastSlot>, usize), store::StoreError> {
     let reader = store::Reader::open(path)?;
     let from = now - Duration::days(15);
     let periods = reader.substation_periods(from.timestamp(), now.timestamp())?;
@@ -215,7 +231,7 @@ fn read_forecast(
         .into_iter()
         .filter(|h| h.start < open)
         .collect();
-    Ok(forecast::forecast(params, th, &history, now))
+    Ok((forecast::forecast(params, th, &history, now), history.len()))
 }
 
 /// Every `every`: step the engine with the live figures, publish the retained signal (QoS 1) and
@@ -232,18 +248,20 @@ pub async fn run(
     let mut engine = Engine::new(&cfg.community, &cfg.signal, &cfg.flex, cfg.timezone);
     let mut fc: Vec<ForecastSlot> = Vec::new();
     let mut fc_at: Option<DateTime<Utc>> = None;
+    let mut fc_hours = 0usize;
     let mut published: Option<(crate::wire::Level, DateTime<Utc>)> = None;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         let now = Utc::now();
-        if fc_at.is_none_or(|t| now - t >= FORECAST_EVERY) {
+        if fc_at.is_none_or(|t| now - t >= forecast_interval(fc_hours)) {
             let (path, th) = (cfg.storage_path.clone(), *engine.thresholds());
             match tokio::task::spawn_blocking(move || read_forecast(&path, &params, &th, now)).await
             {
-                Ok(Ok(f)) => {
+                Ok(Ok((f, hours))) => {
                     fc = f;
                     fc_at = Some(now);
+                    fc_hours = hours;
                 }
                 Ok(Err(e)) => tracing::warn!("signal: forecast: {e}"),
                 Err(e) => tracing::error!("signal: forecast task failed: {e}"),
@@ -306,6 +324,13 @@ mod tests {
             consumption_mwh: 0,
             flags: Flags::NONE,
         }
+    }
+
+    #[test]
+    fn a_thin_history_is_forecast_again_within_a_minute() {
+        assert_eq!(forecast_interval(0), Duration::minutes(1));
+        assert_eq!(forecast_interval(7 * 24 - 1), Duration::minutes(1));
+        assert_eq!(forecast_interval(7 * 24), Duration::minutes(15));
     }
 
     #[test]
