@@ -10,7 +10,7 @@ use common::*;
 use socer_drivers::bus::{self, BusConfig, MeterConfig};
 use socer_drivers::plan::{CostModel, Intervals};
 use socer_drivers::profile::Function;
-use socer_drivers::reading::{Quality, Quantity, Reading};
+use socer_drivers::reading::{Quality, Quantity};
 use socer_drivers::transport::{Backoff, RtuLink};
 use socer_drivers::{Link, LinkError, SystemClock};
 use tokio::sync::{mpsc, watch};
@@ -156,15 +156,6 @@ fn meter(name: &str, unit: u8, reverse: bool) -> MeterConfig {
             counter: Some(FAST * 3),
         },
     }
-}
-
-async fn collect(rx: &mut mpsc::Receiver<Reading>, window: Duration) -> Vec<Reading> {
-    let end = tokio::time::Instant::now() + window;
-    let mut out = Vec::new();
-    while let Ok(Some(r)) = tokio::time::timeout_at(end, rx.recv()).await {
-        out.push(r);
-    }
-    out
 }
 
 #[tokio::test]

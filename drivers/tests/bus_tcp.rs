@@ -39,15 +39,6 @@ fn meter(name: &str, unit: u8, profile: Profile, reverse: bool) -> MeterConfig {
     }
 }
 
-async fn collect(rx: &mut mpsc::Receiver<Reading>, window: Duration) -> Vec<Reading> {
-    let end = tokio::time::Instant::now() + window;
-    let mut out = Vec::new();
-    while let Ok(Some(r)) = tokio::time::timeout_at(end, rx.recv()).await {
-        out.push(r);
-    }
-    out
-}
-
 fn values(p_w: f64, e_imp_wh: f64, e_exp_wh: f64) -> Vec<(Quantity, Option<u8>, f64)> {
     vec![
         (Quantity::PW, None, p_w),

@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p socer --bench site_drain` (`DRAIN_READINGS=N` to change the count).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/site_common/mod.rs"]
 mod site_common;
 
@@ -20,7 +22,8 @@ use socer_drivers::reading::{Quality, Reading, Values};
 use socer_drivers::SystemClock;
 use tokio::sync::watch;
 
-use site_common::{free_port, lean_acker, Broker, COMMUNITY, KEY, SITE};
+use common::free_port;
+use site_common::{lean_acker, Broker, COMMUNITY, KEY, SITE};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

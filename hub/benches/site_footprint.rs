@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p socer --bench site_footprint` (`FOOTPRINT_SECONDS=N`, default 60).
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/site_common/mod.rs"]
 mod site_common;
 
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 use socer_drivers::sim::{server::serve_tcp, NoisyPower, PhysicsConfig, SimDevice};
 use socer_drivers::{ProfileSet, SystemClock};
 
-use site_common::{free_port, http_get, lean_acker, Agent, Broker, COMMUNITY, KEY, SITE};
+use common::free_port;
+use site_common::{http_get, lean_acker, Agent, Broker, COMMUNITY, KEY, SITE};
 
 /// (utime + stime in clock ticks, VmRSS kB, VmHWM kB) of a process.
 fn proc_sample(pid: u32) -> (u64, u64, u64) {

@@ -2,16 +2,17 @@
 //! the incentive (public), the monthly report (bearer token), health and metrics.
 
 mod central_support;
+mod common;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use central_support::*;
 use chrono::{DateTime, TimeZone, Utc};
+use common::*;
 use socer::central::compute::{self, Model};
+use socer::central::config;
 use socer::central::status::Metrics;
 use socer::central::store::{Incoming, Periods, Reader, Writer};
-use socer::central::{self, config};
 
 fn at(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 1, h, m, 0).unwrap()
@@ -19,26 +20,7 @@ fn at(h: u32, m: u32) -> DateTime<Utc> {
 
 /// Grid readings every 15 minutes from 10:00 to 12:00 UTC, the counter rising `wh_per_h`.
 fn grid(site: &str, export: bool, wh_per_h: f64) -> Incoming {
-    let readings = (0..=8u32)
-        .map(|i| {
-            let e = 100.0 + wh_per_h * f64::from(i) / 4.0;
-            let (imp, exp) = if export { (0.0, e) } else { (e, 0.0) };
-            reading(
-                u64::from(i) + 1,
-                "grid",
-                at(10 + i / 4, (i % 4) * 15),
-                0.0,
-                imp,
-                exp,
-            )
-        })
-        .collect();
-    Incoming {
-        site: site.into(),
-        readings,
-        received: Instant::now(),
-        dropped_through: None,
-    }
+    grid_readings(site, 1, 100.0, at(10, 0), 8, export, wh_per_h)
 }
 
 #[test]
@@ -70,17 +52,7 @@ fn energy_incentive_and_report_answer_from_the_stored_periods() {
             3
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt
-        .block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            central::start(cfg, l).await
-        })
-        .unwrap();
+    let (_rt, running) = start_central(cfg);
     let web = running.web_addr;
 
     // Two hourly slots; per slot shared = min(2,000 Wh, 500 Wh) = 500 Wh = 500,000 mWh.

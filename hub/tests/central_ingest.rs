@@ -3,10 +3,12 @@
 //! `mosquitto_pub` (a client we did not write) are refused, counted, and the hub keeps serving.
 
 mod central_support;
+mod common;
 
 use std::path::Path;
 
 use central_support::*;
+use common::*;
 use socer::central::{self, config};
 use socer::wire::{self, Ack, Batch, Envelope, Topics};
 
@@ -19,17 +21,7 @@ fn start_hub(dir: &Path, broker: &str) -> Hub {
     let path = dir.join("central.toml");
     std::fs::write(&path, config_text(dir, broker)).unwrap();
     let cfg = config::load(&path).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt
-        .block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            central::start(cfg, l).await
-        })
-        .unwrap();
+    let (rt, running) = start_central(cfg);
     Hub { _rt: rt, running }
 }
 

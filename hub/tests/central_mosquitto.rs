@@ -3,44 +3,21 @@
 //! the embedded broker, and sites confined to their own topics by the broker.
 
 mod central_support;
+mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use central_support::*;
-use socer::central::{self, broker, config};
+use common::*;
+use socer::central::{broker, config};
 use socer::wire::Topics;
 
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_mosquitto(dir: &Path, port: u16, cfg: &config::CentralConfig) -> Mosquitto {
+fn mosquitto_with_generated_files(dir: &Path, port: u16, cfg: &config::CentralConfig) -> Reaped {
     let files = dir.join("mosquitto");
     broker::write_mosquitto_files(cfg, &files).unwrap();
     let generated = std::fs::read_to_string(files.join("socer.conf")).unwrap();
     // Running as root, Mosquitto would drop to its own user and lose access to the temp dir.
-    let conf = format!("listener {port} 127.0.0.1\nuser root\n{generated}");
-    let path = dir.join("mosquitto.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is missing: run tools/install-test-deps");
-    assert!(
-        wait_until(5, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "mosquitto did not start"
-    );
-    Mosquitto(child)
+    start_mosquitto(dir, port, &format!("user root\n{generated}"))
 }
 
 #[test]
@@ -54,19 +31,9 @@ fn external_mosquitto_with_generated_passwords_and_acl_carries_batches_and_acks(
     );
     std::fs::write(&path, config_text(dir.path(), &broker)).unwrap();
     let cfg = config::load(&path).unwrap();
-    let _mosquitto = start_mosquitto(dir.path(), port, &cfg);
+    let _mosquitto = mosquitto_with_generated_files(dir.path(), port, &cfg);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt
-        .block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            central::start(cfg, l).await
-        })
-        .unwrap();
+    let (_rt, running) = start_central(cfg);
     let web = running.web_addr;
     let acked = |id: &str| {
         site(&json_get(web, "/api/v1/sites"), id)["acked_seq"]
@@ -76,18 +43,8 @@ fn external_mosquitto_with_generated_passwords_and_acl_carries_batches_and_acks(
     let t = Topics::new("socer");
 
     // The generated password file authenticates the site (a wrong password is refused).
-    let bad = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-u",
-            "domus-1",
-            "-P",
-            "wrong",
-            "-t",
-        ])
+    let bad = mosquitto_pub_cmd("127.0.0.1", port, Some(("domus-1", "wrong")))
+        .arg("-t")
         .arg(t.readings("domus-1"))
         .args(["-m", "x"])
         .output()

@@ -20,26 +20,7 @@ fn at(h: u32, m: u32) -> DateTime<Utc> {
 
 /// Grid readings every 15 minutes from 10:00 to 13:00 with the counter rising `wh_per_h`.
 fn quarter_hourly(site: &str, first_seq: u64, export: bool, wh_per_h: f64) -> Incoming {
-    let readings = (0..=12u32)
-        .map(|i| {
-            let e = 5000.0 + wh_per_h * f64::from(i) / 4.0;
-            let (imp, exp) = if export { (0.0, e) } else { (e, 0.0) };
-            reading(
-                first_seq + u64::from(i),
-                "grid",
-                at(10 + i / 4, (i % 4) * 15),
-                0.0,
-                imp,
-                exp,
-            )
-        })
-        .collect();
-    Incoming {
-        site: site.into(),
-        readings,
-        received: Instant::now(),
-        dropped_through: None,
-    }
+    grid_readings(site, first_seq, 5000.0, at(10, 0), 12, export, wh_per_h)
 }
 
 #[test]

@@ -3,27 +3,20 @@
 //! readings flowing, shared energy on a sunny day and never above min(injection, withdrawal);
 //! after SIGTERM no child remains.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DurationRound, Utc};
+use common::Reaped;
 use serde_json::Value;
 
 use socer::demo::http;
 use socer::demo::scenario::Scenario;
 use socer::demo::weather::{Sky, Weather};
 use socer::demo::Endpoints;
-
-/// Kills the demo if the test fails half-way, so no process outlives the test.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// History the test asks for: eight days always hold a whole Sunday.
 const BACKFILL: &str = "8d";
@@ -100,7 +93,8 @@ async fn the_demo_runs_the_whole_pipeline_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut guard = Guard(child);
+    // Kills the demo if the test fails half-way, so no process outlives the test.
+    let mut guard = Reaped(child);
     let started = Instant::now();
     let e = read_endpoints(dir.path(), Duration::from_secs(30));
     assert_eq!(e.sites.len(), scenario.buildings.len());

@@ -2,13 +2,15 @@
 //! SunSpec inverter image (built in Python from the published maps, `peers/modbus_peer.py`), over
 //! TCP and over RTU on a socat pty pair; the real `socer read --json` must decode the exact values.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{free_port, socat_pty_pair, Reaped};
 use serde_json::Value;
 
 const INSTALL_HINT: &str = "run tools/install-test-deps (pymodbus 3.16 venv, socat)";
@@ -36,21 +38,6 @@ fn python() -> PathBuf {
 
 fn peer_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_peer.py")
-}
-
-/// A child process killed (and reaped) when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 /// Start the pymodbus peer and wait (bounded) for its READY line.
@@ -86,22 +73,7 @@ fn start_peer(image: &str, transport: &[String], unit: u8) -> Reaped {
 fn pty_pair(dir: &Path) -> (Reaped, String, String) {
     let a = dir.join("peer");
     let b = dir.join("socer");
-    let child = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start socat: {e}; {INSTALL_HINT}"));
-    let guard = Reaped(child);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(a.exists() && b.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "socat made no pty pair within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let guard = socat_pty_pair(&a, &b, Duration::from_secs(5));
     (guard, a.display().to_string(), b.display().to_string())
 }
 

@@ -4,37 +4,25 @@
 //! and `GET /api/v1/energy?step=1d` answers in local days (23 and 25 hours at the DST changes).
 
 mod central_support;
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use central_support::*;
 use chrono::{DateTime, Utc};
+use common::*;
 use socer::central::compute::{self, Model};
 use socer::central::status::Metrics;
 use socer::central::store::{Incoming, Periods, Reader, Writer};
-use socer::central::{self, config, incentive, summary};
+use socer::central::{config, incentive, summary};
 use socer::site::config::parse_mqtt_url;
 use socer::site::signal;
 use socer::wire::{self, SiteSummary, Topics};
 
 /// Grid readings every 15 minutes for `hours` from `from`, the counter rising `wh_per_h`.
 fn grid(site: &str, export: bool, wh_per_h: f64, from: DateTime<Utc>, hours: u32) -> Incoming {
-    let readings = (0..=hours * 4)
-        .map(|i| {
-            let e = 100.0 + wh_per_h * f64::from(i) / 4.0;
-            let (imp, exp) = if export { (0.0, e) } else { (e, 0.0) };
-            let ts = from + chrono::Duration::minutes(15 * i64::from(i));
-            reading(u64::from(i) + 1, "grid", ts, 0.0, imp, exp)
-        })
-        .collect();
-    Incoming {
-        site: site.into(),
-        readings,
-        received: Instant::now(),
-        dropped_through: None,
-    }
+    grid_readings(site, 1, 100.0, from, hours * 4, export, wh_per_h)
 }
 
 /// A store where Iperal injects 2,000 Wh/h and Domus withdraws 500 Wh/h from `from` for `hours`,
@@ -62,21 +50,6 @@ fn stored(dir: &Path, broker: &str, from: DateTime<Utc>, hours: u32) -> config::
     cfg
 }
 
-fn start(cfg: config::CentralConfig) -> (tokio::runtime::Runtime, central::Running) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt
-        .block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            central::start(cfg, l).await
-        })
-        .unwrap();
-    (rt, running)
-}
-
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
@@ -101,7 +74,7 @@ fn the_hub_seals_each_site_s_monthly_share_and_the_site_refuses_a_forged_one() {
         first,
         2,
     );
-    let (rt, running) = start(cfg);
+    let (rt, running) = start_central(cfg);
     let topics = Topics::new("socer");
 
     // A client we did not write reads the retained summary; it opens with Domus's key only.
@@ -197,7 +170,7 @@ fn energy_per_day_follows_rome_s_23_and_25_hour_days() {
             utc(from),
             hours + 24,
         );
-        let (_rt, running) = start(cfg);
+        let (_rt, running) = start_central(cfg);
         let after = chrono::NaiveDate::parse_from_str(next, "%Y-%m-%d")
             .unwrap()
             .succ_opt()

@@ -3,11 +3,12 @@
 //! opens and the targeted one of the site with a flexible load; `GET /api/v1/signal` agrees.
 
 mod central_support;
+mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use central_support::*;
+use common::*;
 use socer::central::{self, config};
 use socer::wire::{self, Alert, AlertKind, Batch, Level, Signal, Topics};
 
@@ -15,18 +16,7 @@ fn start_hub(dir: &Path, broker: &str, extra: &str) -> (tokio::runtime::Runtime,
     let path = dir.join("central.toml");
     std::fs::write(&path, format!("{}\n{extra}", config_text(dir, broker))).unwrap();
     let cfg = config::load(&path).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt
-        .block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            central::start(cfg, l).await
-        })
-        .unwrap();
-    (rt, running)
+    start_central(cfg)
 }
 
 /// A sealed batch of one grid reading at `p_w` (negative: exporting), now.
@@ -48,27 +38,7 @@ fn grid_batch(site: &str, key_hex: &str, p_w: f64) -> Vec<u8> {
 
 /// `mosquitto_sub` for one message on `topic`, started now, waiting up to `secs`.
 fn sub_in_background(port: u16, topic: &str, secs: u32) -> std::process::Child {
-    Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-u",
-            "domus-1",
-            "-P",
-            PW_DOMUS,
-            "-t",
-            topic,
-            "-C",
-            "1",
-            "-W",
-            &secs.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    mosquitto_sub(port, Some(("domus-1", PW_DOMUS)), topic, 1, secs)
 }
 
 fn alert_of(child: std::process::Child) -> Alert {

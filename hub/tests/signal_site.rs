@@ -2,57 +2,24 @@
 //! keeps the retained signal and its alerts, and Home Assistant discovery is announced (read back
 //! with `mosquitto_sub`), kept fresh, and announced again when Home Assistant says `online`.
 
-mod central_support;
+mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
-use central_support::{free_port, require_mosquitto, wait_until};
+use common::{free_port, mosquitto_pub_cmd, mosquitto_sub, require_mosquitto, runtime, wait_until};
 use socer::site::config::parse_mqtt_url;
 use socer::site::{ha, signal};
 use socer::wire::{Level, Signal, Topics};
 
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_mosquitto(dir: &Path, port: u16) -> Mosquitto {
-    let path = dir.join("mosquitto.conf");
-    std::fs::write(
-        &path,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"),
-    )
-    .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is missing: run tools/install-test-deps");
-    assert!(
-        wait_until(5, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "mosquitto did not start"
-    );
-    Mosquitto(child)
+fn start_mosquitto(dir: &Path, port: u16) -> common::Reaped {
+    common::start_mosquitto(dir, port, "allow_anonymous true\nuser root\n")
 }
 
 fn sub(port: u16, topic: &str, count: u32, secs: u32) -> Child {
-    Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic])
-        .args(["-C", &count.to_string(), "-W", &secs.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    mosquitto_sub(port, None, topic, count, secs)
 }
 
 fn lines(child: Child) -> Vec<String> {
@@ -69,31 +36,12 @@ fn lines(child: Child) -> Vec<String> {
 }
 
 fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
-    let mut c = Command::new("mosquitto_pub");
-    c.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-m",
-        payload,
-    ]);
+    let mut c = mosquitto_pub_cmd("127.0.0.1", port, None);
+    c.args(["-t", topic, "-m", payload]);
     if retain {
         c.arg("-r");
     }
     assert!(c.status().unwrap().success());
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

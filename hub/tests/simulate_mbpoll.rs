@@ -1,39 +1,20 @@
 //! Interop: mbpoll, a Modbus master we did not write, reads the real `socer simulate` binary over
 //! TCP and over RTU (a socat pty pair) and gets the values the simulator was told to show.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{require, socat_pty_pair, Reaped};
+
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require(program: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{program}` is not installed: run tools/install-test-deps"
-    );
-}
-
 /// Start `socer simulate ARGS` and wait (bounded) for the line saying where it serves.
-fn simulate(args: &[&str]) -> (Killed, String) {
+fn simulate(args: &[&str]) -> (Reaped, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_socer"))
         .arg("simulate")
         .args(args)
@@ -42,7 +23,7 @@ fn simulate(args: &[&str]) -> (Killed, String) {
         .spawn()
         .expect("socer starts");
     let stdout = child.stdout.take().expect("piped stdout");
-    let child = Killed(child);
+    let child = Reaped(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -71,7 +52,7 @@ fn mbpoll(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("mbpoll starts");
-    let mut child = Killed(child);
+    let mut child = Reaped(child);
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.0.try_wait().expect("mbpoll status") {
@@ -172,25 +153,9 @@ fn mbpoll_reads_the_simulator_over_tcp() {
     assert_eq!(values(&read_float(&target, 2, 53)), vec![-4000.0]);
 }
 
-fn pty_pair(dir: &Path) -> (Killed, PathBuf, PathBuf) {
-    require("socat");
+fn pty_pair(dir: &Path) -> (Reaped, PathBuf, PathBuf) {
     let (a, b) = (dir.join("sim"), dir.join("master"));
-    let child = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("socat starts");
-    let child = Killed(child);
-    let deadline = Instant::now() + WAIT;
-    while !(a.exists() && b.exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "socat made no pty pair within {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = socat_pty_pair(&a, &b, WAIT);
     (child, a, b)
 }
 

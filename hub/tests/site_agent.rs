@@ -2,11 +2,13 @@
 //! bus, a real Mosquitto broker, and an acker that verifies batches and acknowledges them end to
 //! end like the central hub.
 
+mod common;
 mod site_common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::*;
 use site_common::*;
 use socer_drivers::reading::Quality;
 
@@ -336,11 +338,7 @@ async fn a_forged_ack_is_refused_and_nothing_leaves_the_outbox() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let _broker = Broker::start(dir.path(), port);
-    let spec = SiteSpec::new(dir.path(), port);
-    let cfg = spec.write(dir.path());
-    let a = Agent::start(&cfg, spec.web_port, &dir.path().join("agent.log"));
-    a.wait_web();
+    let (_broker, a) = broker_and_default_agent(dir.path(), port);
     let connected = eventually(Duration::from_secs(10), || {
         a.health().is_some_and(|h| h["uplink"]["connected"] == true)
     })

@@ -1,12 +1,14 @@
 //! The site agent on a real Modbus TCP bus: the drivers' simulator serves meters in the test
 //! process, the `socer site` binary polls them with the bus scheduler and publishes to Mosquitto.
 
+mod common;
 mod site_common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::*;
 use site_common::*;
 use socer_drivers::reading::Quality;
 use socer_drivers::sim::{server::serve_tcp, NoisyPower, Physics, PhysicsConfig, SimDevice};

@@ -3,10 +3,12 @@
 //! `community_share`, a forged one is refused and counted in `/metrics`; and `GET
 //! /api/v1/history?step=1d` answers in local days.
 
+mod common;
 mod site_common;
 
 use std::time::Duration;
 
+use common::*;
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use site_common::*;
 use socer::wire::{self, SiteSummary, Topics};
@@ -33,11 +35,7 @@ fn summary(consumer_kwh: f64) -> SiteSummary {
 async fn a_sealed_summary_becomes_the_community_share_and_a_forged_one_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let _broker = Broker::start(dir.path(), port);
-    let spec = SiteSpec::new(dir.path(), port);
-    let cfg = spec.write(dir.path());
-    let a = Agent::start(&cfg, spec.web_port, &dir.path().join("agent.log"));
-    a.wait_web();
+    let (_broker, a) = broker_and_default_agent(dir.path(), port);
 
     let (client, mut el) = AsyncClient::new(MqttOptions::new("hub", "127.0.0.1", port), 16);
     tokio::spawn(async move { while el.poll().await.is_ok() {} });

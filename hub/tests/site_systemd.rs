@@ -1,12 +1,14 @@
 //! The agent under a (stand-in) service manager: `Type=notify` readiness, watchdog pings while
 //! the outbox writer answers, and STOPPING on SIGTERM, over a real `NOTIFY_SOCKET` datagram socket.
 
+mod common;
 mod site_common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use site_common::*;
 
 #[test]

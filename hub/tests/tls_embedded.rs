@@ -3,13 +3,15 @@
 //! broker's CA, a plain-TCP client and a silent connection get nowhere on the TLS port.
 
 mod central_support;
+mod common;
 mod site_common;
 mod tls_support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use central_support::{json_get, site, wait_until};
+use central_support::{json_get, site};
+use common::{free_port, start_central, wait_until};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Transport};
 use site_common::{Agent, SiteSpec, COMMUNITY, KEY, SITE};
 use socer::central;
@@ -94,17 +96,7 @@ struct Hub {
 
 fn start_hub(config: &Path) -> Hub {
     let cfg = central::config::load(config).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt
-        .block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            central::start(cfg, l).await
-        })
-        .unwrap();
+    let (rt, running) = start_central(cfg);
     Hub { rt, running }
 }
 
@@ -154,7 +146,7 @@ fn rand_id() -> u64 {
 fn site_agent_over_mqtts_to_the_embedded_broker_is_acknowledged_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let pki = tls_support::make(dir.path());
-    let (plain, tls) = (site_common::free_port(), site_common::free_port());
+    let (plain, tls) = (free_port(), free_port());
     let hub = start_hub(&central_toml(dir.path(), plain, tls, &pki));
 
     let site_dir = dir.path().join("site");
@@ -193,7 +185,7 @@ fn site_agent_over_mqtts_to_the_embedded_broker_is_acknowledged_end_to_end() {
 fn tls_port_refuses_untrusting_plain_and_silent_clients_without_blocking_good_ones() {
     let dir = tempfile::tempdir().unwrap();
     let pki = tls_support::make(dir.path());
-    let (plain, tls) = (site_common::free_port(), site_common::free_port());
+    let (plain, tls) = (free_port(), free_port());
     let hub = start_hub(&central_toml(dir.path(), plain, tls, &pki));
     let trusting = || {
         let pem = std::fs::read(&pki.ca).unwrap();

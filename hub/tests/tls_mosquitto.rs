@@ -3,24 +3,17 @@
 //! trust the broker's CA never connects and logs why; a plain client cannot use the TLS port.
 
 mod central_support;
+mod common;
 mod tls_support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use central_support::*;
+use common::*;
 use socer::central::{self, broker, config};
 use socer::wire::Topics;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Mosquitto with only a TLS listener on `port`, the generated password and ACL files.
 fn start_mosquitto(
@@ -28,34 +21,17 @@ fn start_mosquitto(
     port: u16,
     cfg: &config::CentralConfig,
     pki: &tls_support::Pki,
-) -> Kill {
+) -> Reaped {
     let files = dir.join("mosquitto");
     broker::write_mosquitto_files(cfg, &files).unwrap();
     let generated = std::fs::read_to_string(files.join("socer.conf")).unwrap();
     let conf = format!(
-        "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nuser root\n{generated}",
+        "cafile {}\ncertfile {}\nkeyfile {}\nuser root\n{generated}",
         pki.ca.display(),
         pki.cert.display(),
         pki.key.display()
     );
-    let path = dir.join("mosquitto.conf");
-    std::fs::write(&path, conf).unwrap();
-    let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("mosquitto is missing: run tools/install-test-deps");
-    let m = Kill(child);
-    assert!(
-        wait_until(5, || std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok()),
-        "mosquitto did not start: {}",
-        std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
-    );
-    m
+    common::start_mosquitto(dir, port, &conf)
 }
 
 fn broker_table(port: u16, ca: &Path) -> String {
@@ -69,19 +45,8 @@ fn broker_table(port: u16, ca: &Path) -> String {
 fn tls_pub(port: u16, ca: Option<&Path>, topic: &str, payload: &[u8], dir: &Path) -> bool {
     let file = dir.join("payload");
     std::fs::write(&file, payload).unwrap();
-    let mut cmd = Command::new("mosquitto_pub");
-    cmd.args([
-        "-h",
-        "localhost",
-        "-p",
-        &port.to_string(),
-        "-u",
-        "domus-1",
-        "-P",
-        PW_DOMUS,
-    ])
-    .args(["-q", "1", "-t", topic, "-f"])
-    .arg(&file);
+    let mut cmd = mosquitto_pub_cmd("localhost", port, Some(("domus-1", PW_DOMUS)));
+    cmd.args(["-t", topic, "-f"]).arg(&file);
     if let Some(ca) = ca {
         cmd.arg("--cafile").arg(ca);
     }
@@ -99,24 +64,14 @@ fn hub_over_mqtts_to_mosquitto_stores_and_acknowledges_batches() {
     let cfg = config::load(&path).unwrap();
     let _mosquitto = start_mosquitto(dir.path(), port, &cfg, &pki);
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let running = rt
-        .block_on(async {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            central::start(cfg, l).await
-        })
-        .unwrap();
+    let (rt, running) = start_central(cfg);
     let web = running.web_addr;
     assert!(
         wait_until(10, || http_get(web, "/api/v1/health", None)
             .1
             .contains("\"broker_connected\":true")),
         "the hub never connected over TLS: {}",
-        std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default()
+        std::fs::read_to_string(mosquitto_log(dir.path(), port)).unwrap_or_default()
     );
 
     let t = Topics::new("socer");
@@ -165,7 +120,7 @@ fn hub_that_does_not_trust_the_brokers_ca_stays_disconnected_and_logs_why() {
     let _mosquitto = start_mosquitto(dir.path(), port, &cfg, &pki);
 
     let log = dir.path().join("central.log");
-    let _hub = Kill(
+    let _hub = Reaped(
         Command::new(env!("CARGO_BIN_EXE_socer"))
             .args(["central", "--config"])
             .arg(&path)

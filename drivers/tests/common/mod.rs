@@ -346,3 +346,16 @@ pub fn rtu_device(devices: Devices) -> SerialStream {
     });
     master
 }
+
+/// Every reading that arrives on `rx` within `window`.
+pub async fn collect(
+    rx: &mut tokio::sync::mpsc::Receiver<socer_drivers::Reading>,
+    window: Duration,
+) -> Vec<socer_drivers::Reading> {
+    let end = tokio::time::Instant::now() + window;
+    let mut out = Vec::new();
+    while let Ok(Some(r)) = tokio::time::timeout_at(end, rx.recv()).await {
+        out.push(r);
+    }
+    out
+}

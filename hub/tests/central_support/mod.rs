@@ -1,15 +1,15 @@
-//! Shared helpers of the central hub's integration tests: a config on free ports, sealed batches,
-//! a bare HTTP GET, and the Mosquitto command-line clients (the independent peer).
+//! Shared helpers of the central hub's integration tests: a config on free ports, sealed batches
+//! and a bare HTTP GET; the generic plumbing (ports, waits, Mosquitto) is in `common`.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use socer::central::store::Incoming;
 use socer::wire::{self, Batch, Topics, WireReading};
 use socer_drivers::reading::{Quality, Values};
 
@@ -18,15 +18,36 @@ pub const KEY_IPERAL: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa998877
 pub const PW_DOMUS: &str = "pw-domus-1";
 pub const TOKEN: &str = "report-token-123";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
 pub fn key(hex_key: &str) -> Vec<u8> {
     hex::decode(hex_key).unwrap()
+}
+
+/// Grid readings of `site` every 15 minutes from `from`, `quarters` quarter-hours long, numbered
+/// from `first_seq`; the counter starts at `start_wh` and rises `wh_per_h`, on the export
+/// register when `export`, else on the import one.
+pub fn grid_readings(
+    site: &str,
+    first_seq: u64,
+    start_wh: f64,
+    from: DateTime<Utc>,
+    quarters: u32,
+    export: bool,
+    wh_per_h: f64,
+) -> Incoming {
+    let readings = (0..=quarters)
+        .map(|i| {
+            let e = start_wh + wh_per_h * f64::from(i) / 4.0;
+            let (imp, exp) = if export { (0.0, e) } else { (e, 0.0) };
+            let ts = from + chrono::Duration::minutes(15 * i64::from(i));
+            reading(first_seq + u64::from(i), "grid", ts, 0.0, imp, exp)
+        })
+        .collect();
+    Incoming {
+        site: site.into(),
+        readings,
+        received: Instant::now(),
+        dropped_through: None,
+    }
 }
 
 /// A two-site, two-substation community. `broker` is the `[broker]` table body.
@@ -205,110 +226,6 @@ pub fn json_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     let (status, body) = http_get(addr, path, None);
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
-}
-
-/// Fails the test with the install hint when the Mosquitto clients are missing.
-pub fn require_mosquitto() {
-    for tool in ["mosquitto", "mosquitto_pub", "mosquitto_sub"] {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .map(|o| o.status.success());
-        assert!(
-            matches!(found, Ok(true)),
-            "{tool} is missing: run tools/install-test-deps"
-        );
-    }
-}
-
-/// Publish with `mosquitto_pub` (QoS 1) as `user`; the payload goes through a file so that any
-/// bytes and sizes pass.
-pub fn mosquitto_pub(
-    port: u16,
-    user: &str,
-    password: &str,
-    topic: &str,
-    payload: &[u8],
-    dir: &Path,
-) {
-    let file = dir.join(format!("payload-{}", rand_suffix()));
-    std::fs::write(&file, payload).unwrap();
-    let out = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-u",
-            user,
-            "-P",
-            password,
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-f",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The first message on `topic` (retained ones included) within 5 s, with `mosquitto_sub -C 1 -W 5`.
-pub fn mosquitto_sub_one(port: u16, user: &str, password: &str, topic: &str) -> Vec<u8> {
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-u",
-            user,
-            "-P",
-            password,
-            "-t",
-            topic,
-            "-C",
-            "1",
-            "-W",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_sub saw nothing on {topic}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v = out.stdout;
-    if v.last() == Some(&b'\n') {
-        v.pop();
-    }
-    v
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Poll `cond` every 50 ms for up to `secs`.
-pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(secs) {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// The value of one Prometheus sample line (`name{labels}`), 0 when absent.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,64 +16,36 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use socer::wire::{self, Ack, Batch, Topics, WireReading};
 
+use crate::common::{free_port, start_mosquitto, wait_port, Reaped};
+
 pub const KEY: &str = "5f0c3a9e1d2b4c6a8e7f90123456789abcdef0123456789abcdef0123456789a";
 pub const SITE: &str = "t1";
 pub const COMMUNITY: &str = "test";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-pub fn wait_port(port: u16, within: Duration) -> bool {
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// A Mosquitto process; killed when dropped.
+/// A Mosquitto open to anonymous clients; killed when dropped.
 pub struct Broker {
-    child: Child,
+    _process: Reaped,
     pub port: u16,
 }
 
 impl Broker {
     pub fn start(dir: &Path, port: u16) -> Broker {
-        let conf = dir.join(format!("mosquitto-{port}.conf"));
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 0\n"),
-        )
-        .expect("write mosquitto config");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start mosquitto ({e}): run tools/install-test-deps")
-            });
-        assert!(
-            wait_port(port, Duration::from_secs(5)),
-            "mosquitto did not listen on {port}"
-        );
-        Broker { child, port }
+        let conf = "allow_anonymous true\nmax_inflight_messages 0\n";
+        Broker {
+            _process: start_mosquitto(dir, port, conf),
+            port,
+        }
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A broker on `port` and the agent of a default `SiteSpec` uplinked to it, its web API up.
+pub fn broker_and_default_agent(dir: &Path, port: u16) -> (Broker, Agent) {
+    let broker = Broker::start(dir, port);
+    let spec = SiteSpec::new(dir, port);
+    let cfg = spec.write(dir);
+    let agent = Agent::start(&cfg, spec.web_port, &dir.join("agent.log"));
+    agent.wait_web();
+    (broker, agent)
 }
 
 /// What the acker has seen.
