@@ -46,6 +46,18 @@ fn round_like_intl(x: f64) -> (String, char) {
     (format!("{sign}{}", tenths / 10), frac)
 }
 
+/// Nothing on the page may be wider than the screen: a phone must never scroll sideways.
+fn assert_fits_width(b: &mut Browser, width: u32, page: &str) {
+    let scroll = b
+        .eval("document.documentElement.scrollWidth")
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(
+        scroll <= u64::from(width),
+        "the {page} is {scroll} px wide on a {width} px screen"
+    );
+}
+
 fn group_it(int: &str) -> String {
     let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
     let mut out = String::new();
@@ -296,6 +308,7 @@ fn resident(b: &mut Browser, port: u16) -> Vec<String> {
     for w in [360, 1280] {
         b.set_width(w);
         b.screenshot(&screenshots().join(format!("resident-{w}.png")));
+        assert_fits_width(b, w, "resident page");
     }
     b.eval("localStorage.removeItem('socer.lang'), true");
     b.set_language("en-US,en;q=0.9");
@@ -458,6 +471,7 @@ fn dashboard(b: &mut Browser, port: u16, token: &str) -> Vec<String> {
     for w in [360, 1280] {
         b.set_width(w);
         b.screenshot(&screenshots().join(format!("dashboard-{w}.png")));
+        assert_fits_width(b, w, "dashboard");
     }
     failing
 }
