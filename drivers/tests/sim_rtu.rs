@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socer_drivers::decode::decode;
-use socer_drivers::sim::rtu::{crc_ok, serve_rtu, with_crc, LineConfig};
+use socer_drivers::sim::rtu::{crc_ok, serve_rtu, LineConfig};
 use socer_drivers::sim::{Corruption, Faults, SimDevice};
+use socer_drivers::transport::rtu::with_crc;
 use socer_drivers::ManualClock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::SerialStream;
@@ -34,7 +35,7 @@ fn request(unit: u8, fc: u8, address: u16, count: u16) -> Vec<u8> {
     let mut body = vec![unit, fc];
     body.extend_from_slice(&address.to_be_bytes());
     body.extend_from_slice(&count.to_be_bytes());
-    with_crc(&body)
+    with_crc(body.to_vec())
 }
 
 /// Read what arrives until `quiet` passes without a byte (or `limit` in all).
@@ -102,9 +103,9 @@ async fn rtu_exceptions_are_crc_framed() {
     let clock = ManualClock::new(t0());
     let mut port = serve(vec![(1, device(&clock, 1.0, 0.0))]);
     let (answer, _) = ask(&mut port, &request(1, 4, 0x20, 1)).await;
-    assert_eq!(answer, with_crc(&[1, 0x84, 2]));
+    assert_eq!(answer, with_crc(vec![1, 0x84, 2]));
     let (answer, _) = ask(&mut port, &request(1, 1, 0, 1)).await;
-    assert_eq!(answer, with_crc(&[1, 0x81, 1]));
+    assert_eq!(answer, with_crc(vec![1, 0x81, 1]));
 }
 
 #[tokio::test]
@@ -210,7 +211,7 @@ async fn rtu_faults_behave_as_specified() {
         exception: Some(6),
         ..Faults::default()
     });
-    assert_eq!(ask(&mut port, &req).await.0, with_crc(&[1, 0x84, 6]));
+    assert_eq!(ask(&mut port, &req).await.0, with_crc(vec![1, 0x84, 6]));
 
     dev.set_faults(Faults {
         latency: Duration::from_millis(200),

@@ -2,7 +2,9 @@
 //! computed from a physical state on each request, served over Modbus TCP and RTU with faults.
 //!
 //! It is a test peer and the demo's meters: it must never share decoding logic with the poller
-//! other than `decode::encode`, the exact inverse of what the poller uses.
+//! other than `decode::encode`, the exact inverse of what the poller uses, and the RTU CRC
+//! (`transport::rtu::crc16`, checked against the specification's example; the independent
+//! peers, pymodbus and mbpoll, check both sides of our framing).
 
 pub mod faults;
 pub mod image;

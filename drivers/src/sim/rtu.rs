@@ -10,29 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Corruption, Devices};
-
-/// Modbus CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF); sent low byte first.
-pub fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in bytes {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-/// `body` followed by its CRC, low byte first.
-pub fn with_crc(body: &[u8]) -> Vec<u8> {
-    let mut frame = body.to_vec();
-    frame.extend_from_slice(&crc16(body).to_le_bytes());
-    frame
-}
+use crate::transport::rtu::{crc16, with_crc};
 
 /// Whether `frame` ends with the CRC of what precedes it (and has room for unit, function, CRC).
 pub fn crc_ok(frame: &[u8]) -> bool {
@@ -154,7 +132,7 @@ where
         let mut body = Vec::with_capacity(pdu.len() + 1);
         body.push(unit);
         body.extend_from_slice(&pdu);
-        let mut frame = with_crc(&body);
+        let mut frame = with_crc(body);
         match reply.corrupt {
             Some(Corruption::BadCrc) => {
                 let last = frame.len() - 1;
@@ -188,7 +166,7 @@ mod tests {
     #[test]
     fn crc_matches_the_specification_example() {
         // Modbus over serial line V1.02, §6.2.2 example: 02 07 → CRC 0x1241, sent 41 12.
-        assert_eq!(with_crc(&[0x02, 0x07]), vec![0x02, 0x07, 0x41, 0x12]);
+        assert_eq!(with_crc(vec![0x02, 0x07]), vec![0x02, 0x07, 0x41, 0x12]);
         assert!(crc_ok(&[0x02, 0x07, 0x41, 0x12]));
         assert!(!crc_ok(&[0x02, 0x07, 0x12, 0x41]));
     }
@@ -216,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_request_after_noise_without_a_gap_is_still_found() {
-        let request = with_crc(&[1, 4, 0, 0, 0, 2]);
+        let request = with_crc(vec![1, 4, 0, 0, 0, 2]);
         let mut buf = vec![0xFF, 0x13, 0x00];
         buf.extend_from_slice(&request);
         assert_eq!(find_frame(&buf), Some(&request[..]));
