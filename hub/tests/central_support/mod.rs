@@ -186,40 +186,10 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str, bearer: Option<&str>) ->
         "GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    // Bodies may come chunked: keep only the JSON/text payload lines.
-    let body = if out
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(&body)
-    } else {
-        body
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    // The demo's parser: status, and the body with chunked transfer encoding undone.
+    socer::demo::http::parse(&raw).unwrap_or((0, String::new()))
 }
 
 pub fn json_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
