@@ -17,9 +17,12 @@ struct Hub {
     running: central::Running,
 }
 
-fn start_hub(dir: &Path, broker: &str) -> Hub {
+/// The hub with its embedded broker listening on `port` (and the hub's own account).
+fn start_hub(dir: &Path, port: u16) -> Hub {
+    let broker =
+        format!("listen = \"127.0.0.1:{port}\"\nusername = \"central\"\npassword = \"pw-central\"");
     let path = dir.join("central.toml");
-    std::fs::write(&path, config_text(dir, broker)).unwrap();
+    std::fs::write(&path, config_text(dir, &broker)).unwrap();
     let cfg = config::load(&path).unwrap();
     let (rt, running) = start_central(cfg);
     Hub { _rt: rt, running }
@@ -56,12 +59,7 @@ fn embedded_broker_stores_genuine_batches_and_counts_every_kind_of_bad_one() {
     require_mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let hub = start_hub(
-        dir.path(),
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nusername = \"central\"\npassword = \"pw-central\""
-        ),
-    );
+    let hub = start_hub(dir.path(), port);
     let topic = Topics::new("socer").readings("domus-1");
     let pubd =
         |payload: &[u8]| mosquitto_pub(port, "domus-1", PW_DOMUS, &topic, payload, dir.path());
@@ -168,12 +166,7 @@ fn a_gap_holds_the_ack_until_the_missing_batch_arrives() {
     require_mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let hub = start_hub(
-        dir.path(),
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nusername = \"central\"\npassword = \"pw-central\""
-        ),
-    );
+    let hub = start_hub(dir.path(), port);
     let topic = Topics::new("socer").readings("domus-1");
     let pubd =
         |payload: &[u8]| mosquitto_pub(port, "domus-1", PW_DOMUS, &topic, payload, dir.path());
@@ -201,12 +194,7 @@ fn status_and_last_will_set_the_site_state() {
     require_mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let hub = start_hub(
-        dir.path(),
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nusername = \"central\"\npassword = \"pw-central\""
-        ),
-    );
+    let hub = start_hub(dir.path(), port);
     let topic = Topics::new("socer").status("iperal");
     let online = br#"{"state":"online","version":"0.1.0","backlog":42,"clock_synced":true,
         "meters":[{"name":"grid","model":"eastron-sdm630","role":"grid","pod":"P-IPERAL","health":"ok"}]}"#;
