@@ -99,6 +99,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Longest `start` waits for the hub's own connection to the embedded broker.
+const EMBEDDED_READY_WITHIN: Duration = Duration::from_secs(5);
+
 /// Start every part of the hub on the current runtime; the web API on `listener`.
 pub async fn start(
     cfg: CentralConfig,
@@ -163,6 +166,20 @@ pub async fn start(
             })
             .await
         });
+    }
+    // The embedded broker binds on its own thread: return only once it serves the hub, so that
+    // nothing started next (sites, tests, the demo) races its listener. An external broker may be
+    // down for hours; the hub then starts anyway and its client keeps retrying.
+    if matches!(hub.cfg.broker, config::BrokerConfig::Embedded { .. }) {
+        let deadline = Instant::now() + EMBEDDED_READY_WITHIN;
+        while !hub.broker_connected.load(Ordering::Relaxed) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !hub.broker_connected.load(Ordering::Relaxed) {
+            tracing::warn!(
+                "the embedded broker did not accept the hub within {EMBEDDED_READY_WITHIN:?}; going on, the hub keeps retrying"
+            );
+        }
     }
     // A second connection publishes acks and live figures, so that they never queue behind the
     // ingest when the store applies back-pressure to the subscribing connection.
