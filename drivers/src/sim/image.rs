@@ -84,11 +84,6 @@ impl RegisterImage {
         self.live.push(map);
     }
 
-    /// Make addresses up to `end` (exclusive) readable with `function` (reading as 0 unless defined).
-    pub fn set_extent(&mut self, function: Function, end: u16) {
-        self.extent.insert(function, end);
-    }
-
     fn extend_to(&mut self, function: Function, address: u16, words: u16) {
         let end = address.saturating_add(words);
         let e = self.extent.entry(function).or_insert(0);
