@@ -301,6 +301,7 @@ mod tests {
                     meter: meter.into(),
                     pod: pod.into(),
                     role,
+                    max_power_w: 2e6,
                 },
             )
         };

@@ -169,6 +169,24 @@ pub struct MeterMap {
     pub meter: String,
     pub pod: String,
     pub role: Role,
+    /// The most the meter can physically count, W (`max_power_kw` in the file, or the default of
+    /// [`default_max_power_w`]). Counters that rise faster than this are not believed.
+    pub max_power_w: f64,
+}
+
+/// Largest `max_power_kw` a meter may be given (a 100 MW connection is far beyond any member).
+pub const MAX_METER_POWER_KW: f64 = 100_000.0;
+/// A meter's maximum power when its mapping names none: 2 MW, the upper end of a member's
+/// medium-voltage supply; production meters default to 1.5 × the peak of the plants on their POD.
+pub const DEFAULT_METER_MAX_KW: f64 = 2_000.0;
+
+/// The default maximum power of a meter of `role` on a POD whose plants sum to `plants_peak_kw`.
+pub fn default_max_power_w(role: Role, plants_peak_kw: f64) -> f64 {
+    if role == Role::Production && plants_peak_kw > 0.0 {
+        plants_peak_kw * 1.5 * 1000.0
+    } else {
+        DEFAULT_METER_MAX_KW * 1000.0
+    }
 }
 
 impl CentralConfig {
@@ -402,6 +420,8 @@ struct RawMeter {
     name: S<String>,
     pod: S<String>,
     role: S<String>,
+    #[serde(default)]
+    max_power_kw: Option<S<f64>>,
 }
 
 fn sp<T>(s: &S<T>) -> Option<Range<usize>> {
@@ -762,11 +782,32 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             ));
             Role::Storage
         });
+        let plants_peak_kw: f64 = raw
+            .plant
+            .iter()
+            .filter(|p| p.pod.get_ref() == m.pod.get_ref())
+            .map(|p| *p.peak_kw.get_ref())
+            .filter(|k| k.is_finite() && *k > 0.0)
+            .sum();
+        let max_power_w = match &m.max_power_kw {
+            Some(k) => {
+                let kw = *k.get_ref();
+                if !(kw.is_finite() && kw > 0.0 && kw <= MAX_METER_POWER_KW) {
+                    d.push(Diag::new(
+                        sp(k),
+                        format!("max_power_kw must be a number > 0 and <= {MAX_METER_POWER_KW}"),
+                    ));
+                }
+                kw * 1000.0
+            }
+            None => default_max_power_w(role, plants_peak_kw),
+        };
         meters.push(MeterMap {
             site: m.site.get_ref().clone(),
             meter: m.name.get_ref().clone(),
             pod: m.pod.get_ref().clone(),
             role,
+            max_power_w,
         });
     }
     // One grid meter per POD at most: two would double-count the exchange.
@@ -992,6 +1033,21 @@ role = "grid"
         assert_eq!(c.storage_path, PathBuf::from("/etc/socer/central.db"));
         assert!(matches!(c.broker, BrokerConfig::Embedded { .. }));
         assert_eq!(c.meters[0].role, Role::Grid);
+        assert_eq!(c.meters[0].max_power_w, DEFAULT_METER_MAX_KW * 1000.0);
+    }
+
+    #[test]
+    fn meter_max_power_defaults_from_plants_and_is_bounded() {
+        let pv = minimal() + "\n[[meter]]\nsite = \"domus-1\"\nname = \"pv\"\npod = \"IT001E00000001\"\nrole = \"production\"\n";
+        let c = parse(Path::new("c.toml"), &pv).unwrap();
+        assert_eq!(c.meters[1].max_power_w, 20.0 * 1.5 * 1000.0);
+        let set = pv.replace("role = \"grid\"", "role = \"grid\"\nmax_power_kw = 6.0");
+        let c = parse(Path::new("c.toml"), &set).unwrap();
+        assert_eq!(c.meters[0].max_power_w, 6000.0);
+        for bad in ["0.0", "-3.0", "1e30", "nan", "inf"] {
+            let t = minimal().replace("role = \"grid\"", &format!("role = \"grid\"\nmax_power_kw = {bad}"));
+            assert!(lines(&t).contains("max_power_kw must be a number > 0"), "{bad}: {}", lines(&t));
+        }
     }
 
     #[test]
