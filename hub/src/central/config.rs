@@ -241,6 +241,15 @@ pub fn check(path: &Path, text: &str) -> Vec<Diag> {
     }
 }
 
+/// Warnings about a valid config (they do not make it invalid), each a whole
+/// `FILE:LINE:COL: warning: message` line: the hours a price file leaves uncovered.
+pub fn warnings(path: &Path, text: &str) -> Vec<String> {
+    match parse(path, text) {
+        Ok(cfg) => super::report::price_warnings(&cfg),
+        Err(_) => vec![],
+    }
+}
+
 // ---- the file as written, with spans ----
 
 type S<T> = Spanned<T>;
@@ -530,16 +539,8 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             }
             if let Some(f) = &p.zonal_file {
                 let path = base.join(f.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        if let Err(e) = super::tariff::parse_price_csv(&text) {
-                            d.push(Diag::new(sp(f), format!("{}: {e}", path.display())));
-                        }
-                    }
-                    Err(e) => d.push(Diag::new(
-                        sp(f),
-                        format!("cannot read {}: {e}", path.display()),
-                    )),
+                if let Err(msg) = super::report::price_file_problem(&path) {
+                    d.push(Diag::new(sp(f), msg));
                 }
             }
             if p.zonal_eur_mwh.is_none() && p.zonal_file.is_none() {

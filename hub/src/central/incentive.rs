@@ -63,19 +63,13 @@ use serde::Serialize;
 
 use super::balance::{apportion, Balance};
 use super::energy::{Flags, Range};
-use super::tariff::{tip_eur_per_mwh, PlantTariff, Prices, TariffError};
+use super::tariff::{tip_eur_per_mwh, PlantTariff, PriceSource, Prices, TariffError};
 
 /// Errors of the incentive computation, naming the plant or hour.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum IncentiveError {
     #[error(transparent)]
     Tariff(#[from] TariffError),
-    #[error("plant `{plant}` is on POD `{pod}`, which is not in the balance")]
-    UnknownPod { plant: String, pod: String },
-    #[error(
-        "plant `{plant}` is on POD `{pod}`, whose injection the balance does not count as eligible"
-    )]
-    IneligiblePod { plant: String, pod: String },
     #[error("plant `{0}` is listed twice")]
     DuplicatePlant(String),
     #[error("plant `{plant}`: {msg}")]
@@ -101,6 +95,8 @@ pub struct IncentiveParams {
     pub prices: Prices,
     /// ARERA unit valorisation CUAf (TRASe + BTAU), €/MWh.
     pub cuaf_eur_per_mwh: f64,
+    /// Length of the balance periods (60 or 15): which price a period takes.
+    pub period_minutes: u32,
 }
 
 /// One plant in one period.
@@ -111,9 +107,14 @@ pub struct PlantPeriod {
     pub start: DateTime<Utc>,
     pub injection_mwh: u64,
     pub allotted_mwh: u64,
-    /// The zonal price of the period's hour; `None` when missing and not needed (nothing allotted).
+    /// The zonal price of the period; `None` when there is none (no file row, no fallback).
     pub pz_eur_per_mwh: Option<f64>,
+    /// Where that price came from (`fallback`: the file does not cover the period).
+    pub price_source: Option<PriceSource>,
     pub tip_eur_per_mwh: Option<f64>,
+    /// The POD's injection was not counted as eligible in this period (a plant added after the
+    /// period was settled): it is allotted nothing here.
+    pub ineligible: bool,
     pub incentive_ueur: u64,
     pub flags: Flags,
 }
@@ -127,6 +128,11 @@ pub struct SubstationMoney {
     pub allotted_mwh: u64,
     pub incentive_ueur: u64,
     pub valorisation_ueur: u64,
+    /// Something was allotted at the fallback price (the price file does not cover the period).
+    pub price_fallback: bool,
+    /// Something was to be allotted but no price exists: its incentive is left at 0 until the
+    /// price file covers the period.
+    pub price_missing: bool,
 }
 
 /// One POD in one period: its part of the money.
@@ -186,28 +192,8 @@ pub fn allot(
         .iter()
         .map(|p| (p.pod.as_str(), p.substation.as_str()))
         .collect();
-    let ineligible: std::collections::BTreeSet<&str> = balance
-        .pods
-        .iter()
-        .filter(|x| !x.eligible_injection)
-        .map(|x| x.pod.as_str())
-        .collect();
-    for p in plants {
-        if !pod_sub.contains_key(p.pod.as_str()) {
-            return Err(IncentiveError::UnknownPod {
-                plant: p.id.clone(),
-                pod: p.pod.clone(),
-            });
-        }
-        // Shared energy counts only eligible injection: a plant elsewhere would be paid on
-        // energy the balance never counted.
-        if ineligible.contains(p.pod.as_str()) {
-            return Err(IncentiveError::IneligiblePod {
-                plant: p.id.clone(),
-                pod: p.pod.clone(),
-            });
-        }
-    }
+    // A plant whose POD has no period in the balance (no data in the range) gets no period
+    // rows; the report shows it at 0 with `no_data`. It never stops the others' figures.
     let mut order: Vec<&Plant> = plants.iter().collect();
     order.sort_by(|a, b| {
         a.commissioned
@@ -238,8 +224,18 @@ pub fn allot(
             .collect();
         let mut injection: BTreeMap<&str, u64> = BTreeMap::new();
         let mut flags_of: BTreeMap<&str, Flags> = BTreeMap::new();
+        let mut ineligible: std::collections::BTreeSet<&str> = Default::default();
         for &i in rows {
             let pod = &balance.pods[i];
+            if !pod.eligible_injection {
+                // Shared energy counts only eligible injection: a plant here would be paid on
+                // energy the balance never counted.
+                for p in here.iter().filter(|p| p.pod == pod.pod) {
+                    ineligible.insert(p.id.as_str());
+                    flags_of.insert(p.id.as_str(), pod.flags);
+                }
+                continue;
+            }
             let on_pod: Vec<&Plant> = here.iter().copied().filter(|p| p.pod == pod.pod).collect();
             let weights: Vec<u64> = on_pod
                 .iter()
@@ -255,11 +251,12 @@ pub fn allot(
                 flags_of.insert(p.id.as_str(), pod.flags);
             }
         }
-        // A missing price only matters when there is something to pay on.
-        let pz = if s.shared_mwh > 0 && !here.is_empty() {
-            Some(params.prices.pz_at(s.start)?)
-        } else {
-            params.prices.pz_at(s.start).ok()
+        // A bad price is an error only when there is something to pay on; a missing one leaves
+        // the period unpaid and flagged.
+        let pz = match params.prices.pz_for(s.start, params.period_minutes) {
+            Ok(pz) => pz,
+            Err(e) if s.shared_mwh > 0 && !here.is_empty() => return Err(e.into()),
+            Err(_) => None,
         };
         let mut left = s.shared_mwh;
         let mut incentive_sub = 0u64;
@@ -267,7 +264,7 @@ pub fn allot(
             let inj = injection.get(p.id.as_str()).copied().unwrap_or(0);
             let allotted = left.min(inj);
             left -= allotted;
-            let tip = pz.map(|pz| tip_eur_per_mwh(&p.tariff, pz));
+            let tip = pz.map(|pz| tip_eur_per_mwh(&p.tariff, pz.eur_per_mwh));
             let incentive_ueur = tip.map_or(0, |tip| eur_per_mwh_times(tip, allotted));
             incentive_sub += incentive_ueur;
             out.plants.push(PlantPeriod {
@@ -276,8 +273,10 @@ pub fn allot(
                 start: s.start,
                 injection_mwh: inj,
                 allotted_mwh: allotted,
-                pz_eur_per_mwh: pz,
+                pz_eur_per_mwh: pz.map(|x| x.eur_per_mwh),
+                price_source: pz.map(|x| x.source),
                 tip_eur_per_mwh: tip,
+                ineligible: ineligible.contains(p.id.as_str()),
                 incentive_ueur,
                 flags: flags_of
                     .get(p.id.as_str())
@@ -286,13 +285,17 @@ pub fn allot(
             });
         }
         let valorisation = eur_per_mwh_times(params.cuaf_eur_per_mwh, s.shared_mwh);
+        let allotted_sub = s.shared_mwh - left;
         out.substations.push(SubstationMoney {
             substation: s.substation.clone(),
             start: s.start,
             shared_mwh: s.shared_mwh,
-            allotted_mwh: s.shared_mwh - left,
+            allotted_mwh: allotted_sub,
             incentive_ueur: incentive_sub,
             valorisation_ueur: valorisation,
+            price_fallback: allotted_sub > 0
+                && pz.map(|x| x.source) == Some(PriceSource::Fallback),
+            price_missing: allotted_sub > 0 && pz.is_none(),
         });
         let cons: Vec<u64> = rows
             .iter()
@@ -378,6 +381,10 @@ pub struct CommunityMonth {
     pub estimated_periods: usize,
     pub incomplete_periods: usize,
     pub counter_reset_periods: usize,
+    /// Periods paid at `[prices] zonal_eur_mwh` because the price file does not cover them.
+    pub price_fallback_periods: usize,
+    /// Periods with shared energy but no price at all (no file row, no fallback): unpaid here.
+    pub price_missing_periods: usize,
 }
 
 /// One substation over the report range.
@@ -413,6 +420,12 @@ pub struct PlantMonth {
     pub social_ueur: u64,
     pub estimated_periods: usize,
     pub incomplete_periods: usize,
+    /// Its POD has no data in the range: every figure is 0, and that is why.
+    pub no_data: bool,
+    pub price_fallback_periods: usize,
+    pub price_missing_periods: usize,
+    /// Periods its POD's injection was not counted as eligible (settled before it was listed).
+    pub ineligible_periods: usize,
 }
 
 /// One of the two sets of plants the social part is computed on.
@@ -447,6 +460,25 @@ pub struct MemberMonth {
 pub struct FlaggedPeriod {
     pub start: DateTime<Utc>,
     pub flags: Flags,
+    /// Some shared energy of the period was paid at the fallback price.
+    pub price_fallback: bool,
+    /// Some shared energy of the period has no price (left unpaid).
+    pub price_missing: bool,
+}
+
+impl FlaggedPeriod {
+    /// `estimated|counter_reset|incomplete|price_fallback|price_missing`, those that apply.
+    pub fn label(&self) -> String {
+        let mut parts = vec![self.flags.label()];
+        if self.price_fallback {
+            parts.push("price_fallback".into());
+        }
+        if self.price_missing {
+            parts.push("price_missing".into());
+        }
+        parts.retain(|p| !p.is_empty());
+        parts.join("|")
+    }
 }
 
 /// The monthly report: serialize for JSON, [`report_csv`] for CSV.
@@ -454,6 +486,9 @@ pub struct FlaggedPeriod {
 pub struct MonthlyReport {
     pub label: String,
     pub range: Range,
+    /// Why these figures may still change (`None`: final). A month's social part is provisional
+    /// because the GSE settles the 55 %/45 % excess over the calendar year.
+    pub provisional: Option<String>,
     pub cuaf_eur_per_mwh: f64,
     pub community: CommunityMonth,
     pub substations: Vec<SubstationMonth>,
@@ -500,6 +535,18 @@ pub fn monthly_report(
         ..CommunityMonth::default()
     };
     let mut flagged = Vec::new();
+    let mut price_fallback = std::collections::BTreeSet::new();
+    let mut price_missing = std::collections::BTreeSet::new();
+    for s in &a.substations {
+        if s.price_fallback {
+            price_fallback.insert(s.start);
+        }
+        if s.price_missing {
+            price_missing.insert(s.start);
+        }
+    }
+    community.price_fallback_periods = price_fallback.len();
+    community.price_missing_periods = price_missing.len();
     for c in &b.community {
         community.injection_mwh += c.injection_mwh;
         community.eligible_injection_mwh += c.eligible_injection_mwh;
@@ -510,10 +557,16 @@ pub fn monthly_report(
         community.estimated_periods += usize::from(c.flags.estimated);
         community.incomplete_periods += usize::from(c.flags.incomplete);
         community.counter_reset_periods += usize::from(c.flags.counter_reset);
-        if c.flags.any() {
+        let (fallback, missing) = (
+            price_fallback.contains(&c.start),
+            price_missing.contains(&c.start),
+        );
+        if c.flags.any() || fallback || missing {
             flagged.push(FlaggedPeriod {
                 start: c.start,
                 flags: c.flags,
+                price_fallback: fallback,
+                price_missing: missing,
             });
         }
     }
@@ -567,6 +620,16 @@ pub fn monthly_report(
             social_ueur: 0,
             estimated_periods: periods.iter().filter(|x| x.flags.estimated).count(),
             incomplete_periods: periods.iter().filter(|x| x.flags.incomplete).count(),
+            no_data: periods.is_empty(),
+            price_fallback_periods: periods
+                .iter()
+                .filter(|x| x.allotted_mwh > 0 && x.price_source == Some(PriceSource::Fallback))
+                .count(),
+            price_missing_periods: periods
+                .iter()
+                .filter(|x| x.allotted_mwh > 0 && x.price_source.is_none())
+                .count(),
+            ineligible_periods: periods.iter().filter(|x| x.ineligible).count(),
         });
     }
     let mut social_sets = Vec::new();
@@ -636,6 +699,7 @@ pub fn monthly_report(
     Ok(MonthlyReport {
         label: label.to_string(),
         range,
+        provisional: None,
         cuaf_eur_per_mwh: params.cuaf_eur_per_mwh,
         community,
         substations: subs.into_values().collect(),
@@ -664,6 +728,175 @@ pub fn social_part(
     // Rounded half up; num ≤ den, so the result ≤ incentive.
     let social = ((u128::from(incentive_ueur) * num * 2 + den) / (2 * den)) as u64;
     (excess, social)
+}
+
+/// A plant's yearly social part next to the sum of its monthly (provisional) ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlantYear {
+    pub plant: String,
+    pub social_threshold_pct: u8,
+    /// Its share of its set's excess and social part computed over the year (what the GSE settles).
+    pub excess_mwh: u64,
+    pub social_ueur: u64,
+    /// The same figures as the sum of the twelve monthly reports (provisional, for comparison).
+    pub monthly_excess_mwh: u64,
+    pub monthly_social_ueur: u64,
+}
+
+/// One month of the year as its monthly report gave it (provisional).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonthSocial {
+    pub month: String,
+    pub range: Range,
+    pub allotted_mwh: u64,
+    pub incentive_ueur: u64,
+    pub social_ueur: u64,
+    pub social_sets: Vec<SocialSet>,
+}
+
+/// A calendar year: the whole report computed over the year (the social part as the GSE settles
+/// it), each month's provisional social part, and per plant the two views side by side.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct YearlyReport {
+    pub year: i32,
+    #[serde(flatten)]
+    pub report: MonthlyReport,
+    pub months: Vec<MonthSocial>,
+    pub plants_yearly_vs_monthly: Vec<PlantYear>,
+}
+
+/// The report of a calendar year in `tz` (months in local time). Energy, incentive and
+/// valorisation are the sums of the periods, as in the months; the social part is computed once
+/// over the year per set of plants (GSE: "quota annuale di energia eccedentaria, calcolata
+/// aggregando gli impianti in due insiemi"), which is never more excess energy than the sum of the
+/// months' (max(0, Σ x) ≤ Σ max(0, x)). `None` for a year `month_range` cannot represent.
+pub fn yearly_report<Tz: TimeZone>(
+    year: i32,
+    tz: &Tz,
+    balance: &Balance,
+    plants: &[Plant],
+    params: &IncentiveParams,
+) -> Option<Result<YearlyReport, IncentiveError>> {
+    let first = month_range(year, 1, tz)?;
+    let last = month_range(year, 12, tz)?;
+    let range = Range {
+        from: first.from,
+        to: last.to,
+    };
+    let whole = match monthly_report(&year.to_string(), range, balance, plants, params) {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut months = Vec::with_capacity(12);
+    let mut monthly: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for m in 1..=12 {
+        let r = month_range(year, m, tz)?;
+        let label = format!("{year:04}-{m:02}");
+        let mr = match monthly_report(&label, r, balance, plants, params) {
+            Ok(x) => x,
+            Err(e) => return Some(Err(e)),
+        };
+        for p in &mr.plants {
+            let e = monthly.entry(p.plant.clone()).or_default();
+            e.0 += p.excess_mwh;
+            e.1 += p.social_ueur;
+        }
+        months.push(MonthSocial {
+            month: label,
+            range: r,
+            allotted_mwh: mr.plants.iter().map(|p| p.allotted_mwh).sum(),
+            incentive_ueur: mr.community.incentive_ueur,
+            social_ueur: mr.community.social_ueur,
+            social_sets: mr.social_sets,
+        });
+    }
+    let plants_yearly_vs_monthly = whole
+        .plants
+        .iter()
+        .map(|p| {
+            let (me, ms) = monthly.get(&p.plant).copied().unwrap_or_default();
+            PlantYear {
+                plant: p.plant.clone(),
+                social_threshold_pct: p.social_threshold_pct,
+                excess_mwh: p.excess_mwh,
+                social_ueur: p.social_ueur,
+                monthly_excess_mwh: me,
+                monthly_social_ueur: ms,
+            }
+        })
+        .collect();
+    Some(Ok(YearlyReport {
+        year,
+        report: whole,
+        months,
+        plants_yearly_vs_monthly,
+    }))
+}
+
+/// The yearly CSV: the report's rows (see the module doc) over the year, then one `month` row per
+/// month (id = `YYYY-MM`, shared_kwh = allotted, incentive and its provisional social part) and
+/// one `plant_monthly_sum` row per plant (social_eur = the sum of its monthly social parts,
+/// flags = `excess_kwh=…`), so the yearly and monthly views can be compared.
+pub fn yearly_csv(y: &YearlyReport) -> String {
+    let mut out = report_csv(&y.report);
+    let row = |out: &mut String, cells: [String; 17]| {
+        let line: Vec<String> = cells.iter().map(|s| csv_cell(s)).collect();
+        let _ = writeln!(out, "{}", line.join(","));
+    };
+    for m in &y.months {
+        let mut cells: [String; 17] = Default::default();
+        cells[0] = "month".into();
+        cells[1] = m.month.clone();
+        cells[6] = kwh(m.allotted_mwh);
+        cells[9] = eur(m.incentive_ueur);
+        cells[13] = eur(m.social_ueur);
+        cells[16] = "provisional".into();
+        row(&mut out, cells);
+    }
+    for p in &y.plants_yearly_vs_monthly {
+        let mut cells: [String; 17] = Default::default();
+        cells[0] = "plant_monthly_sum".into();
+        cells[1] = p.plant.clone();
+        cells[13] = eur(p.monthly_social_ueur);
+        cells[16] = format!("excess_kwh={}", kwh(p.monthly_excess_mwh));
+        row(&mut out, cells);
+    }
+    out
+}
+
+fn community_flags(r: &MonthlyReport) -> String {
+    let c = &r.community;
+    let mut parts = Vec::new();
+    if c.unallotted_mwh > 0 {
+        parts.push(format!("unallotted_kwh={}", kwh(c.unallotted_mwh)));
+    }
+    if r.provisional.is_some() {
+        parts.push("provisional".into());
+    }
+    if c.price_fallback_periods > 0 {
+        parts.push(format!("price_fallback_periods={}", c.price_fallback_periods));
+    }
+    if c.price_missing_periods > 0 {
+        parts.push(format!("price_missing_periods={}", c.price_missing_periods));
+    }
+    parts.join("|")
+}
+
+fn plant_flags(p: &PlantMonth) -> String {
+    let mut parts = vec![format!("social_threshold={}%", p.social_threshold_pct)];
+    if p.no_data {
+        parts.push("no_data".into());
+    }
+    for (n, what) in [
+        (p.price_fallback_periods, "price_fallback_periods"),
+        (p.price_missing_periods, "price_missing_periods"),
+        (p.ineligible_periods, "ineligible_periods"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{what}={n}"));
+        }
+    }
+    parts.join("|")
 }
 
 /// The CSV report; see the module doc for the columns.
@@ -698,11 +931,7 @@ pub fn report_csv(r: &MonthlyReport) -> String {
             eur(c.social_ueur),
             c.estimated_periods.to_string(),
             c.incomplete_periods.to_string(),
-            if c.unallotted_mwh > 0 {
-                format!("unallotted_kwh={}", kwh(c.unallotted_mwh))
-            } else {
-                e()
-            },
+            community_flags(r),
         ],
     );
     for s in &r.substations {
@@ -749,7 +978,7 @@ pub fn report_csv(r: &MonthlyReport) -> String {
                 eur(p.social_ueur),
                 p.estimated_periods.to_string(),
                 p.incomplete_periods.to_string(),
-                format!("social_threshold={}%", p.social_threshold_pct),
+                plant_flags(p),
             ],
         );
     }
@@ -805,7 +1034,7 @@ pub fn report_csv(r: &MonthlyReport) -> String {
         let mut cells: [String; 17] = Default::default();
         cells[0] = "period".into();
         cells[1] = f.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        cells[16] = f.flags.label();
+        cells[16] = f.label();
         row(&mut out, cells);
     }
     out
@@ -875,26 +1104,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn plants_that_do_not_match_the_balance_are_refused() {
-        let params = IncentiveParams {
-            prices: Prices::Constant(100.0),
+    fn constant(pz: f64) -> IncentiveParams {
+        IncentiveParams {
+            prices: Prices::Constant(pz),
             cuaf_eur_per_mwh: 11.22,
+            period_minutes: 60,
+        }
+    }
+
+    #[test]
+    fn a_plant_without_data_is_zero_with_a_flag_and_the_others_are_still_paid() {
+        // Q has no period in the balance: its row is all zeros with `no_data`; x on P is paid
+        // 500 mWh × 130 €/MWh = 65 µ€ as if Q did not exist.
+        let range = Range {
+            from: Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).single().unwrap_or_default(),
+            to: Utc.with_ymd_and_hms(2024, 7, 1, 0, 0, 0).single().unwrap_or_default(),
         };
-        assert_eq!(
-            allot(&one_pod(false), &[plant("x", "P")], &params),
-            Err(IncentiveError::IneligiblePod {
-                plant: "x".into(),
-                pod: "P".into()
-            })
-        );
-        assert_eq!(
-            allot(&one_pod(true), &[plant("x", "Q")], &params),
-            Err(IncentiveError::UnknownPod {
-                plant: "x".into(),
-                pod: "Q".into()
-            })
-        );
+        let r = monthly_report("m", range, &one_pod(true), &[plant("x", "P"), plant("q", "Q")], &constant(100.0));
+        let Ok(r) = r else { panic!("{r:?}") };
+        let row = |id: &str| r.plants.iter().find(|p| p.plant == id).cloned();
+        let q = row("q").map(|p| (p.no_data, p.injection_mwh, p.allotted_mwh, p.incentive_ueur));
+        assert_eq!(q, Some((true, 0, 0, 0)));
+        let x = row("x").map(|p| (p.no_data, p.allotted_mwh, p.incentive_ueur));
+        assert_eq!(x, Some((false, 500, 65)));
+        assert!(report_csv(&r).lines().any(|l| l.starts_with("plant,q,") && l.ends_with("social_threshold=55%|no_data")));
+    }
+
+    #[test]
+    fn a_plant_on_a_pod_settled_as_ineligible_gets_nothing_there_and_says_so() {
+        let a = allot(&one_pod(false), &[plant("x", "P")], &constant(100.0));
+        let got: Vec<(u64, u64, bool)> = a
+            .unwrap_or_default()
+            .plants
+            .iter()
+            .map(|p| (p.injection_mwh, p.allotted_mwh, p.ineligible))
+            .collect();
+        assert_eq!(got, vec![(0, 0, true)]);
+    }
+
+    #[test]
+    fn plants_that_are_malformed_are_refused() {
+        let params = constant(100.0);
         assert_eq!(
             allot(&one_pod(true), &[plant("x", "P"), plant("x", "P")], &params),
             Err(IncentiveError::DuplicatePlant("x".into()))
@@ -922,10 +1172,7 @@ mod tests {
         let mut old = plant("old", "P");
         old.tariff.power_kw = 30.0;
         old.commissioned = NaiveDate::from_ymd_opt(2023, 1, 1).unwrap_or_default();
-        let params = IncentiveParams {
-            prices: Prices::Constant(100.0),
-            cuaf_eur_per_mwh: 11.22,
-        };
+        let params = constant(100.0);
         let a = allot(&one_pod(true), &[plant("new", "P"), old], &params).unwrap_or_default();
         let got: Vec<(&str, u64, u64)> = a
             .plants
