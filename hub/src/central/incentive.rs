@@ -1067,6 +1067,7 @@ mod tests {
 
     use crate::central::balance::{community_balance, PodPeriod, PodSeries};
     use crate::central::tariff::{Region, Technology};
+    use proptest::prelude::*;
 
     fn one_pod(eligible: bool) -> Balance {
         let start = Utc
@@ -1229,5 +1230,205 @@ mod tests {
             december.map(|r| Some(r.to)),
             Some(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).single())
         );
+    }
+
+    // ---- the yearly settlement of the social part ----
+
+    const KWH: u64 = 1_000_000; // mWh
+
+    /// 12:00 UTC on the 10th of `month` 2026 (inside that local month in Italy).
+    fn mid(month: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, month, 10, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    /// One hour per month: a POD `pod` (its plant's) injecting, and a consumer `c{pod}` in the
+    /// same substation `s{pod}` withdrawing, for each (month, injection, withdrawal).
+    fn pod_pair(pod: &str, hours: &[(u32, u64, u64)]) -> Vec<PodSeries> {
+        let period = |(m, inj, wd): (u32, u64, u64)| PodPeriod {
+            start: mid(m),
+            injection_mwh: inj,
+            withdrawal_mwh: wd,
+            production_mwh: None,
+            consumption_mwh: None,
+            flags: Flags::NONE,
+            prod_cons_flags: Flags::NONE,
+        };
+        let sub = format!("s{pod}");
+        vec![
+            PodSeries {
+                pod: pod.into(),
+                member: pod.into(),
+                substation: sub.clone(),
+                eligible_injection: true,
+                periods: hours.iter().map(|&(m, inj, _)| period((m, inj, 0))).collect(),
+            },
+            PodSeries {
+                pod: format!("c{pod}"),
+                member: format!("c{pod}"),
+                substation: sub,
+                eligible_injection: false,
+                periods: hours.iter().map(|&(m, _, wd)| period((m, 0, wd))).collect(),
+            },
+        ]
+    }
+
+    fn grant_plant(id: &str, pod: &str, grant_share: f64) -> Plant {
+        let mut p = plant(id, pod);
+        p.tariff.grant_share = grant_share;
+        p
+    }
+
+    fn year(b: &Balance, plants: &[Plant], params: &IncentiveParams) -> YearlyReport {
+        match yearly_report(2026, &chrono_tz::Europe::Rome, b, plants, params) {
+            Some(Ok(y)) => y,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn plant_year(y: &YearlyReport, id: &str) -> Option<(u64, u64, u64, u64)> {
+        y.plants_yearly_vs_monthly
+            .iter()
+            .find(|p| p.plant == id)
+            .map(|p| (p.excess_mwh, p.social_ueur, p.monthly_excess_mwh, p.monthly_social_ueur))
+    }
+
+    #[test]
+    fn yearly_excess_differs_from_the_sum_of_months_per_plant() {
+        // Pz 100 €/MWh. Plant a (10 kW PV, Lombardia, no grant, 55 % set): TIP 80 + 80 = 160 →
+        // cap 120, + 10 = 130 €/MWh. Plant b (same, 20 % grant, 45 % set): F = 0.5 × 0.2 / 0.4 =
+        // 0.25, TIP 130 × 0.75 = 97.5 €/MWh. Each in its own substation with its own consumer.
+        //
+        // a: January injects 100 kWh, its consumer takes 80 → allotted 80, threshold 55 % × 100
+        //    = 55, excess 25 kWh, social 25 kWh × 0.130 €/kWh = 3.25 €.
+        //    February injects 100, consumer 30 → allotted 30 < 55: excess 0.
+        //    Monthly view: 25 kWh, 3.25 €. Year: allotted 110 = 55 % × 200 → excess 0, social 0.
+        // b: January 100 / 60 → excess 60 − 45 = 15 kWh, 15 × 0.0975 = 1.4625 €;
+        //    February 100 / 50 → excess 5 kWh, 0.4875 €. Monthly view: 20 kWh, 1.95 €.
+        //    Year: allotted 110 − 45 % × 200 = 20 kWh, social 20 × 0.0975 = 1.95 €: the same.
+        let mut pods = pod_pair("A", &[(1, 100 * KWH, 80 * KWH), (2, 100 * KWH, 30 * KWH)]);
+        pods.extend(pod_pair("B", &[(1, 100 * KWH, 60 * KWH), (2, 100 * KWH, 50 * KWH)]));
+        let b = community_balance(&pods);
+        let plants = [plant("a", "A"), grant_plant("b", "B", 0.20)];
+        let y = year(&b, &plants, &constant(100.0));
+        assert_eq!(plant_year(&y, "a"), Some((0, 0, 25 * KWH, 3_250_000)));
+        assert_eq!(plant_year(&y, "b"), Some((20 * KWH, 1_950_000, 20 * KWH, 1_950_000)));
+        // The year's community figure is the yearly one: 1.95 €, where the months add 5.20 €.
+        assert_eq!(y.report.community.social_ueur, 1_950_000);
+        let monthly: u64 = y.months.iter().map(|m| m.social_ueur).sum();
+        assert_eq!(monthly, 5_200_000);
+        // Energy and incentive add up month by month: a 110 kWh × 0.130 = 14.30 €, b 110 × 0.0975
+        // = 10.725 €.
+        assert_eq!(y.report.community.incentive_ueur, 14_300_000 + 10_725_000);
+        assert_eq!(y.months.iter().map(|m| m.incentive_ueur).sum::<u64>(), 25_025_000);
+        let csv = yearly_csv(&y);
+        assert!(csv.lines().any(|l| l == "plant_monthly_sum,a,,,,,,,,,,,,3.25,,,excess_kwh=25.000"), "{csv}");
+        assert!(csv.lines().any(|l| l.starts_with("plant,a,") && l.contains(",0.00,")), "{csv}");
+        // January: allotted 80 + 60 = 140 kWh, incentive 10.40 + 5.85 = 16.25 €, provisional
+        // social 3.25 + 1.4625 = 4.7125 → 4.71 €.
+        assert!(csv.lines().any(|l| l == "month,2026-01,,,,,140.000,,,16.25,,,,4.71,,,provisional"), "{csv}");
+    }
+
+    #[test]
+    fn within_one_set_a_plant_can_owe_more_yearly_than_its_months_said() {
+        // One 55 % set, two plants of the same tariff (130 €/MWh at Pz 100), own substations.
+        // January: p injects 100 kWh, allotted 100 → set excess 100 − 55 = 45 kWh, all of it p's
+        //          (pro rata of allotted: q has 0). q injects nothing.
+        // February: p nothing; q injects 100, allotted 50 → set 50 < 55: no excess.
+        // Monthly view: p 45 kWh, q 0. Year: set allotted 150, injection 200, excess 150 − 110
+        // = 40 kWh, split by yearly allotment 100 : 50 → p 26.667, q 13.333 kWh. So per plant the
+        // yearly figure is not bounded by the monthly ones (q: 13.333 > 0); only the set's is
+        // (40 ≤ 45).
+        let mut pods = pod_pair("P", &[(1, 100 * KWH, 100 * KWH), (2, 0, 0)]);
+        pods.extend(pod_pair("Q", &[(1, 0, 0), (2, 100 * KWH, 50 * KWH)]));
+        let b = community_balance(&pods);
+        let y = year(&b, &[plant("p", "P"), plant("q", "Q")], &constant(100.0));
+        let ex = |id| plant_year(&y, id).map(|x| (x.0, x.2));
+        // Largest remainder: 40e6 × 100/150 = 26,666,666.67 → 26,666,667; 13,333,333.
+        assert_eq!(ex("p"), Some((26_666_667, 45 * KWH)));
+        assert_eq!(ex("q"), Some((13_333_333, 0)));
+    }
+
+    #[test]
+    fn with_varying_prices_the_yearly_social_part_can_exceed_the_months() {
+        // Plant a (55 %). January Pz 200: TIP 80 + 0 = 80, + 10 = 90 €/MWh; injects 100 kWh, all
+        // allotted: excess 45 kWh → 45 × 0.090 = 4.05 €.
+        // February Pz 100: TIP 130; injects 1,000 kWh, 549 allotted: 549 < 550, no excess.
+        // Year: allotted 649, injection 1,100, excess 649 − 605 = 44 kWh (≤ 45), but at the
+        // year's average tariff: incentive 9.00 + 71.37 = 80.37 €, social 80.37 × 44 / 649
+        // = 5.448813… € → 5,448,814 µ€ > 4,050,000. So only energy is bounded by the months.
+        let pods = pod_pair("A", &[(1, 100 * KWH, 100 * KWH), (2, 1000 * KWH, 549 * KWH)]);
+        let b = community_balance(&pods);
+        let prices: BTreeMap<DateTime<Utc>, f64> = [(mid(1), 200.0), (mid(2), 100.0)].into();
+        let params = IncentiveParams {
+            prices: Prices::hourly(prices),
+            cuaf_eur_per_mwh: 11.22,
+            period_minutes: 60,
+        };
+        let y = year(&b, &[plant("a", "A")], &params);
+        assert_eq!(plant_year(&y, "a"), Some((44 * KWH, 5_448_814, 45 * KWH, 4_050_000)));
+    }
+
+    fn arb_year() -> impl Strategy<Value = (Vec<(u32, u64, u64)>, Vec<(u32, u64, u64)>)> {
+        let months = || {
+            prop::collection::vec((1u32..=12, 0u64..=500, 0u64..=500), 1..12).prop_map(|v| {
+                // One hour per month at most; energies in steps of 20 Wh (20,000 mWh), so every
+                // threshold (55 %, 45 %) and tariff (130, 97.5 €/MWh) product is a whole µ€.
+                let mut by_month = BTreeMap::new();
+                for (m, i, w) in v {
+                    by_month.insert(m, (m, i * 20_000, w * 20_000));
+                }
+                by_month.into_values().collect::<Vec<_>>()
+            })
+        };
+        (months(), months())
+    }
+
+    proptest::proptest! {
+        /// Derivation: per set, with d_m = allotted_m − t · injection_m, the year's excess is
+        /// max(0, Σ d_m) and the months' Σ max(0, d_m); max(0, ·) is subadditive, so year ≤ months
+        /// (equal when no month is under the threshold). Money follows only at one tariff (then
+        /// social = tariff × excess): one plant per set and a constant price here; with varying
+        /// prices see `with_varying_prices_the_yearly_social_part_can_exceed_the_months`.
+        #[test]
+        fn yearly_excess_never_exceeds_the_sum_of_monthly_excesses((a, b) in arb_year()) {
+            let mut pods = pod_pair("A", &a);
+            pods.extend(pod_pair("B", &b));
+            let bal = community_balance(&pods);
+            let plants = [plant("a", "A"), grant_plant("b", "B", 0.20)];
+            let y = year(&bal, &plants, &constant(100.0));
+            for p in &y.plants_yearly_vs_monthly {
+                proptest::prop_assert!(p.excess_mwh <= p.monthly_excess_mwh, "{p:?}");
+                proptest::prop_assert!(p.social_ueur <= p.monthly_social_ueur, "{p:?}");
+            }
+            // Energy and incentive are additive: the year is the sum of its months.
+            let months_incentive: u64 = y.months.iter().map(|m| m.incentive_ueur).sum();
+            proptest::prop_assert_eq!(y.report.community.incentive_ueur, months_incentive);
+            let months_allotted: u64 = y.months.iter().map(|m| m.allotted_mwh).sum();
+            proptest::prop_assert_eq!(y.report.plants.iter().map(|p| p.allotted_mwh).sum::<u64>(), months_allotted);
+            proptest::prop_assert!(y.report.community.social_ueur <= y.report.community.incentive_ueur);
+        }
+
+        /// The same bound per set with any energies (not multiples) and plants sharing a set:
+        /// each month's excess is rounded down to the mWh, so the sum of twelve can lose up to
+        /// 11 mWh against the year's single rounding.
+        #[test]
+        fn a_sets_yearly_excess_is_bounded_by_its_months_up_to_rounding(
+            a in prop::collection::vec((1u32..=12, 0u64..10_000_000, 0u64..10_000_000), 1..12),
+            b in prop::collection::vec((1u32..=12, 0u64..10_000_000, 0u64..10_000_000), 1..12),
+        ) {
+            let dedup = |v: Vec<(u32, u64, u64)>| v.into_iter().map(|x| (x.0, x)).collect::<BTreeMap<_, _>>().into_values().collect::<Vec<_>>();
+            let mut pods = pod_pair("A", &dedup(a));
+            pods.extend(pod_pair("B", &dedup(b)));
+            let bal = community_balance(&pods);
+            let mut big = plant("b", "B");
+            big.tariff.power_kw = 900.0;
+            let y = year(&bal, &[plant("a", "A"), big], &constant(100.0));
+            for set in &y.report.social_sets {
+                let months: u64 = y.months.iter().flat_map(|m| &m.social_sets).filter(|g| g.threshold_pct == set.threshold_pct).map(|g| g.excess_mwh).sum();
+                proptest::prop_assert!(set.excess_mwh <= months + 11, "{} > {}", set.excess_mwh, months);
+            }
+        }
     }
 }
