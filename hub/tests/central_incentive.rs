@@ -48,7 +48,10 @@ fn hub(
 ) -> (tokio::runtime::Runtime, socer::central::Running) {
     let path = dir.join("central.toml");
     let text = config_text(dir, &format!("listen = \"127.0.0.1:{}\"", free_port()))
-        .replace("[prices]\nzonal_eur_mwh = 100.0\n", &format!("[prices]\n{prices}\n"))
+        .replace(
+            "[prices]\nzonal_eur_mwh = 100.0\n",
+            &format!("[prices]\n{prices}\n"),
+        )
         .replace(
             "longitude = 9.87\n",
             &format!("longitude = 9.87\nperiod_minutes = {period_minutes}\n"),
@@ -169,13 +172,26 @@ fn months_and_years_out_of_range_or_malformed_are_400_never_500() {
         let j: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(j["error"].is_string(), "{q}: {body}");
     }
-    for f in ["0000-01.csv", "9999-12.json", "0000.csv", "9999.json", "2019.csv", "x.csv"] {
+    for f in [
+        "0000-01.csv",
+        "9999-12.json",
+        "0000.csv",
+        "9999.json",
+        "2019.csv",
+        "x.csv",
+    ] {
         let (status, body) = http_get(web, &format!("/api/v1/report/{f}"), Some(TOKEN));
         assert_eq!(status, 400, "{f}: {body}");
     }
     // The edges of the range answer.
-    assert_eq!(http_get(web, "/api/v1/incentive?month=2020-01", None).0, 200);
-    assert_eq!(http_get(web, "/api/v1/incentive?month=2100-12", None).0, 200);
+    assert_eq!(
+        http_get(web, "/api/v1/incentive?month=2020-01", None).0,
+        200
+    );
+    assert_eq!(
+        http_get(web, "/api/v1/incentive?month=2100-12", None).0,
+        200
+    );
     assert_eq!(http_get(web, "/api/v1/incentive?year=2100", None).0, 200);
 }
 
@@ -266,7 +282,10 @@ fn the_yearly_figures_answer_in_json_and_csv_beside_the_months() {
     assert_eq!(y["months"][5]["incentive_ueur"], 130_000);
     let vs = y["plants_yearly_vs_monthly"].as_array().unwrap();
     assert_eq!(vs.len(), 2);
-    assert!(y.get("members").is_none(), "the public answer has no per-member data");
+    assert!(
+        y.get("members").is_none(),
+        "the public answer has no per-member data"
+    );
     // The year is provisional until it is over (local time).
     let over = Utc::now() >= Utc.with_ymd_and_hms(2026, 12, 31, 23, 0, 0).unwrap();
     assert_eq!(y["provisional"], !over, "{y}");
@@ -278,14 +297,18 @@ fn the_yearly_figures_answer_in_json_and_csv_beside_the_months() {
     assert_eq!(http_get(web, "/api/v1/report/2026.csv", None).0, 401);
     let (status, csv) = http_get(web, "/api/v1/report/2026.csv", Some(TOKEN));
     assert_eq!(status, 200, "{csv}");
-    assert!(csv.lines().any(|l| l.starts_with("community,2026,")), "{csv}");
+    assert!(
+        csv.lines().any(|l| l.starts_with("community,2026,")),
+        "{csv}"
+    );
     assert!(
         csv.lines()
             .any(|l| l == "month,2026-06,,,,,1.000,,,0.13,,,,0.00,,,provisional"),
         "{csv}"
     );
     assert!(
-        csv.lines().any(|l| l.starts_with("plant_monthly_sum,pv-iperal,")),
+        csv.lines()
+            .any(|l| l.starts_with("plant_monthly_sum,pv-iperal,")),
         "{csv}"
     );
     assert!(csv.lines().any(|l| l.starts_with("member,domus,")), "{csv}");
@@ -347,8 +370,14 @@ fn check_warns_about_uncovered_hours_and_refuses_a_broken_price_file_at_its_line
 
     // A broken price file is an error naming its line and column; check exits 2, never panics.
     for (text, at) in [
-        ("2026-06-01T09:00:00Z,150\n2026-06-01T10:00:00Z,1e999\n", ":2:22:"),
-        ("2026-06-01T09:00:00Z,150\n2026-06-01T10:07:00Z,150\n", ":2:1:"),
+        (
+            "2026-06-01T09:00:00Z,150\n2026-06-01T10:00:00Z,1e999\n",
+            ":2:22:",
+        ),
+        (
+            "2026-06-01T09:00:00Z,150\n2026-06-01T10:07:00Z,150\n",
+            ":2:1:",
+        ),
         ("2026-06-01T09:00:00Z,18446744073709551615\n", ":1:22:"),
     ] {
         std::fs::write(&pz, text).unwrap();

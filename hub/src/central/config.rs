@@ -82,9 +82,9 @@ pub struct WebConfig {
 
 #[derive(Debug, Clone)]
 pub struct PricesConfig {
-    /// Hourly zonal price Pz (€/MWh) when no price file covers an hour.
+    /// Zonal price Pz (€/MWh) without a price file, and for the periods the file does not cover.
     pub zonal_eur_mwh: Option<f64>,
-    /// CSV file `hour,eur_mwh` (hour in RFC 3339 or `YYYY-MM-DD HH:MM`, local time).
+    /// CSV file `time,eur_mwh`, hourly or quarter-hour rows (`tariff::parse_price_csv`).
     pub zonal_file: Option<PathBuf>,
     /// ARERA unit valorisation (TRASe + BTAU), €/MWh.
     pub cuaf_eur_mwh: f64,

@@ -13,6 +13,9 @@
 //!   per-period detail the report is built from (for `/api/v1/incentive` per hour, if wanted).
 //! - [`month_range`]`(year, month, tz) -> Option<Range>`: a calendar month in local time (use
 //!   `chrono_tz::Europe::Rome`) as a UTC range, for `monthly_report`.
+//! - [`yearly_report`]`(year, tz, &Balance, &[Plant], &IncentiveParams)`: the calendar year with
+//!   the social part settled over the year, each month's provisional figure, and per plant the
+//!   two views side by side; [`yearly_csv`] renders it.
 //!
 //! # Units
 //! Energy in mWh (`u64`, `_mwh`), money in micro-euros (`u64`, `_ueur`), tariffs in €/MWh (f64).
@@ -27,8 +30,13 @@
 //!   split it pro rata of their power. Shared energy left over (a POD marked eligible without a
 //!   plant listed here) is reported as `unallotted`, never paid. A plant on a POD the balance
 //!   does not mark eligible is an error ([`IncentiveError::IneligiblePod`]).
-//! - Incentive of a plant in a period = allotted × TIP(plant, Pz of that period's hour); with
-//!   15-minute periods each quarter uses its hour's price.
+//! - Incentive of a plant in a period = allotted × TIP(plant, Pz of that period) with Pz from
+//!   [`Prices::pz_for`] (hourly or quarter-hour rows; the fallback constant where the file has
+//!   none, counted as `price_fallback_periods`; without a fallback the period is unpaid and
+//!   counted as `price_missing_periods`, never an error).
+//! - A plant whose POD has no period in the balance is a row of zeros with `no_data`; a period
+//!   its POD's injection was not counted as eligible (settled before the plant was listed) gives
+//!   it nothing and is counted (`ineligible_periods`). Neither stops the other plants' figures.
 //! - ARERA valorisation per substation and period = shared × CUAf (an input: 11.22 €/MWh for 2024).
 //! - Social part (*tariffa premio eccedentaria*): the incentive on the shared energy above 55 % of
 //!   the injected energy (45 % for plants with a capital grant) goes to non-business members or
@@ -37,8 +45,12 @@
 //!   consenergygroup.it). So, per set over the report range: excess = max(0, Σ allotted −
 //!   t · Σ injection), social = Σ incentive × excess / Σ allotted (the set's average tariff on the
 //!   excess). Each plant is shown its share: social pro rata of its incentive, excess pro rata of
-//!   its allotted energy (exact splits). A monthly report gives the month's estimate; for the
-//!   yearly figure call [`monthly_report`] with the year's range.
+//!   its allotted energy (exact splits). A monthly report gives the month's estimate (the hub
+//!   marks it `provisional`); [`yearly_report`] gives the yearly figure. Per set, with
+//!   d_m = allotted_m − t · injection_m, the year's excess max(0, Σ d_m) is never more than the
+//!   months' Σ max(0, d_m) (to 1 mWh per month of rounding); the money is not bounded that way
+//!   when the tariff varies (a month over the threshold at a low tariff, one just under it at a
+//!   high tariff), and per plant neither is (the year's excess is split by the year's allotment).
 //! - Members: per substation and period, the incentive of its plants and the valorisation are
 //!   split among PODs pro rata of their shared-energy contributions (as consumers, pro rata of
 //!   withdrawal; as producers, pro rata of eligible injection), then summed per member. The two
@@ -49,11 +61,15 @@
 //! `shared_as_consumer_kwh,shared_as_producer_kwh,incentive_eur,incentive_as_consumer_eur,`
 //! `incentive_as_producer_eur,valorisation_eur,social_eur,estimated_periods,incomplete_periods,flags`
 //!
-//! `record` is `community` (id = the label), `substation`, `plant` (shared_kwh = allotted; flags
-//! = `social_threshold=55%`/`45%`; social = its share), `social_set` (id = `55%` or `45%`;
-//! shared_kwh = allotted; flags = `excess_kwh=…`), `member` (valorisation = as consumer), or
-//! `period` (id = the period start in RFC 3339 UTC, flags = `estimated|counter_reset|incomplete`:
-//! one row per period with any flag). Cells that do not apply are empty.
+//! `record` is `community` (id = the label; flags = `unallotted_kwh=…|provisional|`
+//! `price_fallback_periods=N|price_missing_periods=N`, those that apply), `substation`, `plant`
+//! (shared_kwh = allotted; flags = `social_threshold=55%`/`45%`, then `no_data`,
+//! `price_fallback_periods=N`, `price_missing_periods=N`, `ineligible_periods=N` where they
+//! apply; social = its share), `social_set` (id = `55%` or `45%`; shared_kwh = allotted; flags =
+//! `excess_kwh=…`), `member` (valorisation = as consumer), or `period` (id = the period start in
+//! RFC 3339 UTC, flags = `estimated|counter_reset|incomplete|price_fallback|price_missing`: one
+//! row per period with any flag). Cells that do not apply are empty. The yearly CSV adds `month`
+//! and `plant_monthly_sum` rows ([`yearly_csv`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -293,8 +309,7 @@ pub fn allot(
             allotted_mwh: allotted_sub,
             incentive_ueur: incentive_sub,
             valorisation_ueur: valorisation,
-            price_fallback: allotted_sub > 0
-                && pz.map(|x| x.source) == Some(PriceSource::Fallback),
+            price_fallback: allotted_sub > 0 && pz.map(|x| x.source) == Some(PriceSource::Fallback),
             price_missing: allotted_sub > 0 && pz.is_none(),
         });
         let cons: Vec<u64> = rows
@@ -874,7 +889,10 @@ fn community_flags(r: &MonthlyReport) -> String {
         parts.push("provisional".into());
     }
     if c.price_fallback_periods > 0 {
-        parts.push(format!("price_fallback_periods={}", c.price_fallback_periods));
+        parts.push(format!(
+            "price_fallback_periods={}",
+            c.price_fallback_periods
+        ));
     }
     if c.price_missing_periods > 0 {
         parts.push(format!("price_missing_periods={}", c.price_missing_periods));
@@ -1118,17 +1136,31 @@ mod tests {
         // Q has no period in the balance: its row is all zeros with `no_data`; x on P is paid
         // 500 mWh × 130 €/MWh = 65 µ€ as if Q did not exist.
         let range = Range {
-            from: Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).single().unwrap_or_default(),
-            to: Utc.with_ymd_and_hms(2024, 7, 1, 0, 0, 0).single().unwrap_or_default(),
+            from: Utc
+                .with_ymd_and_hms(2024, 6, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            to: Utc
+                .with_ymd_and_hms(2024, 7, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
         };
-        let r = monthly_report("m", range, &one_pod(true), &[plant("x", "P"), plant("q", "Q")], &constant(100.0));
+        let r = monthly_report(
+            "m",
+            range,
+            &one_pod(true),
+            &[plant("x", "P"), plant("q", "Q")],
+            &constant(100.0),
+        );
         let Ok(r) = r else { panic!("{r:?}") };
         let row = |id: &str| r.plants.iter().find(|p| p.plant == id).cloned();
         let q = row("q").map(|p| (p.no_data, p.injection_mwh, p.allotted_mwh, p.incentive_ueur));
         assert_eq!(q, Some((true, 0, 0, 0)));
         let x = row("x").map(|p| (p.no_data, p.allotted_mwh, p.incentive_ueur));
         assert_eq!(x, Some((false, 500, 65)));
-        assert!(report_csv(&r).lines().any(|l| l.starts_with("plant,q,") && l.ends_with("social_threshold=55%|no_data")));
+        assert!(report_csv(&r)
+            .lines()
+            .any(|l| l.starts_with("plant,q,") && l.ends_with("social_threshold=55%|no_data")));
     }
 
     #[test]
@@ -1262,7 +1294,10 @@ mod tests {
                 member: pod.into(),
                 substation: sub.clone(),
                 eligible_injection: true,
-                periods: hours.iter().map(|&(m, inj, _)| period((m, inj, 0))).collect(),
+                periods: hours
+                    .iter()
+                    .map(|&(m, inj, _)| period((m, inj, 0)))
+                    .collect(),
             },
             PodSeries {
                 pod: format!("c{pod}"),
@@ -1291,7 +1326,14 @@ mod tests {
         y.plants_yearly_vs_monthly
             .iter()
             .find(|p| p.plant == id)
-            .map(|p| (p.excess_mwh, p.social_ueur, p.monthly_excess_mwh, p.monthly_social_ueur))
+            .map(|p| {
+                (
+                    p.excess_mwh,
+                    p.social_ueur,
+                    p.monthly_excess_mwh,
+                    p.monthly_social_ueur,
+                )
+            })
     }
 
     #[test]
@@ -1308,12 +1350,18 @@ mod tests {
         //    February 100 / 50 → excess 5 kWh, 0.4875 €. Monthly view: 20 kWh, 1.95 €.
         //    Year: allotted 110 − 45 % × 200 = 20 kWh, social 20 × 0.0975 = 1.95 €: the same.
         let mut pods = pod_pair("A", &[(1, 100 * KWH, 80 * KWH), (2, 100 * KWH, 30 * KWH)]);
-        pods.extend(pod_pair("B", &[(1, 100 * KWH, 60 * KWH), (2, 100 * KWH, 50 * KWH)]));
+        pods.extend(pod_pair(
+            "B",
+            &[(1, 100 * KWH, 60 * KWH), (2, 100 * KWH, 50 * KWH)],
+        ));
         let b = community_balance(&pods);
         let plants = [plant("a", "A"), grant_plant("b", "B", 0.20)];
         let y = year(&b, &plants, &constant(100.0));
         assert_eq!(plant_year(&y, "a"), Some((0, 0, 25 * KWH, 3_250_000)));
-        assert_eq!(plant_year(&y, "b"), Some((20 * KWH, 1_950_000, 20 * KWH, 1_950_000)));
+        assert_eq!(
+            plant_year(&y, "b"),
+            Some((20 * KWH, 1_950_000, 20 * KWH, 1_950_000))
+        );
         // The year's community figure is the yearly one: 1.95 €, where the months add 5.20 €.
         assert_eq!(y.report.community.social_ueur, 1_950_000);
         let monthly: u64 = y.months.iter().map(|m| m.social_ueur).sum();
@@ -1321,13 +1369,28 @@ mod tests {
         // Energy and incentive add up month by month: a 110 kWh × 0.130 = 14.30 €, b 110 × 0.0975
         // = 10.725 €.
         assert_eq!(y.report.community.incentive_ueur, 14_300_000 + 10_725_000);
-        assert_eq!(y.months.iter().map(|m| m.incentive_ueur).sum::<u64>(), 25_025_000);
+        assert_eq!(
+            y.months.iter().map(|m| m.incentive_ueur).sum::<u64>(),
+            25_025_000
+        );
         let csv = yearly_csv(&y);
-        assert!(csv.lines().any(|l| l == "plant_monthly_sum,a,,,,,,,,,,,,3.25,,,excess_kwh=25.000"), "{csv}");
-        assert!(csv.lines().any(|l| l.starts_with("plant,a,") && l.contains(",0.00,")), "{csv}");
+        assert!(
+            csv.lines()
+                .any(|l| l == "plant_monthly_sum,a,,,,,,,,,,,,3.25,,,excess_kwh=25.000"),
+            "{csv}"
+        );
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with("plant,a,") && l.contains(",0.00,")),
+            "{csv}"
+        );
         // January: allotted 80 + 60 = 140 kWh, incentive 10.40 + 5.85 = 16.25 €, provisional
         // social 3.25 + 1.4625 = 4.7125 → 4.71 €.
-        assert!(csv.lines().any(|l| l == "month,2026-01,,,,,140.000,,,16.25,,,,4.71,,,provisional"), "{csv}");
+        assert!(
+            csv.lines()
+                .any(|l| l == "month,2026-01,,,,,140.000,,,16.25,,,,4.71,,,provisional"),
+            "{csv}"
+        );
     }
 
     #[test]
@@ -1358,7 +1421,10 @@ mod tests {
         // Year: allotted 649, injection 1,100, excess 649 − 605 = 44 kWh (≤ 45), but at the
         // year's average tariff: incentive 9.00 + 71.37 = 80.37 €, social 80.37 × 44 / 649
         // = 5.448813… € → 5,448,814 µ€ > 4,050,000. So only energy is bounded by the months.
-        let pods = pod_pair("A", &[(1, 100 * KWH, 100 * KWH), (2, 1000 * KWH, 549 * KWH)]);
+        let pods = pod_pair(
+            "A",
+            &[(1, 100 * KWH, 100 * KWH), (2, 1000 * KWH, 549 * KWH)],
+        );
         let b = community_balance(&pods);
         let prices: BTreeMap<DateTime<Utc>, f64> = [(mid(1), 200.0), (mid(2), 100.0)].into();
         let params = IncentiveParams {
@@ -1367,10 +1433,16 @@ mod tests {
             period_minutes: 60,
         };
         let y = year(&b, &[plant("a", "A")], &params);
-        assert_eq!(plant_year(&y, "a"), Some((44 * KWH, 5_448_814, 45 * KWH, 4_050_000)));
+        assert_eq!(
+            plant_year(&y, "a"),
+            Some((44 * KWH, 5_448_814, 45 * KWH, 4_050_000))
+        );
     }
 
-    fn arb_year() -> impl Strategy<Value = (Vec<(u32, u64, u64)>, Vec<(u32, u64, u64)>)> {
+    /// (month, injection, withdrawal) per hour of one POD pair.
+    type Hours = Vec<(u32, u64, u64)>;
+
+    fn arb_year() -> impl Strategy<Value = (Hours, Hours)> {
         let months = || {
             prop::collection::vec((1u32..=12, 0u64..=500, 0u64..=500), 1..12).prop_map(|v| {
                 // One hour per month at most; energies in steps of 20 Wh (20,000 mWh), so every

@@ -57,7 +57,8 @@ impl ReportError {
 }
 
 /// Why a month's figures are provisional.
-pub const MONTH_PROVISIONAL: &str = "the 55 %/45 % excess (social part) is settled by the GSE over \
+pub const MONTH_PROVISIONAL: &str =
+    "the 55 %/45 % excess (social part) is settled by the GSE over \
     the calendar year: a month's social part is an estimate, see /api/v1/incentive?year=YYYY";
 
 /// The zonal prices of the config: the price file (with `zonal_eur_mwh` for the periods it does
@@ -247,13 +248,8 @@ pub fn monthly(hub: &Hub, month: &str) -> Result<MonthlyReport, ReportError> {
     let range = incentive::month_range(y, m, &hub.cfg.timezone)
         .ok_or_else(|| ReportError::BadMonth(month.to_string()))?;
     let balance = stored_balance(hub, range)?;
-    let mut r = incentive::monthly_report(
-        month,
-        range,
-        &balance,
-        &plants(&hub.cfg)?,
-        &params(hub)?,
-    )?;
+    let mut r =
+        incentive::monthly_report(month, range, &balance, &plants(&hub.cfg)?, &params(hub)?)?;
     r.provisional = Some(MONTH_PROVISIONAL.to_string());
     Ok(r)
 }

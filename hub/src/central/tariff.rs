@@ -49,7 +49,11 @@ pub enum TariffError {
     /// A price file problem at a 1-based line and column (characters); rendered `LINE:COL: msg`
     /// so that the caller prefixes the file name.
     #[error("{line}:{col}: {msg}")]
-    PriceLine { line: usize, col: usize, msg: String },
+    PriceLine {
+        line: usize,
+        col: usize,
+        msg: String,
+    },
 }
 
 /// The three regional groups of the geographic correction.
@@ -229,7 +233,10 @@ impl Prices {
     /// An hourly series without fallback (tests and simple callers).
     pub fn hourly(m: BTreeMap<DateTime<Utc>, f64>) -> Prices {
         Prices::Series(PriceSeries {
-            hours: m.into_iter().map(|(h, p)| (h, HourPrice::Hourly(p))).collect(),
+            hours: m
+                .into_iter()
+                .map(|(h, p)| (h, HourPrice::Hourly(p)))
+                .collect(),
             ..PriceSeries::default()
         })
     }
@@ -240,11 +247,18 @@ impl Prices {
     ///   period the arithmetic mean of its four quarters (all four needed);
     /// - a period the file does not cover takes the fallback (`PriceSource::Fallback`), and
     ///   without a fallback it has no price (`Ok(None)`).
-    pub fn pz_for(&self, start: DateTime<Utc>, period_minutes: u32) -> Result<Option<Pz>, TariffError> {
+    pub fn pz_for(
+        &self,
+        start: DateTime<Utc>,
+        period_minutes: u32,
+    ) -> Result<Option<Pz>, TariffError> {
         let hour = Period::HOUR.floor(start);
         let finite = |p: f64, source| {
             if p.is_finite() {
-                Ok(Some(Pz { eur_per_mwh: p, source }))
+                Ok(Some(Pz {
+                    eur_per_mwh: p,
+                    source,
+                }))
             } else {
                 Err(TariffError::BadPrice { hour, price: p })
             }
@@ -302,7 +316,13 @@ impl PriceSeries {
             if let Some(p) = prev {
                 let missing = (h - p).num_hours() - 1;
                 if missing > 0 {
-                    push_gap(&mut out, p + chrono::Duration::hours(1), h - chrono::Duration::hours(1), missing as u64, line);
+                    push_gap(
+                        &mut out,
+                        p + chrono::Duration::hours(1),
+                        h - chrono::Duration::hours(1),
+                        missing as u64,
+                        line,
+                    );
                 }
             }
             if let HourPrice::Quarters(q) = price {
@@ -317,7 +337,13 @@ impl PriceSeries {
 }
 
 /// Append a gap, merging it with the previous one when they touch.
-fn push_gap(out: &mut Vec<PriceGap>, from: DateTime<Utc>, to: DateTime<Utc>, hours: u64, line: usize) {
+fn push_gap(
+    out: &mut Vec<PriceGap>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    hours: u64,
+    line: usize,
+) {
     if let Some(last) = out.last_mut() {
         if last.to + chrono::Duration::hours(1) == from {
             last.to = to;
@@ -325,7 +351,12 @@ fn push_gap(out: &mut Vec<PriceGap>, from: DateTime<Utc>, to: DateTime<Utc>, hou
             return;
         }
     }
-    out.push(PriceGap { from, to, hours, line });
+    out.push(PriceGap {
+        from,
+        to,
+        hours,
+        line,
+    });
 }
 
 /// Parse a price file from its bytes: like [`parse_price_csv`], and a byte that is not UTF-8 is
@@ -363,7 +394,11 @@ pub fn parse_price_csv(text: &str) -> Result<PriceSeries, TariffError> {
     let mut rows: BTreeMap<DateTime<Utc>, (f64, usize)> = BTreeMap::new();
     let first = first_content_line(text);
     for (i, raw) in text.lines().enumerate() {
-        let err = |col: usize, msg: String| TariffError::PriceLine { line: i + 1, col, msg };
+        let err = |col: usize, msg: String| TariffError::PriceLine {
+            line: i + 1,
+            col,
+            msg,
+        };
         if raw.len() > MAX_LINE_BYTES {
             return Err(err(1, format!("line longer than {MAX_LINE_BYTES} bytes")));
         }
@@ -378,7 +413,10 @@ pub fn parse_price_csv(text: &str) -> Result<PriceSeries, TariffError> {
             (Some(k), _) => (k, true),
             (None, Some(k)) => (k, false),
             (None, None) => {
-                return Err(err(col_of(0), format!("expected `time,eur_per_mwh`, found `{line}`")))
+                return Err(err(
+                    col_of(0),
+                    format!("expected `time,eur_per_mwh`, found `{line}`"),
+                ))
             }
         };
         let (time_s, price_raw) = (line[..sep].trim(), &line[sep + 1..]);
@@ -387,7 +425,10 @@ pub fn parse_price_csv(text: &str) -> Result<PriceSeries, TariffError> {
             Ok(t) => t.with_timezone(&Utc),
             Err(_) if rows.is_empty() && i == first => continue,
             Err(e) => {
-                return Err(err(col_of(0), format!("`{time_s}` is not an RFC 3339 time: {e}")))
+                return Err(err(
+                    col_of(0),
+                    format!("`{time_s}` is not an RFC 3339 time: {e}"),
+                ))
             }
         };
         if !PRICE_YEARS.contains(&ts.year()) {
@@ -401,7 +442,10 @@ pub fn parse_price_csv(text: &str) -> Result<PriceSeries, TariffError> {
             ));
         }
         if !Period::QUARTER_HOUR.is_boundary(ts) {
-            return Err(err(col_of(0), format!("`{time_s}` is not the start of an hour or a quarter-hour")));
+            return Err(err(
+                col_of(0),
+                format!("`{time_s}` is not the start of an hour or a quarter-hour"),
+            ));
         }
         let price_s = if decimal_comma {
             price_raw.trim().replace(',', ".")
@@ -412,7 +456,12 @@ pub fn parse_price_csv(text: &str) -> Result<PriceSeries, TariffError> {
             .parse()
             .ok()
             .filter(|p: &f64| p.is_finite())
-            .ok_or_else(|| err(price_col, format!("`{}` is not a price in €/MWh", price_raw.trim())))?;
+            .ok_or_else(|| {
+                err(
+                    price_col,
+                    format!("`{}` is not a price in €/MWh", price_raw.trim()),
+                )
+            })?;
         if !(PRICE_MIN_EUR_MWH..=PRICE_MAX_EUR_MWH).contains(&p) {
             return Err(err(
                 price_col,
@@ -437,7 +486,10 @@ pub fn parse_price_csv(text: &str) -> Result<PriceSeries, TariffError> {
         let hour = Period::HOUR.floor(ts);
         s.lines.entry(hour).or_insert(line);
         if quartered.contains(&hour) {
-            let e = s.hours.entry(hour).or_insert(HourPrice::Quarters([None; 4]));
+            let e = s
+                .hours
+                .entry(hour)
+                .or_insert(HourPrice::Quarters([None; 4]));
             if let HourPrice::Quarters(q) = e {
                 q[quarter_index(ts)] = Some(p);
             }
@@ -571,7 +623,10 @@ mod tests {
         let p = series(text, None);
         // An hourly row prices the hour and each of its quarters.
         assert_eq!(pz(&p, utc(3, 12, 0), 60), Some((107.35, PriceSource::File)));
-        assert_eq!(pz(&p, utc(3, 12, 45), 15), Some((107.35, PriceSource::File)));
+        assert_eq!(
+            pz(&p, utc(3, 12, 45), 15),
+            Some((107.35, PriceSource::File))
+        );
         assert_eq!(pz(&p, utc(3, 13, 0), 60), Some((98.5, PriceSource::File)));
         // 14:00 is not in the file and there is no fallback: no price, not an error.
         assert_eq!(p.pz_for(utc(3, 14, 0), 60), Ok(None));
@@ -579,11 +634,23 @@ mod tests {
 
     #[test]
     fn an_uncovered_hour_takes_the_fallback_and_says_so() {
-        let p = series("2026-03-03T12:00:00Z,80\n2026-03-03T15:00:00Z,90\n", Some(110.0));
+        let p = series(
+            "2026-03-03T12:00:00Z,80\n2026-03-03T15:00:00Z,90\n",
+            Some(110.0),
+        );
         assert_eq!(pz(&p, utc(3, 12, 0), 60), Some((80.0, PriceSource::File)));
-        assert_eq!(pz(&p, utc(3, 13, 0), 60), Some((110.0, PriceSource::Fallback)));
-        assert_eq!(pz(&p, utc(3, 14, 30), 15), Some((110.0, PriceSource::Fallback)));
-        assert_eq!(pz(&Prices::Constant(95.0), utc(3, 14, 0), 60), Some((95.0, PriceSource::Constant)));
+        assert_eq!(
+            pz(&p, utc(3, 13, 0), 60),
+            Some((110.0, PriceSource::Fallback))
+        );
+        assert_eq!(
+            pz(&p, utc(3, 14, 30), 15),
+            Some((110.0, PriceSource::Fallback))
+        );
+        assert_eq!(
+            pz(&Prices::Constant(95.0), utc(3, 14, 0), 60),
+            Some((95.0, PriceSource::Constant))
+        );
     }
 
     #[test]
@@ -599,8 +666,14 @@ mod tests {
         assert_eq!(pz(&p, utc(3, 13, 45), 15), Some((70.0, PriceSource::File)));
         // 14:00 has one quarter of four: the hour and its other quarters take the fallback.
         assert_eq!(pz(&p, utc(3, 14, 15), 15), Some((50.0, PriceSource::File)));
-        assert_eq!(pz(&p, utc(3, 14, 30), 15), Some((110.0, PriceSource::Fallback)));
-        assert_eq!(pz(&p, utc(3, 14, 0), 60), Some((110.0, PriceSource::Fallback)));
+        assert_eq!(
+            pz(&p, utc(3, 14, 30), 15),
+            Some((110.0, PriceSource::Fallback))
+        );
+        assert_eq!(
+            pz(&p, utc(3, 14, 0), 60),
+            Some((110.0, PriceSource::Fallback))
+        );
     }
 
     #[test]
@@ -613,12 +686,23 @@ mod tests {
         assert_eq!(
             gaps,
             vec![
-                PriceGap { from: utc(3, 12, 0), to: utc(3, 14, 0), hours: 3, line: 3 },
-                PriceGap { from: utc(3, 16, 0), to: utc(3, 16, 0), hours: 1, line: 4 },
+                PriceGap {
+                    from: utc(3, 12, 0),
+                    to: utc(3, 14, 0),
+                    hours: 3,
+                    line: 3
+                },
+                PriceGap {
+                    from: utc(3, 16, 0),
+                    to: utc(3, 16, 0),
+                    hours: 1,
+                    line: 4
+                },
             ]
         );
         // A file spanning the whole supported range answers at once (gaps are not walked).
-        let far = parse_price_csv("2000-01-01T00:00:00Z,1\n2100-12-31T23:00:00Z,1\n").unwrap_or_default();
+        let far =
+            parse_price_csv("2000-01-01T00:00:00Z,1\n2100-12-31T23:00:00Z,1\n").unwrap_or_default();
         assert_eq!(far.gaps().first().map(|g| g.hours), Some(885_358));
     }
 
@@ -628,16 +712,25 @@ mod tests {
             Err(TariffError::PriceLine { line, col, .. }) => Some((line, col)),
             _ => None,
         };
-        assert_eq!(at("2026-03-03T12:00:00Z,100\n2026-03-03T12:20:00Z,100\n"), Some((2, 1)));
+        assert_eq!(
+            at("2026-03-03T12:00:00Z,100\n2026-03-03T12:20:00Z,100\n"),
+            Some((2, 1))
+        );
         assert_eq!(at("2026-03-03T12:00:00Z,abc\n"), Some((1, 22)));
         assert_eq!(at("2026-03-03T12:00:00Z, 1e400\n"), Some((1, 23)));
         assert_eq!(at("2026-03-03T12:00:00Z,NaN\n"), Some((1, 22)));
         assert_eq!(at("2026-03-03T12:00:00Z,45000\n"), Some((1, 22)));
-        assert_eq!(at("2026-03-03T12:00:00Z,1\n2026-03-03T12:00:00Z,2\n"), Some((2, 1)));
+        assert_eq!(
+            at("2026-03-03T12:00:00Z,1\n2026-03-03T12:00:00Z,2\n"),
+            Some((2, 1))
+        );
         assert_eq!(at("2026-03-03T12:00:00Z,1\n  not a time,2\n"), Some((2, 3)));
         assert_eq!(at("9999-03-03T12:00:00Z,1\n"), Some((1, 1)));
         assert_eq!(at("1999-12-31T23:00:00Z,1\n"), Some((1, 1)));
-        assert_eq!(at(&format!("2026-03-03T12:00:00Z,{}\n", "1".repeat(300))), Some((1, 1)));
+        assert_eq!(
+            at(&format!("2026-03-03T12:00:00Z,{}\n", "1".repeat(300))),
+            Some((1, 1))
+        );
         match parse_price_bytes(b"2026-03-03T12:00:00Z,1\n2026-03-03T\xff") {
             Err(TariffError::PriceLine { line, col, .. }) => assert_eq!((line, col), (2, 12)),
             other => panic!("{other:?}"),
