@@ -115,6 +115,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
     };
     if diags.is_empty() {
+        if detect_kind(&text) == Some(ConfigKind::Central) {
+            for w in crate::central::config::warnings(&args.file, &text) {
+                eprintln!("{w}");
+            }
+        }
         println!("{}: ok", args.file.display());
         Ok(ExitCode::SUCCESS)
     } else {

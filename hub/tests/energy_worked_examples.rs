@@ -237,8 +237,9 @@ fn params() -> IncentiveParams {
     let prices: BTreeMap<DateTime<Utc>, f64> =
         [(at(10, 0), 100.0), (at(11, 0), 150.0), (at(12, 0), 50.0)].into();
     IncentiveParams {
-        prices: Prices::Hourly(prices),
+        prices: Prices::hourly(prices),
         cuaf_eur_per_mwh: 11.22,
+        period_minutes: 60,
     }
 }
 
@@ -609,16 +610,33 @@ fn csv_report_reads_as_computed_by_hand() {
 }
 
 #[test]
-fn missing_price_for_an_hour_with_shared_energy_is_an_error_not_zero() {
+fn missing_price_for_an_hour_with_shared_energy_is_flagged_never_silently_zero() {
+    // 11:00 is not in the price file. Without a fallback its shared energy is left unpaid and
+    // the report says so; with `zonal_eur_mwh` as fallback it is paid at that price, flagged.
     let mut p = params();
-    if let Prices::Hourly(m) = &mut p.prices {
-        m.remove(&at(11, 0));
+    if let Prices::Series(s) = &mut p.prices {
+        s.hours.remove(&at(11, 0));
     }
-    let r = monthly_report("x", range(), &community(&meter_e_all()), &plants(), &p);
-    assert!(matches!(
-        r,
-        Err(socer::central::incentive::IncentiveError::Tariff(_))
-    ));
+    let full = report().map(|r| r.community.incentive_ueur).unwrap_or(0);
+    let Ok(r) = monthly_report("x", range(), &community(&meter_e_all()), &plants(), &p) else {
+        panic!("a missing price is not an error");
+    };
+    assert_eq!(r.community.price_missing_periods, 1);
+    assert_eq!(r.community.price_fallback_periods, 0);
+    assert!(r.community.incentive_ueur < full);
+    assert!(r.flagged_periods.iter().any(|f| f.start == at(11, 0) && f.price_missing));
+    if let Prices::Series(s) = &mut p.prices {
+        // The fallback equal to the file's own 11:00 price gives back the full figure.
+        s.fallback = Some(150.0);
+    }
+    let Ok(r) = monthly_report("x", range(), &community(&meter_e_all()), &plants(), &p) else {
+        panic!("a fallback price is not an error");
+    };
+    assert_eq!(r.community.price_missing_periods, 0);
+    assert_eq!(r.community.price_fallback_periods, 1);
+    assert_eq!(r.community.incentive_ueur, full);
+    let csv = report_csv(&r);
+    assert!(csv.contains("period,2024-06-03T11:00:00Z,,,,,,,,,,,,,,,counter_reset|price_fallback"), "{csv}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,7 +708,7 @@ proptest! {
     #[test]
     fn allotment_never_exceeds_injection_or_shared_and_money_adds_up((pods, plants) in arb_case()) {
         let b = community_balance(&pods);
-        let params = IncentiveParams { prices: Prices::Constant(95.0), cuaf_eur_per_mwh: 11.22 };
+        let params = IncentiveParams { prices: Prices::Constant(95.0), cuaf_eur_per_mwh: 11.22, period_minutes: 60 };
         let a = allot(&b, &plants, &params).map_err(|e| TestCaseError::fail(e.to_string()))?;
         for p in &a.plants {
             prop_assert!(p.allotted_mwh <= p.injection_mwh);
@@ -742,7 +760,7 @@ proptest! {
         let pods = vec![mk("p1", true, &|x| (x.0, 0)), mk("p2", true, &|x| (x.1, 0)), mk("c", false, &|x| (0, x.2))];
         let plants = vec![pv("young", "p1", 50.0, (2024, 6, 1), 0.0), pv("old", "p2", 900.0, (2023, 6, 1), 0.3)];
         let b = community_balance(&pods);
-        let a = allot(&b, &plants, &IncentiveParams { prices: Prices::Constant(120.0), cuaf_eur_per_mwh: 11.22 })
+        let a = allot(&b, &plants, &IncentiveParams { prices: Prices::Constant(120.0), cuaf_eur_per_mwh: 11.22, period_minutes: 60 })
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         for (s, x) in a.substations.iter().zip(&hours) {
             prop_assert_eq!(s.allotted_mwh, s.shared_mwh);

@@ -82,9 +82,9 @@ pub struct WebConfig {
 
 #[derive(Debug, Clone)]
 pub struct PricesConfig {
-    /// Hourly zonal price Pz (€/MWh) when no price file covers an hour.
+    /// Zonal price Pz (€/MWh) without a price file, and for the periods the file does not cover.
     pub zonal_eur_mwh: Option<f64>,
-    /// CSV file `hour,eur_mwh` (hour in RFC 3339 or `YYYY-MM-DD HH:MM`, local time).
+    /// CSV file `time,eur_mwh`, hourly or quarter-hour rows (`tariff::parse_price_csv`).
     pub zonal_file: Option<PathBuf>,
     /// ARERA unit valorisation (TRASe + BTAU), €/MWh.
     pub cuaf_eur_mwh: f64,
@@ -238,6 +238,15 @@ pub fn check(path: &Path, text: &str) -> Vec<Diag> {
     match parse(path, text) {
         Ok(_) => vec![],
         Err(d) => d,
+    }
+}
+
+/// Warnings about a valid config (they do not make it invalid), each a whole
+/// `FILE:LINE:COL: warning: message` line: the hours a price file leaves uncovered.
+pub fn warnings(path: &Path, text: &str) -> Vec<String> {
+    match parse(path, text) {
+        Ok(cfg) => super::report::price_warnings(&cfg),
+        Err(_) => vec![],
     }
 }
 
@@ -530,16 +539,8 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             }
             if let Some(f) = &p.zonal_file {
                 let path = base.join(f.get_ref());
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        if let Err(e) = super::tariff::parse_price_csv(&text) {
-                            d.push(Diag::new(sp(f), format!("{}: {e}", path.display())));
-                        }
-                    }
-                    Err(e) => d.push(Diag::new(
-                        sp(f),
-                        format!("cannot read {}: {e}", path.display()),
-                    )),
+                if let Err(msg) = super::report::price_file_problem(&path) {
+                    d.push(Diag::new(sp(f), msg));
                 }
             }
             if p.zonal_eur_mwh.is_none() && p.zonal_file.is_none() {

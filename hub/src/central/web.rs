@@ -94,8 +94,7 @@ pub fn routes(
         .and(warp::query::<BTreeMap<String, String>>())
         .and(h())
         .and_then(|q: BTreeMap<String, String>, hub: Arc<Hub>| async move {
-            let month = q.get("month").cloned().unwrap_or_default();
-            Ok::<Resp, Infallible>(blocking(move || report::incentive_response(&hub, &month)).await)
+            Ok::<Resp, Infallible>(blocking(move || report::incentive_response(&hub, &q)).await)
         });
     let report = get
         .and(api)
