@@ -498,6 +498,79 @@ fn dashboard(b: &mut Browser, port: u16, token: &str) -> Vec<String> {
     failing
 }
 
+/// The building's share paragraph quotes the community total the hub has: once the hub has worked
+/// through the demo's backlog, the building has the complete total within seconds, not a partial
+/// one held for a minute. The summary may trail the live figures by the hour being filled.
+fn share_total_follows_the_hub(site_port: u16, hub_port: u16) {
+    let json = |port: u16, path: &str| -> Value {
+        pages_support::http_get(port, path)
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let month = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .format("%Y-%m")
+        .to_string();
+    let hub_total = || {
+        json(hub_port, &format!("/api/v1/incentive?month={month}"))["community"]["shared_mwh"]
+            .as_f64()
+    };
+    // The hub is done with the backlog when its total holds still and is not zero.
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    let mut last = None;
+    let hub_mwh = loop {
+        let now = hub_total();
+        if now.is_some_and(|v| v > 0.0) && now == last {
+            break now.unwrap_or(0.0);
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the hub's month total never settled: {now:?}"
+        );
+        last = now;
+        std::thread::sleep(Duration::from_secs(4));
+    };
+    let settled = std::time::Instant::now();
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .date_naive();
+    let day = json(
+        hub_port,
+        &format!(
+            "/api/v1/energy?from={today}&to={}&step=1h",
+            today.succ_opt().unwrap_or(today)
+        ),
+    );
+    let filled: Vec<f64> = day["slots"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| s["periods"].as_u64() > Some(0))
+        .map(|s| s["shared_mwh"].as_f64().unwrap_or(0.0))
+        .collect();
+    let lag_kwh = filled.iter().rev().take(2).sum::<f64>() / 1e6 + 0.1;
+    let hub_kwh = hub_mwh / 1e6;
+    let mut site_kwh = -1.0;
+    while settled.elapsed() < Duration::from_secs(20) {
+        site_kwh = json(site_port, "/api/v1/now")["community_share"]["community_shared_kwh"]
+            .as_f64()
+            .unwrap_or(-1.0);
+        if site_kwh >= 0.0 && site_kwh <= hub_kwh + 0.01 && hub_kwh - site_kwh <= lag_kwh {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "community total {:.0} s after the hub settled: site {site_kwh} kWh, hub {hub_kwh} kWh (may trail by {lag_kwh:.3})",
+        settled.elapsed().as_secs_f64()
+    );
+    assert!(
+        site_kwh >= 0.0 && site_kwh <= hub_kwh + 0.01 && hub_kwh - site_kwh <= lag_kwh,
+        "20 s after the hub settled, the building quotes {site_kwh} kWh as the community's total; the hub has {hub_kwh}"
+    );
+}
+
 /// Every visible button, link, input and tab is at least 44 × 44 px at 360 px width.
 fn assert_tap_targets(b: &mut Browser, page: &str) {
     b.set_width(360);
@@ -758,6 +831,7 @@ fn resident_page_and_dashboard_match_the_api_update_live_and_switch_language_in_
     let mut b = Browser::launch();
     b.set_language("it-IT,it;q=0.9");
     // The dashboard first: by then the sites have had time to receive the community's signal.
+    share_total_follows_the_hub(demo.site_port(), demo.dashboard_port());
     let mut expected = dashboard(&mut b, demo.dashboard_port(), &token);
     assert_tap_targets(&mut b, "dashboard");
     expected.extend(resident(&mut b, demo.site_port()));
