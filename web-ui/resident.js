@@ -98,7 +98,8 @@
     // No panels nor battery: no production tile. All of what the building uses comes from the
     // grid (no panels, or none producing now): the grid tile would only repeat "Usa".
     for (const e of document.querySelectorAll(".prod")) e.hidden = !prod;
-    const allFromGrid = hasGrid() && t.grid_w > 0 && Math.abs(t.building_load_w - t.grid_w) < 1;
+    const allFromGrid = hasGrid() && t.grid_w > 0 && Math.abs(t.building_load_w - t.grid_w) < 1
+      && inputs("use").every((m) => m.role === "grid" || silentSince(m) == null); // a silent PV meter's 0 W proves nothing
     $("t-grid").hidden = !prod || allFromGrid;
     const ul = $("use-label");
     ul.dataset.i18n = hasGrid() && (!prod || allFromGrid) ? "usingGrid" : "using";
