@@ -40,7 +40,9 @@ window.socerTech = (() => {
       th.scope = "row";
       th.textContent = `${m.name} (${S.t("role_" + m.role)}, ${m.model})`;
       tr.append(th);
-      cell(tr, ss != null ? S.tf("notAnswering", { since: S.since(ss, now) }) : S.t("st_" + state), "st st-" + state);
+      // Failing but not yet silent for three intervals: since when it fails.
+      const failing = mh && mh.failing_since && state === "failed" ? " " + S.since(Date.parse(mh.failing_since), now) : "";
+      cell(tr, ss != null ? S.tf("notAnswering", { since: S.since(ss, now) }) : S.t("st_" + state) + failing, "st st-" + state);
       if (ss != null) tr.lastChild.dataset.since = new Date(ss).toISOString();
       cell(tr, m.bus != null ? `${m.bus} · ${m.unit}${m.endpoint ? " · " + m.endpoint : ""}` : "–");
       cell(tr, r && r.p_w != null ? S.power(r.p_w) : "–", "n");
