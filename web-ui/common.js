@@ -29,24 +29,51 @@ const S = (() => {
     document.title = t("title");
   }
 
-  // `onChange` re-renders the dynamic parts after a language switch or a resize.
-  function init(d, onChange) {
-    dict = d;
+  // English texts come in their own file (`{page}.en.js`), fetched only when a
+  // page is shown in English: most readers read Italian, and the first load stays light.
+  let page = "", onLang = () => {};
+  function addLang(d) { Object.assign(dict.en, d); }
+  function addTexts(d) { Object.assign(dict.it, d.it); Object.assign(dict.en, d.en); }
+  // Load `/assets/{name}.js` once; a failed load may be tried again.
+  const loading = {};
+  function need(name) {
+    loading[name] = loading[name] || new Promise((ok, fail) => {
+      const s = document.createElement("script");
+      s.src = `/assets/${name}.js`;
+      s.onload = ok;
+      s.onerror = () => { delete loading[name]; s.remove(); fail(new Error(s.src)); };
+      document.head.append(s);
+    });
+    return loading[name];
+  }
+  const loadEn = () => need(page + ".en");
+  async function setLang(l, remember) {
+    if (l === "en") {
+      try { await loadEn(); } catch (e) { l = "it"; }
+    }
+    lang = l;
+    if (remember) localStorage.setItem("socer.lang", lang);
+    applyStatic();
+    onLang();
+  }
+
+  // `onChange` re-renders the dynamic parts after a language switch or a resize. Resolves once
+  // the chosen language's texts are in.
+  function init(d, onChange, pageName) {
+    dict = { it: { ...COMMON_IT, ...d.it }, en: {} };
+    page = pageName;
     let pending = 0;
     addEventListener("resize", () => {
       clearTimeout(pending);
       pending = setTimeout(onChange, 150);
     });
-    lang = chooseLang();
     applyStatic();
     for (const b of document.querySelectorAll(".lang button")) {
-      b.addEventListener("click", () => {
-        lang = b.dataset.lang;
-        localStorage.setItem("socer.lang", lang);
-        applyStatic();
-        onChange();
-      });
+      b.addEventListener("click", () => setLang(b.dataset.lang, true));
     }
+    const ready = setLang(chooseLang(), false);
+    onLang = onChange;
+    return ready;
   }
 
   function num(v, digits) {
@@ -57,7 +84,8 @@ const S = (() => {
   // Power in W: below 1 kW in W, otherwise kW with one decimal.
   function power(w) {
     if (w == null || !isFinite(w)) return "–";
-    return Math.abs(w) < 1000 ? num(Math.round(w), 0) + " W" : num(w / 1000, 1) + " kW";
+    // `|| 0` turns a rounded −0 into 0: "-0 W" means nothing.
+    return Math.abs(w) < 1000 ? num(Math.round(w) || 0, 0) + " W" : num(w / 1000, 1) + " kW";
   }
   function kwh(v, digits = 1) {
     return v == null || !isFinite(v) ? "–" : num(v, digits) + " kWh";
@@ -199,6 +227,41 @@ const S = (() => {
     box.querySelector("p").textContent = t("adv_" + k);
   }
 
-  return { init, t, tf, lang: () => lang, num, power, kwh, eur, time, timeS, day, dateTime,
-    romeDate, romeMidnight, get, lines, bars, nextGreen, windowText, level };
+  // "novembre 2026" / "November 2026" for YYYY-MM.
+  function monthName(ym) {
+    const [y, m] = String(ym).split("-").map(Number);
+    if (!y || !m) return String(ym);
+    return new Intl.DateTimeFormat(locale(), { month: "long", year: "numeric", timeZone: "UTC" })
+      .format(new Date(Date.UTC(y, m - 1, 15)));
+  }
+  // A count with its noun in the right number: dict keys `{k}_one` and `{k}_other` hold "{n} …".
+  function count(k, n) {
+    const form = new Intl.PluralRules(locale()).select(n) === "one" ? "_one" : "_other";
+    return tf(k + form, { n: num(n, 0) });
+  }
+  // "dalle 21:10" today, "dal 30 nov, 21:10" before.
+  function since(ms, nowMs) {
+    return romeDate(ms) === romeDate(nowMs) ? tf("sinceTime", { t: time(ms) }) : tf("sinceDay", { t: dateTime(ms) });
+  }
+  // A meter error's kind ({kind, code}) in plain words.
+  function errorWords(k) {
+    if (!k || !k.kind) return "";
+    if (!("err_timeout" in dict.it)) {
+      need("errors").then(() => onLang(), () => {});
+      return "";
+    }
+    if (k.kind === "exception") {
+      const c = k.code, name = t("exc_" + c);
+      return tf("err_exception", { code: c, name: name === "exc_" + c ? t("exc_other") : name });
+    }
+    return t("err_" + k.kind);
+  }
+  // Plain-word texts shared by both pages (merged under each page's own dictionary).
+  const COMMON_IT = {
+      sinceTime: "dalle {t}", sinceDay: "dal {t}", silent: "non risponde", notAnswering: "non risponde {since}",
+  };
+
+
+  return { init, addLang, addTexts, need, t, tf, lang: () => lang, num, power, kwh, eur, time, timeS, day, dateTime,
+    romeDate, romeMidnight, get, lines, bars, nextGreen, windowText, level, monthName, count, since, errorWords };
 })();

@@ -10,13 +10,15 @@
       surplus: "Surplus", deficit: "Deficit", sharedNow: "Condivisa", shared: "Condivisa",
       updated: "Aggiornato alle", fresh: "{n} contatori su {m} aggiornati · {s} edifici su {t} in linea",
       hSites: "Edifici", site: "Edificio", state: "Stato", lastSeen: "Ultimo contatto", backlog: "Letture in coda",
-      meters: "Contatori ok", st_online: "in linea", st_offline: "non in linea", st_unknown: "mai visto",
+      meters: "Contatori ok", failing: "Contatori con problemi", noFailing: "nessuno", st_online: "in linea", st_offline: "non in linea", st_unknown: "mai visto",
       hDay: "Energia condivisa per ora", day: "Giorno", hMonth: "Energia condivisa per giorno", month: "Mese",
-      daySum: "Nel giorno: condivisa {s}, immessa {i}, prelevata {w}.", monthSum: "Nel mese: condivisa {s} in {n} giorni.",
+      daySum: "Nel giorno: condivisa {s}, immessa {i}, prelevata {w}.", monthSum: "Nel mese: condivisa {s} in {n} con dati.",
       estimated: "alcune ore sono stimate o incomplete",
       hIncentive: "Incentivo stimato del mese", incentive: "Incentivo (TIP)", valorisation: "Valorizzazione ARERA",
       social: "Parte destinata a fini sociali", sharedMonth: "Energia condivisa",
-      incNone: "Stima non disponibile ({why}).", incNote: "Stima su {n} ore; {e} ore stimate o incomplete.",
+      incNone: "Stima non disponibile ({why}).", incNote: "Stima su {n}; {e}.",
+      hours_one: "{n} ora", hours_other: "{n} ore", est_one: "{n} ora stimata o incompleta", est_other: "{n} ore stimate o incomplete",
+      est_zero: "nessuna ora stimata", days_one: "{n} giorno", days_other: "{n} giorni",
       hReports: "Rendiconti mensili", token: "Chiave di accesso", download: "Scarica CSV",
       repOk: "Rendiconto {f} scaricato.", repAuth: "Chiave non valida: il rendiconto contiene dati dei singoli soci.",
       repErr: "Rendiconto non disponibile ({why}).", repBusy: "Scaricamento…",
@@ -28,32 +30,7 @@
       window: "Prossima finestra verde: {day}, {start} – {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
       noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi", tomorrow: "domani",
       forecast: "Previsione oraria: {list}", never: "mai",
-    },
-    en: {
-      title: "socer · community dashboard", skip: "Skip to content", subtitle: "Community dashboard",
-      language: "Language", hSignal: "Signal now", hNow: "The community now",
-      production: "Production", consumption: "Consumption", injection: "Injection", withdrawal: "Withdrawal",
-      surplus: "Surplus", deficit: "Deficit", sharedNow: "Shared", shared: "Shared",
-      updated: "Updated at", fresh: "{n} of {m} meters fresh · {s} of {t} sites online",
-      hSites: "Sites", site: "Site", state: "State", lastSeen: "Last seen", backlog: "Readings queued",
-      meters: "Meters ok", st_online: "online", st_offline: "offline", st_unknown: "never seen",
-      hDay: "Shared energy per hour", day: "Day", hMonth: "Shared energy per day", month: "Month",
-      daySum: "In the day: shared {s}, injected {i}, withdrawn {w}.", monthSum: "In the month: shared {s} over {n} days.",
-      estimated: "some hours are estimated or incomplete",
-      hIncentive: "The month's incentive estimate", incentive: "Incentive (TIP)", valorisation: "ARERA valorisation",
-      social: "Share for social purposes", sharedMonth: "Shared energy",
-      incNone: "Estimate not available ({why}).", incNote: "Estimate over {n} hours; {e} hours estimated or incomplete.",
-      hReports: "Monthly reports", token: "Access token", download: "Download CSV",
-      repOk: "Report {f} downloaded.", repAuth: "Invalid token: the report holds per-member data.",
-      repErr: "Report not available ({why}).", repBusy: "Downloading…",
-      lv_green: "Green: shared energy available",
-      adv_green: "The community produces more than it uses: time for flexible loads.",
-      lv_yellow: "Yellow: balanced", adv_yellow: "Production and consumption are about equal.",
-      lv_red: "Red: deficit", adv_red: "The community uses more than it produces: postpone flexible loads.",
-      lv_none: "Signal not available", adv_none: "The signal engine has not published a signal yet.",
-      window: "Next green window: {day}, {start} – {end}.", windowNow: "Green window until {end}.",
-      noWindow: "No green window forecast in the coming hours.", today: "today", tomorrow: "tomorrow",
-      forecast: "Hourly forecast: {list}", never: "never",
+      st_meter_failed: "guasto", st_meter_degraded: "letture parziali", st_meter_unknown: "mai letto",
     },
   };
   const $ = (id) => document.getElementById(id);
@@ -68,8 +45,12 @@
     for (const k of ["production", "consumption", "injection", "withdrawal", "surplus", "shared"]) {
       const e = $("v-" + k), w = b[k + "_w"];
       e.dataset.w = w == null ? "" : String(w);
-      e.textContent = S.power(w);
+      // A negative surplus is a deficit: said in words, shown without the sign.
+      e.textContent = S.power(k === "surplus" && w != null ? Math.abs(w) : w);
     }
+    const sl = $("surplus-label");
+    sl.dataset.i18n = b.surplus_w < 0 ? "deficit" : "surplus";
+    sl.textContent = S.t(sl.dataset.i18n);
     $("updated").textContent = b.ts ? S.timeS(b.ts) : "–";
     $("updated").dataset.ts = b.ts || "";
     $("fresh").textContent = S.tf("fresh", { n: b.meters_fresh ?? 0, m: b.meters_total ?? 0, s: n.sites_online, t: n.sites_total });
@@ -97,8 +78,30 @@
       const seenToday = s.last_seen && S.romeDate(s.last_seen) === S.romeDate(Date.now());
       td(s.last_seen ? (seenToday ? S.timeS(s.last_seen) : S.dateTime(s.last_seen)) : S.t("never"));
       td(S.num(s.backlog, 0), "n");
-      const ok = (s.meters || []).filter((m) => m.health === "ok").length;
-      td(`${ok} / ${(s.meters || []).length}`, "n");
+      const ms = s.meters || [];
+      const bad = ms.filter((m) => m.health !== "ok" || m.silent_since);
+      td(`${ms.length - bad.length} / ${ms.length}`, "n");
+      // Which meters fail, since when, and why, from the site's own status.
+      td("");
+      const cellBad = tr.lastChild;
+      tr.dataset.failing = bad.map((m) => m.name).join(",");
+      if (!bad.length) cellBad.textContent = S.t("noFailing");
+      else {
+        const ul = document.createElement("ul");
+        ul.className = "fails";
+        for (const m of bad) {
+          const li = document.createElement("li"), b = document.createElement("strong");
+          li.dataset.meter = m.name;
+          b.textContent = m.name;
+          const why = m.silent_since ? S.tf("notAnswering", { since: S.since(Date.parse(m.silent_since), Date.now()) })
+            : S.t("st_meter_" + m.health);
+          const words = S.errorWords(m.error_kind) || m.last_error || "";
+          li.append(b, document.createTextNode(`: ${why}${words ? " (" + words + ")" : ""}`));
+          if (m.silent_since) li.dataset.since = m.silent_since;
+          ul.append(li);
+        }
+        cellBad.append(ul);
+      }
       body.append(tr);
     }
   }
@@ -152,7 +155,10 @@
       { cls: "b-shared", values: slots.map((s) => kwhOf(s.shared_mwh)) },
     ], (v) => S.num(v, 0) + " kWh", 5);
     const total = slots.reduce((a, s) => a + s.shared_mwh, 0);
-    $("month-sum").textContent = S.tf("monthSum", { s: S.kwh(kwhOf(total)), n: slots.length })
+    // The days the hub has figures for, not the days of the month.
+    const covered = slots.filter((s) => s.periods > 0).length;
+    $("month-sum").dataset.days = String(covered);
+    $("month-sum").textContent = S.tf("monthSum", { s: S.kwh(kwhOf(total)), n: S.count("days", covered) })
       + (slots.some((s) => s.estimated) ? " (" + S.t("estimated") + ")" : "");
   }
 
@@ -176,7 +182,8 @@
     tile("valorisation", S.eur(c.valorisation_ueur / 1e6));
     tile("social", S.eur(c.social_ueur / 1e6));
     tile("sharedMonth", S.kwh(kwhOf(c.shared_mwh)));
-    $("inc-note").textContent = S.tf("incNote", { n: c.periods, e: c.estimated_periods + c.incomplete_periods });
+    const e = c.estimated_periods + c.incomplete_periods;
+    $("inc-note").textContent = S.tf("incNote", { n: S.count("hours", c.periods), e: e ? S.count("est", e) : S.t("est_zero") });
   }
 
   function renderAll() {
@@ -189,6 +196,11 @@
     return m === 12 ? `${y + 1}-01` : `${y}-${String(m + 1).padStart(2, "0")}`;
   }
 
+  // Counts the loads of a figure (tests see it refresh without a reload).
+  function bump(id) {
+    const e = $(id);
+    e.dataset.n = String(Number(e.dataset.n || 0) + 1);
+  }
   async function loadLive() {
     const [now, sites] = await Promise.all([S.get("/api/v1/community/now"), S.get("/api/v1/sites")]);
     st.now = now;
@@ -209,6 +221,7 @@
   async function loadDay() {
     const d = $("day").value;
     st.day = await S.get(`/api/v1/energy?from=${d}&to=${nextDay(d)}&step=1h`);
+    bump("day-sum");
     renderDay();
   }
   async function loadMonth() {
@@ -216,6 +229,7 @@
     const r = await S.get(`/api/v1/energy?from=${m}-01&to=${nextMonth(m)}-01&step=1d`);
     r.month = m;
     st.month = r;
+    bump("month-sum");
     renderMonth();
     try {
       st.inc = await S.get(`/api/v1/incentive?month=${m}`);
@@ -224,6 +238,7 @@
       st.inc = null;
       st.incErr = "HTTP " + (e.status || "?");
     }
+    bump("inc-note");
     renderIncentive();
   }
 
@@ -254,9 +269,15 @@
 
   // Fetch the live figures now (tests use it to compare the page with the API at one moment).
   window.socerRefresh = () => Promise.all([loadLive(), loadSignal()]);
+  // The hub's day, month and incentive figures as they grow; a past day or month only on demand.
+  function refreshEnergy() {
+    const today = S.romeDate(Date.now());
+    if ($("day").value === today) loadDay().catch(() => {});
+    if ($("month").value === today.slice(0, 7)) loadMonth().catch(() => {});
+  }
 
   document.addEventListener("DOMContentLoaded", async () => {
-    S.init(I18N, renderAll);
+    const langReady = S.init(I18N, renderAll, "dashboard");
     const today = S.romeDate(Date.now());
     $("day").value = today;
     $("month").value = today.slice(0, 7);
@@ -268,14 +289,16 @@
     try {
       await Promise.all([loadLive(), loadSignal(), loadDay(), loadMonth()]);
       renderAll();
+      await langReady;
       document.body.dataset.ready = "1";
     } catch (e) {
       $("updated").textContent = String(e.message || e);
     }
-    // No reloads: live figures every 5 s, the signal every minute, today's hours every 5 minutes.
+    // No reloads: live figures every 5 s, today's and this month's energy and incentive every
+    // 30 s, the signal every minute.
     setInterval(() => loadLive().catch(() => {}), 5e3);
-    document.addEventListener("visibilitychange", () => { if (!document.hidden) loadLive().catch(() => {}); });
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) { loadLive().catch(() => {}); refreshEnergy(); } });
     setInterval(() => loadSignal(), 60e3);
-    setInterval(() => { if ($("day").value === S.romeDate(Date.now())) loadDay().catch(() => {}); }, 300e3);
+    setInterval(refreshEnergy, 30e3);
   });
 })();

@@ -14,7 +14,10 @@
       shareNone: "Non ancora disponibile: questo edificio non ha ancora ricevuto dalla comunità la ripartizione del mese.",
       share: "{pct} dell'energia condivisa della comunità ({kwh} su {total}), come consumo.",
       shareProd: "{pct} dell'energia condivisa della comunità ({kwh} su {total}), come produzione.", shareEur: "Incentivo stimato finora: {eur}.",
-      shareMonth: "Mese {month}, aggiornato alle {time}.",
+      shareMonth: "{month}: dati della comunità alle {time}.",
+      usingGrid: "Usa (tutto dalla rete)", staleNote: "{meters}: {since}. I valori in grigio sono gli ultimi letti, non quelli di adesso.",
+      lastRead: "ultimo valore {t}", elec: "V / I / PF / Hz", fails: "Errori di fila", st_silent: "non risponde",
+      days_one: "{n} giorno", days_other: "{n} giorni",
       lv_green: "Verde: energia in abbondanza",
       adv_green: "Adesso c'è energia condivisa: è il momento di usare lavatrice e lavastoviglie.",
       lv_yellow: "Giallo: in equilibrio",
@@ -25,7 +28,8 @@
       adv_none: "Il segnale della comunità non è ancora arrivato a questo edificio.",
       window: "Prossima finestra verde: {day}, {start} – {end}.", windowNow: "Finestra verde in corso fino alle {end}.",
       noWindow: "Nessuna finestra verde prevista nelle prossime ore.", today: "oggi", tomorrow: "domani",
-      todaySum: "Oggi finora: prodotta circa {p}, usata circa {u}.", histSum: "In {n} giorni: prodotta {p}, usata {u}.",
+      todaySum: "Oggi finora: prodotta circa {p}, usata circa {u}.", histSum: "In {n}: prodotta {p}, usata {u}.",
+      todaySumUse: "Oggi finora: usata circa {u}.", histSumUse: "In {n}: usata {u}.",
       noData: "Nessun dato ancora.",
       hMeters: "Contatori", meter: "Contatore", state: "Stato", bus: "Bus", power: "Potenza",
       lastReading: "Ultima lettura", reads: "Letture ok / parziali / fallite", latency: "Latenza", lastError: "Ultimo errore",
@@ -37,43 +41,33 @@
       disk: "Disco usato", uptime: "In funzione da", linkError: "Errore del collegamento",
       role_grid: "scambio", role_production: "produzione", role_consumption: "consumo", role_storage: "accumulo",
     },
-    en: {
-      title: "socer · your energy", skip: "Skip to content", subtitle: "Renewable energy community",
-      language: "Language", views: "Views", tabHome: "Home", tabTech: "Technician",
-      hLevel: "The community now", hNow: "Your building now", producing: "Producing", using: "Using",
-      gridIdle: "Grid exchange", gridIn: "Drawing from the grid", gridOut: "Feeding into the grid",
-      updated: "Updated at", liveUpdates: "live updates", hToday: "Today", produced: "Produced", used: "Used",
-      hHistory: "Recent days", period: "Period", days7: "7 days", days30: "30 days",
-      hShare: "Your share of the shared energy this month",
-      shareNone: "Not available yet: this building has not yet received the month's split from the community.",
-      share: "{pct} of the community's shared energy ({kwh} of {total}), as a consumer.",
-      shareProd: "{pct} of the community's shared energy ({kwh} of {total}), as a producer.", shareEur: "Estimated incentive so far: {eur}.",
-      shareMonth: "Month {month}, updated at {time}.",
-      lv_green: "Green: plenty of energy",
-      adv_green: "Shared energy is available now: a good time to run the washing machine and the dishwasher.",
-      lv_yellow: "Yellow: balanced",
-      adv_yellow: "The community produces about what it uses: if you can, wait for the next green window.",
-      lv_red: "Red: better wait",
-      adv_red: "The community is using more than it produces: postpone appliances that can wait.",
-      lv_none: "Signal not available",
-      adv_none: "The community's signal has not reached this building yet.",
-      window: "Next green window: {day}, {start} – {end}.", windowNow: "Green window until {end}.",
-      noWindow: "No green window forecast in the coming hours.", today: "today", tomorrow: "tomorrow",
-      todaySum: "Today so far: about {p} produced, {u} used.", histSum: "Over {n} days: produced {p}, used {u}.",
-      noData: "No data yet.",
-      hMeters: "Meters", meter: "Meter", state: "State", bus: "Bus", power: "Power",
-      lastReading: "Last reading", reads: "Reads ok / partial / failed", latency: "Latency", lastError: "Last error",
-      hLink: "Uplink and clock", healthAt: "Health read at",
-      st_ok: "ok", st_degraded: "partial", st_failed: "failed", st_unknown: "unknown",
-      uplink: "Link to the community", connected: "connected", disconnected: "not connected",
-      backlog: "Readings to send", lastAck: "Last ack (seq)", lastSeq: "Last stored reading (seq)",
-      reconnects: "Reconnections", clock: "Clock", synced: "synchronised", unsynced: "not synchronised",
-      disk: "Disk used", uptime: "Up for", linkError: "Uplink error",
-      role_grid: "grid", role_production: "production", role_consumption: "consumption", role_storage: "storage",
-    },
   };
   const $ = (id) => document.getElementById(id);
-  const st = { now: null, latest: {}, signal: null, share: null, alerts: [], today: null, days: null, span: 7, health: null, live: 0 };
+  const st = { now: null, latest: {}, signal: null, share: null, alerts: [], today: null, days: null, span: 7, health: null, live: 0,
+    skew: 0, fail: {}, loaded: Date.now() };
+  // The server's clock now (readings are stamped with it).
+  const serverNow = () => Date.now() + st.skew;
+  const hasRole = (role) => st.now.meters.some((m) => m.role === role);
+  const hasProduction = () => hasRole("production") || hasRole("storage");
+  // Since when a meter has not answered (ms), or null while its last reading is current: older
+  // than three poll intervals is not current.
+  function silentSince(m) {
+    const r = st.latest[m.name], now = serverNow();
+    const limit = 1000 * (m.stale_after_s || 3 * (m.interval_s || 5));
+    const last = r ? Date.parse(r.ts) : null;
+    if (last != null && now - last <= limit) return null;
+    const f = st.fail[m.name];
+    const failing = f ? f.since : (m.silent_since ? Date.parse(m.silent_since) : null);
+    if (last == null) return failing != null ? failing : (now - st.loaded > limit ? st.loaded : null);
+    return failing != null && failing >= last ? failing : last;
+  }
+  // The meters a tile's figure is made of.
+  function inputs(tile) {
+    const ms = st.now.meters, grid = hasRole("grid");
+    if (tile === "prod") return ms.filter((m) => m.role === "production");
+    if (tile === "grid") return ms.filter((m) => m.role === "grid");
+    return ms.filter((m) => (grid ? m.role !== "consumption" : m.role === "consumption"));
+  }
 
   // Building totals from the latest readings, with the same sign rules as the server (site/web.rs).
   function totals() {
@@ -100,6 +94,16 @@
   function renderNow() {
     if (!st.now) return;
     const t = totals();
+    const prod = hasProduction();
+    // No panels nor battery: no production tile. All of what the building uses comes from the
+    // grid (no panels, or none producing now): the grid tile would only repeat "Usa".
+    for (const e of document.querySelectorAll(".prod")) e.hidden = !prod;
+    const allFromGrid = hasGrid() && t.grid_w > 0 && Math.abs(t.building_load_w - t.grid_w) < 1
+      && inputs("use").every((m) => m.role === "grid" || silentSince(m) == null); // a silent PV meter's 0 W proves nothing
+    $("t-grid").hidden = !prod || allFromGrid;
+    const ul = $("use-label");
+    ul.dataset.i18n = hasGrid() && (!prod || allFromGrid) ? "usingGrid" : "using";
+    ul.textContent = S.t(ul.dataset.i18n);
     setW("v-prod", t.production_w);
     setW("v-use", hasGrid() ? t.building_load_w : t.consumption_w);
     setW("v-grid", Math.abs(t.grid_w));
@@ -107,8 +111,32 @@
     const gl = $("grid-label");
     gl.dataset.i18n = t.grid_w > 0 ? "gridIn" : t.grid_w < 0 ? "gridOut" : "gridIdle";
     gl.textContent = S.t(gl.dataset.i18n);
-    const stamps = Object.values(st.latest).map((r) => Date.parse(r.ts)).filter(isFinite);
-    $("updated").textContent = stamps.length ? S.timeS(Math.max(...stamps)) : "–";
+    // Each figure is as old as its oldest input; a silent input greys it and says since when.
+    const now = serverNow(), silent = new Map();
+    let oldest = null;
+    for (const tile of ["prod", "use", "grid"]) {
+      const box = $("t-" + tile);
+      let tileOld = null, tileSilent = null;
+      for (const m of inputs(tile)) {
+        const r = st.latest[m.name], ss = silentSince(m);
+        if (r) tileOld = tileOld == null ? Date.parse(r.ts) : Math.min(tileOld, Date.parse(r.ts));
+        if (ss != null) { silent.set(m.name, ss); tileSilent = tileSilent == null ? ss : Math.min(tileSilent, ss); }
+      }
+      box.classList.toggle("stale", tileSilent != null);
+      box.dataset.stale = tileSilent != null ? "1" : "";
+      box.querySelector(".since").textContent = tileSilent != null
+        ? S.tf("notAnswering", { since: S.since(tileSilent, now) }) : "";
+      if (!box.hidden && tileOld != null) oldest = oldest == null ? tileOld : Math.min(oldest, tileOld);
+    }
+    const u = $("updated");
+    u.textContent = oldest != null ? S.timeS(oldest) : "–";
+    u.dataset.ts = oldest != null ? new Date(oldest).toISOString() : "";
+    const note = $("stale-note");
+    note.hidden = silent.size === 0;
+    note.textContent = silent.size === 0 ? "" : S.tf("staleNote", {
+      meters: [...silent.keys()].map((n) => `«${n}»`).join(", "),
+      since: S.tf("notAnswering", { since: S.since(Math.min(...silent.values()), now) }),
+    });
   }
 
   function renderSignal() {
@@ -124,6 +152,7 @@
 
   // The month's share as the community hub sealed it for this building (GET /api/v1/now,
   // community_share: the wire's SiteSummary): as a consumer and as a producer.
+  const cap = (x) => x.charAt(0).toUpperCase() + x.slice(1);
   function renderShare() {
     const sh = st.share || (st.now && st.now.community_share);
     if (!sh || !(sh.community_shared_kwh > 0)) { $("share").textContent = S.t("shareNone"); return; }
@@ -138,7 +167,7 @@
     // show the apportionment of the building's larger role, never their sum.
     const eur = roles[0][0] === "share" ? sh.incentive_as_consumer_eur : sh.incentive_as_producer_eur;
     if (eur != null && eur > 0) parts.push(S.tf("shareEur", { eur: S.eur(eur) }));
-    parts.push(S.tf("shareMonth", { month: sh.month, time: S.time(Date.parse(sh.updated)) }));
+    parts.push(S.tf("shareMonth", { month: cap(S.monthName(sh.month)), time: S.time(Date.parse(sh.updated)) }));
     $("share").textContent = parts.join(" ");
   }
 
@@ -166,90 +195,53 @@
     if (!st.today || !st.now) return;
     const steps = energyByStep(st.today.rows);
     const from = Date.parse(st.today.from), to = from + 24 * 3600e3;
+    const prod = hasProduction();
     S.lines($("chart-today"), [
-      { cls: "l-prod", pts: steps.map(([k, e]) => [k, e.pw / 1000]) },
+      ...(prod ? [{ cls: "l-prod", pts: steps.map(([k, e]) => [k, e.pw / 1000]) }] : []),
       { cls: "l-use", pts: steps.map(([k, e]) => [k, e.uw / 1000]) },
     ], from, to, (v) => S.num(v, v < 10 ? 1 : 0) + " kW", 6);
     // Average power × step: counter increases inside short steps miss the gaps between them.
     const h = (k, e) => Math.max(0, Math.min(e.s, (Date.now() - k) / 1000)) / 3600; // the current step is partial
     const p = steps.reduce((a, [k, e]) => a + e.pw * h(k, e), 0) / 1000;
     const u = steps.reduce((a, [k, e]) => a + e.uw * h(k, e), 0) / 1000;
-    $("today-sum").textContent = steps.length ? S.tf("todaySum", { p: S.kwh(p), u: S.kwh(u) }) : S.t("noData");
+    $("today-sum").textContent = steps.length ? S.tf(prod ? "todaySum" : "todaySumUse", { p: S.kwh(p), u: S.kwh(u) }) : S.t("noData");
   }
 
   function renderDays() {
     if (!st.days || !st.now) return;
-    const steps = energyByStep(st.days.rows).slice(-st.span);
+    // The last N local days; only days that hold data are drawn and counted.
+    const first = Date.parse(st.days.to || new Date().toISOString()) - st.span * 86400e3;
+    const steps = energyByStep(st.days.rows).filter(([k]) => k >= first - 3600e3).slice(-st.span);
     const labels = steps.map(([k]) => S.day(k));
+    const prod = hasProduction();
     S.bars($("chart-hist"), labels, [
-      { cls: "b-prod", values: steps.map(([, e]) => e.p / 1000) },
+      ...(prod ? [{ cls: "b-prod", values: steps.map(([, e]) => e.p / 1000) }] : []),
       { cls: "b-use", values: steps.map(([, e]) => e.u / 1000) },
     ], (v) => S.num(v, 0) + " kWh", st.span > 7 ? 5 : 1);
     const p = steps.reduce((a, [, e]) => a + e.p, 0) / 1000, u = steps.reduce((a, [, e]) => a + e.u, 0) / 1000;
-    $("hist-sum").textContent = steps.length ? S.tf("histSum", { n: steps.length, p: S.kwh(p), u: S.kwh(u) }) : S.t("noData");
+    $("hist-sum").dataset.days = String(steps.length);
+    $("hist-sum").textContent = steps.length
+      ? S.tf(prod ? "histSum" : "histSumUse", { n: S.count("days", steps.length), p: S.kwh(p), u: S.kwh(u) }) : S.t("noData");
   }
 
-  // A cell labelled by its column's header (shown on narrow screens, where rows become cards).
-  function cell(tr, text, cls) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    td.dataset.label = document.querySelectorAll("#tech thead th")[tr.children.length].textContent;
-    if (cls) td.className = cls;
-    tr.append(td);
-  }
+  // The technician tab's table is drawn by resident-tech.js, fetched when the tab first opens.
+  let techLoading = null;
   function renderTech() {
-    if (!st.now) return;
-    const h = st.health, body = $("meters");
-    body.replaceChildren();
-    for (const m of st.now.meters) {
-      const mh = h && h.meters[m.name];
-      const r = st.latest[m.name];
-      const state = mh ? mh.state : m.health || "unknown";
-      const tr = document.createElement("tr");
-      tr.dataset.meter = m.name;
-      const th = document.createElement("th");
-      th.scope = "row";
-      th.textContent = `${m.name} (${S.t("role_" + m.role)}, ${m.model})`;
-      tr.append(th);
-      cell(tr, S.t("st_" + state), "st st-" + state);
-      cell(tr, m.bus != null ? `${m.bus} · ${m.unit}` : "–");
-      cell(tr, r && r.p_w != null ? S.power(r.p_w) : "–", "n");
-      tr.lastChild.dataset.w = r && r.p_w != null ? String(r.p_w) : "";
-      cell(tr, r ? S.timeS(r.ts) : "–");
-      tr.lastChild.dataset.ts = r ? r.ts : "";
-      cell(tr, mh ? `${mh.reads_ok} / ${mh.reads_partial} / ${mh.reads_failed}` : "–", "n");
-      const n = mh ? mh.reads_ok + mh.reads_partial : 0;
-      cell(tr, mh ? `${S.num(mh.latency_ms_last, 0)} ms (⌀ ${S.num(n ? mh.latency_ms_sum / n : 0, 0)})` : "–", "n");
-      cell(tr, mh && mh.last_error ? mh.last_error : "–", mh && mh.last_error ? "err" : "");
-      body.append(tr);
-    }
-    const link = $("link");
-    link.replaceChildren();
-    if (!h) return;
-    const tile = (k, v, small) => {
-      const d = document.createElement("div"), dt = document.createElement("dt"), dd = document.createElement("dd");
-      dt.textContent = S.t(k);
-      dd.textContent = v;
-      if (small) { const s = document.createElement("small"); s.textContent = small; dd.append(s); }
-      d.append(dt, dd);
-      link.append(d);
-    };
-    tile("uplink", S.t(h.uplink.connected ? "connected" : "disconnected"), h.uplink.last_error || "");
-    tile("backlog", S.num(h.outbox.backlog, 0));
-    tile("lastAck", String(h.uplink.last_ack_seq), `${S.t("lastSeq")}: ${h.outbox.last_seq}`);
-    tile("reconnects", S.num(h.uplink.reconnects, 0));
-    tile("clock", S.t(h.clock_synced ? "synced" : "unsynced"), st.now.ts ? S.dateTime(st.now.ts) : "");
-    tile("disk", S.num(h.outbox.disk_bytes / 1048576, 1) + " MiB", `/ ${S.num(h.outbox.budget_bytes / 1048576, 0)} MiB`);
-    tile("uptime", h.uptime_s < 3600 ? S.num(Math.floor(h.uptime_s / 60), 0) + " min" : S.num(h.uptime_s / 3600, 1) + " h");
-    $("health-at").textContent = S.timeS(Date.now());
+    if (window.socerTech) { window.socerTech(R); return; }
+    techLoading = techLoading || S.need("resident-tech").catch(() => { techLoading = null; });
+    techLoading.then(() => { if (window.socerTech && st.now) window.socerTech(R); });
   }
+  // What resident-tech.js reads of this page.
+  const R = { $, st, serverNow, silentSince };
 
   function renderAll() {
-    renderNow(); renderSignal(); renderShare(); renderToday(); renderDays(); renderTech();
+    renderNow(); renderSignal(); renderShare(); renderToday(); renderDays();
+    if (!$("tech").hidden) renderTech();
   }
 
   async function loadNow() {
     st.now = await S.get("/api/v1/now");
+    if (st.now.ts) st.skew = Date.parse(st.now.ts) - Date.now();
     document.getElementById("site-name").textContent = st.now.name || st.now.site;
     for (const m of st.now.meters) if (m.reading) st.latest[m.name] = m.reading;
   }
@@ -280,7 +272,15 @@
     const es = new EventSource("/api/v1/events");
     es.addEventListener("reading", (ev) => {
       const r = JSON.parse(ev.data);
-      if (r.quality === "failed") return; // the server keeps the last good reading too
+      if (r.quality === "failed") {
+        // Kept apart: the last good reading stays, and the page learns since when it fails.
+        const f = st.fail[r.meter] || { since: Date.parse(r.ts), n: 0 };
+        f.n += 1;
+        st.fail[r.meter] = f;
+        renderNow();
+        return;
+      }
+      delete st.fail[r.meter];
       st.latest[r.meter] = r;
       st.live += 1;
       const c = $("live-count");
@@ -324,7 +324,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", async () => {
-    S.init(I18N, renderAll);
+    const langReady = S.init(I18N, renderAll, "resident");
     tabs();
     $("d7").addEventListener("click", () => span(7));
     $("d30").addEventListener("click", () => span(30));
@@ -337,6 +337,7 @@
         loadHealth().catch(() => {}),
       ]);
       renderAll();
+      await langReady;
       document.body.dataset.ready = "1";
     } catch (e) {
       $("updated").textContent = String(e.message || e);
@@ -345,5 +346,7 @@
     setInterval(() => { loadHistory().then(() => { renderToday(); renderDays(); }).catch(() => {}); }, 300e3);
     setInterval(() => { loadSignal().then(() => { renderSignal(); renderShare(); }).catch(() => {}); }, 30e3);
     setInterval(() => { if (!$("tech").hidden) loadHealth().then(renderTech).catch(() => {}); }, 5e3);
+    // A meter that falls silent sends nothing: its figures turn grey as they age.
+    setInterval(() => { renderNow(); if (!$("tech").hidden) renderTech(); }, 2e3);
   });
 })();

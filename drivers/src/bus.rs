@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::clock::Clock;
 use crate::decode::{apply_scale_factor, decode, plausible, DecodeError};
-use crate::link::{Link, LinkError};
+use crate::link::{ErrorKind, Link, LinkError};
 use crate::plan::{needs_of, plan, CostModel, Intervals, Limits, Need, Request, Schedule};
 use crate::profile::{Function, Profile, QuantityMap};
 use crate::reading::{Missing, Quality, Quantity, Reading, Values};
@@ -113,6 +113,8 @@ pub struct MeterHealth {
     /// Duration of the last poll, ms.
     pub last_latency_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// The category of `last_error`.
+    pub last_error_kind: Option<ErrorKind>,
     pub consecutive_failures: u32,
     /// Not polled before this time (wall clock, from the injected clock).
     pub backed_off_until: Option<DateTime<Utc>>,
@@ -252,6 +254,7 @@ async fn run<L: Link>(
                         m.last_latency_ms = Some(latency.as_millis() as u64);
                         if let Some(e) = &outcome.last_error {
                             m.last_error = Some(e.clone());
+                            m.last_error_kind = outcome.last_error_kind;
                         }
                         m.consecutive_failures = consecutive;
                         m.backed_off_until = backed_off_until;
@@ -294,6 +297,9 @@ pub struct PollOutcome {
     /// Requests that failed on the link (skipped requests are not counted).
     pub link_failures: u64,
     pub last_error: Option<String>,
+    /// The category of the last failure of this poll: of the link, else of a value (not
+    /// available, implausible).
+    pub last_error_kind: Option<ErrorKind>,
 }
 
 /// Read every quantity of a meter once (what `socer read` does).
@@ -371,6 +377,7 @@ pub async fn poll<L: Link>(
     let mut reads_ok = 0;
     let mut link_failures = 0;
     let mut last_error = None;
+    let mut last_error_kind = None;
     let mut gave_up: Option<String> = None;
     for req in &planned.requests {
         if let Some(why) = &gave_up {
@@ -396,6 +403,7 @@ pub async fn poll<L: Link>(
                     gave_up = Some(format!("not tried after {msg}"));
                 }
                 last_error = Some(msg.clone());
+                last_error_kind = Some(e.kind());
                 results.push((*req, Err(Failure::Link(e))));
             }
         }
@@ -444,6 +452,7 @@ pub async fn poll<L: Link>(
 
     let mut values = Values::default();
     let mut missing = Vec::new();
+    let mut value_kind: Option<ErrorKind> = None;
     for map in &maps {
         let function = map.function.unwrap_or(profile.defaults.function);
         let target = oriented(map.name, meter.reverse);
@@ -455,6 +464,11 @@ pub async fn poll<L: Link>(
         };
         let value = words_of(&need).and_then(|w| {
             decode(&w, map, &profile.defaults).map_err(|e| {
+                value_kind.get_or_insert(match e {
+                    DecodeError::NotAvailable { .. } => ErrorKind::NotAvailable,
+                    DecodeError::Implausible(_) => ErrorKind::Implausible,
+                    DecodeError::Length { .. } => ErrorKind::Frame,
+                });
                 let what = match e {
                     DecodeError::NotAvailable { raw } => {
                         format!("device reports not available (raw {raw})")
@@ -482,8 +496,10 @@ pub async fn poll<L: Link>(
         // A nonsense register value (a torn read, a wrong map, a device fault) is missing, never
         // a reading: checked on the final value, after any scale factor.
         let value = value.and_then(|v| {
-            plausible(map.name, v)
-                .map_err(|e| format!("{}: {e}", locate(bus, meter.unit, function, map.address)))
+            plausible(map.name, v).map_err(|e| {
+                value_kind.get_or_insert(ErrorKind::Implausible);
+                format!("{}: {e}", locate(bus, meter.unit, function, map.address))
+            })
         });
         match value {
             Ok(v) => {
@@ -520,6 +536,7 @@ pub async fn poll<L: Link>(
         reads_ok,
         link_failures,
         last_error,
+        last_error_kind: last_error_kind.or(value_kind),
     }
 }
 
@@ -635,6 +652,7 @@ mod tests {
         // Two requests planned (0..3 and 300..302 are far apart at 9600 baud); only the first sent.
         assert_eq!(link.calls, vec![(0, 3)]);
         assert_eq!(out.link_failures, 1);
+        assert_eq!(out.last_error_kind, Some(ErrorKind::Timeout));
         let r = out.reading;
         assert_eq!(r.quality, Quality::Failed);
         assert!(r.values.is_empty());
@@ -715,6 +733,7 @@ mod tests {
             &clock(),
         )
         .await;
+        assert_eq!(out.last_error_kind, Some(ErrorKind::Implausible));
         let r = out.reading;
         assert_eq!(r.values.p_w, None);
         assert_eq!(r.values.f_hz, Some(50.0));

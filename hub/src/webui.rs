@@ -1,6 +1,7 @@
 //! The resident page and the community dashboard: the static files of `web-ui/`, embedded in the
 //! binary, served at `/` and `/assets/…` with their content type, an ETag and gzip when the browser
 //! accepts it. It serves only these files: no file system access, no templating of request data.
+//! Comment lines and indentation are dropped once, when a file is first served (see [`minify`]).
 
 use std::io::Write as _;
 use std::sync::OnceLock;
@@ -45,12 +46,54 @@ pub static ASSETS: &[Asset] = &[
     asset!("common.js", "text/javascript; charset=utf-8"),
     asset!("resident.js", "text/javascript; charset=utf-8"),
     asset!("dashboard.js", "text/javascript; charset=utf-8"),
+    asset!("resident-tech.js", "text/javascript; charset=utf-8"),
+    asset!("errors.js", "text/javascript; charset=utf-8"),
+    asset!("resident.en.js", "text/javascript; charset=utf-8"),
+    asset!("dashboard.en.js", "text/javascript; charset=utf-8"),
 ];
 
-/// An asset with its gzip body and ETag, computed once.
+/// An asset with its served body, gzip body and ETag, computed once.
 struct Prepared {
+    body: Vec<u8>,
     gzip: Vec<u8>,
     etag: String,
+}
+
+/// What a browser needs of our own files: without whole-line comments (`//` in JavaScript,
+/// `/* */` in CSS), indentation and blank lines. Only whole lines are dropped, never part of a
+/// line, so nothing inside a string can change; our files keep no multi-line strings.
+pub fn minify(name: &str, raw: &[u8]) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return raw.to_vec();
+    };
+    let js = name.ends_with(".js");
+    let css = name.ends_with(".css");
+    let mut out = String::with_capacity(text.len());
+    let mut in_comment = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if css {
+            if in_comment {
+                in_comment = !t.contains("*/");
+                continue;
+            }
+            if t.starts_with("/*") {
+                in_comment = !t.contains("*/");
+                if !in_comment && !t.ends_with("*/") {
+                    // Something follows the comment on its line: keep the line.
+                    out.push_str(t);
+                    out.push('\n');
+                }
+                continue;
+            }
+        }
+        if t.is_empty() || (js && t.starts_with("//")) {
+            continue;
+        }
+        out.push_str(t);
+        out.push('\n');
+    }
+    out.into_bytes()
 }
 
 fn prepared(i: usize) -> &'static Prepared {
@@ -59,14 +102,16 @@ fn prepared(i: usize) -> &'static Prepared {
 }
 
 fn prepare(a: &Asset) -> Prepared {
+    let body = minify(a.name, a.raw);
     let mut enc = GzEncoder::new(Vec::new(), Compression::best());
     // Writing to a Vec cannot fail; an empty body would only cost the compression.
     let gzip: Vec<u8> = enc
-        .write_all(a.raw)
+        .write_all(&body)
         .and_then(|()| enc.finish())
         .unwrap_or_default();
-    let digest = Sha256::digest(a.raw);
+    let digest = Sha256::digest(&body);
     Prepared {
+        body,
         gzip,
         etag: format!("\"{}\"", hex::encode(&digest[..8])),
     }
@@ -126,7 +171,7 @@ pub fn respond(
             .header(header::CONTENT_ENCODING, "gzip")
             .body(p.gzip.as_slice())
     } else {
-        builder.body(asset.raw)
+        builder.body(p.body.as_slice())
     };
     reply.unwrap_or_default()
 }
@@ -190,6 +235,27 @@ mod tests {
         let plain = respond("app.css", Some("\"other\""), None);
         assert_eq!(plain.status(), StatusCode::OK);
         assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+    }
+
+    #[test]
+    fn minifying_drops_only_whole_comment_lines_and_indentation() {
+        let js = "// a comment\n  const a = \"x // y\"; // kept, part of a line\n\n    f();\n";
+        assert_eq!(
+            String::from_utf8(minify("a.js", js.as_bytes())).unwrap(),
+            "const a = \"x // y\"; // kept, part of a line\nf();\n"
+        );
+        let css = "/* one\n two */\n  a { b: c; }\n/* x */ d { e: f; }\n/* y */\n";
+        assert_eq!(
+            String::from_utf8(minify("a.css", css.as_bytes())).unwrap(),
+            "a { b: c; }\n/* x */ d { e: f; }\n"
+        );
+        // HTML keeps its comments (none are ours to judge), loses only indentation.
+        assert_eq!(minify("a.html", b"  <p>\n// x\n"), b"<p>\n// x\n");
+        // Every shipped file shrinks and keeps every line that is not a comment.
+        for a in ASSETS {
+            let m = minify(a.name, a.raw);
+            assert!(m.len() < a.raw.len(), "{}", a.name);
+        }
     }
 
     #[test]

@@ -288,6 +288,22 @@ pub struct MeterStatus {
     pub health: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Since when the meter has not answered (silent for more than three poll intervals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_since: Option<DateTime<Utc>>,
+    /// Time of its last reading with values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reading: Option<DateTime<Utc>>,
+    /// The category of `last_error`: `{"kind": "timeout"}`, `{"kind": "exception", "code": 2}`…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<socer_drivers::link::ErrorKind>,
+    /// Polls in a row that read nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Payload of the retained `site/{site}/status`; the last will is `{"state":"offline"}`.

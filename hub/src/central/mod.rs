@@ -44,6 +44,9 @@ pub struct Args {
 
 /// How often live figures are published and dirty closed periods recomputed.
 pub const COMPUTE_EVERY: Duration = Duration::from_secs(5);
+/// Dirty periods recomputed at most per tick: a tick that recomputes this many is working
+/// through a backlog.
+pub const RECOMPUTE_BATCH: usize = 48;
 /// How often the still-open period is recomputed.
 pub const OPEN_PERIOD_EVERY: Duration = Duration::from_secs(60);
 
@@ -241,7 +244,8 @@ async fn compute_loop(hub: Arc<Hub>, client: AsyncClient, latest: Arc<ingest::La
         }
         let h = hub.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let res = compute::recompute_dirty(&mut r, &h.model, now, 48, include_open);
+            let res =
+                compute::recompute_dirty(&mut r, &h.model, now, RECOMPUTE_BATCH, include_open);
             (r, res)
         })
         .await;

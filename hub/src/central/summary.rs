@@ -174,6 +174,14 @@ pub fn due(
     }
 }
 
+/// Whether the hub is still working through a backlog of periods: one of the last two ticks
+/// recomputed a full batch. Until then the figures are partial and move fast, so each site's
+/// summary follows them at once rather than once a minute (a site must not quote a partial
+/// community total for a minute).
+pub fn catching_up(last_two_deltas: (u64, u64), batch: u64) -> bool {
+    last_two_deltas.0 >= batch || last_two_deltas.1 >= batch
+}
+
 /// Publish every site's summary at start, then again whenever its figures change (see [`due`]).
 pub async fn run(hub: Arc<Hub>, client: AsyncClient) {
     let topics = Topics::new(&hub.cfg.community);
@@ -186,10 +194,14 @@ pub async fn run(hub: Arc<Hub>, client: AsyncClient) {
     let mut sent: HashMap<String, SiteSummary> = HashMap::new();
     let mut last: Option<(Instant, u64)> = None;
     let mut tick = tokio::time::interval(super::COMPUTE_EVERY);
+    let (mut seen_before, mut deltas) = (0u64, (0u64, 0u64));
     loop {
         tick.tick().await;
         let computed = hub.metrics.periods_computed.load(Ordering::Relaxed);
-        let had_figures = sent.values().any(|s| s.community_shared_kwh > 0.0);
+        deltas = (deltas.1, computed.saturating_sub(seen_before));
+        seen_before = computed;
+        let backlog = catching_up(deltas, super::RECOMPUTE_BATCH as u64);
+        let had_figures = !backlog && sent.values().any(|s| s.community_shared_kwh > 0.0);
         if !due(last, computed, had_figures, Instant::now()) {
             continue;
         }
@@ -305,6 +317,17 @@ mod tests {
         );
         assert!(!due(Some((t0, 5)), 6, true, later(30)), "within the minute");
         assert!(due(Some((t0, 5)), 6, true, later(60)));
+    }
+
+    #[test]
+    fn a_hub_working_through_a_backlog_is_catching_up_until_a_tick_after_the_last_full_batch() {
+        assert!(catching_up((0, 48), 48), "a full batch: more are waiting");
+        assert!(
+            catching_up((48, 3), 48),
+            "the remainder: publish the complete figures too"
+        );
+        assert!(!catching_up((3, 2), 48), "live: the open period only");
+        assert!(!catching_up((0, 0), 48));
     }
 
     #[test]

@@ -62,6 +62,13 @@ pub struct Args {
     /// Stop by itself after this long (`90s`, `10m`), as Ctrl-C would.
     #[arg(long, value_name = "DURATION")]
     pub run_for: Option<String>,
+    /// Make a meter stop answering once live (`BUILDING/METER`, repeatable), to see how the
+    /// pages and the hub show a dead meter.
+    #[arg(long, value_name = "BUILDING/METER")]
+    pub silence: Vec<String>,
+    /// How long after going live the `--silence` meters fall silent (`30s`, `2m`).
+    #[arg(long, value_name = "DURATION", default_value = "0")]
+    pub silence_after: String,
 }
 
 /// Seconds between backfilled readings, and the integration step behind them.
@@ -363,7 +370,11 @@ async fn run_in(
         }
     }
 
+    let silencer = silence(args, &community, &meters)?;
     let code = supervise(&mut daemons, run_for).await;
+    if let Some(t) = silencer {
+        t.abort();
+    }
     let _ = stop_flex.send(true);
     for c in controllers {
         let _ = tokio::time::timeout(Duration::from_secs(2), c).await;
@@ -373,6 +384,44 @@ async fn run_in(
     drop(meters);
     println!("socer demo: stopped.");
     Ok(code)
+}
+
+/// Schedule `--silence`: the named meters' simulated devices stop answering after
+/// `--silence-after`.
+fn silence(
+    args: &Args,
+    c: &Community,
+    meters: &[meters::BuildingMeters],
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if args.silence.is_empty() {
+        return Ok(None);
+    }
+    let after = match args.silence_after.trim() {
+        "0" => Duration::ZERO,
+        s => crate::site::config::parse_duration(s).ok_or_else(|| {
+            anyhow::anyhow!("--silence-after {s:?}: expected a duration such as 30s")
+        })?,
+    };
+    let mut devices = Vec::new();
+    for name in &args.silence {
+        let found = name.split_once('/').and_then(|(b, m)| {
+            let i = c.buildings().iter().position(|x| x.id == b)?;
+            meters.get(i)?.devices.get(m).cloned()
+        });
+        match found {
+            Some(d) => devices.push((name.clone(), d)),
+            None => anyhow::bail!("--silence {name:?}: no such BUILDING/METER in the scenario"),
+        }
+    }
+    Ok(Some(tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        for (name, d) in devices {
+            let mut f = d.faults();
+            f.silent = true;
+            d.set_faults(f);
+            println!("  {name} no longer answers (--silence)");
+        }
+    })))
 }
 
 /// The state a previous clean stop left in the data folder, if it fits this scenario and seed.

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use socer_drivers::clock::{Clock, SystemClock};
-use socer_drivers::reading::Reading;
 
 use crate::wire;
 use outbox::{Outbox, Store};
@@ -98,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let (events, _) = broadcast::channel(256);
+    let profiles = socer_drivers::ProfileSet::builtin().unwrap_or_default();
     let view = Arc::new(View {
         site: cfg.site.id.get_ref().clone(),
         community: cfg.site.community.get_ref().clone(),
@@ -106,13 +106,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         meters: cfg
             .meters
             .iter()
-            .map(|m| MeterInfo {
-                name: m.name().to_string(),
-                model: m.model.get_ref().clone(),
-                role: m.role(),
-                pod: m.pod.clone(),
-                bus: m.bus.get_ref().clone(),
-                unit: *m.unit.get_ref(),
+            .map(|m| {
+                let bus = cfg
+                    .buses
+                    .iter()
+                    .find(|b| b.name.get_ref() == m.bus.get_ref());
+                let (interval_s, counter_interval_s) =
+                    intervals_of(m, bus.is_some_and(|b| b.simulated), &profiles);
+                MeterInfo {
+                    name: m.name().to_string(),
+                    model: m.model.get_ref().clone(),
+                    role: m.role(),
+                    pod: m.pod.clone(),
+                    bus: m.bus.get_ref().clone(),
+                    unit: *m.unit.get_ref(),
+                    endpoint: bus.map(endpoint_of).unwrap_or_default(),
+                    interval_s,
+                    counter_interval_s,
+                }
             })
             .collect(),
         latest: Mutex::new(BTreeMap::new()),
@@ -126,9 +137,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (tx, rx) = mpsc::channel::<(Reading, Duration)>(4096);
+    let (tx, rx) = mpsc::channel::<poll::Polled>(4096);
     let pollers = poll::spawn_all(&cfg, clock.clone(), tx, stop_rx.clone());
-    let ingest = tokio::spawn(ingest(rx, view.clone()));
+    // Home Assistant's counters see every reading (a poll's reading may hold no counter).
+    let ha_book = cfg.homeassistant.as_ref().filter(|h| h.enabled).map(|_| {
+        Arc::new(ha::CounterBook::load(Some(
+            cfg.storage.path.join("ha-counters.json"),
+        )))
+    });
+    let ingest = tokio::spawn(ingest(rx, view.clone(), ha_book.clone()));
 
     let clock_task = {
         let (time, outbox, mut stop) = (time.clone(), outbox.clone(), stop_rx.clone());
@@ -203,7 +220,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         view.signal.clone(),
         stop_rx.clone(),
     );
-    let ha_task = match ha_link(&cfg, &loaded.broker, uplink_ca, &view) {
+    let ha_task = match ha_link(&cfg, &loaded.broker, uplink_ca, &view, ha_book) {
         Ok(Some(link)) => Some(ha::spawn(link, stop_rx.clone())),
         Ok(None) => None,
         Err(e) => {
@@ -282,9 +299,18 @@ async fn wait_for_signal() {
 }
 
 /// Readings from the pollers: health, latest values, live events, then the outbox.
-async fn ingest(mut rx: mpsc::Receiver<(Reading, Duration)>, view: Arc<View>) {
-    while let Some((r, latency)) = rx.recv().await {
-        poll::record(&view.health, &r, latency);
+async fn ingest(
+    mut rx: mpsc::Receiver<poll::Polled>,
+    view: Arc<View>,
+    ha_book: Option<Arc<ha::CounterBook>>,
+) {
+    while let Some((r, latency, kind)) = rx.recv().await {
+        poll::record(&view.health, &r, latency, kind);
+        if let Some(book) = &ha_book {
+            if let Some(m) = view.meters.iter().find(|m| m.name == r.meter) {
+                book.observe(m.role, &r);
+            }
+        }
         if r.quality != socer_drivers::reading::Quality::Failed {
             if let Ok(mut l) = view.latest.lock() {
                 l.insert(r.meter.clone(), r.clone());
@@ -308,8 +334,9 @@ fn ha_link(
     broker: &config::BrokerUrl,
     ca_pem: Option<Vec<u8>>,
     view: &Arc<View>,
+    book: Option<Arc<ha::CounterBook>>,
 ) -> Result<Option<ha::HaLink>, String> {
-    let Some(h) = cfg.homeassistant.as_ref().filter(|h| h.enabled) else {
+    let (Some(h), Some(book)) = (cfg.homeassistant.as_ref().filter(|h| h.enabled), book) else {
         return Ok(None);
     };
     let (broker, username, password) = match &h.url {
@@ -326,11 +353,16 @@ fn ha_link(
     };
     let topics = ha::HaTopics::new(&h.discovery_prefix, &view.community, &view.site);
     let state = {
-        let v = view.clone();
+        let (v, t) = (view.clone(), topics.clone());
         Arc::new(move || {
             let latest = v.latest.lock().map(|l| l.clone()).unwrap_or_default();
             let signal = v.signal.lock().ok().and_then(|s| s.signal.clone());
-            ha::state(&v.meters, &latest, signal.as_ref())
+            let now = v
+                .time
+                .wall_ms()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .unwrap_or_else(chrono::Utc::now);
+            ha::messages(&t, &v.meters, &latest, signal.as_ref(), &book, now)
         })
     };
     Ok(Some(ha::HaLink {
@@ -345,9 +377,61 @@ fn ha_link(
     }))
 }
 
+/// Where a bus is, as the technician view shows it.
+fn endpoint_of(b: &config::BusConfig) -> String {
+    if let Some(addr) = &b.tcp {
+        format!("tcp {}", addr.get_ref())
+    } else if let Some(port) = &b.serial {
+        let parity = match b.parity {
+            config::Parity::None => 'N',
+            config::Parity::Even => 'E',
+            config::Parity::Odd => 'O',
+        };
+        format!(
+            "serial {} {} 8{parity}{}",
+            port.get_ref(),
+            b.baud,
+            b.stop_bits.get_ref()
+        )
+    } else {
+        "simulated".into()
+    }
+}
+
+/// A meter's poll interval and counter interval, seconds: its own `interval`, else its profile's
+/// defaults (5 s and 60 s when the model is resolved at run time, as SunSpec devices are). A
+/// simulated meter reads everything at each poll.
+fn intervals_of(
+    m: &config::MeterConfig,
+    simulated: bool,
+    profiles: &socer_drivers::ProfileSet,
+) -> (f64, f64) {
+    let defaults = profiles
+        .get(m.model.get_ref())
+        .map(|p| (p.defaults.fast_interval_s, p.defaults.counter_interval_s));
+    if simulated {
+        let s = m.interval().map_or(1.0, |d| d.as_secs_f64());
+        return (s, s);
+    }
+    let (fast, counter) = defaults.unwrap_or((5, 60));
+    let fast = m.interval().map_or(fast as f64, |d| d.as_secs_f64());
+    (fast, (counter as f64).max(fast))
+}
+
 /// The retained status payload.
 fn status_of(v: &View) -> wire::Status {
     let health = v.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let latest: BTreeMap<String, chrono::DateTime<chrono::Utc>> = v
+        .latest
+        .lock()
+        .map(|l| l.iter().map(|(k, r)| (k.clone(), r.ts)).collect())
+        .unwrap_or_default();
+    let now = v
+        .time
+        .wall_ms()
+        .and_then(chrono::DateTime::from_timestamp_millis);
+    let up_since =
+        now.map(|t| t - chrono::Duration::from_std(v.started.elapsed()).unwrap_or_default());
     wire::Status {
         state: "online".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -367,6 +451,12 @@ fn status_of(v: &View) -> wire::Status {
                     pod: m.pod.clone(),
                     health: h.map(|h| h.state()).unwrap_or("unknown").into(),
                     last_error: h.and_then(|h| h.last_error.clone()),
+                    silent_since: now.zip(up_since).and_then(|(now, up)| {
+                        poll::silent_since(h, latest.get(&m.name).copied(), m.interval_s, now, up)
+                    }),
+                    last_reading: latest.get(&m.name).copied(),
+                    error_kind: h.and_then(|h| h.last_error_kind),
+                    consecutive_failures: h.map(|h| h.consecutive_failures).unwrap_or(0),
                 }
             })
             .collect(),

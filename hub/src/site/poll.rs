@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use socer_drivers::clock::Clock;
+use socer_drivers::link::ErrorKind;
 use socer_drivers::reading::{Missing, Quality, Reading, Values};
 
 use socer_drivers::bus as drivers_bus;
@@ -36,6 +37,12 @@ pub struct MeterHealth {
     pub latency_ms_sum: f64,
     pub last_ok: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The category of `last_error` (timeout, CRC, exception and its code, refused…).
+    pub last_error_kind: Option<ErrorKind>,
+    /// Polls in a row that read nothing (0 after any reading with a value).
+    pub consecutive_failures: u32,
+    /// The first of those failed polls: since when the meter has not answered.
+    pub failing_since: Option<DateTime<Utc>>,
 }
 
 impl MeterHealth {
@@ -52,8 +59,39 @@ impl MeterHealth {
 
 pub type HealthMap = Arc<Mutex<BTreeMap<String, MeterHealth>>>;
 
+/// A meter not heard from for longer than this many poll intervals is "not answering".
+pub const SILENT_AFTER_INTERVALS: f64 = 3.0;
+
+/// Since when a meter has not answered, if its last reading with values is older than
+/// [`SILENT_AFTER_INTERVALS`] poll intervals at `now` (or it never answered and the agent has
+/// been up that long): the first failed poll after that reading, else the reading's time. Pure.
+pub fn silent_since(
+    health: Option<&MeterHealth>,
+    last_reading: Option<DateTime<Utc>>,
+    interval_s: f64,
+    now: DateTime<Utc>,
+    up_since: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let limit =
+        chrono::Duration::milliseconds((SILENT_AFTER_INTERVALS * interval_s * 1000.0) as i64);
+    let heard = last_reading.unwrap_or(up_since);
+    if now - heard <= limit {
+        return None;
+    }
+    let failing = health.and_then(|h| h.failing_since);
+    Some(match (failing, last_reading) {
+        (Some(f), Some(r)) if f >= r => f,
+        (_, Some(r)) => r,
+        (Some(f), None) => f,
+        (None, None) => up_since,
+    })
+}
+
+/// What a poller sends: the reading, how long the poll took and, when something failed, its kind.
+pub type Polled = (Reading, Duration, Option<ErrorKind>);
+
 /// Record the outcome of one poll.
-pub fn record(health: &HealthMap, r: &Reading, latency: Duration) {
+pub fn record(health: &HealthMap, r: &Reading, latency: Duration, kind: Option<ErrorKind>) {
     let Ok(mut h) = health.lock() else { return };
     let m = h.entry(r.meter.clone()).or_default();
     let ms = latency.as_secs_f64() * 1000.0;
@@ -64,6 +102,9 @@ pub fn record(health: &HealthMap, r: &Reading, latency: Duration) {
             m.reads_ok += 1;
             m.last_ok = Some(r.ts);
             m.last_error = None;
+            m.last_error_kind = None;
+            m.consecutive_failures = 0;
+            m.failing_since = None;
         }
         Quality::Partial => {
             m.reads_partial += 1;
@@ -72,6 +113,9 @@ pub fn record(health: &HealthMap, r: &Reading, latency: Duration) {
                 .missing
                 .first()
                 .map(|x| format!("{}: {}", x.quantity, x.reason));
+            m.last_error_kind = kind;
+            m.consecutive_failures = 0;
+            m.failing_since = None;
         }
         Quality::Failed => {
             m.reads_failed += 1;
@@ -81,6 +125,9 @@ pub fn record(health: &HealthMap, r: &Reading, latency: Duration) {
                     .map(|x| x.reason.clone())
                     .unwrap_or_else(|| "no answer".into()),
             );
+            m.last_error_kind = kind.or(Some(ErrorKind::Timeout));
+            m.consecutive_failures = m.consecutive_failures.saturating_add(1);
+            m.failing_since.get_or_insert(r.ts);
         }
     }
 }
@@ -96,7 +143,7 @@ pub fn apply_reverse(r: &mut Reading) {
 pub fn spawn_all(
     cfg: &SiteConfig,
     clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<(Reading, Duration)>,
+    tx: mpsc::Sender<Polled>,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -161,7 +208,7 @@ async fn run_modbus_bus(
     meters: Vec<MeterConfig>,
     profiles: ProfileSet,
     clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<(Reading, Duration)>,
+    tx: mpsc::Sender<Polled>,
     stop: watch::Receiver<bool>,
 ) {
     match modbus_bus(&bus, &meters, &profiles, clock.clone(), stop.clone()).await {
@@ -173,16 +220,27 @@ async fn run_modbus_bus(
                 stop.clone(),
             ));
             while let Some(r) = rx.recv().await {
-                let latency = handle
+                let (latency, kind) = handle
                     .health
                     .snapshot()
                     .meters
                     .iter()
                     .find(|h| h.meter == r.meter)
-                    .and_then(|h| h.last_latency_ms)
-                    .map(Duration::from_millis)
+                    .map(|h| {
+                        (
+                            h.last_latency_ms
+                                .map(Duration::from_millis)
+                                .unwrap_or_default(),
+                            h.last_error_kind,
+                        )
+                    })
                     .unwrap_or_default();
-                if tx.send((r, latency)).await.is_err() {
+                let kind = if r.quality == Quality::Good {
+                    None
+                } else {
+                    kind
+                };
+                if tx.send((r, latency, kind)).await.is_err() {
                     break;
                 }
             }
@@ -304,7 +362,7 @@ async fn modbus_bus(
 async fn unavailable_each(
     meters: Vec<(MeterConfig, String)>,
     clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<(Reading, Duration)>,
+    tx: mpsc::Sender<Polled>,
     stop: watch::Receiver<bool>,
 ) {
     for (m, reason) in &meters {
@@ -328,7 +386,7 @@ async fn unavailable(
     meters: Vec<MeterConfig>,
     reason: String,
     clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<(Reading, Duration)>,
+    tx: mpsc::Sender<Polled>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -339,7 +397,11 @@ async fn unavailable(
         }
         for m in &meters {
             if tx
-                .send((failed(m, &clock, reason.clone()), Duration::ZERO))
+                .send((
+                    failed(m, &clock, reason.clone()),
+                    Duration::ZERO,
+                    Some(ErrorKind::Setup),
+                ))
                 .await
                 .is_err()
             {
@@ -400,7 +462,7 @@ async fn simulated_meter(
     bus: BusConfig,
     m: MeterConfig,
     clock: Arc<dyn Clock>,
-    tx: mpsc::Sender<(Reading, Duration)>,
+    tx: mpsc::Sender<Polled>,
     mut stop: watch::Receiver<bool>,
 ) {
     let every = m.interval().unwrap_or(Duration::from_secs(1));
@@ -413,6 +475,7 @@ async fn simulated_meter(
             _ = stop.changed() => return,
         }
         let started = Instant::now();
+        let kind = dead.then_some(ErrorKind::Timeout);
         let r = if dead {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(bus.timeout_ms)) => {}
@@ -444,7 +507,7 @@ async fn simulated_meter(
                 energy_integrated: false,
             }
         };
-        if tx.send((r, started.elapsed())).await.is_err() {
+        if tx.send((r, started.elapsed(), kind)).await.is_err() {
             return;
         }
     }
@@ -453,6 +516,29 @@ async fn simulated_meter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_meter_is_silent_after_three_intervals_since_its_first_failure() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let s = |n: i64| t0 + chrono::Duration::seconds(n);
+        let h = MeterHealth {
+            failing_since: Some(s(5)),
+            ..MeterHealth::default()
+        };
+        // Read at t0 every 5 s: still answering at 15 s, not at 16 s (since the failed poll at 5 s).
+        assert_eq!(silent_since(Some(&h), Some(t0), 5.0, s(15), s(-100)), None);
+        assert_eq!(
+            silent_since(Some(&h), Some(t0), 5.0, s(16), s(-100)),
+            Some(s(5))
+        );
+        // No failure recorded yet (a bus backing off): since the last reading.
+        assert_eq!(silent_since(None, Some(t0), 5.0, s(60), s(-100)), Some(t0));
+        // Never answered: silent once the agent has been up three intervals.
+        assert_eq!(silent_since(None, None, 5.0, s(10), t0), None);
+        assert_eq!(silent_since(Some(&h), None, 5.0, s(16), t0), Some(s(5)));
+    }
 
     #[test]
     fn reverse_swaps_counters_and_negates_power() {
@@ -500,17 +586,42 @@ mod tests {
             missing: vec![],
             energy_integrated: false,
         };
-        record(&h, &r, Duration::from_millis(20));
+        record(&h, &r, Duration::from_millis(20), None);
+        let first_failure = r.ts + chrono::Duration::seconds(5);
         r.quality = Quality::Failed;
         r.missing = vec![Missing {
             quantity: "all".into(),
             reason: "bus a, unit 3: no answer".into(),
         }];
-        record(&h, &r, Duration::from_millis(300));
+        r.ts = first_failure;
+        record(&h, &r, Duration::from_millis(300), Some(ErrorKind::Timeout));
+        r.ts = first_failure + chrono::Duration::seconds(5);
+        record(
+            &h,
+            &r,
+            Duration::from_millis(300),
+            Some(ErrorKind::Exception { code: 2 }),
+        );
+        {
+            let g = h.lock().unwrap();
+            let m = &g["m"];
+            assert_eq!((m.reads_ok, m.reads_failed), (1, 2));
+            assert_eq!(m.latency_ms_last, 300.0);
+            assert_eq!(m.last_error.as_deref(), Some("bus a, unit 3: no answer"));
+            assert_eq!(m.last_error_kind, Some(ErrorKind::Exception { code: 2 }));
+            assert_eq!(m.consecutive_failures, 2);
+            assert_eq!(
+                m.failing_since,
+                Some(first_failure),
+                "since the first failure"
+            );
+        }
+        r.quality = Quality::Good;
+        r.missing.clear();
+        record(&h, &r, Duration::from_millis(20), None);
         let g = h.lock().unwrap();
         let m = &g["m"];
-        assert_eq!((m.reads_ok, m.reads_failed), (1, 1));
-        assert_eq!(m.latency_ms_last, 300.0);
-        assert_eq!(m.last_error.as_deref(), Some("bus a, unit 3: no answer"));
+        assert_eq!((m.consecutive_failures, m.failing_since), (0, None));
+        assert_eq!(m.last_error_kind, None);
     }
 }

@@ -35,6 +35,11 @@ pub struct MeterInfo {
     /// The bus it is read on, and its Modbus unit id (for the technician view).
     pub bus: String,
     pub unit: i64,
+    /// Where the bus is: `tcp 192.0.2.10:502`, `serial /dev/ttyUSB0 9600 8E1`, `simulated`.
+    pub endpoint: String,
+    /// How often the meter is polled, and its energy counters read, seconds.
+    pub interval_s: f64,
+    pub counter_interval_s: f64,
 }
 
 /// What the web side reads: shared with the agent.
@@ -103,6 +108,13 @@ struct NowMeter<'a> {
     info: &'a MeterInfo,
     health: &'static str,
     reading: Option<Reading>,
+    /// Since when the meter has not answered (silent longer than three poll intervals).
+    silent_since: Option<DateTime<Utc>>,
+    /// Age after which its last reading no longer counts as current, seconds.
+    stale_after_s: f64,
+    consecutive_failures: u32,
+    error_kind: Option<socer_drivers::link::ErrorKind>,
+    last_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -126,25 +138,42 @@ struct MeterHealthOut {
 fn now_json(v: &View) -> String {
     let latest = v.latest.lock().map(|l| l.clone()).unwrap_or_default();
     let health = v.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let ts = v
+        .time
+        .wall_ms()
+        .and_then(DateTime::<Utc>::from_timestamp_millis);
+    let up_since =
+        ts.map(|t| t - chrono::Duration::from_std(v.started.elapsed()).unwrap_or_default());
     let now = Now {
         site: &v.site,
         name: &v.name,
-        ts: v
-            .time
-            .wall_ms()
-            .and_then(DateTime::<Utc>::from_timestamp_millis),
+        ts,
         clock_synced: v.time.is_synced(),
         totals: totals(&v.meters, &latest),
         meters: v
             .meters
             .iter()
-            .map(|m| NowMeter {
-                info: m,
-                health: health
-                    .get(&m.name)
-                    .map(MeterHealth::state)
-                    .unwrap_or("unknown"),
-                reading: latest.get(&m.name).cloned(),
+            .map(|m| {
+                let h = health.get(&m.name);
+                let reading = latest.get(&m.name).cloned();
+                NowMeter {
+                    info: m,
+                    health: h.map(MeterHealth::state).unwrap_or("unknown"),
+                    silent_since: ts.zip(up_since).and_then(|(now, up)| {
+                        super::poll::silent_since(
+                            h,
+                            reading.as_ref().map(|r| r.ts),
+                            m.interval_s,
+                            now,
+                            up,
+                        )
+                    }),
+                    stale_after_s: super::poll::SILENT_AFTER_INTERVALS * m.interval_s,
+                    consecutive_failures: h.map(|h| h.consecutive_failures).unwrap_or(0),
+                    error_kind: h.and_then(|h| h.last_error_kind),
+                    last_error: h.and_then(|h| h.last_error.clone()),
+                    reading,
+                }
             })
             .collect(),
         community_share: v.signal.lock().ok().and_then(|s| s.summary.clone()),
@@ -469,6 +498,9 @@ mod tests {
             pod: None,
             bus: "lan".into(),
             unit: 1,
+            endpoint: "tcp 127.0.0.1:502".into(),
+            interval_s: 5.0,
+            counter_interval_s: 60.0,
         };
         let meters = vec![
             info("grid", Role::Grid),

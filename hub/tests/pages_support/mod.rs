@@ -367,16 +367,16 @@ pub struct Demo {
 
 impl Demo {
     pub fn start(backfill: &str) -> Demo {
+        Demo::start_with(backfill, &[])
+    }
+
+    /// The demo with more arguments (`--silence BUILDING/METER`, …); it runs for at most 8 min.
+    pub fn start_with(backfill: &str, extra: &[&str]) -> Demo {
         let data = tempfile::tempdir().expect("a temporary demo folder");
         let child = Command::new(env!("CARGO_BIN_EXE_socer"))
-            .args([
-                "demo",
-                "--backfill",
-                backfill,
-                "--run-for",
-                "240s",
-                "--data",
-            ])
+            .args(["demo", "--backfill", backfill, "--run-for", "480s"])
+            .args(extra)
+            .arg("--data")
             .arg(data.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -423,6 +423,16 @@ impl Demo {
     /// The web port of the demo's first site.
     pub fn site_port(&self) -> u16 {
         port_of(&self.info["sites"][0]["web"])
+    }
+
+    /// The web port of the demo's site `id`.
+    pub fn site_port_of(&self, id: &str) -> u16 {
+        let sites = self.info["sites"].as_array().cloned().unwrap_or_default();
+        let site = sites
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no site {id} in demo.json"));
+        port_of(&site["web"])
     }
 }
 
