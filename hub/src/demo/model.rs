@@ -241,6 +241,11 @@ impl Counter {
 /// Readings of every meter of building `b` from `from` to `to`: counters integrated at
 /// `integrate_s` steps, a reading every `every_s`. Counters start at `start` (per meter) and the
 /// returned counters are where they end, for the live simulator to continue from.
+///
+/// `serve(m, counters)` gives what meter `m`'s device shows for its exact counters (its
+/// registers' resolution and rounding, [`super::meters::Register`]): the history holds what the
+/// live device would have served at each instant, so the live readings continue it without a
+/// step back.
 pub fn history(
     community: &Community,
     b: usize,
@@ -249,6 +254,7 @@ pub fn history(
     every_s: i64,
     integrate_s: i64,
     start: &[Counter],
+    serve: &dyn Fn(usize, Counter) -> (Option<f64>, Option<f64>),
 ) -> (Vec<Reading>, Vec<Counter>) {
     let spec = &community.buildings()[b];
     let mut counters = start.to_vec();
@@ -269,15 +275,16 @@ pub fn history(
         if since_reading >= every_s {
             since_reading = 0;
             let p_now = community.building_power(b, t);
-            for ((m, c), w) in spec.meters.iter().zip(&counters).zip(&what) {
+            for (i, ((m, c), w)) in spec.meters.iter().zip(&counters).zip(&what).enumerate() {
+                let (e_imp_wh, e_exp_wh) = serve(i, *c);
                 readings.push(Reading {
                     meter: m.name.clone(),
                     ts: t,
                     mono_ms: 0,
                     values: Values {
                         p_w: Some(round1(w.map_or(0.0, |w| p_now.measured_w(w)))),
-                        e_imp_wh: Some(c.imp_wh.floor()),
-                        e_exp_wh: Some(c.exp_wh.floor()),
+                        e_imp_wh,
+                        e_exp_wh,
                         ..Values::default()
                     },
                     quality: Quality::Good,
@@ -361,7 +368,8 @@ mod tests {
         let b = idx(&c, "stps");
         let from = at("2026-05-04T00:00:00Z");
         let to = from + chrono::Duration::days(1);
-        let (readings, end) = history(&c, b, from, to, 300, 60, &[]);
+        let floor = |_: usize, c: Counter| (Some(c.imp_wh.floor()), Some(c.exp_wh.floor()));
+        let (readings, end) = history(&c, b, from, to, 300, 60, &[], &floor);
         let meters = c.buildings()[b].meters.len();
         assert_eq!(readings.len(), 288 * meters);
         // The grid counter's net equals the integral of grid power at the same steps.
