@@ -1186,6 +1186,42 @@ role = "grid"
     }
 
     #[test]
+    fn meter_replacements_are_read_in_local_time_and_checked() {
+        let ok = minimal()
+            + "\n[[replacement]]\nsite = \"domus-1\"\nmeter = \"grid\"\nat = \"2026-03-14 10:20\"\n\
+               old_imp_kwh = 12345.6\nnew_imp_kwh = 0.4\n";
+        let c = parse(Path::new("c.toml"), &ok).unwrap();
+        let r = &c.replacements[0];
+        // 10:20 in Rome in March (CET) is 09:20 UTC.
+        assert_eq!(r.at.to_rfc3339(), "2026-03-14T09:20:00+00:00");
+        let h = r.imp.unwrap();
+        assert!((h.old_final_wh - 12_345_600.0).abs() < 1e-6 && (h.new_initial_wh - 400.0).abs() < 1e-6);
+        assert!(r.exp.is_none());
+        let rfc = ok.replace("2026-03-14 10:20", "2026-03-14T10:20:00+02:00");
+        let c = parse(Path::new("c.toml"), &rfc).unwrap();
+        assert_eq!(c.replacements[0].at.to_rfc3339(), "2026-03-14T08:20:00+00:00");
+
+        for (bad, says) in [
+            (ok.replace("meter = \"grid\"", "meter = \"nope\""), "meter \"nope\" of site \"domus-1\" is not a [[meter]]"),
+            (ok.replace("new_imp_kwh = 0.4\n", ""), "give both old_imp_kwh and new_imp_kwh"),
+            (ok.replace("12345.6", "-1.0"), "a counter reading must be a number of kWh"),
+            (ok.replace("2026-03-14 10:20", "yesterday"), "at must be a time like"),
+            // 02:30 on the last Sunday of March does not exist in Rome; 02:30 in October twice.
+            (ok.replace("2026-03-14 10:20", "2026-03-29 02:30"), "does not exist in Europe/Rome"),
+            (ok.replace("2026-03-14 10:20", "2026-10-25 02:30"), "happens twice in Europe/Rome"),
+            (ok.replace("old_imp_kwh = 12345.6\nnew_imp_kwh = 0.4\n", ""), "needs the readings of at least one counter"),
+            (ok.clone() + "\n[[replacement]]\nsite = \"domus-1\"\nmeter = \"grid\"\nat = \"2026-03-14T09:20:00Z\"\nold_exp_kwh = 1.0\nnew_exp_kwh = 0.0\n",
+             "is replaced twice at the same time"),
+        ] {
+            let out = lines(&bad);
+            assert!(out.contains(says), "{says}: {out}");
+        }
+        // Each problem points at its line.
+        let out = lines(&ok.replace("12345.6", "-1.0"));
+        assert!(out.contains("c.toml:41:15:"), "{out}");
+    }
+
+    #[test]
     fn unknown_key_points_at_its_line() {
         let t = minimal().replace("name = \"So.CER\"", "name = \"So.CER\"\ncolour = 3");
         assert!(
