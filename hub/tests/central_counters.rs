@@ -80,7 +80,11 @@ fn a_reset_to_a_big_counter_books_the_meters_power_not_the_counter() {
     // not 12 547 kWh.
     let s = hour10(&r);
     assert_eq!(s.injection_mwh, 60_000_000);
-    assert!(s.flags.counter_reset && s.flags.estimated && s.flags.implausible, "{:?}", s.flags);
+    assert!(
+        s.flags.counter_reset && s.flags.estimated && s.flags.implausible,
+        "{:?}",
+        s.flags
+    );
 }
 
 #[test]
@@ -103,7 +107,10 @@ fn a_replacement_declared_later_makes_the_hour_exact() {
     let model = Model::new(&cfg);
     // At the next start the hour around the swap is marked for recomputation.
     assert!(compute::mark_changed_settings(&mut r, &model).unwrap() >= 1);
-    assert!(r.dirty_periods(10).unwrap().contains(&at(10, 0).timestamp()));
+    assert!(r
+        .dirty_periods(10)
+        .unwrap()
+        .contains(&at(10, 0).timestamp()));
     compute::recompute_dirty(&mut r, &model, at(12, 0), 10, false).unwrap();
     let s = hour10(&r);
     assert_eq!(s.injection_mwh, 60_000_000);
@@ -126,7 +133,14 @@ fn a_glitch_shown_by_the_next_batch_re_settles_the_hour_before() {
     let first: Vec<_> = (0..=60)
         .map(|i| {
             let e = if i == 60 { 0.0 } else { wh(i) };
-            reading(1 + i as u64, "grid", at(10, 0) + chrono::Duration::minutes(i), 6000.0, e, 0.0)
+            reading(
+                1 + i as u64,
+                "grid",
+                at(10, 0) + chrono::Duration::minutes(i),
+                6000.0,
+                e,
+                0.0,
+            )
         })
         .collect();
     w.write_group(&[batch("domus-1", first)]).unwrap();
@@ -134,12 +148,23 @@ fn a_glitch_shown_by_the_next_batch_re_settles_the_hour_before() {
     let settled: Vec<_> = r
         .pod_periods(at(10, 0).timestamp(), at(11, 0).timestamp())
         .unwrap();
-    assert!(settled.iter().any(|p| p.pod == "P-DOMUS" && p.flags.counter_reset));
+    assert!(settled
+        .iter()
+        .any(|p| p.pod == "P-DOMUS" && p.flags.counter_reset));
 
     // The next batch shows the counter back on course: 11:00 was a glitch, not a reset. The
     // store only marks hour 11 (from its last sample); hour 10 is re-settled with it.
     let next: Vec<_> = (61..=90)
-        .map(|i| reading(1 + i as u64, "grid", at(10, 0) + chrono::Duration::minutes(i), 6000.0, wh(i), 0.0))
+        .map(|i| {
+            reading(
+                1 + i as u64,
+                "grid",
+                at(10, 0) + chrono::Duration::minutes(i),
+                6000.0,
+                wh(i),
+                0.0,
+            )
+        })
         .collect();
     w.write_group(&[batch("domus-1", next)]).unwrap();
     assert_eq!(r.dirty_periods(10).unwrap(), vec![at(11, 0).timestamp()]);

@@ -84,16 +84,8 @@ async fn the_first_live_reading_of_every_meter_is_never_below_its_last_backfille
                     .unwrap();
                 for (m, meter) in spec.meters.iter().enumerate() {
                     let last = rows.iter().rev().find(|r| r.meter == meter.name).unwrap();
-                    let dev = device(
-                        &c,
-                        b,
-                        m,
-                        &profiles,
-                        &models,
-                        clock.clone(),
-                        counters[b][m],
-                    )
-                    .unwrap();
+                    let dev = device(&c, b, m, &profiles, &models, clock.clone(), counters[b][m])
+                        .unwrap();
                     let mut link = DeviceLink(dev);
                     let profile = if meter.model == sunspec::PROFILE_ID {
                         sunspec::discover_profile(&mut link, meter.unit, None)
@@ -119,7 +111,13 @@ async fn the_first_live_reading_of_every_meter_is_never_below_its_last_backfille
                         ("export", last.values.e_exp_wh, live.values.e_exp_wh),
                     ] {
                         // The history only holds a counter the device has a register for.
-                        assert_eq!(before.is_some(), after.is_some(), "{}/{}", spec.id, meter.name);
+                        assert_eq!(
+                            before.is_some(),
+                            after.is_some(),
+                            "{}/{}",
+                            spec.id,
+                            meter.name
+                        );
                         if let (Some(before), Some(after)) = (before, after) {
                             assert!(
                                 after >= before,

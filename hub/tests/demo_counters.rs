@@ -85,7 +85,9 @@ async fn the_live_demo_never_flags_a_counter_reset_nor_injects_more_than_its_pv(
     tokio::time::sleep(Duration::from_secs(75)).await;
 
     let from = e.backfill_from.unwrap();
-    let to = Utc::now().duration_trunc(chrono::Duration::hours(1)).unwrap()
+    let to = Utc::now()
+        .duration_trunc(chrono::Duration::hours(1))
+        .unwrap()
         + chrono::Duration::hours(1);
     let path = format!(
         "/api/v1/energy?from={}&to={}&step=1h",
@@ -94,16 +96,24 @@ async fn the_live_demo_never_flags_a_counter_reset_nor_injects_more_than_its_pv(
     )
     .replace('+', "%2B");
     // The hour the live meters took over in, and the current one, both settled.
-    let handover = e.backfill_to.unwrap().duration_trunc(chrono::Duration::hours(1)).unwrap();
+    let handover = e
+        .backfill_to
+        .unwrap()
+        .duration_trunc(chrono::Duration::hours(1))
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(60);
     let slots = loop {
         let energy = get_json(e.central_web, &path).await.unwrap_or_default();
         let slots = energy["slots"].as_array().cloned().unwrap_or_default();
         let settled = |s: &Value| s["periods"].as_u64() == Some(1);
         let at_handover = slots.iter().find(|s| {
-            s["start"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok()) == Some(handover)
+            s["start"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok())
+                == Some(handover)
         });
-        if slots.len() >= 6 && at_handover.is_some_and(settled) && slots.last().is_some_and(settled) {
+        if slots.len() >= 6 && at_handover.is_some_and(settled) && slots.last().is_some_and(settled)
+        {
             break slots;
         }
         assert!(Instant::now() < until, "hours not settled: {energy}");
@@ -112,7 +122,10 @@ async fn the_live_demo_never_flags_a_counter_reset_nor_injects_more_than_its_pv(
     for slot in &slots {
         let start = slot["start"].as_str().unwrap_or("?");
         assert!(
-            !slot["flags"].as_str().unwrap_or("").contains("counter_reset"),
+            !slot["flags"]
+                .as_str()
+                .unwrap_or("")
+                .contains("counter_reset"),
             "hour {start} flagged: {slot}"
         );
         let subs = slot["substations"].as_object().cloned().unwrap_or_default();
@@ -126,7 +139,10 @@ async fn the_live_demo_never_flags_a_counter_reset_nor_injects_more_than_its_pv(
                 "hour {start}, {id}: {injected} mWh injected, installed PV gives at most {most}"
             );
             let produced = s["production_mwh"].as_f64().unwrap_or(0.0);
-            assert!(produced <= most, "hour {start}, {id}: produced {produced} mWh");
+            assert!(
+                produced <= most,
+                "hour {start}, {id}: produced {produced} mWh"
+            );
         }
     }
 

@@ -267,7 +267,10 @@ pub fn mark_changed_settings(reader: &mut Reader, model: &Model) -> Result<usize
         let reps_text = format!("{reps:?}");
         let (bound_key, reps_key) = (format!("bound:{name}"), format!("replacements:{name}"));
         let bound_changed = stored.get(&bound_key) != Some(&bound);
-        let old_reps = stored.get(&reps_key).cloned().unwrap_or_else(|| "[]".into());
+        let old_reps = stored
+            .get(&reps_key)
+            .cloned()
+            .unwrap_or_else(|| "[]".into());
         now_settings.insert(bound_key, bound);
         now_settings.insert(reps_key, reps_text.clone());
         let Some(&id) = ids.get(key) else {
@@ -275,7 +278,8 @@ pub fn mark_changed_settings(reader: &mut Reader, model: &Model) -> Result<usize
         };
         if bound_changed {
             if let Some((first, last)) = reader.sample_span(id)? {
-                marked += reader.mark_dirty(first.div_euclid(1000), last.div_euclid(1000), period_s)?;
+                marked +=
+                    reader.mark_dirty(first.div_euclid(1000), last.div_euclid(1000), period_s)?;
             }
         } else if old_reps != reps_text {
             // The replacements as they were are not kept beyond their text: re-settle around
@@ -286,7 +290,8 @@ pub fn mark_changed_settings(reader: &mut Reader, model: &Model) -> Result<usize
                 let around = reader.counter_samples_around(id, t, t, energy::CONTEXT_SAMPLES)?;
                 let first = around.first().map_or(t, |s| s.ts_ms.min(t));
                 let last = around.last().map_or(t, |s| s.ts_ms.max(t));
-                marked += reader.mark_dirty(first.div_euclid(1000), last.div_euclid(1000), period_s)?;
+                marked +=
+                    reader.mark_dirty(first.div_euclid(1000), last.div_euclid(1000), period_s)?;
             }
         }
     }

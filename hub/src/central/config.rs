@@ -460,7 +460,10 @@ struct RawReplacement {
 pub const MAX_COUNTER_KWH: f64 = 1.0e10;
 
 /// A replacement's time: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM[:SS]` local time in `tz`.
-fn parse_replacement_time(text: &str, tz: chrono_tz::Tz) -> Result<chrono::DateTime<chrono::Utc>, String> {
+fn parse_replacement_time(
+    text: &str,
+    tz: chrono_tz::Tz,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
     use chrono::TimeZone;
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&chrono::Utc));
@@ -478,7 +481,9 @@ fn parse_replacement_time(text: &str, tz: chrono_tz::Tz) -> Result<chrono::DateT
             "{text} happens twice in {tz} (the clocks go back): give the offset, e.g. \"{}+02:00\"",
             local.format("%Y-%m-%dT%H:%M:%S")
         )),
-        chrono::LocalResult::None => Err(format!("{text} does not exist in {tz} (the clocks go forward)")),
+        chrono::LocalResult::None => Err(format!(
+            "{text} does not exist in {tz} (the clocks go forward)"
+        )),
     }
 }
 
@@ -938,8 +943,12 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         }
         let imp = handover(&mut d, &r.old_imp_kwh, &r.new_imp_kwh, "imp", sp(&r.at));
         let exp = handover(&mut d, &r.old_exp_kwh, &r.new_exp_kwh, "exp", sp(&r.at));
-        if imp.is_none() && exp.is_none() && r.old_imp_kwh.is_none() && r.old_exp_kwh.is_none()
-            && r.new_imp_kwh.is_none() && r.new_exp_kwh.is_none()
+        if imp.is_none()
+            && exp.is_none()
+            && r.old_imp_kwh.is_none()
+            && r.old_exp_kwh.is_none()
+            && r.new_imp_kwh.is_none()
+            && r.new_exp_kwh.is_none()
         {
             d.push(Diag::new(
                 sp(&r.meter),
@@ -1195,11 +1204,16 @@ role = "grid"
         // 10:20 in Rome in March (CET) is 09:20 UTC.
         assert_eq!(r.at.to_rfc3339(), "2026-03-14T09:20:00+00:00");
         let h = r.imp.unwrap();
-        assert!((h.old_final_wh - 12_345_600.0).abs() < 1e-6 && (h.new_initial_wh - 400.0).abs() < 1e-6);
+        assert!(
+            (h.old_final_wh - 12_345_600.0).abs() < 1e-6 && (h.new_initial_wh - 400.0).abs() < 1e-6
+        );
         assert!(r.exp.is_none());
         let rfc = ok.replace("2026-03-14 10:20", "2026-03-14T10:20:00+02:00");
         let c = parse(Path::new("c.toml"), &rfc).unwrap();
-        assert_eq!(c.replacements[0].at.to_rfc3339(), "2026-03-14T08:20:00+00:00");
+        assert_eq!(
+            c.replacements[0].at.to_rfc3339(),
+            "2026-03-14T08:20:00+00:00"
+        );
 
         for (bad, says) in [
             (ok.replace("meter = \"grid\"", "meter = \"nope\""), "meter \"nope\" of site \"domus-1\" is not a [[meter]]"),

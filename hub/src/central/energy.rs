@@ -680,11 +680,15 @@ impl Counter {
                 } else if v > reference + tol {
                     // A rise: a spike if the counter falls back to its course within a few samples.
                     let mut low = v;
-                    for k in i + 1..n.min(i + 1 + MAX_ANOMALY_RUN) {
-                        if handover_between(last.0, pts[k].0) {
+                    for (k, &(tk, vk, _)) in pts
+                        .iter()
+                        .enumerate()
+                        .take(i + 1 + MAX_ANOMALY_RUN)
+                        .skip(i + 1)
+                    {
+                        if handover_between(last.0, tk) {
                             break;
                         }
-                        let vk = pts[k].1;
                         if vk + tol < low && vk + tol >= reference {
                             refused = true;
                             j = k;
@@ -1089,7 +1093,9 @@ mod tests {
             x.e_exp_wh = Some(12_547_000.0 + 200.0 * (i - 30) as f64);
         }
         s.extend(pv_minutes(at(10, 31), 29, 12_547_200.0));
-        let mut pw: Vec<PowerSample> = minutes(at(10, 0), 60).map(|t| power(t, -12_000.0)).collect();
+        let mut pw: Vec<PowerSample> = minutes(at(10, 0), 60)
+            .map(|t| power(t, -12_000.0))
+            .collect();
         pw[29] = power(at(10, 29), 0.0);
         pw[30] = power(at(10, 30), 0.0);
         let data = MeterData {
@@ -1097,15 +1103,25 @@ mod tests {
             power: &pw,
             replacements: &[],
         };
-        let p = meter_periods_with(&data, Range::new(at(10, 0), at(11, 0)), Period::HOUR, &pv_opts())
-            .unwrap_or_default();
+        let p = meter_periods_with(
+            &data,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
         // 29 honest minutes before (5 800 Wh), 29 after (5 800 Wh); the reset minute at 0 W.
         assert_eq!(p[0].exported_mwh, 11_600_000);
         let f = p[0].flags;
         assert!(f.counter_reset && f.estimated && f.implausible, "{f:?}");
         // Without power samples: the previous minute's rate (200 Wh).
-        let p = meter_periods(&s, Range::new(at(10, 0), at(11, 0)), Period::HOUR, &pv_opts())
-            .unwrap_or_default();
+        let p = meter_periods(
+            &s,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
         assert_eq!(p[0].exported_mwh, 11_800_000);
     }
 
@@ -1116,8 +1132,13 @@ mod tests {
         for (i, x) in s.iter_mut().enumerate().skip(5) {
             x.e_exp_wh = Some(150.0 + 200.0 * (i - 5) as f64);
         }
-        let p = meter_periods(&s, Range::new(at(10, 0), at(11, 0)), Period::HOUR, &pv_opts())
-            .unwrap_or_default();
+        let p = meter_periods(
+            &s,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
         assert_eq!(p[0].exported_mwh, (4 * 200 + 150 + 4 * 200) * 1000);
         assert!(p[0].flags.counter_reset && !p[0].flags.implausible);
     }
@@ -1134,15 +1155,23 @@ mod tests {
             let p = meter_periods(&s, r, Period::HOUR, &pv_opts()).unwrap_or_default();
             let h = meter_periods(&honest, r, Period::HOUR, &pv_opts()).unwrap_or_default();
             assert_eq!(p[0].exported_mwh, h[0].exported_mwh, "run {run}");
-            assert!(!p[0].flags.counter_reset && p[0].flags.implausible, "run {run}");
+            assert!(
+                !p[0].flags.counter_reset && p[0].flags.implausible,
+                "run {run}"
+            );
         }
         // Zeros for longer than a glitch lasts are a reset.
         let mut s = pv_minutes(at(10, 0), 60, 5_000_000.0);
         for x in s.iter_mut().skip(20).take(MAX_ANOMALY_RUN + 1) {
             x.e_exp_wh = Some(0.0);
         }
-        let p = meter_periods(&s, Range::new(at(10, 0), at(11, 0)), Period::HOUR, &pv_opts())
-            .unwrap_or_default();
+        let p = meter_periods(
+            &s,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
         assert!(p[0].flags.counter_reset);
     }
 
@@ -1187,7 +1216,10 @@ mod tests {
         let o = pv_opts().with_max_gap(Duration::minutes(10));
         let p = meter_periods_with(&data, r, Period::HOUR, &o).unwrap_or_default();
         // 4 000 before, (5 004.1 − 5 004) + (0.8 − 0.3) kWh across, 34 × 200 after (to 10:59).
-        assert_eq!(p[0].exported_mwh, 4_000_000 + 100_000 + 500_000 + 34 * 200_000);
+        assert_eq!(
+            p[0].exported_mwh,
+            4_000_000 + 100_000 + 500_000 + 34 * 200_000
+        );
         assert!(!p[0].flags.counter_reset && !p[0].flags.implausible && !p[0].flags.estimated);
         // Undeclared, the same counters are a reset that keeps only the new 0.8 kWh.
         let p = meter_periods(&s, r, Period::HOUR, &o).unwrap_or_default();

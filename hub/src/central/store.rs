@@ -831,11 +831,17 @@ impl Reader {
     }
 
     /// Mark the periods starting in `[from_s, to_s]` (multiples of `period_s`) for recomputation.
-    pub fn mark_dirty(&mut self, from_s: i64, to_s: i64, period_s: i64) -> Result<usize, StoreError> {
+    pub fn mark_dirty(
+        &mut self,
+        from_s: i64,
+        to_s: i64,
+        period_s: i64,
+    ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         let mut n = 0;
         {
-            let mut d = tx.prepare_cached("INSERT OR IGNORE INTO dirty_period (start_s) VALUES (?1)")?;
+            let mut d =
+                tx.prepare_cached("INSERT OR IGNORE INTO dirty_period (start_s) VALUES (?1)")?;
             let mut s = from_s.div_euclid(period_s) * period_s;
             while s <= to_s {
                 n += d.execute([s])?;
@@ -852,20 +858,26 @@ impl Reader {
         self.conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS energy_setting (meter TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )?;
-        let mut q = self.conn.prepare_cached("SELECT meter, value FROM energy_setting")?;
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT meter, value FROM energy_setting")?;
         let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Replace the stored energy settings.
-    pub fn save_energy_settings(&mut self, settings: &HashMap<String, String>) -> Result<(), StoreError> {
+    pub fn save_energy_settings(
+        &mut self,
+        settings: &HashMap<String, String>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS energy_setting (meter TEXT PRIMARY KEY, value TEXT NOT NULL);
              DELETE FROM energy_setting;",
         )?;
         {
-            let mut ins = tx.prepare_cached("INSERT INTO energy_setting (meter, value) VALUES (?1, ?2)")?;
+            let mut ins =
+                tx.prepare_cached("INSERT INTO energy_setting (meter, value) VALUES (?1, ?2)")?;
             for (k, v) in settings {
                 ins.execute(params![k, v])?;
             }

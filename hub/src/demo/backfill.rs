@@ -210,7 +210,10 @@ pub fn catch_up(c: &Community, filled: &Filled, now: DateTime<Utc>) -> Vec<Vec<C
             if now <= filled.to {
                 return start;
             }
-            history(c, b, filled.to, now, i64::MAX, 1, &start, &|_, _| (None, None)).1
+            history(c, b, filled.to, now, i64::MAX, 1, &start, &|_, _| {
+                (None, None)
+            })
+            .1
         })
         .collect()
 }
@@ -234,7 +237,15 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-06-10T12:03:10Z")
             .unwrap()
             .with_timezone(&Utc);
-        let filled = fill(&c, &registers(&c), &dirs, now, chrono::Duration::days(1), None).unwrap();
+        let filled = fill(
+            &c,
+            &registers(&c),
+            &dirs,
+            now,
+            chrono::Duration::days(1),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             filled.to,
             DateTime::parse_from_rfc3339("2026-06-10T12:00:00Z")
@@ -264,7 +275,9 @@ mod tests {
             (last_grid.values.e_imp_wh, last_grid.values.e_exp_wh),
             served
         );
-        assert!(served.0.is_some_and(|w| (w - filled.counters[0][0].imp_wh).abs() < 100.0));
+        assert!(served
+            .0
+            .is_some_and(|w| (w - filled.counters[0][0].imp_wh).abs() < 100.0));
 
         // Carrying on for 10 minutes only ever adds energy.
         let later = catch_up(&c, &filled, filled.to + chrono::Duration::minutes(10));
@@ -308,7 +321,15 @@ mod tests {
         assert!(saved.fits(&c, 12));
         assert!(!saved.fits(&c, 13));
         let now = stopped + chrono::Duration::hours(3);
-        let filled = fill(&c, &registers(&c), &dirs, now, chrono::Duration::days(7), Some(&saved)).unwrap();
+        let filled = fill(
+            &c,
+            &registers(&c),
+            &dirs,
+            now,
+            chrono::Duration::days(7),
+            Some(&saved),
+        )
+        .unwrap();
         assert_eq!(filled.from, Some(stopped));
         let run = RunInfo {
             boot: "test".into(),
@@ -323,7 +344,15 @@ mod tests {
             && r.values.e_imp_wh.is_none_or(|w| w >= 5e6)
             && r.values.e_exp_wh.is_none_or(|w| w >= 2e6)));
         // Restarting right after the stop writes no history and keeps the counters.
-        let again = fill(&c, &registers(&c), &dirs, stopped, chrono::Duration::days(7), Some(&saved)).unwrap();
+        let again = fill(
+            &c,
+            &registers(&c),
+            &dirs,
+            stopped,
+            chrono::Duration::days(7),
+            Some(&saved),
+        )
+        .unwrap();
         assert_eq!((again.from, again.readings), (None, 0));
         assert_eq!(again.counters, saved.counters);
         let _ = std::fs::remove_dir_all(&root);

@@ -246,6 +246,8 @@ impl Counter {
 /// registers' resolution and rounding, [`super::meters::Register`]): the history holds what the
 /// live device would have served at each instant, so the live readings continue it without a
 /// step back.
+// The two cadences and the register view are what the backfill and the catch-up differ in.
+#[allow(clippy::too_many_arguments)]
 pub fn history(
     community: &Community,
     b: usize,
