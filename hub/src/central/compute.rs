@@ -370,12 +370,14 @@ pub fn settle_period(
                 .map(|s| s.ts.timestamp_millis())
                 .filter(|t| *t < range.from.timestamp_millis())
                 .collect();
-            if let Some(t) = before
+            // Only a counter that goes down near the boundary can be judged anew from here.
+            let back = before
                 .len()
                 .checked_sub(energy::MAX_ANOMALY_RUN + 1)
                 .map(|i| before[i])
                 .or(before.first().copied())
-            {
+                .filter(|_| energy::unsettled_near(&samples, range.from));
+            if let Some(t) = back {
                 lookback_ms = Some(lookback_ms.map_or(t, |l| l.min(t)));
             }
             let data = MeterData {

@@ -444,6 +444,28 @@ pub fn meter_periods_with(
         .collect())
 }
 
+/// Whether samples around `t` could be judged differently once later samples come: a counter
+/// goes down (beyond the read noise) somewhere among the [`MAX_ANOMALY_RUN`]` + 1` samples before
+/// `t` and as many from it. Honest counters never do, so their earlier periods never need
+/// re-settling because of what came after.
+pub fn unsettled_near(samples: &[CounterSample], t: DateTime<Utc>) -> bool {
+    let mut sorted: Vec<&CounterSample> = samples.iter().collect();
+    sorted.sort_by_key(|s| s.ts);
+    let at = sorted.partition_point(|s| s.ts < t);
+    let from = at.saturating_sub(MAX_ANOMALY_RUN + 2);
+    let to = (at + MAX_ANOMALY_RUN + 1).min(sorted.len());
+    let window = &sorted[from..to];
+    let drops = |value: fn(&CounterSample) -> Option<f64>| {
+        let v: Vec<u64> = window
+            .iter()
+            .filter_map(|s| value(s).and_then(wh_to_mwh))
+            .collect();
+        v.windows(2)
+            .any(|w| w[1] + noise_mwh().max(w[0] / 1_000_000) < w[0])
+    };
+    drops(|s| s.e_imp_wh) || drops(|s| s.e_exp_wh)
+}
+
 /// The range of periods to recompute after late samples with timestamps in
 /// `[first_new, last_new]` arrived for a meter whose stored samples nearest outside that span are
 /// `prev` (latest before) and `next` (earliest after). The intervals from `prev` and up to `next`
@@ -1173,6 +1195,20 @@ mod tests {
         )
         .unwrap_or_default();
         assert!(p[0].flags.counter_reset);
+    }
+
+    #[test]
+    fn only_a_drop_near_a_boundary_leaves_the_periods_before_it_unsettled() {
+        let honest = pv_minutes(at(10, 0), 60, 5_000_000.0);
+        assert!(!unsettled_near(&honest, at(10, 30)));
+        let mut glitch = honest.clone();
+        glitch[29].e_exp_wh = Some(0.0);
+        assert!(unsettled_near(&glitch, at(10, 30)));
+        // A spike just after the boundary falls back among the samples after it.
+        let mut spike = honest.clone();
+        spike[30].e_exp_wh = Some(9.0e9);
+        assert!(unsettled_near(&spike, at(10, 30)));
+        assert!(!unsettled_near(&spike, at(10, 50)));
     }
 
     #[test]
