@@ -1554,5 +1554,32 @@ mod tests {
             prop_assert_eq!(total(&got), total(&want));
             prop_assert!(got.iter().all(|x| !x.flags.counter_reset && !x.flags.implausible));
         }
+        #[test]
+        fn honest_counters_within_the_bound_are_counted_as_without_it(
+            steps in prop::collection::vec((1_000i64..1_800_000, 0.0f64..1.0), 2..60),
+            max_kw in 0.5f64..2000.0,
+            step_wh in prop::sample::select(vec![0.001, 1.0, 10.0, 100.0]),
+            period in prop::sample::select(vec![Period::HOUR, Period::QUARTER_HOUR, Period::MINUTE]),
+        ) {
+            // A meter at up to its maximum power, its register rounding to `step_wh` (0.1 kWh at
+            // most, as the coarsest profiles).
+            let (mut t, mut wh) = (0i64, 12_345_678.9f64);
+            let s: Vec<_> = steps.iter().map(|&(dt, share)| {
+                t += dt;
+                wh += max_kw * 1000.0 * share * dt as f64 / 3_600_000.0;
+                let shown = (wh / step_wh).round() * step_wh;
+                CounterSample::new(base() + Duration::milliseconds(t), Some(shown), None)
+            }).collect();
+            let r = Range::new(period.floor(s[0].ts), period.ceil(s[s.len() - 1].ts));
+            let bounded = EnergyOptions::default().with_max_power_w(max_kw * 1000.0);
+            let free = bounded.with_max_power_w(f64::INFINITY);
+            let got = meter_periods(&s, r, period, &bounded).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let want = meter_periods(&s, r, period, &free).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&got, &want);
+            prop_assert!(got.iter().all(|x| !x.flags.implausible && !x.flags.counter_reset));
+            let first = wh_to_mwh(s[0].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            let last = wh_to_mwh(s[s.len() - 1].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            prop_assert_eq!(got.iter().map(|x| x.imported_mwh).sum::<u64>(), last - first);
+        }
     }
 }

@@ -52,7 +52,7 @@
 //! `record` is `community` (id = the label), `substation`, `plant` (shared_kwh = allotted; flags
 //! = `social_threshold=55%`/`45%`; social = its share), `social_set` (id = `55%` or `45%`;
 //! shared_kwh = allotted; flags = `excess_kwh=…`), `member` (valorisation = as consumer), or
-//! `period` (id = the period start in RFC 3339 UTC, flags = `estimated|counter_reset|incomplete`:
+//! `period` (id = the period start in RFC 3339 UTC, flags = `estimated|counter_reset|incomplete|implausible`:
 //! one row per period with any flag). Cells that do not apply are empty.
 
 use std::collections::BTreeMap;
