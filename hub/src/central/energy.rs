@@ -15,7 +15,8 @@
 //! - [`affected_range`]`(prev, first_new, last_new, next, period) -> Range`: after late samples
 //!   arrive, the periods whose energy may have changed and must be recomputed.
 //! - [`Period`] (1 h by default, 15 min or any divisor of a day), [`Range`] (half-open, aligned),
-//!   [`EnergyOptions`] (the gap threshold), [`Flags`].
+//!   [`EnergyOptions`] (the gap threshold, the meter's maximum power), [`Flags`], and the
+//!   inputs of [`meter_periods_with`]: [`PowerSample`], [`Replacement`], [`Handover`].
 //!
 //! # Units and rounding
 //! Energy is an integer number of **milliwatt-hours** (`u64`, fields named `_mwh`), so sums are
