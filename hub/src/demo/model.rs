@@ -403,6 +403,47 @@ mod tests {
     }
 
     #[test]
+    fn no_hour_of_a_demo_day_injects_more_than_the_installed_pv() {
+        // A clear June day: per substation and hour, the grid meters' export counters rise by
+        // at most the substation's PV peak × 1 h (and export at night is nil).
+        let c = community(4);
+        let from = at("2026-06-21T00:00:00Z");
+        let to = from + chrono::Duration::days(1);
+        let floor = |_: usize, c: Counter| (Some(c.imp_wh.floor()), Some(c.exp_wh.floor()));
+        let mut per_hour: std::collections::BTreeMap<(String, i64), f64> = Default::default();
+        let mut peak: std::collections::BTreeMap<String, f64> = Default::default();
+        for (b, spec) in c.buildings().iter().enumerate() {
+            *peak.entry(spec.substation.clone()).or_default() +=
+                spec.pv.as_ref().map_or(0.0, |p| p.peak_kw * 1000.0);
+            let grid = spec
+                .meters
+                .iter()
+                .position(|m| m.measures == "grid")
+                .unwrap();
+            let (readings, _) = history(&c, b, from, to, 300, 60, &[], &floor);
+            let series: Vec<&Reading> = readings
+                .iter()
+                .filter(|r| r.meter == spec.meters[grid].name)
+                .collect();
+            for w in series.windows(2) {
+                let wh = w[1].values.e_exp_wh.unwrap() - w[0].values.e_exp_wh.unwrap();
+                let hour = (w[1].ts - chrono::Duration::seconds(1)).timestamp() / 3600;
+                *per_hour.entry((spec.substation.clone(), hour)).or_default() += wh;
+            }
+        }
+        let mut sunny = 0.0f64;
+        for ((sub, hour), wh) in &per_hour {
+            assert!(
+                *wh <= peak[sub] + 1.0,
+                "{sub}, hour {hour}: {wh} Wh > {} Wh",
+                peak[sub]
+            );
+            sunny = sunny.max(*wh);
+        }
+        assert!(sunny > 0.0, "some export on a June day");
+    }
+
+    #[test]
     fn moving_the_depot_charging_changes_its_power_at_once() {
         let c = community(2);
         let b = idx(&c, "stps");
