@@ -10,7 +10,8 @@ use socer::central::balance::{
     community_balance, pod_periods, Balance, MeterRole, MeterSteps, PodPeriod, PodSeries,
 };
 use socer::central::energy::{
-    affected_range, meter_periods, CounterSample, EnergyOptions, Flags, Period, Range,
+    affected_range, meter_periods, meter_periods_with, CounterSample, EnergyOptions, Flags,
+    Handover, MeterData, Period, Range, Replacement,
 };
 use socer::central::incentive::{
     allot, monthly_report, report_csv, IncentiveParams, MonthlyReport, Plant,
@@ -294,6 +295,33 @@ fn meter_energy_per_hour_follows_the_counters() {
         vec![false, true, false]
     );
     assert!(c.iter().all(|x| !x.2.incomplete && !x.2.estimated));
+}
+
+#[test]
+fn a_declared_replacement_makes_the_swap_quarter_exact() {
+    // C's technician declares the swap: the old meter removed at 11:20 reading 5 100.0 kWh
+    // (7.5 kWh after 11:15), the new one installed reading 0.0 kWh (12.5 kWh by 11:30). The
+    // quarter counts 7.5 + 12.5 = 20 kWh: h11 = 22.5 + 20 + 22.5 + 22.5 = 87.5 kWh, not a reset.
+    let swap = [Replacement {
+        at: at(11, 20),
+        imp: Some(Handover {
+            old_final_wh: 5_100_000.0,
+            new_initial_wh: 0.0,
+        }),
+        exp: None,
+    }];
+    let samples = meter_c();
+    let data = MeterData {
+        samples: &samples,
+        power: &[],
+        replacements: &swap,
+    };
+    let c = meter_periods_with(&data, range(), Period::HOUR, &opts()).unwrap();
+    assert_eq!(
+        c.iter().map(|x| x.imported_mwh).collect::<Vec<_>>(),
+        vec![70 * KWH, 87_500_000, 200 * KWH]
+    );
+    assert!(c.iter().all(|x| x.flags == Flags::NONE), "{c:?}");
 }
 
 #[test]

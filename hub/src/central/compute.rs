@@ -9,7 +9,10 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::balance;
 use super::config::{CentralConfig, MeterMap, Role};
-use super::energy::{self, CounterSample, EnergyOptions, Flags, Period, PeriodEnergy, Range};
+use super::energy::{
+    self, CounterSample, EnergyOptions, Flags, MeterData, Period, PeriodEnergy, PowerSample, Range,
+    Replacement,
+};
 use super::store::{Reader, StoreError};
 use crate::wire::Balance;
 
@@ -27,6 +30,8 @@ pub struct Model {
     pub eligible_pods: HashSet<String>,
     pub substations: Vec<String>,
     pub period: Period,
+    /// Declared meter replacements by (site, meter), in time order.
+    pub replacements: HashMap<(String, String), Vec<Replacement>>,
 }
 
 impl Model {
@@ -47,8 +52,26 @@ impl Model {
                 .collect(),
             substations: cfg.substations.iter().map(|s| s.id.clone()).collect(),
             period: Period::from_secs(cfg.period_minutes * 60).unwrap_or(Period::HOUR),
+            replacements: replacements_of(cfg),
         }
     }
+}
+
+fn replacements_of(cfg: &CentralConfig) -> HashMap<(String, String), Vec<Replacement>> {
+    let mut out: HashMap<(String, String), Vec<Replacement>> = HashMap::new();
+    for r in &cfg.replacements {
+        out.entry((r.site.clone(), r.meter.clone()))
+            .or_default()
+            .push(Replacement {
+                at: r.at,
+                imp: r.imp,
+                exp: r.exp,
+            });
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|r| r.at);
+    }
+    out
 }
 
 /// Power (or energy) of one POD from its meters, by role; all values ≥ 0.
@@ -167,7 +190,11 @@ fn ts(ms: i64) -> DateTime<Utc> {
 }
 
 /// Recompute up to `limit` dirty periods that have started by `now`, oldest first; the still-open
-/// period only when `include_open`. Returns how many were recomputed.
+/// period only when `include_open`. Returns how many dirty periods were recomputed.
+///
+/// A glitch or a spike is only told from a reset or a rise by the samples after it, so the
+/// samples of a dirty period can change the figures of the periods just before it: those back to
+/// the period of the [`energy::MAX_ANOMALY_RUN`]`+1`-th sample before it are recomputed too.
 pub fn recompute_dirty(
     reader: &mut Reader,
     model: &Model,
@@ -190,27 +217,126 @@ pub fn recompute_dirty(
         .into_iter()
         .map(|k| ((k.site, k.name), k.id))
         .collect();
+    let period_s = i64::from(model.period.secs());
+    let mut done: HashSet<i64> = HashSet::new();
     for start_s in &dirty {
-        let (meters, balance) = settle_period(reader, model, &ids, *start_s)?;
-        reader.save_period(*start_s, &meters, &balance)?;
+        let settled = settle_period(reader, model, &ids, *start_s)?;
+        reader.save_period(*start_s, &settled.meters, &settled.balance)?;
+        done.insert(*start_s);
+        let Some(back_ms) = settled.lookback_ms else {
+            continue;
+        };
+        let from = model.period.floor(ts(back_ms)).timestamp();
+        // Never further back than a late reading marks (62 days of quarter-hours).
+        let from = from.max(*start_s - MAX_LOOKBACK_PERIODS * period_s);
+        let mut s = from;
+        while s < *start_s {
+            if done.insert(s) && !dirty.contains(&s) {
+                let e = settle_period(reader, model, &ids, s)?;
+                reader.save_period(s, &e.meters, &e.balance)?;
+            }
+            s += period_s;
+        }
     }
     Ok(dirty.len())
 }
 
+/// At start: mark for recomputation the stored periods that a changed energy setting touches,
+/// then remember the settings. A meter whose bound changed (or that was computed before bounds
+/// were remembered) has all its stored periods marked; a replacement declared, changed or
+/// withdrawn marks the periods from a few samples before its time to a few after. Returns how many
+/// periods were newly marked.
+pub fn mark_changed_settings(reader: &mut Reader, model: &Model) -> Result<usize, StoreError> {
+    let stored = reader.energy_settings()?;
+    let ids: HashMap<(String, String), i64> = reader
+        .meters()?
+        .into_iter()
+        .map(|k| ((k.site, k.name), k.id))
+        .collect();
+    let period_s = i64::from(model.period.secs());
+    let none = Vec::new();
+    let mut now_settings = HashMap::new();
+    let mut marked = 0;
+    let mut keys: Vec<&(String, String)> = model.meters.keys().collect();
+    keys.sort();
+    for key in keys {
+        let m = &model.meters[key];
+        let name = format!("{}/{}", key.0, key.1);
+        let bound = format!("{}", m.max_power_w);
+        let reps = model.replacements.get(key).unwrap_or(&none);
+        let reps_text = format!("{reps:?}");
+        let (bound_key, reps_key) = (format!("bound:{name}"), format!("replacements:{name}"));
+        let bound_changed = stored.get(&bound_key) != Some(&bound);
+        let old_reps = stored
+            .get(&reps_key)
+            .cloned()
+            .unwrap_or_else(|| "[]".into());
+        now_settings.insert(bound_key, bound);
+        now_settings.insert(reps_key, reps_text.clone());
+        let Some(&id) = ids.get(key) else {
+            continue;
+        };
+        if bound_changed {
+            if let Some((first, last)) = reader.sample_span(id)? {
+                marked +=
+                    reader.mark_dirty(first.div_euclid(1000), last.div_euclid(1000), period_s)?;
+            }
+        } else if old_reps != reps_text {
+            // The replacements as they were are not kept beyond their text: re-settle around
+            // every replacement now declared, and around any time the old text names.
+            let mut times: Vec<i64> = reps.iter().map(|r| r.at.timestamp_millis()).collect();
+            times.extend(rfc3339_times(&old_reps));
+            for t in times {
+                let around = reader.counter_samples_around(id, t, t, energy::CONTEXT_SAMPLES)?;
+                let first = around.first().map_or(t, |s| s.ts_ms.min(t));
+                let last = around.last().map_or(t, |s| s.ts_ms.max(t));
+                marked +=
+                    reader.mark_dirty(first.div_euclid(1000), last.div_euclid(1000), period_s)?;
+            }
+        }
+    }
+    reader.save_energy_settings(&now_settings)?;
+    Ok(marked)
+}
+
+/// The instants a `Debug` text of replacements names (`at: 2026-03-14T09:20:00Z`), ms.
+fn rfc3339_times(text: &str) -> Vec<i64> {
+    text.split("at: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(',').next())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| t.timestamp_millis())
+        .collect()
+}
+
+/// Most periods recomputed before a dirty one because of what its samples show.
+const MAX_LOOKBACK_PERIODS: i64 = 24 * 4 * 62;
+
+/// A settled period: energy per meter, the community balance, and the earliest sample time whose
+/// period may change with this period's samples (see [`recompute_dirty`]).
+pub struct Settled {
+    pub meters: Vec<(i64, PeriodEnergy)>,
+    pub balance: balance::Balance,
+    pub lookback_ms: Option<i64>,
+}
+
 /// Energy per meter, per POD and per substation of the period starting at `start_s`: counter
-/// samples from the store through `energy::meter_periods`, then `balance::pod_periods` and
-/// `balance::community_balance`. A POD without a grid meter is netted per minute.
+/// samples (with [`energy::CONTEXT_SAMPLES`] on each side), per-minute power and declared
+/// replacements from the store and the config through `energy::meter_periods_with` (bounded by
+/// each meter's `max_power_w`), then `balance::pod_periods` and `balance::community_balance`. A
+/// POD without a grid meter is netted per minute.
 pub fn settle_period(
     reader: &Reader,
     model: &Model,
     ids: &HashMap<(String, String), i64>,
     start_s: i64,
-) -> Result<(Vec<(i64, PeriodEnergy)>, balance::Balance), StoreError> {
+) -> Result<Settled, StoreError> {
     let period = model.period;
     let from = ts(start_s * 1000);
     let range = Range::new(from, from + period.duration());
-    let opts = EnergyOptions {
+    let gap = EnergyOptions {
         max_gap: chrono::Duration::seconds(MAX_SAMPLE_GAP_SECS),
+        max_power_w: energy::DEFAULT_MAX_POWER_W,
     };
     let mut by_pod: BTreeMap<&str, Vec<&MeterMap>> = BTreeMap::new();
     for m in model.meters.values() {
@@ -220,6 +346,8 @@ pub fn settle_period(
     }
     let mut per_meter = Vec::new();
     let mut series = Vec::new();
+    let mut lookback_ms: Option<i64> = None;
+    let no_replacements = Vec::new();
     for (pod, meters) in by_pod {
         let Some(member) = model.pod_member.get(pod) else {
             continue;
@@ -231,23 +359,38 @@ pub fn settle_period(
         let step = if has_grid { period } else { Period::MINUTE };
         let mut steps = Vec::with_capacity(meters.len());
         for m in meters {
-            let samples: Vec<CounterSample> = match ids.get(&(m.site.clone(), m.meter.clone())) {
-                Some(id) => reader
-                    .counter_samples(
-                        *id,
-                        range.from.timestamp_millis(),
-                        range.to.timestamp_millis(),
-                    )?
-                    .into_iter()
-                    .map(|s| CounterSample::new(ts(s.ts_ms), s.imp_wh, s.exp_wh))
-                    .collect(),
-                None => Vec::new(),
+            let key = (m.site.clone(), m.meter.clone());
+            let id = ids.get(&key).copied();
+            let (samples, power) = match id {
+                Some(id) => meter_inputs(reader, id, range)?,
+                None => (Vec::new(), Vec::new()),
             };
-            let Ok(e) = energy::meter_periods(&samples, range, step, &opts) else {
+            let before: Vec<i64> = samples
+                .iter()
+                .map(|s| s.ts.timestamp_millis())
+                .filter(|t| *t < range.from.timestamp_millis())
+                .collect();
+            // Only a counter that goes down near the boundary can be judged anew from here.
+            let back = before
+                .len()
+                .checked_sub(energy::MAX_ANOMALY_RUN + 1)
+                .map(|i| before[i])
+                .or(before.first().copied())
+                .filter(|_| energy::unsettled_near(&samples, range.from));
+            if let Some(t) = back {
+                lookback_ms = Some(lookback_ms.map_or(t, |l| l.min(t)));
+            }
+            let data = MeterData {
+                samples: &samples,
+                power: &power,
+                replacements: model.replacements.get(&key).unwrap_or(&no_replacements),
+            };
+            let opts = gap.with_max_power_w(m.max_power_w);
+            let Ok(e) = energy::meter_periods_with(&data, range, step, &opts) else {
                 continue;
             };
-            if let Some(id) = ids.get(&(m.site.clone(), m.meter.clone())) {
-                per_meter.push((*id, sum_steps(from, &e)));
+            if let Some(id) = id {
+                per_meter.push((id, sum_steps(from, &e)));
             }
             let role = match m.role {
                 Role::Grid => balance::MeterRole::Grid,
@@ -267,7 +410,42 @@ pub fn settle_period(
             Err(e) => tracing::warn!("POD {pod}: {e}"),
         }
     }
-    Ok((per_meter, balance::community_balance(&series)))
+    Ok(Settled {
+        meters: per_meter,
+        balance: balance::community_balance(&series),
+        lookback_ms,
+    })
+}
+
+/// A meter's counter samples around `range` and its per-minute power over their span.
+fn meter_inputs(
+    reader: &Reader,
+    id: i64,
+    range: Range,
+) -> Result<(Vec<CounterSample>, Vec<PowerSample>), StoreError> {
+    let samples: Vec<CounterSample> = reader
+        .counter_samples_around(
+            id,
+            range.from.timestamp_millis(),
+            range.to.timestamp_millis(),
+            energy::CONTEXT_SAMPLES,
+        )?
+        .into_iter()
+        .map(|s| CounterSample::new(ts(s.ts_ms), s.imp_wh, s.exp_wh))
+        .collect();
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+        return Ok((samples, Vec::new()));
+    };
+    let power = reader
+        .power_samples(id, first.ts.timestamp_millis(), last.ts.timestamp_millis())?
+        .into_iter()
+        .map(|(start_ms, p_w)| PowerSample {
+            start: ts(start_ms),
+            end: ts(start_ms + 60_000),
+            p_w,
+        })
+        .collect();
+    Ok((samples, power))
 }
 
 /// One meter's steps summed into its period figure.
@@ -321,6 +499,7 @@ mod tests {
             eligible_pods: HashSet::from(["P1".to_string()]),
             substations: vec!["S1".into(), "S2".into()],
             period: Period::HOUR,
+            replacements: HashMap::new(),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct CentralConfig {
     pub members: Vec<Member>,
     pub plants: Vec<Plant>,
     pub meters: Vec<MeterMap>,
+    /// `[[replacement]]`: meters replaced, as declared by the technician.
+    pub replacements: Vec<MeterReplacement>,
     /// `[signal]`: load-shift levels, forecast and alerts (all defaults when absent).
     pub signal: crate::central::signal::config::SignalConfig,
     /// `[[flex]]`: the sites' flexible loads, for targeted alerts.
@@ -174,6 +176,18 @@ pub struct MeterMap {
     pub max_power_w: f64,
 }
 
+/// A meter replacement declared by the technician (`[[replacement]]`): readings of the mapped
+/// meter before `at` are the old device's, from `at` the new one's; the energy across it is
+/// exact from the old final and new initial counters (Wh here, kWh in the file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeterReplacement {
+    pub site: String,
+    pub meter: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub imp: Option<crate::central::energy::Handover>,
+    pub exp: Option<crate::central::energy::Handover>,
+}
+
 /// Largest `max_power_kw` a meter may be given (a 100 MW connection is far beyond any member).
 pub const MAX_METER_POWER_KW: f64 = 100_000.0;
 /// A meter's maximum power when its mapping names none: 2 MW, the upper end of a member's
@@ -275,6 +289,8 @@ struct RawFile {
     plant: Vec<RawPlant>,
     #[serde(default)]
     meter: Vec<RawMeter>,
+    #[serde(default)]
+    replacement: Vec<RawReplacement>,
     #[serde(default)]
     signal: crate::central::signal::config::SignalConfig,
     #[serde(default)]
@@ -431,6 +447,87 @@ struct RawMeter {
     role: S<String>,
     #[serde(default)]
     max_power_kw: Option<S<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplacement {
+    site: S<String>,
+    meter: S<String>,
+    at: S<String>,
+    #[serde(default)]
+    old_imp_kwh: Option<S<f64>>,
+    #[serde(default)]
+    new_imp_kwh: Option<S<f64>>,
+    #[serde(default)]
+    old_exp_kwh: Option<S<f64>>,
+    #[serde(default)]
+    new_exp_kwh: Option<S<f64>>,
+}
+
+/// Largest counter reading a replacement may declare, kWh (beyond any meter's register).
+pub const MAX_COUNTER_KWH: f64 = 1.0e10;
+
+/// A replacement's time: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM[:SS]` local time in `tz`.
+fn parse_replacement_time(
+    text: &str,
+    tz: chrono_tz::Tz,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::TimeZone;
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let local = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .ok_or_else(|| {
+            "at must be a time like \"2026-03-14T10:20:00+01:00\" or \"2026-03-14 10:20\" (local)"
+                .to_string()
+        })?;
+    match tz.from_local_datetime(&local) {
+        chrono::LocalResult::Single(t) => Ok(t.with_timezone(&chrono::Utc)),
+        chrono::LocalResult::Ambiguous(..) => Err(format!(
+            "{text} happens twice in {tz} (the clocks go back): give the offset, e.g. \"{}+02:00\"",
+            local.format("%Y-%m-%dT%H:%M:%S")
+        )),
+        chrono::LocalResult::None => Err(format!(
+            "{text} does not exist in {tz} (the clocks go forward)"
+        )),
+    }
+}
+
+/// One counter's handover from a replacement's pair of readings (both or neither).
+fn handover(
+    d: &mut Vec<Diag>,
+    old: &Option<S<f64>>,
+    new: &Option<S<f64>>,
+    what: &str,
+    at: Option<Range<usize>>,
+) -> Option<crate::central::energy::Handover> {
+    let ok = |k: &S<f64>, d: &mut Vec<Diag>| {
+        let v = *k.get_ref();
+        if !(v.is_finite() && (0.0..=MAX_COUNTER_KWH).contains(&v)) {
+            d.push(Diag::new(
+                sp(k),
+                format!("a counter reading must be a number of kWh from 0 to {MAX_COUNTER_KWH}"),
+            ));
+        }
+        v * 1000.0
+    };
+    match (old, new) {
+        (Some(o), Some(n)) => Some(crate::central::energy::Handover {
+            old_final_wh: ok(o, d),
+            new_initial_wh: ok(n, d),
+        }),
+        (None, None) => None,
+        (Some(k), None) | (None, Some(k)) => {
+            d.push(Diag::new(
+                sp(k).or(at),
+                format!("give both old_{what}_kwh and new_{what}_kwh (the old meter's final and the new one's initial reading)"),
+            ));
+            None
+        }
+    }
 }
 
 fn sp<T>(s: &S<T>) -> Option<Range<usize>> {
@@ -822,6 +919,52 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         }
     }
 
+    let mut replacements = Vec::new();
+    let mut seen_replacement = HashSet::new();
+    for r in &raw.replacement {
+        let (site, meter) = (r.site.get_ref(), r.meter.get_ref());
+        if !meters.iter().any(|m| &m.site == site && &m.meter == meter) {
+            d.push(Diag::new(
+                sp(&r.meter),
+                format!("meter {meter:?} of site {site:?} is not a [[meter]]"),
+            ));
+        }
+        let at = match parse_replacement_time(r.at.get_ref(), timezone) {
+            Ok(t) => t,
+            Err(e) => {
+                d.push(Diag::new(sp(&r.at), e));
+                chrono::DateTime::<chrono::Utc>::MIN_UTC
+            }
+        };
+        if !seen_replacement.insert((site.clone(), meter.clone(), at)) {
+            d.push(Diag::new(
+                sp(&r.at),
+                format!("meter {meter:?} of site {site:?} is replaced twice at the same time"),
+            ));
+        }
+        let imp = handover(&mut d, &r.old_imp_kwh, &r.new_imp_kwh, "imp", sp(&r.at));
+        let exp = handover(&mut d, &r.old_exp_kwh, &r.new_exp_kwh, "exp", sp(&r.at));
+        if imp.is_none()
+            && exp.is_none()
+            && r.old_imp_kwh.is_none()
+            && r.old_exp_kwh.is_none()
+            && r.new_imp_kwh.is_none()
+            && r.new_exp_kwh.is_none()
+        {
+            d.push(Diag::new(
+                sp(&r.meter),
+                "a replacement needs the readings of at least one counter: old_imp_kwh and new_imp_kwh, or old_exp_kwh and new_exp_kwh",
+            ));
+        }
+        replacements.push(MeterReplacement {
+            site: site.clone(),
+            meter: meter.clone(),
+            at,
+            imp,
+            exp,
+        });
+    }
+
     for p in raw.signal.problems() {
         d.push(Diag::new(None, p));
     }
@@ -861,6 +1004,7 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         members,
         plants,
         meters,
+        replacements,
         signal: raw.signal.clone(),
         flex: raw.flex.clone(),
     })
@@ -1049,6 +1193,47 @@ role = "grid"
             let t = minimal().replace("role = \"grid\"", &format!("role = \"grid\"\nmax_power_kw = {bad}"));
             assert!(lines(&t).contains("max_power_kw must be a number > 0"), "{bad}: {}", lines(&t));
         }
+    }
+
+    #[test]
+    fn meter_replacements_are_read_in_local_time_and_checked() {
+        let ok = minimal()
+            + "\n[[replacement]]\nsite = \"domus-1\"\nmeter = \"grid\"\nat = \"2026-03-14 10:20\"\n\
+               old_imp_kwh = 12345.6\nnew_imp_kwh = 0.4\n";
+        let c = parse(Path::new("c.toml"), &ok).unwrap();
+        let r = &c.replacements[0];
+        // 10:20 in Rome in March (CET) is 09:20 UTC.
+        assert_eq!(r.at.to_rfc3339(), "2026-03-14T09:20:00+00:00");
+        let h = r.imp.unwrap();
+        assert!(
+            (h.old_final_wh - 12_345_600.0).abs() < 1e-6 && (h.new_initial_wh - 400.0).abs() < 1e-6
+        );
+        assert!(r.exp.is_none());
+        let rfc = ok.replace("2026-03-14 10:20", "2026-03-14T10:20:00+02:00");
+        let c = parse(Path::new("c.toml"), &rfc).unwrap();
+        assert_eq!(
+            c.replacements[0].at.to_rfc3339(),
+            "2026-03-14T08:20:00+00:00"
+        );
+
+        for (bad, says) in [
+            (ok.replace("meter = \"grid\"", "meter = \"nope\""), "meter \"nope\" of site \"domus-1\" is not a [[meter]]"),
+            (ok.replace("new_imp_kwh = 0.4\n", ""), "give both old_imp_kwh and new_imp_kwh"),
+            (ok.replace("12345.6", "-1.0"), "a counter reading must be a number of kWh"),
+            (ok.replace("2026-03-14 10:20", "yesterday"), "at must be a time like"),
+            // 02:30 on the last Sunday of March does not exist in Rome; 02:30 in October twice.
+            (ok.replace("2026-03-14 10:20", "2026-03-29 02:30"), "does not exist in Europe/Rome"),
+            (ok.replace("2026-03-14 10:20", "2026-10-25 02:30"), "happens twice in Europe/Rome"),
+            (ok.replace("old_imp_kwh = 12345.6\nnew_imp_kwh = 0.4\n", ""), "needs the readings of at least one counter"),
+            (ok.clone() + "\n[[replacement]]\nsite = \"domus-1\"\nmeter = \"grid\"\nat = \"2026-03-14T09:20:00Z\"\nold_exp_kwh = 1.0\nnew_exp_kwh = 0.0\n",
+             "is replaced twice at the same time"),
+        ] {
+            let out = lines(&bad);
+            assert!(out.contains(says), "{says}: {out}");
+        }
+        // Each problem points at its line.
+        let out = lines(&ok.replace("12345.6", "-1.0"));
+        assert!(out.contains("c.toml:41:15:"), "{out}");
     }
 
     #[test]

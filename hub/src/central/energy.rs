@@ -8,10 +8,15 @@
 //!   one [`PeriodEnergy`] per period of `range` (in order), for one meter. Pass every sample of
 //!   the meter inside `range` **plus the last sample before it and the first after it** (more is
 //!   harmless), so the intervals crossing the range's edges are split correctly.
+//! - [`meter_periods_with`]`(&MeterData, range, period, opts)`: the same with the meter's power
+//!   samples (for estimates) and its declared replacements. Glitches and spikes are judged on up
+//!   to [`MAX_ANOMALY_RUN`] samples after them: pass at least [`CONTEXT_SAMPLES`] samples on each
+//!   side of `range` so that its periods come out as they would from the whole history.
 //! - [`affected_range`]`(prev, first_new, last_new, next, period) -> Range`: after late samples
 //!   arrive, the periods whose energy may have changed and must be recomputed.
 //! - [`Period`] (1 h by default, 15 min or any divisor of a day), [`Range`] (half-open, aligned),
-//!   [`EnergyOptions`] (the gap threshold), [`Flags`].
+//!   [`EnergyOptions`] (the gap threshold, the meter's maximum power), [`Flags`], and the
+//!   inputs of [`meter_periods_with`]: [`PowerSample`], [`Replacement`], [`Handover`].
 //!
 //! # Units and rounding
 //! Energy is an integer number of **milliwatt-hours** (`u64`, fields named `_mwh`), so sums are
@@ -25,10 +30,38 @@
 //!   value at a period boundary is interpolated on that line and rounded down to the mWh; a
 //!   period's energy is the difference of its two boundary values. So a 10:50→11:10 interval with
 //!   20 Wh gives 10 Wh to each hour, and adding a sample that lies on the line changes nothing.
+//! - **What a meter can count** ([`EnergyOptions::max_power_w`], the hub passes each meter's
+//!   `max_power_kw`): a counter may rise by at most `max_power_w × (1 +` [`POWER_MARGIN`]`)` over
+//!   time, plus a small allowance for the register's resolution ([`COUNTER_SLACK_WH`] and 1 ppm
+//!   of the counter). The allowance is a token bucket: honest counters never exhaust it, and no
+//!   sequence of counters, however wrong, can give any period more than
+//!   `max_power_w × (1 + POWER_MARGIN) × period + COUNTER_SLACK_WH + 1 ppm`. An interval whose
+//!   counted energy is beyond the bound is **estimated** from the meter's power samples
+//!   ([`PowerSample`], the mean power over the interval × its length) when there are any, else
+//!   at the rate of the meter's previous interval, never above the bound; such periods are
+//!   flagged `estimated` and `implausible`.
 //! - **Counter reset**: a counter lower than the highest value since the last reset, by more than
-//!   the read-noise tolerance below, is a reset (meter replaced, counter cleared, overflow). The interval's energy is the new value itself: the energy counted
-//!   since the reset, which is certain; whatever was counted between the previous sample and the
-//!   reset is lost and not guessed. The periods that interval touches are flagged `counter_reset`.
+//!   the read-noise tolerance below, and which does not return to its course (see glitch), is a
+//!   reset (meter replaced without a declaration, counter cleared, overflow). The interval's
+//!   energy is the new value itself — the energy counted since the reset, which is certain —
+//!   when the meter could have counted that much in the interval (the bound above); else the
+//!   new counter did not start from 0 and the interval is estimated. Whatever was counted between
+//!   the previous sample and the reset is lost and not guessed. The periods that interval touches
+//!   are flagged `counter_reset`.
+//! - **Glitch**: a counter that drops (to 0 or anywhere below its course) for at most
+//!   [`MAX_ANOMALY_RUN`] samples and then returns to its course is not a reset (devices answer
+//!   zeroed registers while rebooting): those samples are refused, the counter runs straight
+//!   from the sample before them to the one after, and the periods touched are flagged
+//!   `implausible`. A drop among the last samples counts as a reset until later samples show it
+//!   was a glitch (the hub recomputes the periods they touch).
+//! - **Spike**: a counter that jumps above its course for at most [`MAX_ANOMALY_RUN`] samples and
+//!   falls back to it is refused the same way (a counter never goes back), flagged `implausible`.
+//! - **Declared replacement** ([`Replacement`]: time, the old meter's final reading and the new
+//!   one's initial reading, per counter): samples before its time are the old meter's, from its
+//!   time the new one's. The interval across it counts
+//!   `(old final − last old sample) + (first new sample − new initial)`: exact, no flag (still
+//!   within the bound; a declaration below the samples it should exceed is clamped at 0 and the
+//!   periods flagged `estimated`).
 //! - **Read noise**: a counter that goes back by at most [`NOISE_TOLERANCE_WH`] (1 Wh) or 1 ppm
 //!   of its value is not a reset: that interval counts nothing, and the next
 //!   increase counts from the higher value seen before, so nothing is counted twice.
@@ -183,12 +216,66 @@ impl CounterSample {
     }
 }
 
+/// The meter's mean active power over `[start, end)`, W, import positive (a generator's output
+/// is negative): what estimates an interval whose counters cannot be believed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerSample {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub p_w: f64,
+}
+
+/// One counter's readings at a declared meter replacement, Wh.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Handover {
+    /// The old meter's counter when it was removed.
+    pub old_final_wh: f64,
+    /// The new meter's counter when it was installed.
+    pub new_initial_wh: f64,
+}
+
+/// A meter replacement declared by the technician: samples before `at` are the old meter's,
+/// samples from `at` the new one's. A counter without a handover follows the ordinary rules.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Replacement {
+    pub at: DateTime<Utc>,
+    pub imp: Option<Handover>,
+    pub exp: Option<Handover>,
+}
+
+/// Everything known about one meter for [`meter_periods_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MeterData<'a> {
+    pub samples: &'a [CounterSample],
+    /// Mean power per interval (the hub's per-minute aggregates), in any order.
+    pub power: &'a [PowerSample],
+    pub replacements: &'a [Replacement],
+}
+
 /// How samples are judged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EnergyOptions {
     /// An interval between samples longer than this is a gap: spread, and flagged estimated.
     pub max_gap: Duration,
+    /// The most the meter can count, W: counters rising faster are not believed (see the module
+    /// doc). Not finite or not above 0: no bound.
+    pub max_power_w: f64,
 }
+
+/// Relative margin over a meter's maximum power before its counters are disbelieved.
+pub const POWER_MARGIN: f64 = 0.10;
+/// Allowance for a counter register's resolution (0.1 kWh registers step by 100 Wh; a rounded
+/// reading may run one step ahead), on top of 1 ppm of the counter (float registers of big
+/// counters): the depth of the token bucket of the maximum-power bound.
+pub const COUNTER_SLACK_WH: f64 = 200.0;
+/// Samples a glitch or a spike may last: beyond that, a drop is a reset and a rise is a rise.
+pub const MAX_ANOMALY_RUN: usize = 3;
+/// Samples to pass on each side of the range so that glitches and spikes at its edges are
+/// judged as from the whole history.
+pub const CONTEXT_SAMPLES: usize = 2 * MAX_ANOMALY_RUN + 2;
+/// The bound when none is given: 2 MW, the upper end of a member's medium-voltage supply (the
+/// central config's default for a meter without `max_power_kw`).
+pub const DEFAULT_MAX_POWER_W: f64 = 2.0e6;
 
 /// A counter that goes back by at most max(this, 1 ppm of its value) is read noise (a float
 /// rounded differently), not a reset: it counts nothing and the higher value stays the reference.
@@ -200,6 +287,20 @@ impl EnergyOptions {
     pub fn for_interval(interval: Duration) -> Self {
         EnergyOptions {
             max_gap: interval * 2,
+            max_power_w: DEFAULT_MAX_POWER_W,
+        }
+    }
+
+    /// The same options with another gap threshold.
+    pub fn with_max_gap(self, max_gap: Duration) -> Self {
+        EnergyOptions { max_gap, ..self }
+    }
+
+    /// The same options with the meter's maximum power.
+    pub fn with_max_power_w(self, max_power_w: f64) -> Self {
+        EnergyOptions {
+            max_power_w,
+            ..self
         }
     }
 }
@@ -220,6 +321,9 @@ pub struct Flags {
     pub counter_reset: bool,
     /// Part of the period is not covered by any reading: energy is missing, not estimated.
     pub incomplete: bool,
+    /// Some readings were not believed: a glitch or a spike was refused, or a counter rose
+    /// beyond what the meter can count (that interval is then also `estimated`).
+    pub implausible: bool,
 }
 
 impl Flags {
@@ -227,11 +331,13 @@ impl Flags {
         estimated: false,
         counter_reset: false,
         incomplete: false,
+        implausible: false,
     };
     pub const INCOMPLETE: Flags = Flags {
         estimated: false,
         counter_reset: false,
         incomplete: true,
+        implausible: false,
     };
 
     pub fn merge(self, other: Flags) -> Flags {
@@ -239,14 +345,15 @@ impl Flags {
             estimated: self.estimated || other.estimated,
             counter_reset: self.counter_reset || other.counter_reset,
             incomplete: self.incomplete || other.incomplete,
+            implausible: self.implausible || other.implausible,
         }
     }
 
     pub fn any(self) -> bool {
-        self.estimated || self.counter_reset || self.incomplete
+        self.estimated || self.counter_reset || self.incomplete || self.implausible
     }
 
-    /// Short text for reports: `estimated|counter_reset|incomplete`, empty when clean.
+    /// Short text for reports: `estimated|counter_reset|incomplete|implausible`, empty when clean.
     pub fn label(self) -> String {
         let mut parts = Vec::new();
         if self.estimated {
@@ -257,6 +364,9 @@ impl Flags {
         }
         if self.incomplete {
             parts.push("incomplete");
+        }
+        if self.implausible {
+            parts.push("implausible");
         }
         parts.join("|")
     }
@@ -278,9 +388,41 @@ pub fn meter_periods(
     period: Period,
     opts: &EnergyOptions,
 ) -> Result<Vec<PeriodEnergy>, EnergyError> {
+    meter_periods_with(
+        &MeterData {
+            samples,
+            ..MeterData::default()
+        },
+        range,
+        period,
+        opts,
+    )
+}
+
+/// Energy per period of `range` for one meter, with its power samples and declared
+/// replacements: see the module doc for the rules.
+pub fn meter_periods_with(
+    data: &MeterData<'_>,
+    range: Range,
+    period: Period,
+    opts: &EnergyOptions,
+) -> Result<Vec<PeriodEnergy>, EnergyError> {
     let starts = range.starts(period)?;
-    let imp = Counter::build(samples, |s| s.e_imp_wh, opts);
-    let exp = Counter::build(samples, |s| s.e_exp_wh, opts);
+    let samples = data.samples;
+    let imp = Counter::build(
+        samples,
+        |s| s.e_imp_wh,
+        &power_of(data.power, 1.0),
+        &handovers(data.replacements, |r| r.imp),
+        opts,
+    );
+    let exp = Counter::build(
+        samples,
+        |s| s.e_exp_wh,
+        &power_of(data.power, -1.0),
+        &handovers(data.replacements, |r| r.exp),
+        opts,
+    );
     let no_data = imp.is_none() && exp.is_none();
     Ok(starts
         .into_iter()
@@ -303,6 +445,28 @@ pub fn meter_periods(
         .collect())
 }
 
+/// Whether samples around `t` could be judged differently once later samples come: a counter
+/// goes down (beyond the read noise) somewhere among the [`MAX_ANOMALY_RUN`]` + 1` samples before
+/// `t` and as many from it. Honest counters never do, so their earlier periods never need
+/// re-settling because of what came after.
+pub fn unsettled_near(samples: &[CounterSample], t: DateTime<Utc>) -> bool {
+    let mut sorted: Vec<&CounterSample> = samples.iter().collect();
+    sorted.sort_by_key(|s| s.ts);
+    let at = sorted.partition_point(|s| s.ts < t);
+    let from = at.saturating_sub(MAX_ANOMALY_RUN + 2);
+    let to = (at + MAX_ANOMALY_RUN + 1).min(sorted.len());
+    let window = &sorted[from..to];
+    let drops = |value: fn(&CounterSample) -> Option<f64>| {
+        let v: Vec<u64> = window
+            .iter()
+            .filter_map(|s| value(s).and_then(wh_to_mwh))
+            .collect();
+        v.windows(2)
+            .any(|w| w[1] + noise_mwh().max(w[0] / 1_000_000) < w[0])
+    };
+    drops(|s| s.e_imp_wh) || drops(|s| s.e_exp_wh)
+}
+
 /// The range of periods to recompute after late samples with timestamps in
 /// `[first_new, last_new]` arrived for a meter whose stored samples nearest outside that span are
 /// `prev` (latest before) and `next` (earliest after). The intervals from `prev` and up to `next`
@@ -320,6 +484,31 @@ pub fn affected_range(
     // spans into it, which recomputing anyway keeps harmless).
     let to = period.floor(end) + period.duration();
     Range { from, to }
+}
+
+fn noise_mwh() -> u64 {
+    (NOISE_TOLERANCE_WH * 1000.0) as u64
+}
+
+/// The energy of `[a, b]` ms at the mean power of the samples overlapping it (weighted by their
+/// overlap), mWh; `None` without a sample.
+fn estimate_mwh(power: &[(i64, i64, f64)], a: i64, b: i64) -> Option<f64> {
+    let (mut weighted, mut weight, mut touching) = (0.0, 0.0, None);
+    for &(s, e, p) in power.iter().take_while(|p| p.0 <= b) {
+        if e < a {
+            continue;
+        }
+        let overlap = (e.min(b) - s.max(a)).max(0) as f64;
+        weighted += p * overlap;
+        weight += overlap;
+        touching.get_or_insert(p);
+    }
+    let mean = if weight > 0.0 {
+        weighted / weight
+    } else {
+        touching?
+    };
+    Some(mean * (b - a) as f64 / 3600.0)
 }
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -340,24 +529,119 @@ fn wh_to_mwh(wh: f64) -> Option<u64> {
     Some(mwh as u64)
 }
 
-/// One counter made monotonic: `cum[i]` is the energy counted from sample 0 to sample i, with
-/// resets handled; segment i runs from point i to point i+1.
+/// Power samples of one direction: (start ms, end ms, W ≥ 0), sorted by start.
+fn power_of(power: &[PowerSample], sign: f64) -> Vec<(i64, i64, f64)> {
+    let mut out: Vec<(i64, i64, f64)> = power
+        .iter()
+        .filter(|p| p.p_w.is_finite() && p.end > p.start)
+        .map(|p| {
+            (
+                p.start.timestamp_millis(),
+                p.end.timestamp_millis(),
+                (p.p_w * sign).max(0.0),
+            )
+        })
+        .collect();
+    out.sort_by_key(|p| p.0);
+    out
+}
+
+/// One counter's handovers: (time ms, old final mWh, new initial mWh, declaration sound), sorted.
+fn handovers(
+    replacements: &[Replacement],
+    which: impl Fn(&Replacement) -> Option<Handover>,
+) -> Vec<(i64, u64, u64, bool)> {
+    let mut out: Vec<(i64, u64, u64, bool)> = replacements
+        .iter()
+        .filter_map(|r| {
+            let h = which(r)?;
+            let old = wh_to_mwh(h.old_final_wh);
+            let new = wh_to_mwh(h.new_initial_wh);
+            Some((
+                r.at.timestamp_millis(),
+                old.unwrap_or(0),
+                new.unwrap_or(0),
+                old.is_some() && new.is_some(),
+            ))
+        })
+        .collect();
+    out.sort_by_key(|h| h.0);
+    out
+}
+
+/// The maximum-power bound of one counter as a token bucket, in mWh.
+struct Bound {
+    /// mWh per ms; `None`: no bound.
+    rate: Option<f64>,
+    /// Allowance left from before the current interval.
+    level: f64,
+}
+
+impl Bound {
+    fn new(opts: &EnergyOptions, first: u64) -> Bound {
+        let p = opts.max_power_w;
+        let rate = (p.is_finite() && p > 0.0).then(|| p * (1.0 + POWER_MARGIN) / 3600.0);
+        Bound {
+            rate,
+            level: Bound::depth(first),
+        }
+    }
+
+    /// The bucket's depth for a counter near `v` mWh.
+    fn depth(v: u64) -> f64 {
+        COUNTER_SLACK_WH * 1000.0 + v as f64 / 1e6
+    }
+
+    /// What the meter could have counted over `dt_ms` from now on.
+    fn allowed(&self, dt_ms: i64) -> f64 {
+        match self.rate {
+            Some(r) => self.level + r * dt_ms as f64,
+            None => f64::INFINITY,
+        }
+    }
+
+    /// Count `inc` over `dt_ms` (it must be within [`Bound::allowed`]); `near` is the counter.
+    fn consume(&mut self, inc: u64, dt_ms: i64, near: u64) {
+        if self.rate.is_some() {
+            self.level = (self.allowed(dt_ms) - inc as f64)
+                .max(0.0)
+                .min(Bound::depth(near));
+        }
+    }
+}
+
+/// One counter made monotonic: `cum[i]` is the energy counted from point 0 to point i, with
+/// resets, glitches, spikes, replacements and the bound handled; segment i runs from point i to
+/// point i+1.
 struct Counter {
     t_ms: Vec<i64>,
     cum: Vec<u64>,
-    /// Per segment (len = points − 1): it spans a gap, or starts or ends on an estimated reading.
+    /// Per segment (len = points − 1): it spans a gap, starts or ends on an estimated reading, or
+    /// its energy is an estimate.
     seg_estimated: Vec<bool>,
     seg_reset: Vec<bool>,
+    seg_implausible: Vec<bool>,
+}
+
+/// How the interval to a sample is counted.
+enum Step {
+    /// A rise (or nothing) from the course.
+    Rise(u64),
+    /// A reset: the new value is the energy since it.
+    Reset(u64),
+    /// Across declared replacements: the exact figure, and whether the declaration was sound.
+    Handover(u64, bool),
 }
 
 impl Counter {
     fn build(
         samples: &[CounterSample],
         value: impl Fn(&CounterSample) -> Option<f64>,
+        power: &[(i64, i64, f64)],
+        handovers: &[(i64, u64, u64, bool)],
         opts: &EnergyOptions,
     ) -> Option<Counter> {
         let max_gap_ms = opts.max_gap.num_milliseconds();
-        let jitter_mwh = (NOISE_TOLERANCE_WH * 1000.0) as u64;
         let mut pts: Vec<(i64, u64, bool)> = samples
             .iter()
             .filter_map(|s| {
@@ -377,38 +661,121 @@ impl Counter {
                 _ => dedup.push(p),
             }
         }
+        let pts = dedup;
+        let n = pts.len();
+        // Whether a declared replacement falls in (a, b]: no glitch or spike is judged across it.
+        let handover_between = |a: i64, b: i64| handovers.iter().any(|h| h.0 > a && h.0 <= b);
+        let tolerance = |reference: u64| noise_mwh().max(reference / 1_000_000);
+
         let mut c = Counter {
-            t_ms: Vec::with_capacity(dedup.len()),
-            cum: Vec::with_capacity(dedup.len()),
-            seg_estimated: Vec::with_capacity(dedup.len()),
-            seg_reset: Vec::with_capacity(dedup.len()),
+            t_ms: vec![pts[0].0],
+            cum: vec![0],
+            seg_estimated: Vec::with_capacity(n),
+            seg_reset: Vec::with_capacity(n),
+            seg_implausible: Vec::with_capacity(n),
         };
-        // `reference` is the highest value since the last reset: what the next increase counts from.
-        let mut prev: Option<(i64, bool)> = None;
-        let mut reference = 0u64;
+        // `reference` is the counter's course: the highest value since the last reset, which the
+        // next increase counts from.
+        let mut reference = pts[0].1;
+        let mut last = pts[0];
+        let mut bound = Bound::new(opts, reference);
+        // The rate of the last interval counted as measured, mWh per ms.
+        let mut last_rate: Option<f64> = None;
         let mut cum = 0u64;
-        for (t, v, est) in dedup {
-            if let Some((pt, pest)) = prev {
-                let tolerance = jitter_mwh.max(reference / 1_000_000);
-                let (inc, reset) = if v >= reference {
-                    (v - reference, false)
-                } else if reference - v <= tolerance {
-                    (0, false)
-                } else {
-                    (v, true)
-                };
-                if v >= reference || reset {
-                    reference = v;
+        let mut i = 1;
+        while i < n {
+            let (t, v, est) = pts[i];
+            let tol = tolerance(reference);
+            let mut refused = false;
+            let mut j = i;
+            if !handover_between(last.0, t) {
+                if v + tol < reference {
+                    // A drop: a glitch if the counter is back on course within a few samples.
+                    let back = (i + 1..n.min(i + 1 + MAX_ANOMALY_RUN))
+                        .take_while(|&k| !handover_between(last.0, pts[k].0))
+                        .find(|&k| pts[k].1 + tol >= reference);
+                    // Without a return among the samples so far it counts as a reset; the
+                    // samples that come later may still show a glitch (the hub recomputes).
+                    if let Some(k) = back {
+                        refused = true;
+                        j = k;
+                    }
+                } else if v > reference + tol {
+                    // A rise: a spike if the counter falls back to its course within a few samples.
+                    let mut low = v;
+                    for (k, &(tk, vk, _)) in pts
+                        .iter()
+                        .enumerate()
+                        .take(i + 1 + MAX_ANOMALY_RUN)
+                        .skip(i + 1)
+                    {
+                        if handover_between(last.0, tk) {
+                            break;
+                        }
+                        if vk + tol < low && vk + tol >= reference {
+                            refused = true;
+                            j = k;
+                            break;
+                        }
+                        if vk + tol < reference {
+                            break;
+                        }
+                        low = low.min(vk);
+                    }
                 }
-                cum += inc;
-                c.seg_reset.push(reset);
-                c.seg_estimated.push(t - pt > max_gap_ms || est || pest);
+            }
+            let (t, v, est) = if refused { pts[j] } else { (t, v, est) };
+            let dt = t - last.0;
+            let step = if handover_between(last.0, t) {
+                let mut inc = 0u64;
+                let mut sound = true;
+                let mut from = reference;
+                for h in handovers.iter().filter(|h| h.0 > last.0 && h.0 <= t) {
+                    sound &= h.3 && h.1 + tolerance(from) >= from;
+                    inc += h.1.saturating_sub(from);
+                    from = h.2;
+                }
+                sound &= v + tolerance(from) >= from;
+                Step::Handover(inc + v.saturating_sub(from), sound)
+            } else if v + tolerance(reference) < reference {
+                Step::Reset(v)
             } else {
+                Step::Rise(v.saturating_sub(reference))
+            };
+            let (claimed, reset) = match step {
+                Step::Rise(x) | Step::Handover(x, _) => (x, false),
+                Step::Reset(x) => (x, true),
+            };
+            let mut seg_est = dt > max_gap_ms || est || last.2;
+            if let Step::Handover(_, false) = step {
+                seg_est = true;
+            }
+            let mut implausible = refused;
+            let allowed = bound.allowed(dt);
+            let inc = if (claimed as f64) <= allowed {
+                if matches!(step, Step::Rise(_)) && dt > 0 {
+                    let r = claimed as f64 / dt as f64;
+                    last_rate = Some(bound.rate.map_or(r, |max| r.min(max)));
+                }
+                claimed
+            } else {
+                seg_est = true;
+                implausible = true;
+                let estimate = estimate_mwh(power, last.0, t).or(last_rate.map(|r| r * dt as f64));
+                estimate.unwrap_or(0.0).clamp(0.0, allowed.floor()) as u64
+            };
+            if v >= reference || reset || matches!(step, Step::Handover(..)) {
                 reference = v;
             }
+            bound.consume(inc, dt, reference);
+            cum += inc;
             c.t_ms.push(t);
             c.cum.push(cum);
-            prev = Some((t, est));
+            c.seg_estimated.push(seg_est);
+            c.seg_reset.push(reset);
+            c.seg_implausible.push(implausible);
+            last = (t, v, est);
+            i = j + 1;
         }
         Some(c)
     }
@@ -444,6 +811,7 @@ impl Counter {
         while i + 1 < self.t_ms.len() && self.t_ms[i] < hi {
             flags.estimated |= self.seg_estimated[i];
             flags.counter_reset |= self.seg_reset[i];
+            flags.implausible |= self.seg_implausible[i];
             i += 1;
         }
         (self.value_at(hi) - self.value_at(lo), flags)
@@ -558,15 +926,16 @@ mod tests {
         let p = hours(&s, (10, 0), (11, 0), &opts_minutes(30));
         assert_eq!(p[0].imported_mwh, 10_000);
         assert!(!p[0].flags.counter_reset);
-        // A drop beyond the tolerance (12 Wh = 1 ppm of 12 MWh) is a reset.
+        // A drop beyond the tolerance (12 Wh = 1 ppm of 12 MWh) that comes back within it is a
+        // glitch: refused, nothing counted, no reset (it once counted the whole 12 MWh).
         let s = [
             imp(at(10, 0), 12_000_000.0),
             imp(at(10, 30), 11_999_980.0),
             imp(at(11, 0), 11_999_990.0),
         ];
         let p = hours(&s, (10, 0), (11, 0), &opts_minutes(30));
-        assert_eq!(p[0].imported_mwh, 11_999_990_000);
-        assert!(p[0].flags.counter_reset);
+        assert_eq!(p[0].imported_mwh, 0);
+        assert!(!p[0].flags.counter_reset && p[0].flags.implausible);
     }
 
     #[test]
@@ -705,6 +1074,270 @@ mod tests {
         at(0, 0)
     }
 
+    /// The most any period of `span_ms` may hold under `o`'s bound, with counters up to `most`.
+    fn bound_mwh(o: &EnergyOptions, span_ms: i64, most: u64) -> f64 {
+        o.max_power_w * (1.0 + POWER_MARGIN) / 3600.0 * span_ms as f64
+            + COUNTER_SLACK_WH * 1000.0
+            + most as f64 / 1e6
+            + 2.0
+    }
+
+    fn minutes(from: DateTime<Utc>, n: i64) -> impl Iterator<Item = DateTime<Utc>> {
+        (0..n).map(move |i| from + Duration::minutes(i))
+    }
+
+    fn power(ts: DateTime<Utc>, p_w: f64) -> PowerSample {
+        PowerSample {
+            start: ts,
+            end: ts + Duration::minutes(1),
+            p_w,
+        }
+    }
+
+    /// A 30 kW meter read every minute, 12 kW of export (200 Wh a minute) from `from`.
+    fn pv_minutes(from: DateTime<Utc>, n: i64, start_wh: f64) -> Vec<CounterSample> {
+        minutes(from, n)
+            .enumerate()
+            .map(|(i, t)| CounterSample::new(t, None, Some(start_wh + 200.0 * i as f64)))
+            .collect()
+    }
+
+    fn pv_opts() -> EnergyOptions {
+        EnergyOptions::default().with_max_power_w(30_000.0)
+    }
+
+    #[test]
+    fn a_reset_to_a_big_counter_counts_what_the_power_says_not_the_counter() {
+        // 34 372 kWh of export counted, then at 10:30 the counter reads 12 547 kWh and goes on: a
+        // meter swapped without a declaration. The night's power is 0: the interval counts 0, not
+        // 12 547 kWh, flagged.
+        let mut s = pv_minutes(at(10, 0), 31, 34_372_000.0);
+        for (i, x) in s.iter_mut().enumerate().skip(30) {
+            x.e_exp_wh = Some(12_547_000.0 + 200.0 * (i - 30) as f64);
+        }
+        s.extend(pv_minutes(at(10, 31), 29, 12_547_200.0));
+        let mut pw: Vec<PowerSample> = minutes(at(10, 0), 60)
+            .map(|t| power(t, -12_000.0))
+            .collect();
+        pw[29] = power(at(10, 29), 0.0);
+        pw[30] = power(at(10, 30), 0.0);
+        let data = MeterData {
+            samples: &s,
+            power: &pw,
+            replacements: &[],
+        };
+        let p = meter_periods_with(
+            &data,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
+        // 29 honest minutes before (5 800 Wh), 29 after (5 800 Wh); the reset minute at 0 W.
+        assert_eq!(p[0].exported_mwh, 11_600_000);
+        let f = p[0].flags;
+        assert!(f.counter_reset && f.estimated && f.implausible, "{f:?}");
+        // Without power samples: the previous minute's rate (200 Wh).
+        let p = meter_periods(
+            &s,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
+        assert_eq!(p[0].exported_mwh, 11_800_000);
+    }
+
+    #[test]
+    fn a_reset_to_zero_still_counts_the_new_value() {
+        // Within what the meter can count, the new value is the energy since the reset.
+        let mut s = pv_minutes(at(10, 0), 10, 1_000_000.0);
+        for (i, x) in s.iter_mut().enumerate().skip(5) {
+            x.e_exp_wh = Some(150.0 + 200.0 * (i - 5) as f64);
+        }
+        let p = meter_periods(
+            &s,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
+        assert_eq!(p[0].exported_mwh, (4 * 200 + 150 + 4 * 200) * 1000);
+        assert!(p[0].flags.counter_reset && !p[0].flags.implausible);
+    }
+
+    #[test]
+    fn zeroed_registers_while_rebooting_are_a_glitch_not_a_reset() {
+        for run in 1..=MAX_ANOMALY_RUN {
+            let honest = pv_minutes(at(10, 0), 60, 5_000_000.0);
+            let mut s = honest.clone();
+            for x in s.iter_mut().skip(20).take(run) {
+                x.e_exp_wh = Some(0.0);
+            }
+            let r = Range::new(at(10, 0), at(11, 0));
+            let p = meter_periods(&s, r, Period::HOUR, &pv_opts()).unwrap_or_default();
+            let h = meter_periods(&honest, r, Period::HOUR, &pv_opts()).unwrap_or_default();
+            assert_eq!(p[0].exported_mwh, h[0].exported_mwh, "run {run}");
+            assert!(
+                !p[0].flags.counter_reset && p[0].flags.implausible,
+                "run {run}"
+            );
+        }
+        // Zeros for longer than a glitch lasts are a reset.
+        let mut s = pv_minutes(at(10, 0), 60, 5_000_000.0);
+        for x in s.iter_mut().skip(20).take(MAX_ANOMALY_RUN + 1) {
+            x.e_exp_wh = Some(0.0);
+        }
+        let p = meter_periods(
+            &s,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            &pv_opts(),
+        )
+        .unwrap_or_default();
+        assert!(p[0].flags.counter_reset);
+    }
+
+    #[test]
+    fn only_a_drop_near_a_boundary_leaves_the_periods_before_it_unsettled() {
+        let honest = pv_minutes(at(10, 0), 60, 5_000_000.0);
+        assert!(!unsettled_near(&honest, at(10, 30)));
+        let mut glitch = honest.clone();
+        glitch[29].e_exp_wh = Some(0.0);
+        assert!(unsettled_near(&glitch, at(10, 30)));
+        // A spike just after the boundary falls back among the samples after it.
+        let mut spike = honest.clone();
+        spike[30].e_exp_wh = Some(9.0e9);
+        assert!(unsettled_near(&spike, at(10, 30)));
+        assert!(!unsettled_near(&spike, at(10, 50)));
+    }
+
+    #[test]
+    fn a_lone_spike_is_refused() {
+        let honest = pv_minutes(at(10, 0), 60, 5_000_000.0);
+        for spike in [5_000_000.0 + 5000.0, 4.0e9, 5_004_000.0] {
+            let mut s = honest.clone();
+            s[30].e_exp_wh = Some(spike);
+            let r = Range::new(at(10, 0), at(11, 0));
+            let p = meter_periods(&s, r, Period::HOUR, &pv_opts()).unwrap_or_default();
+            assert_eq!(p[0].exported_mwh, 59 * 200_000, "spike {spike}");
+            assert!(p[0].flags.implausible && !p[0].flags.counter_reset);
+        }
+    }
+
+    #[test]
+    fn a_declared_replacement_counts_exactly_across_the_swap() {
+        // Old meter to 10:20 (5 000 + 20 × 0.2 kWh), removed reading 5 004.1 kWh; new meter
+        // installed reading 0.3 kWh, first read at 10:25 with 0.8 kWh, then 0.2 kWh a minute.
+        let mut s = pv_minutes(at(10, 0), 21, 5_000_000.0);
+        s.extend(
+            minutes(at(10, 25), 35)
+                .enumerate()
+                .map(|(i, t)| CounterSample::new(t, None, Some(800.0 + 200.0 * i as f64))),
+        );
+        let swap = [Replacement {
+            at: at(10, 22),
+            imp: None,
+            exp: Some(Handover {
+                old_final_wh: 5_004_100.0,
+                new_initial_wh: 300.0,
+            }),
+        }];
+        let data = MeterData {
+            samples: &s,
+            power: &[],
+            replacements: &swap,
+        };
+        let r = Range::new(at(10, 0), at(11, 0));
+        // The swap took five minutes without readings: not a gap for this test.
+        let o = pv_opts().with_max_gap(Duration::minutes(10));
+        let p = meter_periods_with(&data, r, Period::HOUR, &o).unwrap_or_default();
+        // 4 000 before, (5 004.1 − 5 004) + (0.8 − 0.3) kWh across, 34 × 200 after (to 10:59).
+        assert_eq!(
+            p[0].exported_mwh,
+            4_000_000 + 100_000 + 500_000 + 34 * 200_000
+        );
+        assert!(!p[0].flags.counter_reset && !p[0].flags.implausible && !p[0].flags.estimated);
+        // Undeclared, the same counters are a reset that keeps only the new 0.8 kWh.
+        let p = meter_periods(&s, r, Period::HOUR, &o).unwrap_or_default();
+        assert_eq!(p[0].exported_mwh, 4_000_000 + 800_000 + 34 * 200_000);
+        assert!(p[0].flags.counter_reset);
+    }
+
+    #[test]
+    fn a_rise_beyond_max_power_across_a_gap_is_estimated_and_bounded() {
+        // A 30 kW meter: 10:00 → 12:00 without readings, then the counter is 900 kWh higher
+        // (a wrapped or misread register). Power at the gap's ends says 12 kW.
+        let s = [
+            CounterSample::new(at(9, 59), None, Some(1_000_000.0)),
+            CounterSample::new(at(10, 0), None, Some(1_000_200.0)),
+            CounterSample::new(at(12, 0), None, Some(1_900_200.0)),
+            CounterSample::new(at(12, 1), None, Some(1_900_400.0)),
+        ];
+        let pw = [power(at(10, 0), -12_000.0), power(at(12, 0), -12_000.0)];
+        let data = MeterData {
+            samples: &s,
+            power: &pw,
+            replacements: &[],
+        };
+        let r = Range::new(at(10, 0), at(12, 0));
+        let p = meter_periods_with(&data, r, Period::HOUR, &pv_opts()).unwrap_or_default();
+        assert_eq!(
+            p.iter().map(|x| x.exported_mwh).collect::<Vec<_>>(),
+            vec![12_000_000, 12_000_000]
+        );
+        assert!(p.iter().all(|x| x.flags.estimated && x.flags.implausible));
+        // With lying power samples the estimate still stops at the bound.
+        let pw = [power(at(10, 0), -1.0e9)];
+        let data = MeterData {
+            samples: &s,
+            power: &pw,
+            replacements: &[],
+        };
+        let p = meter_periods_with(&data, r, Period::HOUR, &pv_opts()).unwrap_or_default();
+        for x in &p {
+            assert!(x.exported_mwh as f64 <= bound_mwh(&pv_opts(), 3_600_000, 1_900_400_000));
+        }
+    }
+
+    #[test]
+    fn honest_counters_at_full_power_are_not_touched_by_the_bound() {
+        // 30 kW for an hour, read every 10 s, with 100 Wh register steps (rounded to nearest).
+        let s: Vec<_> = (0..=360)
+            .map(|i| {
+                let wh: f64 = 1_000_000.0 + 30_000.0 * (i as f64 * 10.0) / 3600.0;
+                let shown = (wh / 100.0).round() * 100.0;
+                CounterSample::new(at(10, 0) + Duration::seconds(10 * i), Some(shown), None)
+            })
+            .collect();
+        let o = EnergyOptions::default().with_max_power_w(30_000.0);
+        let p = meter_periods(&s, Range::new(at(10, 0), at(11, 0)), Period::HOUR, &o)
+            .unwrap_or_default();
+        assert_eq!(p[0].imported_mwh, 30_000_000);
+        assert_eq!(p[0].flags, Flags::NONE);
+    }
+
+    /// What a strategy step does to a counter.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// An honest interval at this share of the meter's maximum power.
+        Honest(f64),
+        Reset(u64),
+        Glitch(u64),
+        Spike(u64),
+        Jump(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0.0f64..1.0).prop_map(Op::Honest),
+            1 => (0u64..1_000_000_000_000).prop_map(Op::Reset),
+            1 => (0u64..1_000_000_000_000).prop_map(Op::Glitch),
+            1 => (0u64..1_000_000_000_000).prop_map(Op::Spike),
+            1 => (0u64..1_000_000_000_000).prop_map(Op::Jump),
+        ]
+    }
+
     /// Samples at strictly increasing times (ms offsets over ~10 h) with non-decreasing counters.
     fn monotone_samples() -> impl Strategy<Value = Vec<CounterSample>> {
         prop::collection::vec((1i64..3_600_000, 0u32..2_000_000), 2..40).prop_map(|steps| {
@@ -736,13 +1369,15 @@ mod tests {
                 t += dt;
                 CounterSample::new(base() + Duration::milliseconds(t), Some(v), Some(-v))
             }).collect();
-            let p = meter_periods(&s, Range::new(base(), base() + Duration::days(4)), period, &EnergyOptions::default())
+            let o = EnergyOptions::default();
+            let span = Range::new(base(), base() + Duration::days(4));
+            let p = meter_periods(&s, span, period, &o)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
             // u64 cannot be negative; what must hold is that no subtraction wrapped (debug panics)
-            // and that the total is bounded by what the counters could have counted.
+            // and that the total is bounded by what the meter could have counted.
             let total: u64 = p.iter().map(|x| x.imported_mwh).sum();
-            let bound: u64 = s.iter().filter_map(|x| wh_to_mwh(x.e_imp_wh.unwrap_or(-1.0))).sum();
-            prop_assert!(total <= bound);
+            let most = s.iter().filter_map(|x| wh_to_mwh(x.e_imp_wh.unwrap_or(-1.0))).max().unwrap_or(0);
+            prop_assert!(total as f64 <= bound_mwh(&o, t, most));
         }
 
         #[test]
@@ -752,8 +1387,11 @@ mod tests {
         ) {
             let from = period.floor(s[0].ts);
             let to = period.ceil(s[s.len() - 1].ts);
-            let p = meter_periods(&s, Range::new(from, to), period, &EnergyOptions::default())
+            // Up to 2 kWh per ms: beyond the default bound, so this meter may count anything.
+            let o = EnergyOptions::default().with_max_power_w(f64::INFINITY);
+            let p = meter_periods(&s, Range::new(from, to), period, &o)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(p.iter().all(|x| !x.flags.counter_reset && !x.flags.implausible));
             let first = wh_to_mwh(s[0].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
             let last = wh_to_mwh(s[s.len() - 1].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
             prop_assert_eq!(p.iter().map(|x| x.imported_mwh).sum::<u64>(), last - first);
@@ -784,11 +1422,165 @@ mod tests {
             }
             for period in [Period::HOUR, Period::QUARTER_HOUR, Period::MINUTE] {
                 let r = Range::new(base(), period.ceil(base() + Duration::milliseconds(t)));
-                let o = EnergyOptions { max_gap: Duration::days(1) };
+                let o = EnergyOptions { max_gap: Duration::days(1), max_power_w: f64::INFINITY };
                 let e1 = meter_periods(&base_s, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let e2 = meter_periods(&extra, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(e1, e2);
             }
+        }
+
+        #[test]
+        fn no_counters_can_count_more_than_the_meter_could(
+            steps in prop::collection::vec((1i64..5_400_000, op()), 2..60),
+            max_kw in 0.1f64..2000.0,
+            powers in prop::collection::vec((0i64..40_000_000, -1.0e9f64..1.0e9), 0..20),
+            swaps in prop::collection::vec((0i64..40_000_000, 0u64..1_000_000_000_000, 0u64..1_000_000_000_000), 0..3),
+            period in prop::sample::select(vec![Period::HOUR, Period::QUARTER_HOUR, Period::MINUTE]),
+        ) {
+            let o = EnergyOptions::default().with_max_power_w(max_kw * 1000.0);
+            let (mut t, mut course) = (0i64, 1_000_000u64);
+            let mut s = Vec::new();
+            for (dt, op) in &steps {
+                t += dt;
+                let v = match *op {
+                    Op::Honest(share) => {
+                        course += (max_kw * share * *dt as f64 / 3600.0) as u64;
+                        course
+                    }
+                    Op::Reset(v) | Op::Jump(v) => {
+                        course = v;
+                        v
+                    }
+                    Op::Glitch(v) | Op::Spike(v) => v,
+                };
+                let ts = base() + Duration::milliseconds(t);
+                s.push(CounterSample::new(ts, Some(v as f64 / 1000.0), Some(v as f64 / 1000.0)));
+            }
+            let pw: Vec<PowerSample> = powers.iter().map(|&(at_ms, p)| {
+                let ts = base() + Duration::milliseconds(at_ms);
+                PowerSample { start: ts, end: ts + Duration::minutes(1), p_w: p }
+            }).collect();
+            let reps: Vec<Replacement> = swaps.iter().map(|&(at_ms, old, new)| Replacement {
+                at: base() + Duration::milliseconds(at_ms),
+                imp: Some(Handover { old_final_wh: old as f64 / 1000.0, new_initial_wh: new as f64 / 1000.0 }),
+                exp: None,
+            }).collect();
+            let most = s.iter().filter_map(|x| wh_to_mwh(x.e_imp_wh.unwrap_or(0.0))).max().unwrap_or(0);
+            let data = MeterData { samples: &s, power: &pw, replacements: &reps };
+            let r = Range::new(base(), period.ceil(base() + Duration::milliseconds(t)));
+            let p = meter_periods_with(&data, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let one = bound_mwh(&o, period.ms(), most);
+            for x in &p {
+                prop_assert!(x.imported_mwh as f64 <= one, "{} mWh in {:?} > {one}", x.imported_mwh, x.start);
+                prop_assert!(x.exported_mwh as f64 <= one);
+            }
+            let all: u64 = p.iter().map(|x| x.imported_mwh).sum();
+            prop_assert!(all as f64 <= bound_mwh(&o, t, most));
+        }
+
+        #[test]
+        fn glitches_and_spikes_count_like_their_absence(
+            steps in prop::collection::vec((1_000i64..600_000, 0.0f64..1.0), 12..60),
+            at_frac in 0.0f64..1.0,
+            run in 1usize..=MAX_ANOMALY_RUN,
+            value in 0u64..1_000_000_000_000,
+            max_kw in 1.0f64..500.0,
+        ) {
+            let o = EnergyOptions::default().with_max_power_w(max_kw * 1000.0);
+            let (mut t, mut c) = (0i64, 50_000_000u64);
+            let honest: Vec<CounterSample> = steps.iter().map(|&(dt, share)| {
+                t += dt;
+                c += (max_kw * share * dt as f64 / 3600.0) as u64;
+                CounterSample::new(base() + Duration::milliseconds(t), Some(c as f64 / 1000.0), None)
+            }).collect();
+            // The anomaly: `run` samples replaced by `value`, with honest samples on both sides.
+            let first = 1 + ((honest.len() - run - 2) as f64 * at_frac) as usize;
+            let mut bad = honest.clone();
+            for x in bad.iter_mut().skip(first).take(run) {
+                x.e_imp_wh = Some(value as f64 / 1000.0);
+            }
+            let before = wh_to_mwh(honest[first - 1].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            let after = wh_to_mwh(honest[first + run].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            let tol = noise_mwh().max(before / 1_000_000);
+            // Only a value off the course is an anomaly (one on it is a reading like any other).
+            prop_assume!(value + tol < before || value > after + tol);
+            let without: Vec<CounterSample> = honest.iter().enumerate()
+                .filter(|(i, _)| *i < first || *i >= first + run)
+                .map(|(_, x)| x.clone()).collect();
+            for period in [Period::HOUR, Period::QUARTER_HOUR] {
+                let r = Range::new(base(), period.ceil(base() + Duration::milliseconds(t)));
+                let got = meter_periods(&bad, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let want = meter_periods(&without, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(
+                    got.iter().map(|x| x.imported_mwh).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.imported_mwh).collect::<Vec<_>>()
+                );
+                prop_assert!(got.iter().all(|x| !x.flags.counter_reset));
+                prop_assert!(got.iter().any(|x| x.flags.implausible));
+            }
+        }
+
+        #[test]
+        fn a_declared_replacement_gives_the_honest_figures(
+            s in monotone_samples(),
+            cut_frac in 0.0f64..1.0,
+            new_start in 0u64..10_000_000,
+        ) {
+            // The honest counter, its meter swapped between two samples: the old one removed at
+            // the counter's value on the line at that instant, the new one starting at `new_start`.
+            let o = EnergyOptions::default().with_max_power_w(f64::INFINITY);
+            let cut = 1 + ((s.len() - 2) as f64 * cut_frac) as usize;
+            let (a, b) = (&s[cut - 1], &s[cut]);
+            prop_assume!((b.ts - a.ts).num_milliseconds() >= 2);
+            let swap_at = a.ts + Duration::milliseconds(1);
+            let va = wh_to_mwh(a.e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            let vb = wh_to_mwh(b.e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            let old_final = va + (vb - va) / 3;
+            let mut swapped = s.clone();
+            for x in swapped.iter_mut().skip(cut) {
+                let v = wh_to_mwh(x.e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+                x.e_imp_wh = Some((v - old_final + new_start) as f64 / 1000.0);
+            }
+            let reps = [Replacement {
+                at: swap_at,
+                imp: Some(Handover { old_final_wh: old_final as f64 / 1000.0, new_initial_wh: new_start as f64 / 1000.0 }),
+                exp: None,
+            }];
+            let period = Period::QUARTER_HOUR;
+            let r = Range::new(period.floor(s[0].ts), period.ceil(s[s.len() - 1].ts));
+            let data = MeterData { samples: &swapped, power: &[], replacements: &reps };
+            let got = meter_periods_with(&data, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let want = meter_periods(&s, r, period, &o).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let total = |p: &[PeriodEnergy]| p.iter().map(|x| x.imported_mwh).sum::<u64>();
+            prop_assert_eq!(total(&got), total(&want));
+            prop_assert!(got.iter().all(|x| !x.flags.counter_reset && !x.flags.implausible));
+        }
+        #[test]
+        fn honest_counters_within_the_bound_are_counted_as_without_it(
+            steps in prop::collection::vec((1_000i64..1_800_000, 0.0f64..1.0), 2..60),
+            max_kw in 0.5f64..2000.0,
+            step_wh in prop::sample::select(vec![0.001, 1.0, 10.0, 100.0]),
+            period in prop::sample::select(vec![Period::HOUR, Period::QUARTER_HOUR, Period::MINUTE]),
+        ) {
+            // A meter at up to its maximum power, its register rounding to `step_wh` (0.1 kWh at
+            // most, as the coarsest profiles).
+            let (mut t, mut wh) = (0i64, 12_345_678.9f64);
+            let s: Vec<_> = steps.iter().map(|&(dt, share)| {
+                t += dt;
+                wh += max_kw * 1000.0 * share * dt as f64 / 3_600_000.0;
+                let shown = (wh / step_wh).round() * step_wh;
+                CounterSample::new(base() + Duration::milliseconds(t), Some(shown), None)
+            }).collect();
+            let r = Range::new(period.floor(s[0].ts), period.ceil(s[s.len() - 1].ts));
+            let bounded = EnergyOptions::default().with_max_power_w(max_kw * 1000.0);
+            let free = bounded.with_max_power_w(f64::INFINITY);
+            let got = meter_periods(&s, r, period, &bounded).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let want = meter_periods(&s, r, period, &free).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&got, &want);
+            prop_assert!(got.iter().all(|x| !x.flags.implausible && !x.flags.counter_reset));
+            let first = wh_to_mwh(s[0].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            let last = wh_to_mwh(s[s.len() - 1].e_imp_wh.unwrap_or(0.0)).unwrap_or(0);
+            prop_assert_eq!(got.iter().map(|x| x.imported_mwh).sum::<u64>(), last - first);
         }
     }
 }

@@ -67,7 +67,7 @@
 //! `price_fallback_periods=N`, `price_missing_periods=N`, `ineligible_periods=N` where they
 //! apply; social = its share), `social_set` (id = `55%` or `45%`; shared_kwh = allotted; flags =
 //! `excess_kwh=…`), `member` (valorisation = as consumer), or `period` (id = the period start in
-//! RFC 3339 UTC, flags = `estimated|counter_reset|incomplete|price_fallback|price_missing`: one
+//! RFC 3339 UTC, flags = `estimated|counter_reset|incomplete|implausible|price_fallback|price_missing`: one
 //! row per period with any flag). Cells that do not apply are empty. The yearly CSV adds `month`
 //! and `plant_monthly_sum` rows ([`yearly_csv`]).
 

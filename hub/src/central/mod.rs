@@ -127,7 +127,13 @@ pub async fn start(
         metrics.clone(),
         acks_tx,
     )?;
-    let reader = store::Reader::open(&cfg.storage_path)?;
+    let mut reader = store::Reader::open(&cfg.storage_path)?;
+    // Declared replacements and meter bounds changed since the last start re-settle what they touch.
+    match compute::mark_changed_settings(&mut reader, &compute::Model::new(&cfg)) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("energy settings changed: {n} periods to recompute"),
+        Err(e) => tracing::warn!("energy settings: {e}"),
+    }
     let contiguous = reader.contiguous()?;
     for (site, seq) in &contiguous {
         sites.acked(site, *seq);

@@ -614,9 +614,12 @@ pub struct MeterKey {
     pub name: String,
 }
 
-/// Flags as stored: estimated = 1, counter reset = 2, incomplete = 4.
+/// Flags as stored: estimated = 1, counter reset = 2, incomplete = 4, implausible = 8.
 pub fn flags_code(f: Flags) -> i64 {
-    i64::from(f.estimated) | (i64::from(f.counter_reset) << 1) | (i64::from(f.incomplete) << 2)
+    i64::from(f.estimated)
+        | (i64::from(f.counter_reset) << 1)
+        | (i64::from(f.incomplete) << 2)
+        | (i64::from(f.implausible) << 3)
 }
 
 pub fn flags_of(code: i64) -> Flags {
@@ -624,6 +627,7 @@ pub fn flags_of(code: i64) -> Flags {
         estimated: code & 1 != 0,
         counter_reset: code & 2 != 0,
         incomplete: code & 4 != 0,
+        implausible: code & 8 != 0,
     }
 }
 
@@ -631,6 +635,29 @@ fn utc(start_s: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(start_s, 0)
         .single()
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The counter samples of one `minute` row (`first_ms, imp_first, exp_first, last_ms, imp_last,
+/// exp_last`): its first and, when later, its last.
+fn minute_samples(r: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<CounterSample>> {
+    let f: Option<i64> = r.get(0)?;
+    let l: Option<i64> = r.get(3)?;
+    let mut v = Vec::with_capacity(2);
+    if let Some(f) = f {
+        v.push(CounterSample {
+            ts_ms: f,
+            imp_wh: r.get(1)?,
+            exp_wh: r.get(2)?,
+        });
+    }
+    if let Some(l) = l.filter(|l| Some(*l) != f) {
+        v.push(CounterSample {
+            ts_ms: l,
+            imp_wh: r.get(4)?,
+            exp_wh: r.get(5)?,
+        });
+    }
+    Ok(v)
 }
 
 /// Read side: queries for the compute loop and the API (each holder opens its own connection).
@@ -737,6 +764,126 @@ impl Reader {
         out.sort_by_key(|s| s.ts_ms);
         out.dedup_by_key(|s| s.ts_ms);
         Ok(out)
+    }
+
+    /// Counter samples of a meter covering `[from_ms, to_ms]`: those inside plus up to `n` on each
+    /// side (however far), so that the energy rules see a glitch or a spike at the edges.
+    pub fn counter_samples_around(
+        &self,
+        meter_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        n: usize,
+    ) -> Result<Vec<CounterSample>, StoreError> {
+        let cols = "first_ms, imp_first, exp_first, last_ms, imp_last, exp_last";
+        let (from_min, to_min) = (from_ms.div_euclid(60_000), to_ms.div_euclid(60_000));
+        let mut out = Vec::new();
+        let queries = [
+            format!("SELECT {cols} FROM minute WHERE meter_id = ?1 AND minute < ?2 AND last_ms IS NOT NULL ORDER BY minute DESC LIMIT ?3"),
+            format!("SELECT {cols} FROM minute WHERE meter_id = ?1 AND minute > ?2 AND first_ms IS NOT NULL ORDER BY minute LIMIT ?3"),
+        ];
+        for (q, edge) in queries.iter().zip([from_min, to_min]) {
+            let mut q = self.conn.prepare_cached(q)?;
+            for v in q.query_map(params![meter_id, edge, n as i64], minute_samples)? {
+                out.extend(v?);
+            }
+        }
+        let mut q = self.conn.prepare_cached(&format!(
+            "SELECT {cols} FROM minute WHERE meter_id = ?1 AND minute BETWEEN ?2 AND ?3 AND last_ms IS NOT NULL"
+        ))?;
+        for v in q.query_map(params![meter_id, from_min, to_min], minute_samples)? {
+            out.extend(v?);
+        }
+        out.sort_by_key(|s| s.ts_ms);
+        out.dedup_by_key(|s| s.ts_ms);
+        Ok(out)
+    }
+
+    /// Mean power of a meter per minute over `[from_ms, to_ms]`: (minute start ms, W).
+    pub fn power_samples(
+        &self,
+        meter_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT minute, p_sum / p_n FROM minute WHERE meter_id = ?1 AND minute BETWEEN ?2 AND ?3 AND p_n > 0 ORDER BY minute",
+        )?;
+        let rows = q.query_map(
+            params![
+                meter_id,
+                from_ms.div_euclid(60_000),
+                to_ms.div_euclid(60_000)
+            ],
+            |r| Ok((r.get::<_, i64>(0)? * 60_000, r.get::<_, f64>(1)?)),
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The first and last counter-sample times of a meter, ms.
+    pub fn sample_span(&self, meter_id: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        let r: (Option<i64>, Option<i64>) = self.conn.query_row(
+            "SELECT MIN(first_ms), MAX(last_ms) FROM minute WHERE meter_id = ?1",
+            [meter_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(r.0.zip(r.1))
+    }
+
+    /// Mark the periods starting in `[from_s, to_s]` (multiples of `period_s`) for recomputation.
+    pub fn mark_dirty(
+        &mut self,
+        from_s: i64,
+        to_s: i64,
+        period_s: i64,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut d =
+                tx.prepare_cached("INSERT OR IGNORE INTO dirty_period (start_s) VALUES (?1)")?;
+            let mut s = from_s.div_euclid(period_s) * period_s;
+            while s <= to_s {
+                n += d.execute([s])?;
+                s += period_s;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The energy settings (a meter's bound and declared replacements, as text) the periods were
+    /// last computed with, by meter key.
+    pub fn energy_settings(&self) -> Result<HashMap<String, String>, StoreError> {
+        self.conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS energy_setting (meter TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )?;
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT meter, value FROM energy_setting")?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Replace the stored energy settings.
+    pub fn save_energy_settings(
+        &mut self,
+        settings: &HashMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS energy_setting (meter TEXT PRIMARY KEY, value TEXT NOT NULL);
+             DELETE FROM energy_setting;",
+        )?;
+        {
+            let mut ins =
+                tx.prepare_cached("INSERT INTO energy_setting (meter, value) VALUES (?1, ?2)")?;
+            for (k, v) in settings {
+                ins.execute(params![k, v])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn substation_periods(

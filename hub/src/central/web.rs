@@ -274,7 +274,7 @@ struct Figures {
     consumption_mwh: u64,
     /// Some period in the slot is estimated, incomplete, has a counter reset, or is missing.
     estimated: bool,
-    /// `estimated|counter_reset|incomplete` of the slot's periods; empty when clean.
+    /// `estimated|counter_reset|incomplete|implausible` of the slot's periods; empty when clean.
     flags: String,
     /// Periods of the slot with a computed figure.
     periods: u32,

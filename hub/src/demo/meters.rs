@@ -11,10 +11,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_serial::{SerialPort, SerialStream};
 
-use socer_drivers::profile::ProfileSet;
+use socer_drivers::decode::{apply_scale_factor, decode};
+use socer_drivers::profile::{Profile, ProfileSet};
+use socer_drivers::reading::{Quantity, Values};
 use socer_drivers::sim::rtu::{serve_rtu, LineConfig};
 use socer_drivers::sim::server::serve_tcp;
-use socer_drivers::sim::{Devices, Physics, PhysicsConfig, SimDevice};
+use socer_drivers::sim::{Devices, Physics, PhysicsConfig, RegisterImage, SimDevice};
 use socer_drivers::sunspec::{self, ImageSpec, ModelSet};
 use socer_drivers::Clock;
 
@@ -72,29 +74,17 @@ impl Drop for BuildingMeters {
     }
 }
 
-/// Build the simulated device of one meter: its model's register image over physics fed by the
-/// community model, counters starting at `start`.
-pub fn device(
-    community: &Arc<Community>,
+/// The register map a scenario meter's device serves: its model's profile (for SunSpec, the
+/// inverter model resolved to absolute addresses) and the register image over it.
+fn register_map(
+    community: &Community,
     b: usize,
     m: usize,
     profiles: &ProfileSet,
     models: &ModelSet,
-    clock: Arc<dyn Clock>,
-    start: Counter,
-) -> Result<SimDevice, MetersError> {
+) -> Result<(Profile, RegisterImage), MetersError> {
     let spec = &community.buildings()[b];
     let meter: &MeterSpec = &spec.meters[m];
-    let source = {
-        let community = community.clone();
-        Box::new(move |t: DateTime<Utc>| community.meter_power_w(b, m, t))
-    };
-    let config = PhysicsConfig {
-        seed: super::weather::hash3(0xDE70, b as u64, m as u64),
-        import_wh: start.imp_wh,
-        export_wh: start.exp_wh,
-        ..PhysicsConfig::default()
-    };
     if meter.model == sunspec::PROFILE_ID {
         let mut want = ImageSpec::new(SUNSPEC_INVERTER_MODEL);
         want.unit = meter.unit;
@@ -107,11 +97,7 @@ pub fn device(
             reason: e.to_string(),
         })?;
         let image = img.register_image();
-        let config = PhysicsConfig {
-            phases: img.profile.phases,
-            ..config
-        };
-        return Ok(SimDevice::new(image, Physics::new(clock, source, config)));
+        return Ok((img.profile, image));
     }
     let profile = profiles
         .get(&meter.model)
@@ -120,7 +106,86 @@ pub fn device(
             meter: meter.name.clone(),
             model: meter.model.clone(),
         })?;
-    Ok(SimDevice::from_profile(profile, clock, source, config))
+    Ok((profile.clone(), RegisterImage::from_profile(profile)))
+}
+
+/// A meter's energy registers as its device serves them: a counter goes through the register's
+/// encoding and back (its type, resolution and rounding; SunSpec scale factors), as a site agent
+/// reads it; a counter the model has no register for is absent. Pure.
+#[derive(Debug, Clone)]
+pub struct Register {
+    profile: Profile,
+    image: RegisterImage,
+}
+
+impl Register {
+    /// The (import, export) counters, Wh, that the device shows for the exact counters `c`.
+    pub fn counters(&self, c: Counter) -> (Option<f64>, Option<f64>) {
+        let mut values = Values::default();
+        values.set(Quantity::EImpWh, 1, c.imp_wh);
+        values.set(Quantity::EExpWh, 1, c.exp_wh);
+        let served = |q: Quantity| -> Option<f64> {
+            let map = self.profile.quantities.iter().find(|m| m.name == q)?;
+            let function = map.function.unwrap_or(self.profile.defaults.function);
+            let words = self
+                .image
+                .read(function, map.address, map.value_type.words(), &values)
+                .ok()?;
+            let v = decode(&words, map, &self.profile.defaults).ok()?;
+            match map.scale_register {
+                Some(sf) => {
+                    let w = self.image.read(function, sf, 1, &values).ok()?;
+                    Some(apply_scale_factor(v, *w.first()? as i16))
+                }
+                None => Some(v),
+            }
+        };
+        (served(Quantity::EImpWh), served(Quantity::EExpWh))
+    }
+}
+
+/// The registers of every meter of every building (in scenario order).
+pub fn registers(
+    community: &Community,
+    profiles: &ProfileSet,
+    models: &ModelSet,
+) -> Result<Vec<Vec<Register>>, MetersError> {
+    (0..community.buildings().len())
+        .map(|b| {
+            (0..community.buildings()[b].meters.len())
+                .map(|m| {
+                    let (profile, image) = register_map(community, b, m, profiles, models)?;
+                    Ok(Register { profile, image })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Build the simulated device of one meter: its model's register image over physics fed by the
+/// community model, counters starting at `start`.
+pub fn device(
+    community: &Arc<Community>,
+    b: usize,
+    m: usize,
+    profiles: &ProfileSet,
+    models: &ModelSet,
+    clock: Arc<dyn Clock>,
+    start: Counter,
+) -> Result<SimDevice, MetersError> {
+    let (profile, image) = register_map(community, b, m, profiles, models)?;
+    let source = {
+        let community = community.clone();
+        Box::new(move |t: DateTime<Utc>| community.meter_power_w(b, m, t))
+    };
+    let config = PhysicsConfig {
+        seed: super::weather::hash3(0xDE70, b as u64, m as u64),
+        import_wh: start.imp_wh,
+        export_wh: start.exp_wh,
+        phases: profile.phases,
+        ..PhysicsConfig::default()
+    };
+    Ok(SimDevice::new(image, Physics::new(clock, source, config)))
 }
 
 /// Start building `b`'s meters: a TCP endpoint for its `tcp` meters, a pty line for its `rtu`
@@ -209,7 +274,6 @@ pub async fn start_building(
 mod tests {
     use super::*;
     use crate::demo::scenario::Scenario;
-    use socer_drivers::reading::Values;
     use socer_drivers::SystemClock;
     use tokio_modbus::client::{tcp, Reader};
     use tokio_modbus::Slave;

@@ -212,8 +212,9 @@ async fn run_in(
             let dirs: Vec<PathBuf> = (0..n).map(site_dir).collect();
             let c = community.clone();
             let saved = resume.clone();
+            let registers = meters::registers(&community, &profiles, &models)?;
             tokio::task::spawn_blocking(move || {
-                backfill::fill(&c, &dirs, now, backfill, saved.as_ref())
+                backfill::fill(&c, &registers, &dirs, now, backfill, saved.as_ref())
             })
             .await
             .context("backfill task")??
