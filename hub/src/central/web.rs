@@ -9,18 +9,19 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use warp::http::{Response, StatusCode};
 use warp::Filter;
 
 use super::balance::SubstationPeriod;
+use crate::http::query;
 use super::energy::Flags;
 use super::report;
 use super::status::SiteView;
 use super::Hub;
 
-/// Longest range `/api/v1/energy` answers in one call, days.
+/// Longest range `/api/v1/energy` answers in one call, days (plus the hour a DST change adds).
 pub const MAX_RANGE_DAYS: i64 = 92;
 
 type Resp = Response<String>;
@@ -46,13 +47,19 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Resp {
         .unwrap_or_else(|_| Response::new(String::new()))
 }
 
-/// Serve the API on an already bound listener (so tests can bind port 0).
+/// Serve the API on an already bound listener (so tests can bind port 0), under the hub's
+/// connection limits (`http::server::Limits::CENTRAL`).
 pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) {
     let page = crate::webui::routes(crate::webui::Page::Dashboard);
-    warp::serve(routes(hub).or(page))
-        .incoming(listener)
-        .run()
-        .await;
+    crate::http::server::serve(
+        "central",
+        warp::service(routes(hub).or(page)),
+        listener,
+        crate::http::server::Limits::CENTRAL,
+        Arc::default(),
+        std::future::pending(),
+    )
+    .await;
 }
 
 pub fn routes(
@@ -83,19 +90,26 @@ pub fn routes(
     let energy = get
         .and(api)
         .and(warp::path!("energy"))
-        .and(warp::query::<BTreeMap<String, String>>())
+        .and(crate::http::raw_query())
         .and(h())
-        .and_then(|q: BTreeMap<String, String>, hub: Arc<Hub>| async move {
-            Ok::<Resp, Infallible>(blocking(move || energy(&hub, &q)).await)
+        .and_then(|raw: String, hub: Arc<Hub>| async move {
+            let answer = match energy_window(&hub, &raw) {
+                Err(e) => crate::http::bad_request(&e),
+                Ok(w) => blocking(move || energy(&hub, &w)).await,
+            };
+            Ok::<Resp, Infallible>(answer)
         });
     let incentive = get
         .and(api)
         .and(warp::path!("incentive"))
-        .and(warp::query::<BTreeMap<String, String>>())
+        .and(crate::http::raw_query())
         .and(h())
-        .and_then(|q: BTreeMap<String, String>, hub: Arc<Hub>| async move {
-            let month = q.get("month").cloned().unwrap_or_default();
-            Ok::<Resp, Infallible>(blocking(move || report::incentive_response(&hub, &month)).await)
+        .and_then(|raw: String, hub: Arc<Hub>| async move {
+            let month = match incentive_month(&raw) {
+                Ok(m) => m,
+                Err(e) => return Ok::<Resp, Infallible>(crate::http::bad_request(&e)),
+            };
+            Ok(blocking(move || report::incentive_response(&hub, &month)).await)
         });
     let report = get
         .and(api)
@@ -109,6 +123,9 @@ pub fn routes(
                         StatusCode::UNAUTHORIZED,
                         "per-member reports need `Authorization: Bearer <report_token>`",
                     ));
+                }
+                if let Err(e) = report_file(&file) {
+                    return Ok(crate::http::bad_request(&e));
                 }
                 Ok(blocking(move || report::report_response(&hub, &file)).await)
             },
@@ -240,28 +257,50 @@ fn health(hub: &Hub) -> Resp {
     )
 }
 
-/// A time given as RFC 3339, or a local date (`YYYY-MM-DD`, midnight in the community's zone).
-pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+/// What `/api/v1/energy` answers: `from` and `to` required, steps of whole settlement periods,
+/// at most [`MAX_RANGE_DAYS`] days and [`query::MAX_POINTS`] slots.
+pub fn energy_rule(period_s: i64) -> query::WindowRule {
+    let max_span_s = MAX_RANGE_DAYS * 86_400 + 3600;
+    query::WindowRule {
+        default_span_s: None,
+        default_step_s: period_s,
+        step: query::StepRule {
+            min_s: period_s,
+            max_s: max_span_s,
+            multiple_of_s: period_s,
+        },
+        max_span_s,
+        max_points: query::MAX_POINTS,
     }
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
 }
 
-/// `15m`, `1h`, `1d` → seconds.
-pub fn parse_step(s: &str) -> Option<i64> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = n.parse().ok()?;
-    let mul = match unit {
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    (n > 0).then_some(n * mul)
+fn energy_window(hub: &Hub, raw: &str) -> Result<query::Window, query::QueryError> {
+    let params = query::Params::parse(raw)?;
+    query::parse_window(
+        &params,
+        &energy_rule(hub.cfg.period_seconds()),
+        &hub.cfg.timezone,
+        Utc::now(),
+    )
+}
+
+/// `?month=YYYY-MM` of `/api/v1/incentive`, in the years the query module allows.
+pub fn incentive_month(raw: &str) -> Result<String, query::QueryError> {
+    let params = query::Params::parse(raw)?;
+    let month = params
+        .get("month")
+        .ok_or_else(|| query::QueryError::new("month", "required: YYYY-MM"))?;
+    query::parse_month(month)?;
+    Ok(month.to_string())
+}
+
+/// `YYYY-MM.csv` or `YYYY-MM.json` of `/api/v1/report/…`.
+pub fn report_file(file: &str) -> Result<(i32, u32), query::QueryError> {
+    let month = file
+        .strip_suffix(".csv")
+        .or_else(|| file.strip_suffix(".json"))
+        .ok_or_else(|| query::QueryError::new("report", "ask for YYYY-MM.csv or YYYY-MM.json"))?;
+    query::parse_month(month)
 }
 
 /// A slot's figures, in milliwatt-hours (exact integers, as the energy rules compute them).
@@ -312,54 +351,27 @@ struct Slot {
     substations: BTreeMap<String, Figures>,
 }
 
-fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
+fn energy(hub: &Hub, w: &query::Window) -> Resp {
     let tz = hub.cfg.timezone;
     let period_s = hub.cfg.period_seconds();
-    let Some(from) = q.get("from").and_then(|s| parse_time(s, tz)) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "from: give an RFC 3339 time or a date YYYY-MM-DD",
-        );
+    let (from, to) = (w.from, w.to);
+    let local_days = w.step == query::Step::LocalDays;
+    let step_s = match w.step {
+        query::Step::Seconds(s) => s,
+        query::Step::LocalDays => 86_400,
     };
-    let Some(to) = q.get("to").and_then(|s| parse_time(s, tz)) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "to: give an RFC 3339 time or a date YYYY-MM-DD",
-        );
-    };
-    let local_days = q.get("step").map(String::as_str) == Some("1d");
-    let step_s = match q.get("step").map(String::as_str) {
-        None => period_s,
-        Some(s) => match parse_step(s) {
-            Some(v) if v % period_s == 0 => v,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "step: a multiple of the {} min settlement period, e.g. 1h or 1d",
-                        period_s / 60
-                    ),
-                )
-            }
-        },
-    };
-    if to <= from || (to - from).num_days() > MAX_RANGE_DAYS {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("to must be after from, at most {MAX_RANGE_DAYS} days"),
-        );
-    }
     // `1d` is a local day of the community (23 or 25 hours on the DST change days); other steps
-    // are fixed lengths aligned on the epoch.
+    // are fixed lengths aligned on the epoch. `w.points` bounds both.
+    let max_slots = usize::try_from(w.points).unwrap_or(0);
     let spans: Vec<(i64, i64)> = if local_days {
-        crate::days::local_days(&tz, from, to, MAX_RANGE_DAYS as usize + 2)
+        crate::days::local_days(&tz, from, to, max_slots)
             .into_iter()
             .map(|(a, b)| (a.timestamp(), b.timestamp()))
             .collect()
     } else {
         let mut v = Vec::new();
         let mut s = from.timestamp().div_euclid(step_s) * step_s;
-        while s < to.timestamp() {
+        while s < to.timestamp() && v.len() < max_slots {
             v.push((s, s + step_s));
             s += step_s;
         }
@@ -577,14 +589,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steps_and_times_parse() {
-        assert_eq!(parse_step("15m"), Some(900));
-        assert_eq!(parse_step("1h"), Some(3600));
-        assert_eq!(parse_step("1d"), Some(86_400));
-        assert_eq!(parse_step("h"), None);
-        assert_eq!(parse_step("0h"), None);
-        let t = parse_time("2026-06-01", chrono_tz::Europe::Rome).unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-05-31T22:00:00+00:00");
-        assert!(parse_time("yesterday", chrono_tz::Europe::Rome).is_none());
+    fn energy_windows_take_whole_periods_within_the_stated_limits() {
+        let rule = energy_rule(3600);
+        let q = |raw: &str| {
+            query::parse_window(
+                &query::Params::parse(raw).unwrap(),
+                &rule,
+                &chrono_tz::Europe::Rome,
+                Utc::now(),
+            )
+        };
+        let w = q("from=2026-06-01&to=2026-06-02&step=1h").unwrap();
+        assert_eq!(w.step, query::Step::Seconds(3600));
+        assert_eq!(w.from.to_rfc3339(), "2026-05-31T22:00:00+00:00");
+        assert_eq!(q("from=2026-06-01&to=2026-06-02&step=1d").unwrap().step, query::Step::LocalDays);
+        for bad in ["15m", "0h", "h", "9223372036854775807d", "4611686018427387844m", "-1h"] {
+            let e = q(&format!("from=2026-06-01&to=2026-06-02&step={bad}")).unwrap_err();
+            assert_eq!(e.param, "step", "{bad}");
+        }
+        // A quarter across the October DST change (one hour longer) is still one answer.
+        assert!(q("from=2026-09-01&to=2026-12-01&step=1d").is_ok());
+        assert!(q("from=2026-01-01&to=2026-06-01&step=1d").is_err());
+    }
+
+    #[test]
+    fn months_of_the_incentive_and_report_are_bounded() {
+        assert_eq!(incentive_month("month=2026-06").as_deref(), Ok("2026-06"));
+        for bad in ["month=0000-01", "month=9999-12", "month=2026-13", "month=", ""] {
+            assert_eq!(incentive_month(bad).unwrap_err().param, "month", "{bad}");
+        }
+        assert_eq!(report_file("2026-06.csv"), Ok((2026, 6)));
+        assert!(report_file("0000-01.csv").is_err());
+        assert!(report_file("2026-06.pdf").is_err());
     }
 }
