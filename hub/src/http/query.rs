@@ -168,17 +168,20 @@ pub fn parse_step(s: &str, rule: StepRule) -> Result<Step, QueryError> {
     Ok(Step::Seconds(secs))
 }
 
-/// `3600` → `1h`, `5400` → `90m`, `59` → `59s`.
+/// `3600` → `1h`, `5400` → `1h30m`, `92 × 86400 + 3600` → `92d1h`, `0` → `0s`.
 fn human(s: i64) -> String {
-    if s > 0 && s % 86_400 == 0 {
-        format!("{}d", s / 86_400)
-    } else if s > 0 && s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s > 0 && s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
+    if s <= 0 {
+        return format!("{s}s");
     }
+    let mut out = String::new();
+    let mut rest = s;
+    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if rest >= len {
+            out += &format!("{}{unit}", rest / len);
+            rest %= len;
+        }
+    }
+    out
 }
 
 /// A time: RFC 3339, or a local date `YYYY-MM-DD` (midnight in `tz`), in the years
@@ -480,6 +483,14 @@ mod tests {
         let q = Params::parse("from=2026-03-01&to=2026-06-01&step=1m").unwrap();
         let e = parse_window(&q, &fine, &Utc, now()).unwrap_err();
         assert!(e.message.contains("at most 3000"), "{e}");
+    }
+
+    #[test]
+    fn lengths_are_written_as_a_person_would() {
+        assert_eq!(human(3600), "1h");
+        assert_eq!(human(5400), "1h30m");
+        assert_eq!(human(92 * 86_400 + 3600), "92d1h");
+        assert_eq!(human(59), "59s");
     }
 
     #[test]
