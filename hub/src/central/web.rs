@@ -168,9 +168,17 @@ pub fn routes(
         .unify()
 }
 
+/// Run a handler on the blocking pool; a panic in it is one log line and a 500.
 async fn blocking(f: impl FnOnce() -> Resp + Send + 'static) -> Resp {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
+    match tokio::task::spawn_blocking(move || crate::http::server::contain(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => {
+            tracing::error!("central: a handler panicked, answered 500: {panic}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the request failed inside the server (logged)",
+            )
+        }
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("handler failed: {e}"),

@@ -216,10 +216,80 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
+    let msg = p
+        .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
+        .unwrap_or_else(|| "a panic without a message".into());
+    match PANIC_AT.with(|a| a.borrow_mut().take()) {
+        Some(at) => format!("{msg} (at {at})"),
+        None => msg,
+    }
+}
+
+thread_local! {
+    /// Set while a handler runs on this thread: its panic is logged by the server, once.
+    static IN_HANDLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where the last contained panic happened.
+    static PANIC_AT: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Panics inside handlers are recorded for the server's one log line instead of the default
+/// multi-line report; any other panic goes to the hook that was there before.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_HANDLER.with(|h| h.get()) {
+                let at = info
+                    .location()
+                    .map(|l| format!("{}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                PANIC_AT.with(|a| *a.borrow_mut() = Some(at));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Marks the current thread as running a handler until dropped (also while unwinding).
+struct HandlerScope(bool);
+
+impl HandlerScope {
+    fn enter() -> Self {
+        HandlerScope(IN_HANDLER.with(|h| h.replace(true)))
+    }
+}
+
+impl Drop for HandlerScope {
+    fn drop(&mut self) {
+        let before = self.0;
+        IN_HANDLER.with(|h| h.set(before));
+    }
+}
+
+/// Run a blocking handler `f`; a panic in it comes back as `Err(message and place)`, reported by
+/// no one else, for the caller to answer 500 with one log line.
+pub fn contain<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    install_panic_hook();
+    let scope = HandlerScope::enter();
+    let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+    drop(scope);
+    r.map_err(|p| panic_text(p.as_ref()))
+}
+
+/// A handler's future, polled with the thread marked as running a handler.
+struct InHandler<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for InHandler<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _scope = HandlerScope::enter();
+        self.0.as_mut().poll(cx)
+    }
 }
 
 fn internal_error() -> warp::reply::Response {
@@ -253,6 +323,7 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    install_panic_hook();
     let cap = connection_cap(&limits, raise_nofile_limit());
     tracing::info!(
         "{name}: HTTP on {:?}, at most {cap} connections, {} s to send a request head",
@@ -392,9 +463,8 @@ async fn connection<S>(
             let stats = stats.clone();
             let (method, path) = (req.method().clone(), req.uri().path().to_string());
             async move {
-                let answer = match AssertUnwindSafe(tower_service::Service::call(&mut service, req))
-                    .catch_unwind()
-                    .await
+                let call = InHandler(Box::pin(tower_service::Service::call(&mut service, req)));
+                let answer = match AssertUnwindSafe(call).catch_unwind().await
                 {
                     Ok(Ok(r)) => r,
                     Ok(Err(never)) => match never {},
@@ -487,6 +557,15 @@ mod tests {
         // An old one (an event stream) yields.
         assert!(r.make_room(1, Duration::ZERO));
         assert!(r.conns.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_contained_panic_comes_back_with_its_message_and_place() {
+        assert_eq!(contain(|| 7), Ok(7));
+        let e = contain(|| -> u8 { panic!("bad input {}", 42) }).unwrap_err();
+        assert!(e.starts_with("bad input 42 (at "), "{e}");
+        assert!(e.contains("server.rs:"), "{e}");
+        assert!(!IN_HANDLER.with(|h| h.get()), "the scope ends with the handler");
     }
 
     #[test]
