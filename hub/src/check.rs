@@ -217,17 +217,26 @@ mod tests {
         let profile = socer_drivers::ProfileSet::builtin_files()[0].1;
         assert_eq!(detect_kind(profile), Some(FileKind::Profile));
         assert_eq!(check("p.toml", profile.as_bytes()), "");
-        assert_eq!(check("p.csv", b"hour,eur_per_mwh\n2024-06-03T12:00:00Z,100\n"), "");
+        assert_eq!(
+            check("p.csv", b"hour,eur_per_mwh\n2024-06-03T12:00:00Z,100\n"),
+            ""
+        );
         let out = check("p.csv", b"hour,eur_per_mwh\n2024-06-03T12:00:00Z,abc\n");
         assert!(out.starts_with("p.csv:2:1: "), "{out}");
         let out = check("x.toml", b"answer = 42\n");
-        assert!(out.starts_with("x.toml:1:1: not a file socer knows"), "{out}");
+        assert!(
+            out.starts_with("x.toml:1:1: not a file socer knows"),
+            "{out}"
+        );
     }
 
     #[test]
     fn a_file_that_is_not_utf8_gets_the_line_and_column_of_its_first_bad_byte() {
         let out = check("s.toml", b"[site]\nid = \"ok\"\nname = \"Caf\xe9\"\n");
-        assert_eq!(out, "s.toml:3:12: byte 0xe9 is not UTF-8: the file must be UTF-8 text\n");
+        assert_eq!(
+            out,
+            "s.toml:3:12: byte 0xe9 is not UTF-8: the file must be UTF-8 text\n"
+        );
         let out = check("p.csv", b"\xff\xfe");
         assert!(out.starts_with("p.csv:1:1: byte 0xff"), "{out}");
     }
@@ -235,7 +244,15 @@ mod tests {
     #[test]
     fn huge_numbers_in_a_site_config_are_diagnosed_not_panicked_on() {
         let base = include_str!("../../config/site.example.toml");
-        for interval in ["1e30", "\"100000000000000000000s\"", "18446744073709551615.0", "-1", "nan", "inf", "\"0.0000001ms\""] {
+        for interval in [
+            "1e30",
+            "\"100000000000000000000s\"",
+            "18446744073709551615.0",
+            "-1",
+            "nan",
+            "inf",
+            "\"0.0000001ms\"",
+        ] {
             let text = base.replacen("[[meter]]", &format!("[[meter]]\ninterval = {interval}"), 1);
             let out = check("s.toml", text.as_bytes());
             assert!(out.contains("interval"), "{interval}: {out}");

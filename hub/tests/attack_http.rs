@@ -163,7 +163,15 @@ const HUGE_STEPS: [&str; 6] = [
     "1000d",
 ];
 const GARBAGE_STEPS: [&str; 9] = [
-    "-1h", "-9223372036854775808s", "NaN", "nan", "inf", "", "abc", "1.5h", "%00",
+    "-1h",
+    "-9223372036854775808s",
+    "NaN",
+    "nan",
+    "inf",
+    "",
+    "abc",
+    "1.5h",
+    "%00",
 ];
 const BAD_MONTHS: [&str; 8] = [
     "0000-01", "9999-12", "2026-13", "2026-00", "", "june", "2026-6", "-2026-01",
@@ -178,38 +186,141 @@ fn absurd_queries_are_refused_naming_the_limit_and_both_daemons_keep_answering()
     let day = "from=2026-06-01&to=2026-06-02";
 
     for step in HUGE_STEPS {
-        assert_refused(c, &format!("/api/v1/energy?{day}&step={step}"), None, "step", "92d1h");
-        assert_refused(s, &format!("/api/v1/history?step={step}"), None, "step", "400d1h");
+        assert_refused(
+            c,
+            &format!("/api/v1/energy?{day}&step={step}"),
+            None,
+            "step",
+            "92d1h",
+        );
+        assert_refused(
+            s,
+            &format!("/api/v1/history?step={step}"),
+            None,
+            "step",
+            "400d1h",
+        );
     }
     for step in GARBAGE_STEPS {
-        assert_refused(c, &format!("/api/v1/energy?{day}&step={step}"), None, "step", "between 1h and 92d1h");
-        assert_refused(s, &format!("/api/v1/history?step={step}"), None, "step", "between 1m and 400d1h");
+        assert_refused(
+            c,
+            &format!("/api/v1/energy?{day}&step={step}"),
+            None,
+            "step",
+            "between 1h and 92d1h",
+        );
+        assert_refused(
+            s,
+            &format!("/api/v1/history?step={step}"),
+            None,
+            "step",
+            "between 1m and 400d1h",
+        );
     }
     assert_healthy(c, "central after the steps");
     assert_healthy(s, "site after the steps");
 
     // Times: garbage, negative, out of the stated years, inverted, too long.
-    for t in ["yesterday", "NaN", "", "-2026-01-01", "2026-13-01", "99999999999"] {
-        assert_refused(c, &format!("/api/v1/energy?from={t}&to=2026-06-02"), None, "from", "RFC 3339");
-        assert_refused(s, &format!("/api/v1/history?from={t}"), None, "from", "RFC 3339");
+    for t in [
+        "yesterday",
+        "NaN",
+        "",
+        "-2026-01-01",
+        "2026-13-01",
+        "99999999999",
+    ] {
+        assert_refused(
+            c,
+            &format!("/api/v1/energy?from={t}&to=2026-06-02"),
+            None,
+            "from",
+            "RFC 3339",
+        );
+        assert_refused(
+            s,
+            &format!("/api/v1/history?from={t}"),
+            None,
+            "from",
+            "RFC 3339",
+        );
     }
     for t in ["0000-01-01", "9999-12-31", "1970-01-01T00:00:00Z"] {
-        assert_refused(c, &format!("/api/v1/energy?from={t}&to=2026-06-02"), None, "from", "2000..=2099");
-        assert_refused(s, &format!("/api/v1/history?from={t}"), None, "from", "2000..=2099");
+        assert_refused(
+            c,
+            &format!("/api/v1/energy?from={t}&to=2026-06-02"),
+            None,
+            "from",
+            "2000..=2099",
+        );
+        assert_refused(
+            s,
+            &format!("/api/v1/history?from={t}"),
+            None,
+            "from",
+            "2000..=2099",
+        );
     }
-    assert_refused(c, "/api/v1/energy?from=2026-06-02&to=2026-06-01", None, "to", "after from");
-    assert_refused(s, "/api/v1/history?from=2026-06-02T00:00:00Z&to=2026-06-01T00:00:00Z", None, "to", "after from");
-    assert_refused(c, "/api/v1/energy?from=2020-01-01&to=2026-01-01&step=1d", None, "to", "92d1h");
-    assert_refused(s, "/api/v1/history?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&step=1d", None, "to", "400d1h");
+    assert_refused(
+        c,
+        "/api/v1/energy?from=2026-06-02&to=2026-06-01",
+        None,
+        "to",
+        "after from",
+    );
+    assert_refused(
+        s,
+        "/api/v1/history?from=2026-06-02T00:00:00Z&to=2026-06-01T00:00:00Z",
+        None,
+        "to",
+        "after from",
+    );
+    assert_refused(
+        c,
+        "/api/v1/energy?from=2020-01-01&to=2026-01-01&step=1d",
+        None,
+        "to",
+        "92d1h",
+    );
+    assert_refused(
+        s,
+        "/api/v1/history?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z&step=1d",
+        None,
+        "to",
+        "400d1h",
+    );
     assert_refused(c, "/api/v1/energy?to=2026-06-02", None, "from", "required");
     // More points than an answer may have.
-    assert_refused(s, "/api/v1/history?from=2026-05-01T00:00:00Z&to=2026-05-04T00:00:00Z&step=1m", None, "step", "at most 3000 points");
+    assert_refused(
+        s,
+        "/api/v1/history?from=2026-05-01T00:00:00Z&to=2026-05-04T00:00:00Z&step=1m",
+        None,
+        "step",
+        "at most 3000 points",
+    );
     // A parameter given twice is ambiguous.
-    assert_refused(c, &format!("/api/v1/energy?{day}&step=1h&step=2h"), None, "step", "more than once");
+    assert_refused(
+        c,
+        &format!("/api/v1/energy?{day}&step=1h&step=2h"),
+        None,
+        "step",
+        "more than once",
+    );
 
     for m in BAD_MONTHS {
-        assert_refused(c, &format!("/api/v1/incentive?month={m}"), None, "month", "2000..=2099");
-        assert_refused(c, &format!("/api/v1/report/{m}.csv"), Some(central_support::TOKEN), "month", "2000..=2099");
+        assert_refused(
+            c,
+            &format!("/api/v1/incentive?month={m}"),
+            None,
+            "month",
+            "2000..=2099",
+        );
+        assert_refused(
+            c,
+            &format!("/api/v1/report/{m}.csv"),
+            Some(central_support::TOKEN),
+            "month",
+            "2000..=2099",
+        );
     }
     assert_refused(c, "/api/v1/incentive", None, "month", "required");
 
@@ -278,9 +389,17 @@ fn read_events(stream: &mut TcpStream, n: usize) -> bool {
     while seen < n && Instant::now() < until {
         match stream.read(&mut buf) {
             Ok(0) => return false,
-            Ok(k) => seen += String::from_utf8_lossy(&buf[..k]).matches("event:reading").count()
-                + String::from_utf8_lossy(&buf[..k]).matches("event: reading").count(),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Ok(k) => {
+                seen += String::from_utf8_lossy(&buf[..k])
+                    .matches("event:reading")
+                    .count()
+                    + String::from_utf8_lossy(&buf[..k])
+                        .matches("event: reading")
+                        .count()
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(_) => return false,
         }
     }
@@ -312,7 +431,10 @@ fn two_thousand_held_connections_leave_health_answering_and_memory_bounded() {
     events
         .write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
         .unwrap();
-    assert!(read_events(&mut events, 1), "no live reading before the attack");
+    assert!(
+        read_events(&mut events, 1),
+        "no live reading before the attack"
+    );
 
     let held = hold(s, HELD);
     let site_slowest = health_under_attack(s, "site");
@@ -333,8 +455,16 @@ fn two_thousand_held_connections_leave_health_answering_and_memory_bounded() {
             std::thread::spawn(move || {
                 for j in 0..25 {
                     let step = HUGE_STEPS[(i + j) % HUGE_STEPS.len()];
-                    let _ = get(c, &format!("/api/v1/energy?from=2026-01-01&to=2026-04-03&step={step}"), None);
-                    let _ = get(c, "/api/v1/energy?from=2026-01-01&to=2026-04-03&step=1h", None);
+                    let _ = get(
+                        c,
+                        &format!("/api/v1/energy?from=2026-01-01&to=2026-04-03&step={step}"),
+                        None,
+                    );
+                    let _ = get(
+                        c,
+                        "/api/v1/energy?from=2026-01-01&to=2026-04-03&step=1h",
+                        None,
+                    );
                     let _ = get(s, &format!("/api/v1/history?step={step}"), None);
                     let _ = get(s, "/api/v1/history?from=2026-01-01T00:00:00Z&step=1d", None);
                 }
@@ -376,7 +506,9 @@ fn test_limits() -> socer::http::server::Limits {
     }
 }
 
-fn serve_test_routes(rt: &tokio::runtime::Runtime) -> (SocketAddr, Arc<socer::http::server::Stats>) {
+fn serve_test_routes(
+    rt: &tokio::runtime::Runtime,
+) -> (SocketAddr, Arc<socer::http::server::Stats>) {
     use warp::Filter;
     let panics = warp::path!("panic").map(|| -> String { panic!("a handler bug") });
     let ok = warp::path!("ok").map(|| "fine".to_string());
@@ -430,19 +562,28 @@ fn silent_slow_and_idle_connections_are_closed_and_a_full_cap_still_lets_a_clien
     let (addr, stats) = serve_test_routes(&rt);
     // Connected and silent: closed by the header-read timeout (1 s here).
     let silent = TcpStream::connect(addr).unwrap();
-    assert!(closed_after(silent).is_some(), "a silent connection stayed open");
+    assert!(
+        closed_after(silent).is_some(),
+        "a silent connection stayed open"
+    );
     // Half a request head, never finished.
     let mut slow = TcpStream::connect(addr).unwrap();
-    slow.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    slow.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
     assert!(closed_after(slow).is_some(), "a half-sent head stayed open");
     // One full request on a keep-alive connection, then nothing: closed as idle.
     let mut idle = TcpStream::connect(addr).unwrap();
-    idle.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.write_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = [0u8; 256];
-    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let k = idle.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..k]).starts_with("HTTP/1.1 200"));
-    assert!(closed_after(idle).is_some(), "an idle keep-alive connection stayed open");
+    assert!(
+        closed_after(idle).is_some(),
+        "an idle keep-alive connection stayed open"
+    );
 
     // The cap (8 here) full of silent connections: a fresh client still gets its answer.
     let held: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();

@@ -53,8 +53,11 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 fn site_example() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/site.example.toml"))
-        .unwrap()
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/site.example.toml"
+    ))
+    .unwrap()
 }
 
 fn central_example() -> String {
@@ -99,7 +102,14 @@ fn huge_negative_and_non_finite_numbers_in_a_site_config_are_located_never_panic
     let dir = tempfile::tempdir().unwrap();
     let base = site_example();
     for v in HOSTILE_NUMBERS {
-        for key in ["interval", "timeout_ms", "baud", "unit", "batch_readings", "window"] {
+        for key in [
+            "interval",
+            "timeout_ms",
+            "baud",
+            "unit",
+            "batch_readings",
+            "window",
+        ] {
             let header = match key {
                 "interval" | "unit" => "[[meter]]",
                 "timeout_ms" | "baud" => "[[bus]]",
@@ -113,7 +123,10 @@ fn huge_negative_and_non_finite_numbers_in_a_site_config_are_located_never_panic
     }
     // The budget and the Home Assistant period have stated bounds too.
     for (from, to) in [
-        ("budget = \"200MB\"", "budget = \"100000000000000000000000GB\""),
+        (
+            "budget = \"200MB\"",
+            "budget = \"100000000000000000000000GB\"",
+        ),
         ("budget = \"200MB\"", "budget = \"1B\""),
     ] {
         let p = write(dir.path(), "site.toml", base.replace(from, to).as_bytes());
@@ -149,11 +162,18 @@ fn hostile_numbers_in_a_central_config_are_located_never_panicked_on() {
     let p = write(
         dir.path(),
         "central.toml",
-        base.replacen("alert_lookahead_hours = 24", "alert_lookahead_hours = 4294967295", 1)
-            .as_bytes(),
+        base.replacen(
+            "alert_lookahead_hours = 24",
+            "alert_lookahead_hours = 4294967295",
+            1,
+        )
+        .as_bytes(),
     );
     let err = assert_answered(&p, "a lookahead of 2^32 hours");
-    assert!(err.contains("alert_lookahead_hours is 4294967295: it must be in 1..=168"), "{err}");
+    assert!(
+        err.contains("alert_lookahead_hours is 4294967295: it must be in 1..=168"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,8 +182,17 @@ fn bytes_that_are_not_utf8_are_reported_at_their_line_and_column() {
     let base = site_example().into_bytes();
     // At the start, inside a key, inside a string, in a comment, at the very end.
     let at_string = base.windows(7).position(|w| w == b"domus-1").unwrap_or(10) + 2;
-    let at_key = base.windows(8).position(|w| w == b"\nbaud = ").unwrap_or(10) + 3;
-    let mid_line = base[base.len() / 2..].iter().position(|b| *b == b'\n').unwrap_or(0) + base.len() / 2 + 1;
+    let at_key = base
+        .windows(8)
+        .position(|w| w == b"\nbaud = ")
+        .unwrap_or(10)
+        + 3;
+    let mid_line = base[base.len() / 2..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(0)
+        + base.len() / 2
+        + 1;
     for (at, bad) in [
         (0usize, &b"\xff"[..]),
         (at_string, b"\xc3"),
@@ -177,12 +206,22 @@ fn bytes_that_are_not_utf8_are_reported_at_their_line_and_column() {
         let err = assert_answered(&p, &format!("non-UTF-8 at byte {at}"));
         let valid = &bytes[..at];
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
-        let col = String::from_utf8_lossy(&valid[valid.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0)..])
-            .chars()
-            .count()
+        let col = String::from_utf8_lossy(
+            &valid[valid
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| i + 1)
+                .unwrap_or(0)..],
+        )
+        .chars()
+        .count()
             + 1;
         assert!(
-            err.starts_with(&format!("{}:{line}:{col}: byte 0x{:02x} is not UTF-8", p.display(), bad[0])),
+            err.starts_with(&format!(
+                "{}:{line}:{col}: byte 0x{:02x} is not UTF-8",
+                p.display(),
+                bad[0]
+            )),
             "at {at}: {err}"
         );
     }

@@ -832,9 +832,8 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     }
     signal_bounds(&raw.signal, &mut d);
     for f in &raw.flex {
-        if !(f.power_kw.is_finite() && f.power_kw > 0.0 && f.power_kw <= MAX_PLANT_KW)
-            || !(0.0..=24.0).contains(&f.shift_hours)
-        {
+        let power_ok = f.power_kw.is_finite() && f.power_kw > 0.0 && f.power_kw <= MAX_PLANT_KW;
+        if !power_ok || !(0.0..=24.0).contains(&f.shift_hours) {
             d.push(Diag::new(
                 None,
                 format!(
@@ -904,7 +903,12 @@ fn signal_bounds(s: &crate::central::signal::config::SignalConfig, d: &mut Vec<D
         ("azimuth_deg", s.azimuth_deg, 0.0, 360.0),
         ("cloud_memory_hours", s.cloud_memory_hours, 0.0, 720.0),
         ("climatology", s.climatology, 0.0, 1.5),
-        ("fallback_consumption_kw", s.fallback_consumption_kw, 0.0, 1e6),
+        (
+            "fallback_consumption_kw",
+            s.fallback_consumption_kw,
+            0.0,
+            1e6,
+        ),
     ];
     for (name, v, lo, hi) in reals {
         if !(lo..=hi).contains(&v) {

@@ -15,11 +15,11 @@ use warp::http::{Response, StatusCode};
 use warp::Filter;
 
 use super::balance::SubstationPeriod;
-use crate::http::query;
 use super::energy::Flags;
 use super::report;
 use super::status::SiteView;
 use super::Hub;
+use crate::http::query;
 
 /// Longest range `/api/v1/energy` answers in one call, days (plus the hour a DST change adds).
 pub const MAX_RANGE_DAYS: i64 = 92;
@@ -610,8 +610,18 @@ mod tests {
         let w = q("from=2026-06-01&to=2026-06-02&step=1h").unwrap();
         assert_eq!(w.step, query::Step::Seconds(3600));
         assert_eq!(w.from.to_rfc3339(), "2026-05-31T22:00:00+00:00");
-        assert_eq!(q("from=2026-06-01&to=2026-06-02&step=1d").unwrap().step, query::Step::LocalDays);
-        for bad in ["15m", "0h", "h", "9223372036854775807d", "4611686018427387844m", "-1h"] {
+        assert_eq!(
+            q("from=2026-06-01&to=2026-06-02&step=1d").unwrap().step,
+            query::Step::LocalDays
+        );
+        for bad in [
+            "15m",
+            "0h",
+            "h",
+            "9223372036854775807d",
+            "4611686018427387844m",
+            "-1h",
+        ] {
             let e = q(&format!("from=2026-06-01&to=2026-06-02&step={bad}")).unwrap_err();
             assert_eq!(e.param, "step", "{bad}");
         }
@@ -623,7 +633,13 @@ mod tests {
     #[test]
     fn months_of_the_incentive_and_report_are_bounded() {
         assert_eq!(incentive_month("month=2026-06").as_deref(), Ok("2026-06"));
-        for bad in ["month=0000-01", "month=9999-12", "month=2026-13", "month=", ""] {
+        for bad in [
+            "month=0000-01",
+            "month=9999-12",
+            "month=2026-13",
+            "month=",
+            "",
+        ] {
             assert_eq!(incentive_month(bad).unwrap_err().param, "month", "{bad}");
         }
         assert_eq!(report_file("2026-06.csv"), Ok((2026, 6)));

@@ -18,11 +18,11 @@ pub fn bad_request(e: &QueryError) -> warp::http::Response<String> {
 }
 
 /// The raw query string of a request, empty when there is none (never a rejection).
-pub fn raw_query(
-) -> impl warp::Filter<Extract = (String,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
-{
+pub fn raw_query() -> impl warp::Filter<Extract = (String,), Error = std::convert::Infallible>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
     use warp::Filter;
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
+    warp::query::raw().or(warp::any().map(String::new)).unify()
 }

@@ -126,7 +126,10 @@ pub fn parse_step(s: &str, rule: StepRule) -> Result<Step, QueryError> {
     let garbage = || {
         QueryError::new(
             "step",
-            format!("{} is not a step: write N followed by s, m, h or d (1d = local days), {bounds}", short(s)),
+            format!(
+                "{} is not a step: write N followed by s, m, h or d (1d = local days), {bounds}",
+                short(s)
+            ),
         )
     };
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -232,7 +235,13 @@ pub fn parse_month(s: &str) -> Result<(i32, u32), QueryError> {
         )
     };
     let b = s.as_bytes();
-    if b.len() != 7 || b[4] != b'-' || !b.iter().enumerate().all(|(i, c)| i == 4 || c.is_ascii_digit()) {
+    if b.len() != 7
+        || b[4] != b'-'
+        || !b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || c.is_ascii_digit())
+    {
         return Err(bad("is not a month"));
     }
     let year = parse_bounded("month", &s[..4], i64::from(MIN_YEAR), i64::from(MAX_YEAR))
@@ -246,7 +255,10 @@ pub fn parse_year(s: &str) -> Result<i32, QueryError> {
     if s.len() != 4 {
         return Err(QueryError::new(
             "year",
-            format!("{} is not a year: give YYYY in {MIN_YEAR}..={MAX_YEAR}", short(s)),
+            format!(
+                "{} is not a year: give YYYY in {MIN_YEAR}..={MAX_YEAR}",
+                short(s)
+            ),
         ));
     }
     parse_bounded("year", s, i64::from(MIN_YEAR), i64::from(MAX_YEAR)).map(|y| y as i32)
@@ -317,7 +329,12 @@ pub fn parse_window<Tz: TimeZone>(
     let to = match params.get("to") {
         Some(s) => parse_time("to", s, tz)?,
         None if rule.default_span_s.is_some() => now,
-        None => return Err(QueryError::new("to", "required: an RFC 3339 time or a date YYYY-MM-DD")),
+        None => {
+            return Err(QueryError::new(
+                "to",
+                "required: an RFC 3339 time or a date YYYY-MM-DD",
+            ))
+        }
     };
     let from = match (params.get("from"), rule.default_span_s) {
         (Some(s), _) => parse_time("from", s, tz)?,
@@ -415,7 +432,9 @@ mod tests {
         assert_eq!(parse_step("1h", SITE_STEP), Ok(Step::Seconds(3600)));
         assert_eq!(parse_step("2d", SITE_STEP), Ok(Step::Seconds(172_800)));
         assert_eq!(parse_step("1d", SITE_STEP), Ok(Step::LocalDays));
-        for bad in ["soon", "", "h", "-1h", "1.5h", "NaN", "inf", "1w", " 1h", "1h "] {
+        for bad in [
+            "soon", "", "h", "-1h", "1.5h", "NaN", "inf", "1w", " 1h", "1h ",
+        ] {
             let e = parse_step(bad, SITE_STEP).unwrap_err();
             assert_eq!(e.param, "step");
             assert!(e.message.contains("between 1m and 400d"), "{e}");
@@ -432,7 +451,10 @@ mod tests {
             "401d",
         ] {
             let e = parse_step(huge, SITE_STEP).unwrap_err();
-            assert!(e.message.contains("too long") && e.message.contains("400d"), "{e}");
+            assert!(
+                e.message.contains("too long") && e.message.contains("400d"),
+                "{e}"
+            );
         }
         let e = parse_step("0s", SITE_STEP).unwrap_err();
         assert!(e.message.contains("too short"), "{e}");
@@ -445,12 +467,25 @@ mod tests {
         assert_eq!(parse_month("2026-06"), Ok((2026, 6)));
         assert_eq!(parse_month("2000-01"), Ok((2000, 1)));
         assert_eq!(parse_month("2099-12"), Ok((2099, 12)));
-        for bad in ["0000-01", "9999-12", "2026-13", "2026-00", "2026-6", "june", "", "+026-01", "2026-1a", "２０２６-01"] {
+        for bad in [
+            "0000-01",
+            "9999-12",
+            "2026-13",
+            "2026-00",
+            "2026-6",
+            "june",
+            "",
+            "+026-01",
+            "2026-1a",
+            "２０２６-01",
+        ] {
             let e = parse_month(bad).unwrap_err();
             assert!(e.message.contains("2000..=2099"), "{bad}: {e}");
         }
         assert_eq!(parse_year("2026"), Ok(2026));
-        assert!(parse_year("1999").is_err() && parse_year("-200").is_err() && parse_year("x").is_err());
+        assert!(
+            parse_year("1999").is_err() && parse_year("-200").is_err() && parse_year("x").is_err()
+        );
     }
 
     #[test]
@@ -468,8 +503,14 @@ mod tests {
         let w = window("from=2026-06-01&to=2026-06-02&step=1h").unwrap();
         assert_eq!(w.step, Step::Seconds(3600));
         assert!(w.points <= MAX_POINTS);
-        assert_eq!(window("from=2026-06-02&to=2026-06-01").unwrap_err().param, "to");
-        assert_eq!(window("from=2026-06-01&to=2026-06-01").unwrap_err().param, "to");
+        assert_eq!(
+            window("from=2026-06-02&to=2026-06-01").unwrap_err().param,
+            "to"
+        );
+        assert_eq!(
+            window("from=2026-06-01&to=2026-06-01").unwrap_err().param,
+            "to"
+        );
         let e = window("from=2026-01-01&to=2026-12-31").unwrap_err();
         assert!(e.message.contains("at most 92d"), "{e}");
         let e = window("to=2026-06-02").unwrap_err();

@@ -97,7 +97,9 @@ pub fn raise_nofile_limit() -> Option<u64> {
             }
         }
     }
-    Some(lim.rlim_cur as u64)
+    // rlim_t is 32 bits on 32-bit ARM.
+    #[allow(clippy::useless_conversion)]
+    Some(u64::from(lim.rlim_cur))
 }
 
 /// The cap in effect: `limits.max_connections`, lowered to fit the open-file limit.
@@ -464,8 +466,7 @@ async fn connection<S>(
             let (method, path) = (req.method().clone(), req.uri().path().to_string());
             async move {
                 let call = InHandler(Box::pin(tower_service::Service::call(&mut service, req)));
-                let answer = match AssertUnwindSafe(call).catch_unwind().await
-                {
+                let answer = match AssertUnwindSafe(call).catch_unwind().await {
                     Ok(Ok(r)) => r,
                     Ok(Err(never)) => match never {},
                     Err(p) => {
@@ -565,7 +566,10 @@ mod tests {
         let e = contain(|| -> u8 { panic!("bad input {}", 42) }).unwrap_err();
         assert!(e.starts_with("bad input 42 (at "), "{e}");
         assert!(e.contains("server.rs:"), "{e}");
-        assert!(!IN_HANDLER.with(|h| h.get()), "the scope ends with the handler");
+        assert!(
+            !IN_HANDLER.with(|h| h.get()),
+            "the scope ends with the handler"
+        );
     }
 
     #[test]

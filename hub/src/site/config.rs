@@ -699,9 +699,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     })?;
     let diags = validate(&config, &known_models());
     if !diags.is_empty() {
-        return Err(LoadError::Invalid(crate::diag::render(
-            path, &text, &diags,
-        )));
+        return Err(LoadError::Invalid(crate::diag::render(path, &text, &diags)));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let key_path = base.join(config.mqtt.key_file.get_ref());

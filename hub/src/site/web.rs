@@ -20,11 +20,11 @@ use warp::Filter;
 use socer_drivers::reading::Reading;
 
 use super::config::Role;
-use crate::http::query;
 use super::outbox::{Outbox, OutboxStats};
 use super::poll::{HealthMap, MeterHealth};
 use super::timesync::TimeKeeper;
 use super::uplink::{SharedUplink, UplinkState};
+use crate::http::query;
 
 /// A meter as the page shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -340,7 +340,10 @@ pub async fn serve(
         .and(crate::http::raw_query())
         .and(with_view.clone())
         .then(|raw: String, v: Arc<View>| async move {
-            let tz = v.timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
+            let tz = v
+                .timezone
+                .parse::<chrono_tz::Tz>()
+                .unwrap_or(chrono_tz::UTC);
             let window = query::Params::parse(&raw)
                 .and_then(|p| query::parse_window(&p, &history_rule(), &tz, Utc::now()));
             let (code, body) = match window {
@@ -492,8 +495,20 @@ mod tests {
         assert_eq!(q("step=900").unwrap().step, query::Step::Seconds(900));
         assert_eq!(q("step=1h").unwrap().step, query::Step::Seconds(3600));
         assert_eq!(q("step=1d").unwrap().step, query::Step::LocalDays);
-        for bad in ["soon", "100000000000000000000s", "1w", "30s", "-15m", "NaN", ""] {
-            assert_eq!(q(&format!("step={bad}")).unwrap_err().param, "step", "{bad}");
+        for bad in [
+            "soon",
+            "100000000000000000000s",
+            "1w",
+            "30s",
+            "-15m",
+            "NaN",
+            "",
+        ] {
+            assert_eq!(
+                q(&format!("step={bad}")).unwrap_err().param,
+                "step",
+                "{bad}"
+            );
         }
         let e = q("step=1m&from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z").unwrap_err();
         assert!(e.message.contains("at most 3000 points"), "{e}");
