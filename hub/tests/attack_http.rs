@@ -585,6 +585,22 @@ fn silent_slow_and_idle_connections_are_closed_and_a_full_cap_still_lets_a_clien
         "an idle keep-alive connection stayed open"
     );
 
+    // A request head over the limit (8 KiB here) is refused, not buffered.
+    let mut big = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = big.write_all(head.as_bytes());
+    let mut answer = Vec::new();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = big.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "an oversized head was answered: {answer}"
+    );
+
     // The cap (8 here) full of silent connections: a fresh client still gets its answer.
     let held: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
     let (status, body) = get(addr.port(), "/ok", None).expect("a fresh client gets in");

@@ -225,12 +225,14 @@ pub enum ConfigError {
 
 /// Read, validate and resolve a central config (key files are read relative to the config's folder).
 pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
-        .map_err(|diags| ConfigError::Invalid(crate::diag::render(path, &text, &diags)))
+    let text = crate::diag::utf8_text(&bytes)
+        .map_err(|d| ConfigError::Invalid(crate::diag::render_bytes(path, &bytes, &[d])))?;
+    parse(path, text)
+        .map_err(|diags| ConfigError::Invalid(crate::diag::render(path, text, &diags)))
 }
 
 /// Validate a config text; an empty list means it is valid.

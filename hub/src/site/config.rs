@@ -690,16 +690,17 @@ pub struct Loaded {
 
 /// Read, validate, and read the batch key. Relative paths are taken from the config's folder.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut config: SiteConfig = toml::from_str(&text).map_err(|e| {
-        LoadError::Invalid(crate::diag::render(path, &text, &[Diag::from_toml(&e)]))
-    })?;
+    let text = crate::diag::utf8_text(&bytes)
+        .map_err(|d| LoadError::Invalid(crate::diag::render_bytes(path, &bytes, &[d])))?;
+    let mut config: SiteConfig = toml::from_str(text)
+        .map_err(|e| LoadError::Invalid(crate::diag::render(path, text, &[Diag::from_toml(&e)])))?;
     let diags = validate(&config, &known_models());
     if !diags.is_empty() {
-        return Err(LoadError::Invalid(crate::diag::render(path, &text, &diags)));
+        return Err(LoadError::Invalid(crate::diag::render(path, text, &diags)));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let key_path = base.join(config.mqtt.key_file.get_ref());
@@ -903,6 +904,22 @@ role = "storage"
         assert_eq!(read_key(&p).unwrap(), b"a raw key of enough bytes");
         std::fs::write(&p, "abcd").unwrap();
         assert!(matches!(read_key(&p), Err(LoadError::Key { .. })));
+    }
+
+    #[test]
+    fn loading_a_config_that_is_not_utf8_names_the_line_and_column_of_the_bad_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, b"[site]\nid = \"d\xf6mus\"\n").unwrap();
+        match load(&p) {
+            Err(LoadError::Invalid(msg)) => {
+                assert!(
+                    msg.starts_with(&format!("{}:2:8: byte 0xf6", p.display())),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
