@@ -231,8 +231,7 @@ pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
     })?;
     let text = crate::diag::utf8_text(&bytes)
         .map_err(|d| ConfigError::Invalid(crate::diag::render_bytes(path, &bytes, &[d])))?;
-    parse(path, text)
-        .map_err(|diags| ConfigError::Invalid(crate::diag::render(path, text, &diags)))
+    parse(path, text).map_err(|diags| ConfigError::Invalid(crate::diag::render(path, text, &diags)))
 }
 
 /// Validate a config text; an empty list means it is valid.
