@@ -21,14 +21,13 @@ pub struct Args {
 /// Largest file `socer check` reads, bytes (a config of a thousand sites is far smaller).
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// What a file is, from its extension and top-level tables.
+/// What a TOML file is, from its top-level tables (a price file is told by its `.csv` name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     Site,
     Central,
     Profile,
     Scenario,
-    Prices,
 }
 
 /// The kind of a TOML text from its top-level tables (`None`: not TOML, or no known table).
@@ -97,7 +96,7 @@ pub fn check_bytes(path: &Path, bytes: &[u8]) -> Vec<Finding> {
             Some(FileKind::Central) => crate::central::config::check(path, text),
             Some(FileKind::Scenario) => check_scenario(text),
             Some(FileKind::Profile) => return check_profile(path, text),
-            Some(FileKind::Prices) | None => vec![Diag::new(
+            None => vec![Diag::new(
                 Some(0..0),
                 "not a file socer knows: a site config needs a [site] table, a central config \
                  [central], a meter profile `manufacturer` and [[quantity]], a demo scenario \

@@ -475,6 +475,21 @@ fn two_thousand_held_connections_leave_health_answering_and_memory_bounded() {
         t.join().unwrap();
     }
     let after_ranges = (rss_kb(cpid), rss_kb(spid));
+    // The evictions are counted where an operator looks.
+    for (port, server) in [(c, "central"), (s, "site")] {
+        let (_, text) = get(port, "/metrics", None).unwrap();
+        let evicted: f64 = text
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "socer_http_connections_evicted_total{{server=\"{server}\"}}"
+                ))
+            })
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(evicted >= 1000.0, "{server}: {evicted} evictions counted");
+    }
     assert_healthy(c, "central after the range attack");
     assert_healthy(s, "site after the range attack");
 

@@ -51,19 +51,22 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Resp {
 /// connection limits (`http::server::Limits::CENTRAL`).
 pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) {
     let page = crate::webui::routes(crate::webui::Page::Dashboard);
+    let stats = Arc::new(crate::http::server::Stats::default());
     crate::http::server::serve(
         "central",
-        warp::service(routes(hub).or(page)),
+        warp::service(routes(hub, stats.clone()).or(page)),
         listener,
         crate::http::server::Limits::CENTRAL,
-        Arc::default(),
+        stats,
         std::future::pending(),
     )
     .await;
 }
 
+/// The API's routes; `/metrics` adds the HTTP server's own counters from `http`.
 pub fn routes(
     hub: Arc<Hub>,
+    http: Arc<crate::http::server::Stats>,
 ) -> impl Filter<Extract = (Resp,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
     let h = move || {
         let hub = hub.clone();
@@ -151,7 +154,11 @@ pub fn routes(
     let metrics = get
         .and(warp::path!("metrics"))
         .and(h())
-        .map(|hub: Arc<Hub>| metrics(&hub));
+        .map(move |hub: Arc<Hub>| {
+            let mut r = metrics(&hub);
+            r.body_mut().push_str(&http.prometheus("central"));
+            r
+        });
     now.or(sites)
         .unify()
         .or(health)

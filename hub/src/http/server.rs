@@ -75,6 +75,35 @@ pub struct Stats {
     pub open: AtomicUsize,
 }
 
+impl Stats {
+    /// The counters in Prometheus text, labelled with the daemon's `server` name.
+    pub fn prometheus(&self, server: &str) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "# HELP socer_http_connections_accepted_total HTTP connections accepted.\n\
+             # TYPE socer_http_connections_accepted_total counter\n\
+             socer_http_connections_accepted_total{{server=\"{server}\"}} {}\n\
+             # HELP socer_http_connections_evicted_total Connections closed to make room under the cap.\n\
+             # TYPE socer_http_connections_evicted_total counter\n\
+             socer_http_connections_evicted_total{{server=\"{server}\"}} {}\n\
+             # HELP socer_http_connections_refused_total Connections refused: the cap was full of requests in flight.\n\
+             # TYPE socer_http_connections_refused_total counter\n\
+             socer_http_connections_refused_total{{server=\"{server}\"}} {}\n\
+             # HELP socer_http_handler_panics_total Handler panics answered with 500.\n\
+             # TYPE socer_http_handler_panics_total counter\n\
+             socer_http_handler_panics_total{{server=\"{server}\"}} {}\n\
+             # HELP socer_http_connections_open HTTP connections open now.\n\
+             # TYPE socer_http_connections_open gauge\n\
+             socer_http_connections_open{{server=\"{server}\"}} {}\n",
+            get(&self.accepted),
+            get(&self.evicted),
+            get(&self.refused),
+            get(&self.panics),
+            self.open.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Raise this process's open-file soft limit to its hard limit; returns the soft limit now in
 /// effect (`None` when it cannot be read).
 pub fn raise_nofile_limit() -> Option<u64> {

@@ -325,12 +325,14 @@ pub async fn serve(
         .and(warp::get())
         .and(with_view.clone())
         .map(move |v: Arc<View>| json(health_json(&v)));
+    let stats = Arc::new(crate::http::server::Stats::default());
+    let http = stats.clone();
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_view.clone())
-        .map(|v: Arc<View>| {
+        .map(move |v: Arc<View>| {
             warp::reply::with_header(
-                metrics_text(&v),
+                metrics_text(&v) + &http.prometheus("site"),
                 "content-type",
                 "text/plain; version=0.0.4",
             )
@@ -387,7 +389,7 @@ pub async fn serve(
         warp::service(routes),
         listener,
         crate::http::server::Limits::SITE,
-        Arc::default(),
+        stats,
         shutdown,
     )
     .await;
