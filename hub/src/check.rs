@@ -1,129 +1,209 @@
-//! `socer check FILE`: validate a site or central config and point at the offending line.
+//! `socer check FILE`: validate a site or central config, a meter profile, a demo scenario or an
+//! hourly price file, and point at the offending line.
 //!
-//! Config modules report [`Diag`]s carrying byte spans into the file; this module turns spans into
-//! `FILE:LINE:COL: message` lines. It never changes a file.
+//! Every input gets exit 0 (`FILE: ok`) or exit 2 with `FILE:LINE:COL: message` lines, never a
+//! panic: the file is read as bytes (a byte that is not UTF-8 is reported where it is), bounded in
+//! size, and each kind goes through its own checks, which report rather than fail. It never
+//! changes a file.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::diag::{self, Diag};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The config file (site or central; told apart by its `[site]` or `[central]` table).
+    /// The file: a site or central config, a meter profile, a demo scenario (told apart by their
+    /// tables) or an hourly price file (`.csv`).
     pub file: PathBuf,
 }
 
-/// One problem in a config file: where (a byte span of the text) and what would be valid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Diag {
-    pub span: Option<Range<usize>>,
-    pub message: String,
-}
+/// Largest file `socer check` reads, bytes (a config of a thousand sites is far smaller).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-impl Diag {
-    pub fn new(span: Option<Range<usize>>, message: impl Into<String>) -> Self {
-        Self {
-            span,
-            message: message.into(),
-        }
-    }
-
-    /// A diagnostic from a `toml` parse or deserialisation error (which carries its own span).
-    pub fn from_toml(e: &toml::de::Error) -> Self {
-        Self {
-            span: e.span(),
-            message: e.message().trim().to_string(),
-        }
-    }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..floor_char_boundary(text, offset)];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, col)
-}
-
-fn floor_char_boundary(text: &str, mut i: usize) -> usize {
-    while i > 0 && !text.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
-}
-
-/// Render diagnostics as `FILE:LINE:COL: message`, one per line, in file order.
-pub fn render(path: &Path, text: &str, diags: &[Diag]) -> String {
-    let mut rows: Vec<(usize, usize, &str)> = diags
-        .iter()
-        .map(|d| {
-            let (l, c) = d
-                .span
-                .as_ref()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
-            (l, c, d.message.as_str())
-        })
-        .collect();
-    rows.sort_by_key(|r| (r.0, r.1));
-    rows.iter()
-        .map(|(l, c, m)| format!("{}:{l}:{c}: {m}\n", path.display()))
-        .collect()
-}
-
-/// Which daemon a config belongs to, from its top-level tables.
+/// What a TOML file is, from its top-level tables (a price file is told by its `.csv` name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigKind {
+pub enum FileKind {
     Site,
     Central,
+    Profile,
+    Scenario,
 }
 
-pub fn detect_kind(text: &str) -> Option<ConfigKind> {
+/// The kind of a TOML text from its top-level tables (`None`: not TOML, or no known table).
+pub fn detect_kind(text: &str) -> Option<FileKind> {
     let table: toml::Table = text.parse().ok()?;
     if table.contains_key("central") {
-        Some(ConfigKind::Central)
+        Some(FileKind::Central)
     } else if table.contains_key("site") {
-        Some(ConfigKind::Site)
+        Some(FileKind::Site)
+    } else if table.contains_key("community") && table.contains_key("building") {
+        Some(FileKind::Scenario)
+    } else if table.contains_key("manufacturer") || table.contains_key("quantity") {
+        Some(FileKind::Profile)
     } else {
         None
     }
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let text = match std::fs::read_to_string(&args.file) {
+/// One line of `socer check`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+fn findings(text: &str, diags: &[Diag]) -> Vec<Finding> {
+    diags
+        .iter()
+        .map(|d| {
+            let (line, col) = d
+                .span
+                .as_ref()
+                .map(|s| diag::line_col(text, s.start))
+                .unwrap_or((1, 1));
+            Finding {
+                line,
+                col,
+                message: d.message.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Check a file's bytes (`path` names it and anchors the files a config refers to). An empty
+/// list: the file is valid.
+pub fn check_bytes(path: &Path, bytes: &[u8]) -> Vec<Finding> {
+    let text = match diag::utf8_text(bytes) {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: cannot read: {e}", args.file.display());
-            return Ok(ExitCode::from(2));
+        Err(d) => {
+            let valid = &bytes[..d.span.as_ref().map(|s| s.start).unwrap_or(0)];
+            let prefix = std::str::from_utf8(valid).unwrap_or("");
+            return findings(prefix, &[d]);
         }
     };
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_csv {
+        return check_prices(text);
+    }
     let diags = match text.parse::<toml::Table>() {
         Err(e) => vec![Diag::from_toml(&e)],
-        Ok(_) => match detect_kind(&text) {
-            Some(ConfigKind::Site) => crate::site::config::check(&args.file, &text),
-            Some(ConfigKind::Central) => crate::central::config::check(&args.file, &text),
+        Ok(_) => match detect_kind(text) {
+            Some(FileKind::Site) => crate::site::config::check(path, text),
+            Some(FileKind::Central) => crate::central::config::check(path, text),
+            Some(FileKind::Scenario) => check_scenario(text),
+            Some(FileKind::Profile) => return check_profile(path, text),
             None => vec![Diag::new(
                 Some(0..0),
-                "neither a site config (needs a [site] table) nor a central config (needs a [central] table)",
+                "not a file socer knows: a site config needs a [site] table, a central config \
+                 [central], a meter profile `manufacturer` and [[quantity]], a demo scenario \
+                 [community] and [[building]]; an hourly price file ends in .csv",
             )],
         },
     };
-    if diags.is_empty() {
-        if detect_kind(&text) == Some(ConfigKind::Central) {
-            for w in crate::central::config::warnings(&args.file, &text) {
-                eprintln!("{w}");
+    findings(text, &diags)
+}
+
+fn check_scenario(text: &str) -> Vec<Diag> {
+    match crate::demo::scenario::Scenario::parse(text) {
+        Ok(_) => vec![],
+        Err(crate::demo::scenario::ScenarioError::Parse(e)) => vec![Diag::from_toml(&e)],
+        Err(e) => vec![Diag::new(None, e.to_string())],
+    }
+}
+
+fn check_profile(path: &Path, text: &str) -> Vec<Finding> {
+    match socer_drivers::profile::Profile::check(&path.display().to_string(), text) {
+        Ok(_) => vec![],
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| Finding {
+                line: e.line,
+                col: e.col,
+                message: e.message,
+            })
+            .collect(),
+    }
+}
+
+fn check_prices(text: &str) -> Vec<Finding> {
+    match crate::central::tariff::parse_price_csv(text) {
+        Ok(_) => vec![],
+        Err(crate::central::tariff::TariffError::PriceLine { line, col, msg }) => vec![Finding {
+            line,
+            col,
+            message: msg,
+        }],
+        Err(e) => vec![Finding {
+            line: 1,
+            col: 1,
+            message: e.to_string(),
+        }],
+    }
+}
+
+/// Render findings as `FILE:LINE:COL: message` lines, in file order, one line each.
+pub fn render(path: &Path, found: &[Finding]) -> String {
+    let mut rows: Vec<&Finding> = found.iter().collect();
+    rows.sort_by_key(|f| (f.line, f.col));
+    rows.iter()
+        .map(|f| {
+            let message = f
+                .message
+                .split(['\n', '\r'])
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("{}:{}:{}: {message}\n", path.display(), f.line, f.col)
+        })
+        .collect()
+}
+
+/// Read a file for checking: at most [`MAX_FILE_BYTES`].
+fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "larger than {MAX_FILE_BYTES} bytes: not a file socer reads"
+        ));
+    }
+    Ok(bytes)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (found, bytes) = match read_bounded(&args.file) {
+        Ok(bytes) => (check_bytes(&args.file, &bytes), bytes),
+        Err(why) => (
+            vec![Finding {
+                line: 1,
+                col: 1,
+                message: why,
+            }],
+            vec![],
+        ),
+    };
+    if found.is_empty() {
+        // A valid central config may still leave hours without a price: warnings, exit 0.
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if detect_kind(text) == Some(FileKind::Central) {
+                for w in crate::central::config::warnings(&args.file, text) {
+                    eprintln!("{w}");
+                }
             }
         }
         println!("{}: ok", args.file.display());
         Ok(ExitCode::SUCCESS)
     } else {
-        eprint!("{}", render(&args.file, &text, &diags));
+        eprint!("{}", render(&args.file, &found));
         Ok(ExitCode::from(2))
     }
 }
@@ -131,21 +211,78 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    #[test]
-    fn line_and_column_are_one_based_and_count_characters() {
-        let t = "a = 1\nnàme = \"x\"\n";
-        assert_eq!(line_col(t, 0), (1, 1));
-        assert_eq!(line_col(t, 6), (2, 1));
-        let off = t.find('=').map(|_| t.rfind('=').unwrap()).unwrap();
-        assert_eq!(line_col(t, off), (2, 6));
+    fn check(name: &str, text: &[u8]) -> String {
+        render(Path::new(name), &check_bytes(Path::new(name), text))
     }
 
     #[test]
-    fn broken_toml_points_at_the_line() {
-        let t = "[site]\nid = \"a\"\nname = \n";
-        let e = t.parse::<toml::Table>().unwrap_err();
-        let out = render(Path::new("s.toml"), t, &[Diag::from_toml(&e)]);
-        assert!(out.starts_with("s.toml:3:"), "{out}");
+    fn each_kind_of_file_is_told_apart_and_checked() {
+        assert_eq!(detect_kind("[site]\nid = \"a\"\n"), Some(FileKind::Site));
+        assert_eq!(detect_kind("[central]\n"), Some(FileKind::Central));
+        let scenario = include_str!("../../config/demo/scenario.toml");
+        assert_eq!(detect_kind(scenario), Some(FileKind::Scenario));
+        assert_eq!(check("s.toml", scenario.as_bytes()), "");
+        let profile = socer_drivers::ProfileSet::builtin_files()[0].1;
+        assert_eq!(detect_kind(profile), Some(FileKind::Profile));
+        assert_eq!(check("p.toml", profile.as_bytes()), "");
+        assert_eq!(
+            check("p.csv", b"hour,eur_per_mwh\n2024-06-03T12:00:00Z,100\n"),
+            ""
+        );
+        let out = check("p.csv", b"hour,eur_per_mwh\n2024-06-03T12:00:00Z,abc\n");
+        assert!(out.starts_with("p.csv:2:1: "), "{out}");
+        let out = check("x.toml", b"answer = 42\n");
+        assert!(
+            out.starts_with("x.toml:1:1: not a file socer knows"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_gets_the_line_and_column_of_its_first_bad_byte() {
+        let out = check("s.toml", b"[site]\nid = \"ok\"\nname = \"Caf\xe9\"\n");
+        assert_eq!(
+            out,
+            "s.toml:3:12: byte 0xe9 is not UTF-8: the file must be UTF-8 text\n"
+        );
+        let out = check("p.csv", b"\xff\xfe");
+        assert!(out.starts_with("p.csv:1:1: byte 0xff"), "{out}");
+    }
+
+    #[test]
+    fn huge_numbers_in_a_site_config_are_diagnosed_not_panicked_on() {
+        let base = include_str!("../../config/site.example.toml");
+        for interval in [
+            "1e30",
+            "\"100000000000000000000s\"",
+            "18446744073709551615.0",
+            "-1",
+            "nan",
+            "inf",
+            "\"0.0000001ms\"",
+        ] {
+            let text = base.replacen("[[meter]]", &format!("[[meter]]\ninterval = {interval}"), 1);
+            let out = check("s.toml", text.as_bytes());
+            assert!(out.contains("interval"), "{interval}: {out}");
+            assert!(out.starts_with("s.toml:"), "{out}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_and_always_locate_their_findings(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            kind in 0usize..5,
+        ) {
+            let prefix: &[u8] = [&b"[site]\n"[..], b"[central]\n", b"[community]\n[[building]]\n", b"manufacturer = 1\n", b""][kind];
+            let name = if kind == 4 { "f.csv" } else { "f.toml" };
+            let mut text = prefix.to_vec();
+            text.extend_from_slice(&bytes);
+            for f in check_bytes(Path::new(name), &text) {
+                prop_assert!(f.line >= 1 && f.col >= 1);
+            }
+        }
     }
 }

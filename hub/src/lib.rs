@@ -9,6 +9,8 @@ pub mod check;
 pub mod cli;
 pub mod days;
 pub mod demo;
+pub mod diag;
+pub mod http;
 pub mod site;
 pub mod solar;
 pub mod tls;

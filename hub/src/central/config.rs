@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::check::Diag;
+use crate::diag::Diag;
 
 /// Shortest accepted HMAC key, bytes.
 pub const MIN_KEY_BYTES: usize = 16;
@@ -239,12 +239,13 @@ pub enum ConfigError {
 
 /// Read, validate and resolve a central config (key files are read relative to the config's folder).
 pub fn load(path: &Path) -> Result<CentralConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
-        .map_err(|diags| ConfigError::Invalid(crate::check::render(path, &text, &diags)))
+    let text = crate::diag::utf8_text(&bytes)
+        .map_err(|d| ConfigError::Invalid(crate::diag::render_bytes(path, &bytes, &[d])))?;
+    parse(path, text).map_err(|diags| ConfigError::Invalid(crate::diag::render(path, text, &diags)))
 }
 
 /// Validate a config text; an empty list means it is valid.
@@ -595,10 +596,10 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         ));
     }
     let raw_retention_days = *c.raw_retention_days.get_ref();
-    if raw_retention_days == 0 {
+    if !(1..=MAX_RETENTION_DAYS).contains(&raw_retention_days) {
         d.push(Diag::new(
             sp(&c.raw_retention_days),
-            "raw_retention_days must be at least 1",
+            format!("raw_retention_days must be in 1..={MAX_RETENTION_DAYS}"),
         ));
     }
 
@@ -630,8 +631,11 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         },
         Some(p) => {
             if let Some(z) = &p.zonal_eur_mwh {
-                if !z.get_ref().is_finite() {
-                    d.push(Diag::new(sp(z), "zonal_eur_mwh must be a finite number"));
+                if !(MIN_PRICE_EUR_MWH..=MAX_PRICE_EUR_MWH).contains(z.get_ref()) {
+                    d.push(Diag::new(
+                        sp(z),
+                        format!("zonal_eur_mwh must be a number in {MIN_PRICE_EUR_MWH}..={MAX_PRICE_EUR_MWH}"),
+                    ));
                 }
             }
             if let Some(f) = &p.zonal_file {
@@ -646,10 +650,10 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
                     "[prices] needs zonal_eur_mwh or zonal_file for the incentive",
                 ));
             }
-            if !p.cuaf_eur_mwh.get_ref().is_finite() || *p.cuaf_eur_mwh.get_ref() < 0.0 {
+            if !(0.0..=MAX_CUAF_EUR_MWH).contains(p.cuaf_eur_mwh.get_ref()) {
                 d.push(Diag::new(
                     sp(&p.cuaf_eur_mwh),
-                    "cuaf_eur_mwh must be a number ≥ 0",
+                    format!("cuaf_eur_mwh must be a number in 0..={MAX_CUAF_EUR_MWH}"),
                 ));
             }
             PricesConfig {
@@ -816,8 +820,11 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
             d.push(Diag::new(sp(&p.kind), "plant kind must be \"pv\""));
         }
         let peak = *p.peak_kw.get_ref();
-        if !peak.is_finite() || peak <= 0.0 {
-            d.push(Diag::new(sp(&p.peak_kw), "peak_kw must be a number > 0"));
+        if !(peak.is_finite() && peak > 0.0 && peak <= MAX_PLANT_KW) {
+            d.push(Diag::new(
+                sp(&p.peak_kw),
+                format!("peak_kw must be a number > 0 and <= {MAX_PLANT_KW}"),
+            ));
         }
         let commissioned = NaiveDate::parse_from_str(p.commissioned.get_ref(), "%Y-%m-%d")
             .unwrap_or_else(|_| {
@@ -968,7 +975,18 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
     for p in raw.signal.problems() {
         d.push(Diag::new(None, p));
     }
+    signal_bounds(&raw.signal, &mut d);
     for f in &raw.flex {
+        let power_ok = f.power_kw.is_finite() && f.power_kw > 0.0 && f.power_kw <= MAX_PLANT_KW;
+        if !power_ok || !(0.0..=24.0).contains(&f.shift_hours) {
+            d.push(Diag::new(
+                None,
+                format!(
+                    "flex {:?}: power_kw must be in (0, {MAX_PLANT_KW}] and shift_hours in 0..=24",
+                    f.name
+                ),
+            ));
+        }
         if !raw.site.iter().any(|s| s.id.get_ref() == &f.site) {
             d.push(Diag::new(
                 None,
@@ -1008,6 +1026,58 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         signal: raw.signal.clone(),
         flex: raw.flex.clone(),
     })
+}
+
+/// Bounds of the central config's numbers (each diagnostic names the one it breaks).
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+pub const MAX_PLANT_KW: f64 = 100_000.0;
+pub const MIN_PRICE_EUR_MWH: f64 = -1_000.0;
+pub const MAX_PRICE_EUR_MWH: f64 = 10_000.0;
+pub const MAX_CUAF_EUR_MWH: f64 = 1_000.0;
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// `[signal]`'s numbers within what the signal engine is built for (a lookahead of u32::MAX
+/// hours would be a forecast loop of half a million years).
+fn signal_bounds(s: &crate::central::signal::config::SignalConfig, d: &mut Vec<Diag>) {
+    let reals: [(&str, f64, f64, f64); 10] = [
+        ("green_enter", s.green_enter, -1e6, 1e6),
+        ("green_exit", s.green_exit, -1e6, 1e6),
+        ("red_enter", s.red_enter, -1e6, 1e6),
+        ("red_exit", s.red_exit, -1e6, 1e6),
+        ("special", s.special, -1e6, 1e6),
+        ("tilt_deg", s.tilt_deg, 0.0, 90.0),
+        ("azimuth_deg", s.azimuth_deg, 0.0, 360.0),
+        ("cloud_memory_hours", s.cloud_memory_hours, 0.0, 720.0),
+        ("climatology", s.climatology, 0.0, 1.5),
+        (
+            "fallback_consumption_kw",
+            s.fallback_consumption_kw,
+            0.0,
+            1e6,
+        ),
+    ];
+    for (name, v, lo, hi) in reals {
+        if !(lo..=hi).contains(&v) {
+            d.push(Diag::new(
+                None,
+                format!("signal: {name} is {v}: it must be a number in {lo}..={hi}"),
+            ));
+        }
+    }
+    let whole: [(&str, u32, u32, u32); 4] = [
+        ("min_dwell_minutes", s.min_dwell_minutes, 0, 1440),
+        ("max_alerts_per_day", s.max_alerts_per_day, 0, 48),
+        ("alert_lookahead_hours", s.alert_lookahead_hours, 1, 168),
+        ("min_window_hours", s.min_window_hours, 1, 24),
+    ];
+    for (name, v, lo, hi) in whole {
+        if !(lo..=hi).contains(&v) {
+            d.push(Diag::new(
+                None,
+                format!("signal: {name} is {v}: it must be in {lo}..={hi}"),
+            ));
+        }
+    }
 }
 
 /// Relative certificate paths are taken from the config's folder, like the storage path.
@@ -1103,9 +1173,12 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
     };
     let max_payload_bytes = match &b.max_payload_bytes {
         None => crate::wire::MAX_ENVELOPE_BYTES,
-        Some(m) if *m.get_ref() >= 1024 => *m.get_ref(),
+        Some(m) if (1024..=MAX_PAYLOAD_BYTES).contains(m.get_ref()) => *m.get_ref(),
         Some(m) => {
-            d.push(Diag::new(sp(m), "max_payload_bytes must be at least 1024"));
+            d.push(Diag::new(
+                sp(m),
+                format!("max_payload_bytes must be in 1024..={MAX_PAYLOAD_BYTES}"),
+            ));
             crate::wire::MAX_ENVELOPE_BYTES
         }
     };
@@ -1166,7 +1239,7 @@ role = "grid"
     }
 
     fn lines(text: &str) -> String {
-        crate::check::render(Path::new("c.toml"), text, &check(Path::new("c.toml"), text))
+        crate::diag::render(Path::new("c.toml"), text, &check(Path::new("c.toml"), text))
     }
 
     #[test]
@@ -1301,7 +1374,7 @@ role = "grid"
         assert!(
             diags.is_empty(),
             "{}",
-            crate::check::render(&path, &text, &diags)
+            crate::diag::render(&path, &text, &diags)
         );
         let c = parse(&path, &text).unwrap();
         assert_eq!(c.substations.len(), 2);

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 use warp::http::{Response, StatusCode};
 use warp::Filter;
@@ -19,8 +19,9 @@ use super::energy::Flags;
 use super::report;
 use super::status::SiteView;
 use super::Hub;
+use crate::http::query;
 
-/// Longest range `/api/v1/energy` answers in one call, days.
+/// Longest range `/api/v1/energy` answers in one call, days (plus the hour a DST change adds).
 pub const MAX_RANGE_DAYS: i64 = 92;
 
 type Resp = Response<String>;
@@ -46,17 +47,26 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Resp {
         .unwrap_or_else(|_| Response::new(String::new()))
 }
 
-/// Serve the API on an already bound listener (so tests can bind port 0).
+/// Serve the API on an already bound listener (so tests can bind port 0), under the hub's
+/// connection limits (`http::server::Limits::CENTRAL`).
 pub async fn serve(hub: Arc<Hub>, listener: tokio::net::TcpListener) {
     let page = crate::webui::routes(crate::webui::Page::Dashboard);
-    warp::serve(routes(hub).or(page))
-        .incoming(listener)
-        .run()
-        .await;
+    let stats = Arc::new(crate::http::server::Stats::default());
+    crate::http::server::serve(
+        "central",
+        warp::service(routes(hub, stats.clone()).or(page)),
+        listener,
+        crate::http::server::Limits::CENTRAL,
+        stats,
+        std::future::pending(),
+    )
+    .await;
 }
 
+/// The API's routes; `/metrics` adds the HTTP server's own counters from `http`.
 pub fn routes(
     hub: Arc<Hub>,
+    http: Arc<crate::http::server::Stats>,
 ) -> impl Filter<Extract = (Resp,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
     let h = move || {
         let hub = hub.clone();
@@ -83,18 +93,26 @@ pub fn routes(
     let energy = get
         .and(api)
         .and(warp::path!("energy"))
-        .and(warp::query::<BTreeMap<String, String>>())
+        .and(crate::http::raw_query())
         .and(h())
-        .and_then(|q: BTreeMap<String, String>, hub: Arc<Hub>| async move {
-            Ok::<Resp, Infallible>(blocking(move || energy(&hub, &q)).await)
+        .and_then(|raw: String, hub: Arc<Hub>| async move {
+            let answer = match energy_window(&hub, &raw) {
+                Err(e) => crate::http::bad_request(&e),
+                Ok(w) => blocking(move || energy(&hub, &w)).await,
+            };
+            Ok::<Resp, Infallible>(answer)
         });
     let incentive = get
         .and(api)
         .and(warp::path!("incentive"))
-        .and(warp::query::<BTreeMap<String, String>>())
+        .and(crate::http::raw_query())
         .and(h())
-        .and_then(|q: BTreeMap<String, String>, hub: Arc<Hub>| async move {
-            Ok::<Resp, Infallible>(blocking(move || report::incentive_response(&hub, &q)).await)
+        .and_then(|raw: String, hub: Arc<Hub>| async move {
+            let q = match incentive_query(&raw) {
+                Ok(q) => q,
+                Err(e) => return Ok::<Resp, Infallible>(crate::http::bad_request(&e)),
+            };
+            Ok(blocking(move || report::incentive_response(&hub, &q)).await)
         });
     let report = get
         .and(api)
@@ -108,6 +126,9 @@ pub fn routes(
                         StatusCode::UNAUTHORIZED,
                         "per-member reports need `Authorization: Bearer <report_token>`",
                     ));
+                }
+                if let Err(e) = report_file(&file) {
+                    return Ok(crate::http::bad_request(&e));
                 }
                 Ok(blocking(move || report::report_response(&hub, &file)).await)
             },
@@ -133,7 +154,11 @@ pub fn routes(
     let metrics = get
         .and(warp::path!("metrics"))
         .and(h())
-        .map(|hub: Arc<Hub>| metrics(&hub));
+        .map(move |hub: Arc<Hub>| {
+            let mut r = metrics(&hub);
+            r.body_mut().push_str(&http.prometheus("central"));
+            r
+        });
     now.or(sites)
         .unify()
         .or(health)
@@ -150,9 +175,17 @@ pub fn routes(
         .unify()
 }
 
+/// Run a handler on the blocking pool; a panic in it is one log line and a 500.
 async fn blocking(f: impl FnOnce() -> Resp + Send + 'static) -> Resp {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
+    match tokio::task::spawn_blocking(move || crate::http::server::contain(f)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(panic)) => {
+            tracing::error!("central: a handler panicked, answered 500: {panic}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the request failed inside the server (logged)",
+            )
+        }
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("handler failed: {e}"),
@@ -239,28 +272,70 @@ fn health(hub: &Hub) -> Resp {
     )
 }
 
-/// A time given as RFC 3339, or a local date (`YYYY-MM-DD`, midnight in the community's zone).
-pub fn parse_time(s: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+/// What `/api/v1/energy` answers: `from` and `to` required, steps of whole settlement periods,
+/// at most [`MAX_RANGE_DAYS`] days and [`query::MAX_POINTS`] slots.
+pub fn energy_rule(period_s: i64) -> query::WindowRule {
+    let max_span_s = MAX_RANGE_DAYS * 86_400 + 3600;
+    query::WindowRule {
+        default_span_s: None,
+        default_step_s: period_s,
+        step: query::StepRule {
+            min_s: period_s,
+            max_s: max_span_s,
+            multiple_of_s: period_s,
+        },
+        max_span_s,
+        max_points: query::MAX_POINTS,
     }
-    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
-    tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
 }
 
-/// `15m`, `1h`, `1d` → seconds.
-pub fn parse_step(s: &str) -> Option<i64> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = n.parse().ok()?;
-    let mul = match unit {
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    (n > 0).then_some(n * mul)
+fn energy_window(hub: &Hub, raw: &str) -> Result<query::Window, query::QueryError> {
+    let params = query::Params::parse(raw)?;
+    query::parse_window(
+        &params,
+        &energy_rule(hub.cfg.period_seconds()),
+        &hub.cfg.timezone,
+        Utc::now(),
+    )
+}
+
+/// `?month=YYYY-MM` of `/api/v1/incentive`, in the years the query module allows.
+pub fn incentive_query(raw: &str) -> Result<BTreeMap<String, String>, query::QueryError> {
+    let params = query::Params::parse(raw)?;
+    let mut q = BTreeMap::new();
+    match (params.get("month"), params.get("year")) {
+        (Some(month), None) => {
+            query::parse_month(month)?;
+            q.insert("month".to_string(), month.to_string());
+        }
+        (None, Some(year)) => {
+            query::parse_year(year)?;
+            q.insert("year".to_string(), year.to_string());
+        }
+        (Some(_), Some(_)) => {
+            return Err(query::QueryError::new("year", "give month=YYYY-MM or year=YYYY, not both"))
+        }
+        (None, None) => {
+            return Err(query::QueryError::new("month", "required: month=YYYY-MM or year=YYYY"))
+        }
+    }
+    Ok(q)
+}
+
+/// `YYYY-MM.csv`, `YYYY-MM.json` (a month) or `YYYY.csv`, `YYYY.json` (a year) of
+/// `/api/v1/report/…`.
+pub fn report_file(file: &str) -> Result<(), query::QueryError> {
+    let period = file
+        .strip_suffix(".csv")
+        .or_else(|| file.strip_suffix(".json"))
+        .ok_or_else(|| {
+            query::QueryError::new("report", "ask for YYYY-MM.csv, YYYY-MM.json, YYYY.csv or YYYY.json")
+        })?;
+    if period.len() == 4 {
+        query::parse_year(period).map(|_| ())
+    } else {
+        query::parse_month(period).map(|_| ())
+    }
 }
 
 /// A slot's figures, in milliwatt-hours (exact integers, as the energy rules compute them).
@@ -311,54 +386,27 @@ struct Slot {
     substations: BTreeMap<String, Figures>,
 }
 
-fn energy(hub: &Hub, q: &BTreeMap<String, String>) -> Resp {
+fn energy(hub: &Hub, w: &query::Window) -> Resp {
     let tz = hub.cfg.timezone;
     let period_s = hub.cfg.period_seconds();
-    let Some(from) = q.get("from").and_then(|s| parse_time(s, tz)) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "from: give an RFC 3339 time or a date YYYY-MM-DD",
-        );
+    let (from, to) = (w.from, w.to);
+    let local_days = w.step == query::Step::LocalDays;
+    let step_s = match w.step {
+        query::Step::Seconds(s) => s,
+        query::Step::LocalDays => 86_400,
     };
-    let Some(to) = q.get("to").and_then(|s| parse_time(s, tz)) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "to: give an RFC 3339 time or a date YYYY-MM-DD",
-        );
-    };
-    let local_days = q.get("step").map(String::as_str) == Some("1d");
-    let step_s = match q.get("step").map(String::as_str) {
-        None => period_s,
-        Some(s) => match parse_step(s) {
-            Some(v) if v % period_s == 0 => v,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "step: a multiple of the {} min settlement period, e.g. 1h or 1d",
-                        period_s / 60
-                    ),
-                )
-            }
-        },
-    };
-    if to <= from || (to - from).num_days() > MAX_RANGE_DAYS {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("to must be after from, at most {MAX_RANGE_DAYS} days"),
-        );
-    }
     // `1d` is a local day of the community (23 or 25 hours on the DST change days); other steps
-    // are fixed lengths aligned on the epoch.
+    // are fixed lengths aligned on the epoch. `w.points` bounds both.
+    let max_slots = usize::try_from(w.points).unwrap_or(0);
     let spans: Vec<(i64, i64)> = if local_days {
-        crate::days::local_days(&tz, from, to, MAX_RANGE_DAYS as usize + 2)
+        crate::days::local_days(&tz, from, to, max_slots)
             .into_iter()
             .map(|(a, b)| (a.timestamp(), b.timestamp()))
             .collect()
     } else {
         let mut v = Vec::new();
         let mut s = from.timestamp().div_euclid(step_s) * step_s;
-        while s < to.timestamp() {
+        while s < to.timestamp() && v.len() < max_slots {
             v.push((s, s + step_s));
             s += step_s;
         }
@@ -576,14 +624,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steps_and_times_parse() {
-        assert_eq!(parse_step("15m"), Some(900));
-        assert_eq!(parse_step("1h"), Some(3600));
-        assert_eq!(parse_step("1d"), Some(86_400));
-        assert_eq!(parse_step("h"), None);
-        assert_eq!(parse_step("0h"), None);
-        let t = parse_time("2026-06-01", chrono_tz::Europe::Rome).unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-05-31T22:00:00+00:00");
-        assert!(parse_time("yesterday", chrono_tz::Europe::Rome).is_none());
+    fn energy_windows_take_whole_periods_within_the_stated_limits() {
+        let rule = energy_rule(3600);
+        let q = |raw: &str| {
+            query::parse_window(
+                &query::Params::parse(raw).unwrap(),
+                &rule,
+                &chrono_tz::Europe::Rome,
+                Utc::now(),
+            )
+        };
+        let w = q("from=2026-06-01&to=2026-06-02&step=1h").unwrap();
+        assert_eq!(w.step, query::Step::Seconds(3600));
+        assert_eq!(w.from.to_rfc3339(), "2026-05-31T22:00:00+00:00");
+        assert_eq!(
+            q("from=2026-06-01&to=2026-06-02&step=1d").unwrap().step,
+            query::Step::LocalDays
+        );
+        for bad in [
+            "15m",
+            "0h",
+            "h",
+            "9223372036854775807d",
+            "4611686018427387844m",
+            "-1h",
+        ] {
+            let e = q(&format!("from=2026-06-01&to=2026-06-02&step={bad}")).unwrap_err();
+            assert_eq!(e.param, "step", "{bad}");
+        }
+        // A quarter across the October DST change (one hour longer) is still one answer.
+        assert!(q("from=2026-09-01&to=2026-12-01&step=1d").is_ok());
+        assert!(q("from=2026-01-01&to=2026-06-01&step=1d").is_err());
+    }
+
+    #[test]
+    fn months_of_the_incentive_and_report_are_bounded() {
+        assert_eq!(incentive_query("month=2026-06").unwrap().get("month").map(String::as_str), Some("2026-06"));
+        assert_eq!(incentive_query("year=2026").unwrap().get("year").map(String::as_str), Some("2026"));
+        assert!(incentive_query("year=2026&month=2026-01").is_err());
+        assert!(incentive_query("year=99999").is_err());
+        for bad in [
+            "month=0000-01",
+            "month=9999-12",
+            "month=2026-13",
+            "month=",
+            "",
+        ] {
+            assert_eq!(incentive_query(bad).unwrap_err().param, "month", "{bad}");
+        }
+        assert_eq!(report_file("2026-06.csv"), Ok(()));
+        assert_eq!(report_file("2026.json"), Ok(()));
+        assert!(report_file("0000.json").is_err());
+        assert!(report_file("0000-01.csv").is_err());
+        assert!(report_file("2026-06.pdf").is_err());
     }
 }

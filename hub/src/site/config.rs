@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::check::Diag;
+use crate::diag::Diag;
 
 /// The whole site config.
 #[derive(Debug, Clone, Deserialize)]
@@ -250,16 +250,20 @@ pub enum IntervalValue {
 }
 
 impl IntervalValue {
+    /// The interval, or `None` when it is not a positive finite duration that fits a `Duration`
+    /// (bounds are [`MIN_INTERVAL`]..=[`MAX_INTERVAL`], checked by [`validate`]).
     pub fn duration(&self) -> Option<Duration> {
         match self {
-            IntervalValue::Seconds(s) if s.is_finite() && *s > 0.0 => {
-                Some(Duration::from_secs_f64(*s))
-            }
+            IntervalValue::Seconds(s) if *s > 0.0 => Duration::try_from_secs_f64(*s).ok(),
             IntervalValue::Seconds(_) => None,
             IntervalValue::Text(t) => parse_duration(t),
         }
     }
 }
+
+/// Shortest and longest poll interval of a meter.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 impl fmt::Display for IntervalValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -270,7 +274,8 @@ impl fmt::Display for IntervalValue {
     }
 }
 
-/// `"500ms"`, `"15s"`, `"2m"`, `"1h"`; zero is not an interval.
+/// `"500ms"`, `"15s"`, `"2m"`, `"1h"`; zero is not an interval, nor anything that does not fit
+/// a `Duration` (`"100000000000000000000s"`). Never panics.
 pub fn parse_duration(t: &str) -> Option<Duration> {
     let t = t.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -283,7 +288,11 @@ pub fn parse_duration(t: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs > 0.0 && secs.is_finite()).then(|| Duration::from_secs_f64(secs))
+    if secs > 0.0 {
+        Duration::try_from_secs_f64(secs).ok()
+    } else {
+        None
+    }
 }
 
 /// `"200MB"`, `"1GiB"`, `"500kB"`, or plain bytes.
@@ -389,6 +398,16 @@ fn valid_id(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
+/// Bounds of the site config's numbers (each diagnostic names the one it breaks).
+pub const MAX_BATCH_READINGS: usize = 10_000;
+pub const MAX_WINDOW: usize = 1_000;
+pub const MIN_BUDGET_BYTES: u64 = 100_000;
+pub const MAX_BUDGET_BYTES: u64 = 1_000_000_000_000;
+pub const MIN_BAUD: u32 = 300;
+pub const MAX_BAUD: u32 = 1_000_000;
+pub const MIN_TIMEOUT_MS: u64 = 10;
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+
 /// Validate a config text; an empty list means it is valid.
 pub fn check(_path: &Path, text: &str) -> Vec<Diag> {
     let cfg: SiteConfig = match toml::from_str(text) {
@@ -430,20 +449,51 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
     if let Err(e) = parse_mqtt_url(cfg.mqtt.url.get_ref()) {
         d.push(Diag::new(span(&cfg.mqtt.url), e));
     }
-    if cfg.mqtt.batch_readings == 0 || cfg.mqtt.window == 0 {
+    if !(1..=MAX_BATCH_READINGS).contains(&cfg.mqtt.batch_readings) {
         d.push(Diag::new(
             None,
-            "[mqtt] batch_readings and window must be at least 1",
+            format!(
+                "[mqtt] batch_readings is {}: it must be in 1..={MAX_BATCH_READINGS}",
+                cfg.mqtt.batch_readings
+            ),
         ));
     }
-    if parse_size(cfg.storage.budget.get_ref()).is_none() {
+    if !(1..=MAX_WINDOW).contains(&cfg.mqtt.window) {
         d.push(Diag::new(
+            None,
+            format!(
+                "[mqtt] window is {}: it must be in 1..={MAX_WINDOW}",
+                cfg.mqtt.window
+            ),
+        ));
+    }
+    match parse_size(cfg.storage.budget.get_ref()) {
+        None => d.push(Diag::new(
             span(&cfg.storage.budget),
             format!(
                 "disk budget {:?} is not a size: write e.g. \"200MB\" or \"1GiB\"",
                 cfg.storage.budget.get_ref()
             ),
-        ));
+        )),
+        Some(b) if !(MIN_BUDGET_BYTES..=MAX_BUDGET_BYTES).contains(&b) => d.push(Diag::new(
+            span(&cfg.storage.budget),
+            format!(
+                "disk budget {:?} is outside 100kB..=1TB",
+                cfg.storage.budget.get_ref()
+            ),
+        )),
+        Some(_) => {}
+    }
+    if let Some(ha) = &cfg.homeassistant {
+        if !(1..=86_400).contains(&ha.state_every_s) {
+            d.push(Diag::new(
+                None,
+                format!(
+                    "[homeassistant] state_every_s is {}: it must be in 1..=86400 seconds",
+                    ha.state_every_s
+                ),
+            ));
+        }
     }
     if cfg
         .web
@@ -499,6 +549,30 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
         }
         if !matches!(b.stop_bits.get_ref(), 1 | 2) {
             d.push(Diag::new(span(&b.stop_bits), "stop_bits must be 1 or 2"));
+        }
+        if !(MIN_BAUD..=MAX_BAUD).contains(&b.baud) {
+            d.push(Diag::new(
+                span(&b.name),
+                format!(
+                    "bus {name:?}: baud {} is outside {MIN_BAUD}..={MAX_BAUD}",
+                    b.baud
+                ),
+            ));
+        }
+        if !(MIN_TIMEOUT_MS..=MAX_TIMEOUT_MS).contains(&b.timeout_ms) {
+            d.push(Diag::new(
+                span(&b.name),
+                format!(
+                    "bus {name:?}: timeout_ms {} is outside {MIN_TIMEOUT_MS}..={MAX_TIMEOUT_MS}",
+                    b.timeout_ms
+                ),
+            ));
+        }
+        if let Some(u) = b.dead_units.iter().find(|u| !(1..=247).contains(*u)) {
+            d.push(Diag::new(
+                span(&b.name),
+                format!("bus {name:?}: dead unit {u} is outside 1..=247"),
+            ));
         }
     }
 
@@ -565,11 +639,15 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
             ));
         }
         if let Some(i) = &m.interval {
-            if i.get_ref().duration().is_none() {
+            let ok = i
+                .get_ref()
+                .duration()
+                .is_some_and(|d| (MIN_INTERVAL..=MAX_INTERVAL).contains(&d));
+            if !ok {
                 d.push(Diag::new(
                     span(i),
                     format!(
-                        "interval {} is not a duration: seconds, or \"500ms\", \"15s\", \"1m\"",
+                        "interval {} is not a duration in 10ms..=24h: seconds, or \"500ms\", \"15s\", \"1m\"",
                         i.get_ref()
                     ),
                 ));
@@ -612,18 +690,17 @@ pub struct Loaded {
 
 /// Read, validate, and read the batch key. Relative paths are taken from the config's folder.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut config: SiteConfig = toml::from_str(&text).map_err(|e| {
-        LoadError::Invalid(crate::check::render(path, &text, &[Diag::from_toml(&e)]))
-    })?;
+    let text = crate::diag::utf8_text(&bytes)
+        .map_err(|d| LoadError::Invalid(crate::diag::render_bytes(path, &bytes, &[d])))?;
+    let mut config: SiteConfig = toml::from_str(text)
+        .map_err(|e| LoadError::Invalid(crate::diag::render(path, text, &[Diag::from_toml(&e)])))?;
     let diags = validate(&config, &known_models());
     if !diags.is_empty() {
-        return Err(LoadError::Invalid(crate::check::render(
-            path, &text, &diags,
-        )));
+        return Err(LoadError::Invalid(crate::diag::render(path, text, &diags)));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let key_path = base.join(config.mqtt.key_file.get_ref());
@@ -724,7 +801,7 @@ role = "storage"
 
     fn diags(text: &str) -> String {
         let d = check(Path::new("s.toml"), text);
-        crate::check::render(Path::new("s.toml"), text, &d)
+        crate::diag::render(Path::new("s.toml"), text, &d)
     }
 
     #[test]
@@ -827,6 +904,22 @@ role = "storage"
         assert_eq!(read_key(&p).unwrap(), b"a raw key of enough bytes");
         std::fs::write(&p, "abcd").unwrap();
         assert!(matches!(read_key(&p), Err(LoadError::Key { .. })));
+    }
+
+    #[test]
+    fn loading_a_config_that_is_not_utf8_names_the_line_and_column_of_the_bad_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, b"[site]\nid = \"d\xf6mus\"\n").unwrap();
+        match load(&p) {
+            Err(LoadError::Invalid(msg)) => {
+                assert!(
+                    msg.starts_with(&format!("{}:2:8: byte 0xf6", p.display())),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

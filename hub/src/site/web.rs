@@ -19,11 +19,12 @@ use warp::Filter;
 
 use socer_drivers::reading::Reading;
 
-use super::config::{self, Role};
+use super::config::Role;
 use super::outbox::{Outbox, OutboxStats};
 use super::poll::{HealthMap, MeterHealth};
 use super::timesync::TimeKeeper;
 use super::uplink::{SharedUplink, UplinkState};
+use crate::http::query;
 
 /// A meter as the page shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -309,26 +310,22 @@ pub fn metrics_text(v: &View) -> String {
     o
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct HistoryQuery {
-    from: Option<String>,
-    to: Option<String>,
-    step: Option<String>,
-}
-
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn parse_step(s: &str) -> Option<i64> {
-    if let Ok(n) = s.parse::<i64>() {
-        return (n > 0).then_some(n);
+/// What `/api/v1/history` answers: by default the last 24 h in 15-minute steps; steps of whole
+/// minutes (the outbox keeps 1-min and 15-min aggregates) or local days; at most
+/// [`MAX_HISTORY_DAYS`] days and [`query::MAX_POINTS`] points per meter.
+pub fn history_rule() -> query::WindowRule {
+    let max_span_s = MAX_HISTORY_DAYS as i64 * 86_400 + 3600;
+    query::WindowRule {
+        default_span_s: Some(86_400),
+        default_step_s: 900,
+        step: query::StepRule {
+            min_s: 60,
+            max_s: max_span_s,
+            multiple_of_s: 60,
+        },
+        max_span_s,
+        max_points: query::MAX_POINTS,
     }
-    config::parse_duration(s)
-        .map(|d| d.as_secs() as i64)
-        .filter(|s| *s > 0)
 }
 
 /// Serve until `shutdown` resolves.
@@ -357,51 +354,41 @@ pub async fn serve(
         .and(warp::get())
         .and(with_view.clone())
         .map(move |v: Arc<View>| json(health_json(&v)));
+    let stats = Arc::new(crate::http::server::Stats::default());
+    let http = stats.clone();
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(with_view.clone())
-        .map(|v: Arc<View>| {
+        .map(move |v: Arc<View>| {
             warp::reply::with_header(
-                metrics_text(&v),
+                metrics_text(&v) + &http.prometheus("site"),
                 "content-type",
                 "text/plain; version=0.0.4",
             )
         });
     let history = warp::path!("api" / "v1" / "history")
         .and(warp::get())
-        .and(warp::query::<HistoryQuery>())
+        .and(crate::http::raw_query())
         .and(with_view.clone())
-        .then(|q: HistoryQuery, v: Arc<View>| async move {
-            let to =
-                q.to.as_deref()
-                    .and_then(parse_time)
-                    .unwrap_or_else(Utc::now);
-            let from = q
-                .from
-                .as_deref()
-                .and_then(parse_time)
-                .unwrap_or(to - chrono::Duration::hours(24));
-            let (code, body) = match q.step.as_deref() {
-                Some("1d") => match v.timezone.parse::<chrono_tz::Tz>() {
-                    Ok(tz) => {
-                        let days = crate::days::local_days(&tz, from, to, MAX_HISTORY_DAYS);
-                        history_reply(from, to, v.outbox.history_spans(days).await)
+        .then(|raw: String, v: Arc<View>| async move {
+            let tz = v
+                .timezone
+                .parse::<chrono_tz::Tz>()
+                .unwrap_or(chrono_tz::UTC);
+            let window = query::Params::parse(&raw)
+                .and_then(|p| query::parse_window(&p, &history_rule(), &tz, Utc::now()));
+            let (code, body) = match window {
+                Err(e) => (warp::http::StatusCode::BAD_REQUEST, e.to_json()),
+                Ok(w) => match w.step {
+                    query::Step::LocalDays => {
+                        let max = usize::try_from(w.points).unwrap_or(0);
+                        let days = crate::days::local_days(&tz, w.from, w.to, max);
+                        history_reply(w.from, w.to, v.outbox.history_spans(days).await)
                     }
-                    Err(_) => (
-                        warp::http::StatusCode::INTERNAL_SERVER_ERROR,
-                        serde_json::json!({ "error": format!("unknown time zone {:?}", v.timezone) })
-                            .to_string(),
-                    ),
+                    query::Step::Seconds(step) => {
+                        history_reply(w.from, w.to, v.outbox.history(w.from, w.to, step).await)
+                    }
                 },
-                Some(s) => match parse_step(s) {
-                    Some(step) => history_reply(from, to, v.outbox.history(from, to, step).await),
-                    None => (
-                        warp::http::StatusCode::BAD_REQUEST,
-                        r#"{"error":"step must be seconds, a duration such as 1m, 15m, 1h, or 1d (local days)"}"#
-                            .to_string(),
-                    ),
-                },
-                None => history_reply(from, to, v.outbox.history(from, to, 900).await),
             };
             warp::reply::with_status(
                 warp::reply::with_header(body, "content-type", "application/json"),
@@ -426,11 +413,15 @@ pub async fn serve(
         .or(history)
         .or(events)
         .or(index);
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    crate::http::server::serve(
+        "site",
+        warp::service(routes),
+        listener,
+        crate::http::server::Limits::SITE,
+        stats,
+        shutdown,
+    )
+    .await;
 }
 
 /// Longest `step=1d` answer, days.
@@ -522,10 +513,38 @@ mod tests {
     }
 
     #[test]
-    fn steps_parse_as_seconds_or_durations() {
-        assert_eq!(parse_step("900"), Some(900));
-        assert_eq!(parse_step("15m"), Some(900));
-        assert_eq!(parse_step("1h"), Some(3600));
-        assert_eq!(parse_step("soon"), None);
+    fn history_takes_minutes_or_local_days_within_the_stated_limits() {
+        let now = Utc::now();
+        let q = |raw: &str| {
+            query::parse_window(
+                &query::Params::parse(raw).unwrap(),
+                &history_rule(),
+                &chrono_tz::Europe::Rome,
+                now,
+            )
+        };
+        let w = q("").unwrap();
+        assert_eq!((w.to - w.from).num_hours(), 24);
+        assert_eq!(w.step, query::Step::Seconds(900));
+        assert_eq!(q("step=900").unwrap().step, query::Step::Seconds(900));
+        assert_eq!(q("step=1h").unwrap().step, query::Step::Seconds(3600));
+        assert_eq!(q("step=1d").unwrap().step, query::Step::LocalDays);
+        for bad in [
+            "soon",
+            "100000000000000000000s",
+            "1w",
+            "30s",
+            "-15m",
+            "NaN",
+            "",
+        ] {
+            assert_eq!(
+                q(&format!("step={bad}")).unwrap_err().param,
+                "step",
+                "{bad}"
+            );
+        }
+        let e = q("step=1m&from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z").unwrap_err();
+        assert!(e.message.contains("at most 3000 points"), "{e}");
     }
 }
