@@ -232,7 +232,7 @@ mod tests {
             ""
         );
         let out = check("p.csv", b"hour,eur_per_mwh\n2024-06-03T12:00:00Z,abc\n");
-        assert!(out.starts_with("p.csv:2:1: "), "{out}");
+        assert!(out.starts_with("p.csv:2:22: "), "{out}");
         let out = check("x.toml", b"answer = 42\n");
         assert!(
             out.starts_with("x.toml:1:1: not a file socer knows"),

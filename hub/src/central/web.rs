@@ -331,7 +331,7 @@ pub fn report_file(file: &str) -> Result<(), query::QueryError> {
         .ok_or_else(|| {
             query::QueryError::new("report", "ask for YYYY-MM.csv, YYYY-MM.json, YYYY.csv or YYYY.json")
         })?;
-    if period.len() == 4 {
+    if !period.is_empty() && period.bytes().all(|b| b.is_ascii_digit()) {
         query::parse_year(period).map(|_| ())
     } else {
         query::parse_month(period).map(|_| ())
