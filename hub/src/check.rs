@@ -73,7 +73,11 @@ pub fn render(path: &Path, text: &str, diags: &[Diag]) -> String {
         .collect();
     rows.sort_by_key(|r| (r.0, r.1));
     rows.iter()
-        .map(|(l, c, m)| format!("{}:{l}:{c}: {m}\n", path.display()))
+        .map(|(l, c, m)| {
+            // One diagnostic, one line: a multi-line message (TOML's, say) is joined.
+            let m: Vec<&str> = m.lines().map(str::trim).filter(|s| !s.is_empty()).collect();
+            format!("{}:{l}:{c}: {}\n", path.display(), m.join("; "))
+        })
         .collect()
 }
 

@@ -9,6 +9,8 @@ pub mod check;
 pub mod cli;
 pub mod days;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod site;
 pub mod solar;
 pub mod tls;

@@ -1,0 +1,142 @@
+//! Fuzz targets: what a hostile peer or a broken file can hand the hub's daemons and commands,
+//! as functions of bytes.
+//!
+//! Each target feeds arbitrary bytes to one entry point that meets untrusted input (an MQTT
+//! message, a config, a price file, a scenario) and checks the invariants that must hold whatever
+//! the input. `tests/fuzz_targets.rs` runs them briefly in CI; `fuzz/` runs them
+//! coverage-guided for long (`tools/fuzz`, figures in BENCHMARKS.md). A panic is a bug.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::central::tariff;
+use crate::check;
+use crate::demo::scenario::Scenario;
+use crate::wire::{self, Ack, Batch, SiteSummary, Status, Topics};
+
+const KEY: &[u8] = b"fuzz-site-key-0123456789abcdef";
+
+/// An MQTT payload on every site topic: refused or opened, never a panic; what opens re-seals to
+/// something that opens to the same value.
+pub fn wire_message(data: &[u8]) {
+    let t = Topics::new("socer");
+    let Ok(env) = wire::open_unverified(data) else {
+        return;
+    };
+    let site = env.site.clone();
+    let _ = wire::open::<Status>(KEY, &site, &t.status(&site), &env);
+    let _ = wire::open::<Ack>(KEY, &site, &t.ack(&site), &env);
+    let _ = wire::open::<SiteSummary>(KEY, &site, &t.summary(&site), &env);
+    if let Ok(batch) = wire::open::<Batch>(KEY, &site, &t.readings(&site), &env) {
+        let again = wire::seal(KEY, &site, &t.readings(&site), &batch);
+        let reopened = wire::open_unverified(&again)
+            .and_then(|e| wire::open::<Batch>(KEY, &site, &t.readings(&site), &e));
+        assert!(reopened.is_ok(), "a re-sealed batch must open");
+    }
+}
+
+/// Any JSON sealed with the right key: the payload decoders alone meet the structure.
+pub fn wire_body(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let t = Topics::new("socer");
+    for (topic, kind) in [
+        (t.readings("s"), 0),
+        (t.ack("s"), 1),
+        (t.status("s"), 2),
+        (t.summary("s"), 3),
+    ] {
+        let sealed = wire::seal(KEY, "s", &topic, &value);
+        let Ok(env) = wire::open_unverified(&sealed) else {
+            continue;
+        };
+        match kind {
+            0 => drop(wire::open::<Batch>(KEY, "s", &topic, &env)),
+            1 => drop(wire::open::<Ack>(KEY, "s", &topic, &env)),
+            2 => drop(wire::open::<Status>(KEY, "s", &topic, &env)),
+            _ => drop(wire::open::<SiteSummary>(KEY, "s", &topic, &env)),
+        }
+    }
+}
+
+/// A config file given to `socer check`: every input gives `ok` or `FILE:LINE:COL` diagnostics.
+pub fn config_file(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let path = Path::new("/etc/socer/fuzz.toml");
+    let diags = match text.parse::<toml::Table>() {
+        Err(e) => vec![check::Diag::from_toml(&e)],
+        Ok(_) => match check::detect_kind(&text) {
+            Some(check::ConfigKind::Site) => crate::site::config::check(path, &text),
+            Some(check::ConfigKind::Central) => crate::central::config::check(path, &text),
+            None => vec![],
+        },
+    };
+    let out = check::render(path, &text, &diags);
+    for line in out.lines() {
+        assert!(line.starts_with("/etc/socer/fuzz.toml"), "{line}");
+    }
+}
+
+const SITE_EXAMPLE: &str = include_str!("../../config/site.example.toml");
+const CENTRAL_EXAMPLE: &str = include_str!("../../config/central.example.toml");
+
+/// The example configs with each `key = value` line's value in turn replaced by the fuzz bytes
+/// (the first byte picks the site or the central example): every key meets huge, negative,
+/// fractional, mistyped and garbage values.
+pub fn config_values(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let value = String::from_utf8_lossy(rest).replace(['\n', '\r'], " ");
+    let example = if pick & 1 == 0 { SITE_EXAMPLE } else { CENTRAL_EXAMPLE };
+    let lines: Vec<&str> = example.lines().collect();
+    for (target, line) in lines.iter().enumerate() {
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        let mut text = String::with_capacity(example.len() + value.len());
+        for (i, l) in lines.iter().enumerate() {
+            if i == target {
+                text.push_str(key);
+                text.push_str(" = ");
+                text.push_str(&value);
+            } else {
+                text.push_str(l);
+            }
+            text.push('\n');
+        }
+        config_file(text.as_bytes());
+    }
+    let _ = crate::site::config::parse_duration(&value);
+    let _ = crate::site::config::parse_size(&value);
+    let _ = crate::site::config::parse_mqtt_url(&value);
+}
+
+/// A zonal price file.
+pub fn price_file(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(prices) = tariff::parse_price_csv(&text) {
+        let t = DateTime::<Utc>::from_timestamp(1_780_000_000, 0).unwrap_or_default();
+        let _ = format!("{prices:?}{t}");
+    }
+}
+
+/// A demo scenario file.
+pub fn scenario_file(data: &[u8]) {
+    let _ = Scenario::parse(&String::from_utf8_lossy(data));
+}
+
+/// Every target, by name (for the harness and the tests).
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("wire_message", wire_message),
+    ("wire_body", wire_body),
+    ("config_file", config_file),
+    ("config_values", config_values),
+    ("price_file", price_file),
+    ("scenario_file", scenario_file),
+];
