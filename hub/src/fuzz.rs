@@ -82,40 +82,54 @@ pub fn config_file(data: &[u8]) {
 const SITE_EXAMPLE: &str = include_str!("../../config/site.example.toml");
 const CENTRAL_EXAMPLE: &str = include_str!("../../config/central.example.toml");
 
-/// The example configs with each `key = value` line's value in turn replaced by the fuzz bytes
-/// (the first byte picks the site or the central example): every key meets huge, negative,
-/// fractional, mistyped and garbage values.
+/// The example configs with one `key = value` line's value replaced by the fuzz bytes: the first
+/// byte picks the site or the central example, the second the line. Every key meets huge,
+/// negative, fractional, mistyped and garbage values ([`config_value_at`] sweeps all of them).
 pub fn config_values(data: &[u8]) {
-    let Some((&pick, rest)) = data.split_first() else {
+    let [pick, line, rest @ ..] = data else {
         return;
     };
-    let value = String::from_utf8_lossy(rest).replace(['\n', '\r'], " ");
+    let value = String::from_utf8_lossy(rest);
     let example = if pick & 1 == 0 { SITE_EXAMPLE } else { CENTRAL_EXAMPLE };
-    let lines: Vec<&str> = example.lines().collect();
-    for (target, line) in lines.iter().enumerate() {
-        let Some((key, _)) = line.split_once(" = ") else {
-            continue;
-        };
-        if line.trim_start().starts_with('#') {
-            continue;
-        }
-        let mut text = String::with_capacity(example.len() + value.len());
-        for (i, l) in lines.iter().enumerate() {
-            if i == target {
-                text.push_str(key);
-                text.push_str(" = ");
-                text.push_str(&value);
-            } else {
-                text.push_str(l);
-            }
-            text.push('\n');
-        }
-        config_file(text.as_bytes());
+    let lines = assignment_lines(example);
+    if let Some(&target) = lines.get(usize::from(*line) % lines.len().max(1)) {
+        config_value_at(example, target, &value);
     }
     let _ = crate::site::config::parse_duration(&value);
     let _ = crate::site::config::parse_size(&value);
     let _ = crate::site::config::parse_mqtt_url(&value);
 }
+
+/// The line numbers (0-based) of the `key = value` lines of an example config.
+pub fn assignment_lines(example: &str) -> Vec<usize> {
+    example
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with('#') && l.contains(" = "))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Check `example` with the value of line `target` replaced by `value`.
+pub fn config_value_at(example: &str, target: usize, value: &str) {
+    let value = value.replace(['\n', '\r'], " ");
+    let mut text = String::with_capacity(example.len() + value.len());
+    for (i, l) in example.lines().enumerate() {
+        match (i == target, l.split_once(" = ")) {
+            (true, Some((key, _))) => {
+                text.push_str(key);
+                text.push_str(" = ");
+                text.push_str(&value);
+            }
+            _ => text.push_str(l),
+        }
+        text.push('\n');
+    }
+    config_file(text.as_bytes());
+}
+
+/// The example configs (site, central), for sweeps.
+pub const EXAMPLES: [&str; 2] = [SITE_EXAMPLE, CENTRAL_EXAMPLE];
 
 /// A zonal price file.
 pub fn price_file(data: &[u8]) {

@@ -76,3 +76,24 @@ fn every_hub_fuzz_target_survives_its_corpus_and_random_input() {
         run(name, *f);
     }
 }
+
+/// Every value line of both example configs, each given every kind of hostile value.
+#[test]
+fn every_config_value_survives_hostile_values() {
+    let values = [
+        "1e30", "-1e30", "1e400", "18446744073709551615.0", "18446744073709551616",
+        "-9223372036854775809", "9223372036854775807", "-1", "0", "-0.0", "nan", "inf", "-inf",
+        "0.000000001", "\"100000000000000000000s\"", "\"1e30s\"", "\"-5s\"", "\"0s\"",
+        "\"18446744073709551615ms\"", "\"99999999999d\"", "\"1.5e300h\"", "\"\"", "\" \"",
+        "\"x\"", "\"mqtt://a:1883,b:1884\"", "\"mqtt://[::1\"", "\"999999999999GB\"", "true",
+        "[]", "[1, 2]", "{}", "{ a = 1 }", "1979-05-27T07:32:00Z", "\"\\u0000\"",
+        "\"é\"", "\"../../../../etc/shadow\"",
+    ];
+    for example in socer::fuzz::EXAMPLES {
+        for line in socer::fuzz::assignment_lines(example) {
+            for v in values {
+                socer::fuzz::config_value_at(example, line, v);
+            }
+        }
+    }
+}
