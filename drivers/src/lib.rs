@@ -7,6 +7,8 @@
 pub mod bus;
 pub mod clock;
 pub mod decode;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod link;
 pub mod plan;
 pub mod profile;

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod days;
 pub mod demo;
 pub mod diag;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod site;
 pub mod solar;

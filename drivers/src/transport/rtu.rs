@@ -120,6 +120,47 @@ enum Parsed {
     Damaged(String),
 }
 
+/// What a complete, CRC-checked frame says about the request (`unit`, function code `fc`, `count`
+/// registers).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The device refused the request with this exception code.
+    Exception(u8),
+    /// The registers asked for, exactly `count` of them.
+    Words(Vec<u16>),
+    /// A well-formed frame that answers something else (another unit, function or length).
+    Foreign,
+}
+
+/// Classify a frame (as delimited by the framing, CRC included) against the request. Pure; any
+/// bytes are accepted.
+pub fn answer(frame: &[u8], unit: u8, fc: u8, count: u16) -> Answer {
+    let words = 2 * usize::from(count);
+    match frame {
+        [u, f, code, _, _] if *u == unit && *f == fc | 0x80 => Answer::Exception(*code),
+        [u, f, n, rest @ ..]
+            if *u == unit && *f == fc && usize::from(*n) == words && rest.len() == words + 2 =>
+        {
+            Answer::Words(
+                rest[..words]
+                    .chunks_exact(2)
+                    .map(|w| u16::from_be_bytes([w[0], w[1]]))
+                    .collect(),
+            )
+        }
+        _ => Answer::Foreign,
+    }
+}
+
+/// Delimit the first frame of `buf` and check its CRC ([`Parsed`]). Pure; any bytes are accepted.
+pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    match parse(buf) {
+        Parsed::Incomplete => Ok(None),
+        Parsed::Frame(n) => Ok(Some(n)),
+        Parsed::Damaged(why) => Err(why),
+    }
+}
+
 fn parse(buf: &[u8]) -> Parsed {
     if buf.len() < 3 {
         return Parsed::Incomplete;
@@ -353,21 +394,15 @@ impl RtuLink {
                     }
                     Parsed::Frame(len) => {
                         let frame: Vec<u8> = buf.drain(..len).collect();
-                        if frame[0] == unit && frame[1] == fc | 0x80 {
-                            return Err(LinkError::Exception { code: frame[2] });
+                        match answer(&frame, unit, fc, count) {
+                            Answer::Exception(code) => return Err(LinkError::Exception { code }),
+                            Answer::Words(words) => return Ok(words),
+                            Answer::Foreign => {
+                                // A well-formed answer to some other request (a late one).
+                                tracing::debug!(unit, data = %hex(&frame), "discarded a stale answer");
+                                foreign.extend_from_slice(&frame);
+                            }
                         }
-                        if frame[0] == unit
-                            && frame[1] == fc
-                            && usize::from(frame[2]) == 2 * usize::from(count)
-                        {
-                            return Ok(frame[3..len - 2]
-                                .chunks_exact(2)
-                                .map(|w| u16::from_be_bytes([w[0], w[1]]))
-                                .collect());
-                        }
-                        // A well-formed answer to some other request (a late one): not ours.
-                        tracing::debug!(unit, data = %hex(&frame), "discarded a stale answer");
-                        foreign.extend_from_slice(&frame);
                     }
                 }
             }
@@ -433,6 +468,18 @@ mod tests {
         assert!(matches!(parse(&[0x01, 0x10, 0x00]), Parsed::Damaged(_)));
         let exc = with_crc(vec![0x01, 0x84, 0x02]);
         assert!(matches!(parse(&exc), Parsed::Frame(5)));
+    }
+
+    #[test]
+    fn answer_matches_unit_function_and_length() {
+        let good = with_crc(vec![0x01, 0x04, 0x02, 0x12, 0x34]);
+        assert_eq!(answer(&good, 1, 0x04, 1), Answer::Words(vec![0x1234]));
+        assert_eq!(answer(&good, 2, 0x04, 1), Answer::Foreign);
+        assert_eq!(answer(&good, 1, 0x03, 1), Answer::Foreign);
+        assert_eq!(answer(&good, 1, 0x04, 2), Answer::Foreign);
+        let exc = with_crc(vec![0x01, 0x84, 0x02]);
+        assert_eq!(answer(&exc, 1, 0x04, 1), Answer::Exception(2));
+        assert_eq!(answer(&[], 1, 0x04, 0), Answer::Foreign);
     }
 
     #[test]
