@@ -573,8 +573,11 @@ pub fn verify<T: for<'de> Deserialize<'de>>(
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or(WireError::BadSignature)?;
-    key.verify_strict(&signed_message(topic, &env.body), &Signature::from_bytes(&sig))
-        .map_err(|_| WireError::BadSignature)?;
+    key.verify_strict(
+        &signed_message(topic, &env.body),
+        &Signature::from_bytes(&sig),
+    )
+    .map_err(|_| WireError::BadSignature)?;
     serde_json::from_str(&env.body).map_err(|e| WireError::MalformedBody(e.to_string()))
 }
 
@@ -711,7 +714,9 @@ mod tests {
         let t = Topics::new("socer");
         let hub = signing_key_from_hex(&"07".repeat(32)).unwrap();
         let public = hub.verifying_key();
-        let alert_of = |site: &str| Ack { seq: site.len() as u64 };
+        let alert_of = |site: &str| Ack {
+            seq: site.len() as u64,
+        };
         let bytes = sign(&hub, &t.site_alerts("stps"), &alert_of("stps"));
         let got: Ack = verify(&public, &t.site_alerts("stps"), &bytes).unwrap();
         assert_eq!(got, alert_of("stps"));

@@ -55,7 +55,13 @@ fn generated_mosquitto_files_work_as_written_and_confine_each_account() {
         assert!(conf.lines().any(|l| l == line), "no `{line}` in:\n{conf}");
     }
     assert!(!conf.contains("message_size_limit"), "{conf}");
-    let mode = |f: &str| std::fs::metadata(files.join(f)).unwrap().permissions().mode() & 0o777;
+    let mode = |f: &str| {
+        std::fs::metadata(files.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("passwd"), 0o640);
     let acl = std::fs::read_to_string(files.join("acl")).unwrap();
     assert!(acl.contains("user central-pub\n"), "{acl}");
@@ -120,7 +126,12 @@ fn generated_mosquitto_files_work_as_written_and_confine_each_account() {
     // Nor publish on the hub's topics or another site's: the broker drops it, so the retained
     // signal and iperal's ack, summary and status iperal sees are untouched. (Read as iperal: a
     // probe logged in as the hub would, rightly, take the hub's session.)
-    for topic in [t.signal(), t.ack("iperal"), t.summary("iperal"), t.status("iperal")] {
+    for topic in [
+        t.signal(),
+        t.ack("iperal"),
+        t.summary("iperal"),
+        t.status("iperal"),
+    ] {
         let out = mosquitto_pub_cmd("127.0.0.1", port, Some(("domus-1", PW_DOMUS)))
             .args(["-t", &topic, "-m", "forged", "-r"])
             .output()
@@ -131,7 +142,8 @@ fn generated_mosquitto_files_work_as_written_and_confine_each_account() {
     assert!(as_iperal.contains(&t.ack("iperal")), "{as_iperal}");
     assert!(!as_iperal.contains("forged"), "{as_iperal}");
     let iperal_ack = mosquitto_sub_one(port, "iperal", "pw-iperal", &t.ack("iperal"));
-    let a: Ack = wire::open_bytes(&key(KEY_IPERAL), "iperal", &t.ack("iperal"), &iperal_ack).unwrap();
+    let a: Ack =
+        wire::open_bytes(&key(KEY_IPERAL), "iperal", &t.ack("iperal"), &iperal_ack).unwrap();
     assert_eq!(a.seq, 2);
 
     // Nor take the hub's session: with the hub's client id the site is still only itself (the
@@ -140,7 +152,10 @@ fn generated_mosquitto_files_work_as_written_and_confine_each_account() {
     let _ = stolen;
     let stolen = listen_as(port, "domus-1", PW_DOMUS, "central-pub", "#", 2);
     let _ = stolen;
-    assert!(running.hub.broker_connected.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(running
+        .hub
+        .broker_connected
+        .load(std::sync::atomic::Ordering::Relaxed));
     mosquitto_pub(
         port,
         "domus-1",

@@ -466,7 +466,9 @@ pub fn mosquitto_acl(cfg: &CentralConfig, hub_user: &str) -> String {
 /// The port Mosquitto should listen on: the hub's broker URL's, or the embedded listener's.
 fn listener_port(cfg: &CentralConfig) -> u16 {
     match &cfg.broker {
-        BrokerConfig::External { url, .. } => Endpoint::from_url(url, "", "").map_or(1883, |e| e.port),
+        BrokerConfig::External { url, .. } => {
+            Endpoint::from_url(url, "", "").map_or(1883, |e| e.port)
+        }
         BrokerConfig::Embedded { listen, .. } => listen.port(),
     }
 }
@@ -482,7 +484,11 @@ pub fn write_mosquitto_files(cfg: &CentralConfig, dir: &Path) -> Result<Vec<Path
             password,
             url,
             ..
-        } => (username.clone(), password.clone(), url.starts_with("mqtts://")),
+        } => (
+            username.clone(),
+            password.clone(),
+            url.starts_with("mqtts://"),
+        ),
         BrokerConfig::Embedded {
             hub_user,
             hub_password,
@@ -601,7 +607,14 @@ mod tests {
         assert_eq!(owner("domus-1.flex"), Some("domus-1"));
         assert_eq!(owner("domus.x"), Some("domus"));
         assert_eq!(owner("a.b.c"), Some("a.b"));
-        for nobody in ["", "centralx", "socer-central-socer", "domus-12", ".central", "x"] {
+        for nobody in [
+            "",
+            "centralx",
+            "socer-central-socer",
+            "domus-12",
+            ".central",
+            "x",
+        ] {
             assert_eq!(owner(nobody), None, "{nobody:?}");
         }
     }

@@ -125,7 +125,10 @@ mod tests {
         assert!(r.observe("t/ack", b"theirs"));
         assert!(r.observe("t/ack", b""));
         let back = r.take_tampered();
-        assert_eq!(back, vec![("t/ack".to_string(), QoS::AtLeastOnce, b"ours".to_vec())]);
+        assert_eq!(
+            back,
+            vec![("t/ack".to_string(), QoS::AtLeastOnce, b"ours".to_vec())]
+        );
         assert!(r.take_tampered().is_empty());
     }
 }

@@ -277,7 +277,11 @@ mod tests {
             r.signal.as_ref().map(|s| s.community.level),
             Some(Level::Red)
         );
-        let a = wire::sign(&hub(), &topics.site_alerts("stps"), &alert("w1-open", Some("stps")));
+        let a = wire::sign(
+            &hub(),
+            &topics.site_alerts("stps"),
+            &alert("w1-open", Some("stps")),
+        );
         assert!(r.accept(k, &topics, "stps", &topics.site_alerts("stps"), &a));
         assert!(r.accept(k, &topics, "stps", &topics.site_alerts("stps"), &a));
         assert_eq!(r.alerts.len(), 1);
@@ -317,11 +321,17 @@ mod tests {
         // A genuine but older signal (a replay) does not replace the newer one.
         let old = wire::sign(&hub(), &topics.signal(), &signal(Level::Green, 50));
         assert!(!r.accept(k, &topics, "stps", &topics.signal(), &old));
-        assert_eq!(r.signal.as_ref().map(|s| s.community.level), Some(Level::Red));
+        assert_eq!(
+            r.signal.as_ref().map(|s| s.community.level),
+            Some(Level::Red)
+        );
         assert!(r.alerts.is_empty());
         // Without the hub's public key nothing is shown.
         let mut blind = Received::default();
         assert!(!blind.accept(None, &topics, "stps", &topics.signal(), &genuine));
-        assert_eq!((blind.signal.is_none(), blind.broadcasts_refused), (true, 1));
+        assert_eq!(
+            (blind.signal.is_none(), blind.broadcasts_refused),
+            (true, 1)
+        );
     }
 }

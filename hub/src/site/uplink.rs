@@ -91,7 +91,8 @@ impl Epochs {
         self.current.store(e, Ordering::Relaxed);
         if let Some(f) = &self.file {
             let tmp = f.with_extension("tmp");
-            let res = std::fs::write(&tmp, format!("{e}\n")).and_then(|()| std::fs::rename(&tmp, f));
+            let res =
+                std::fs::write(&tmp, format!("{e}\n")).and_then(|()| std::fs::rename(&tmp, f));
             if let Err(err) = res {
                 tracing::warn!("status epoch file {}: {err}", f.display());
             }

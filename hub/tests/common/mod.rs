@@ -107,13 +107,11 @@ pub fn start_generated_mosquitto(dir: &Path, files: &Path, port: u16) -> Reaped 
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        let gid = std::fs::read_to_string("/etc/group")
-            .ok()
-            .and_then(|g| {
-                g.lines()
-                    .find(|l| l.starts_with("mosquitto:"))
-                    .and_then(|l| l.split(':').nth(2).and_then(|n| n.parse::<u32>().ok()))
-            });
+        let gid = std::fs::read_to_string("/etc/group").ok().and_then(|g| {
+            g.lines()
+                .find(|l| l.starts_with("mosquitto:"))
+                .and_then(|l| l.split(':').nth(2).and_then(|n| n.parse::<u32>().ok()))
+        });
         for d in [dir, files] {
             let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
         }
