@@ -202,3 +202,42 @@ impl Sites {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, epoch: u64, n: u64) -> Status {
+        Status {
+            state: state.into(),
+            epoch,
+            n,
+            backlog: n,
+            ..Status::offline()
+        }
+    }
+
+    #[test]
+    fn the_newest_status_wins_and_a_replayed_older_one_changes_nothing() {
+        let sites = Sites::new([("iperal", "Iperal")].into_iter());
+        let now = Utc::now();
+        let state = || sites.all()[0].state.clone();
+        assert!(sites.status("iperal", status("online", 10, 1), now));
+        assert!(sites.status("iperal", status("online", 10, 2), now));
+        assert_eq!(sites.all()[0].backlog, 2);
+        // An old online status of the same epoch, then the same one again: ignored.
+        assert!(!sites.status("iperal", status("online", 10, 1), now));
+        assert!(!sites.status("iperal", status("online", 10, 2), now));
+        // The will closes epoch 10; nothing of epoch 10 reopens it.
+        assert!(sites.status("iperal", status("offline", 10, Status::END_OF_EPOCH), now));
+        assert!(!sites.status("iperal", status("online", 10, 3), now));
+        assert_eq!(state(), "offline");
+        // A new epoch is online; the old will replayed does not mark it offline.
+        assert!(sites.status("iperal", status("online", 11, 1), now));
+        assert!(!sites.status("iperal", status("offline", 10, Status::END_OF_EPOCH), now));
+        assert!(!sites.status("iperal", status("offline", 9, Status::END_OF_EPOCH), now));
+        assert_eq!(state(), "online");
+        // Unknown sites are not tracked.
+        assert!(!sites.status("intruder", status("online", 99, 1), now));
+    }
+}

@@ -442,3 +442,61 @@ impl Link {
         Ok(Some(last))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_epochs_only_grow_across_restarts_even_when_the_clock_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uplink-epoch");
+        // A previous life left an epoch far in the future (a clock that was wrong then).
+        std::fs::write(&file, "99999999999999\n").unwrap();
+        let e = Epochs::new(Some(file.clone()));
+        let a = e.next();
+        let b = e.next();
+        assert!(a > 99_999_999_999_999 && b > a, "{a} {b}");
+        assert_eq!(e.current(), b);
+        // Restarted: carries on above what was written.
+        let again = Epochs::new(Some(file.clone()));
+        assert!(again.next() > b);
+        // Without a file, the wall clock in ms (and still strictly increasing).
+        let plain = Epochs::new(None);
+        let (x, y) = (plain.next(), plain.next());
+        assert!(x > 1_600_000_000_000 && y > x);
+    }
+
+    #[test]
+    fn the_last_will_is_a_sealed_offline_status_closing_its_epoch() {
+        let cfg = UplinkConfig {
+            broker: BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883,
+            },
+            username: Some("domus-1".into()),
+            password: None,
+            ca_pem: None,
+            key: b"0123456789abcdef".to_vec(),
+            community: "socer".into(),
+            site: "domus-1".into(),
+            batch_readings: 10,
+            window: 1,
+            ack_timeout: Duration::from_secs(30),
+            status_every: Duration::from_secs(30),
+            epoch_file: None,
+            inbox: None,
+        };
+        assert_eq!(client_id(&cfg), "domus-1");
+        let will = last_will(&cfg, 42);
+        let topic = Topics::new("socer").status("domus-1");
+        assert_eq!(will.topic, topic);
+        assert!(!String::from_utf8_lossy(&will.message).contains("offline"));
+        let st: Status = wire::open_bytes(&cfg.key, "domus-1", &topic, &will.message).unwrap();
+        assert_eq!(
+            (st.state.as_str(), st.order()),
+            ("offline", (42, Status::END_OF_EPOCH))
+        );
+    }
+}
