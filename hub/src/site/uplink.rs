@@ -51,12 +51,15 @@ pub struct UplinkConfig {
     pub inbox: Option<Inbox>,
 }
 
+/// Where an [`Inbox`]'s messages go: (topic, payload).
+pub type Deliver = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
+
 /// Topics another part of the agent listens to on the uplink's connection, and where their
 /// messages go.
 #[derive(Clone)]
 pub struct Inbox {
     pub topics: Vec<String>,
-    pub deliver: Arc<dyn Fn(&str, &[u8]) + Send + Sync>,
+    pub deliver: Deliver,
 }
 
 /// Restores of the retained status happen at most this often.
