@@ -66,17 +66,19 @@ impl Retained {
         client.try_publish(topic, qos, true, bytes)
     }
 
-    /// A message seen on one of the hub's retained topics: if it is not what the hub published
-    /// last (another account wrote or deleted it), mark the topic for restoring. Returns whether
-    /// it was marked. Topics the hub never published on are left alone.
+    /// A message seen on one of the hub's retained topics: the broker now holds it. If it is not
+    /// what the hub published last (another account wrote or deleted it), mark the topic for
+    /// restoring; if it is (our own message coming back, after an older one of ours or a
+    /// stranger's), the broker holds ours again and the mark goes. Returns whether it is marked.
+    /// Topics the hub never published on are left alone.
     pub fn observe(&self, topic: &str, payload: &[u8]) -> bool {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match g.get_mut(topic) {
-            Some(e) if e.bytes != payload => {
-                e.tampered = true;
-                true
+            Some(e) => {
+                e.tampered = e.bytes != payload;
+                e.tampered
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -125,10 +127,19 @@ mod tests {
         assert!(r.observe("t/ack", b"theirs"));
         assert!(r.observe("t/ack", b""));
         let back = r.take_tampered();
+        assert_eq!(back.len(), 1);
+        // Our own older message, then the newest coming back: nothing to restore.
+        r.record("t/ack", QoS::AtLeastOnce, b"ours");
+        assert!(r.observe("t/ack", b"older of ours"));
+        assert!(!r.observe("t/ack", b"ours"));
+        assert!(r.take_tampered().is_empty());
         assert_eq!(
             back,
             vec![("t/ack".to_string(), QoS::AtLeastOnce, b"ours".to_vec())]
         );
+        // Deleted again: marked until taken.
+        assert!(r.observe("t/ack", b""));
+        assert_eq!(r.take_tampered().len(), 1);
         assert!(r.take_tampered().is_empty());
     }
 }

@@ -331,9 +331,8 @@ impl Link {
                         }
                     }
                     Some(Ev::Message(topic, payload)) if topic == status_topic => {
-                        if self.last_status.as_ref().is_some_and(|ours| *ours != payload) {
-                            restore_due = true;
-                        }
+                        // The broker holds what it sent last: ours again clears the mark.
+                        restore_due = self.last_status.as_ref().is_some_and(|ours| *ours != payload);
                     }
                     Some(Ev::Message(topic, payload)) => {
                         if let Some(inbox) = &self.cfg.inbox {
