@@ -98,6 +98,15 @@ pub fn start_mosquitto(dir: &Path, port: u16, conf: &str) -> Reaped {
     broker
 }
 
+/// The `mosquitto` group's id, if there is one.
+pub fn mosquitto_gid() -> Option<u32> {
+    std::fs::read_to_string("/etc/group").ok().and_then(|g| {
+        g.lines()
+            .find(|l| l.starts_with("mosquitto:"))
+            .and_then(|l| l.split(':').nth(2).and_then(|n| n.parse::<u32>().ok()))
+    })
+}
+
 /// Mosquitto started with exactly the files `socer central --mosquitto-files` wrote into `files`
 /// (`mosquitto -c files/socer.conf`), killed when dropped; its log goes to `mosquitto_log(dir,
 /// port)`. As an operator would, the password and ACL files are handed to the `mosquitto` group
@@ -107,11 +116,7 @@ pub fn start_generated_mosquitto(dir: &Path, files: &Path, port: u16) -> Reaped 
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        let gid = std::fs::read_to_string("/etc/group").ok().and_then(|g| {
-            g.lines()
-                .find(|l| l.starts_with("mosquitto:"))
-                .and_then(|l| l.split(':').nth(2).and_then(|n| n.parse::<u32>().ok()))
-        });
+        let gid = mosquitto_gid();
         for d in [dir, files] {
             let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
         }
