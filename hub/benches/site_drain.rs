@@ -98,6 +98,8 @@ async fn main() {
         window: 8,
         ack_timeout: Duration::from_secs(30),
         status_every: Duration::from_secs(30),
+        epoch_file: None,
+        inbox: None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();

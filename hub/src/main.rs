@@ -35,6 +35,8 @@ enum Command {
     Profiles(socer::cli::profiles::Args),
     /// Benchmark the central hub: N sites × M meters of sealed batches through its embedded broker.
     Loadgen(socer::cli::loadgen::Args),
+    /// Make the hub's signing key file (0600) and print the public key for the site configs.
+    Keygen(socer::cli::keygen::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Simulate(a) => socer::cli::simulate::run(a).await,
             Command::Profiles(a) => socer::cli::profiles::run(a).await,
             Command::Loadgen(a) => socer::cli::loadgen::run(a).await,
+            Command::Keygen(a) => socer::cli::keygen::run(a).await,
         }
     });
     match result {

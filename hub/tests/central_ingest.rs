@@ -99,10 +99,10 @@ fn embedded_broker_stores_genuine_batches_and_counts_every_kind_of_bad_one() {
     pubd(&forged);
     assert!(wait_until(5, || rejected(&hub, "domus-1", "bad_mac") == 1.0));
 
-    // Altered: a genuine envelope whose body was changed in transit.
+    // Altered: a genuine envelope whose ciphertext was changed in transit.
     let mut env: Envelope = serde_json::from_slice(&sealed("domus-1", KEY_DOMUS, 5..=5)).unwrap();
-    env.body = env.body.replace("\"p_w\":500.0", "\"p_w\":-90000.0");
-    assert!(env.body.contains("-90000"));
+    let flipped = if env.ct.starts_with('A') { "B" } else { "A" };
+    env.ct.replace_range(0..1, flipped);
     pubd(&serde_json::to_vec(&env).unwrap());
     assert!(wait_until(5, || rejected(&hub, "domus-1", "bad_mac") == 2.0));
 
@@ -113,7 +113,7 @@ fn embedded_broker_stores_genuine_batches_and_counts_every_kind_of_bad_one() {
     assert!(wait_until(5, || rejected(&hub, "domus-1", "oversized") == 1.0));
 
     // A version we do not speak.
-    pubd(br#"{"v":2,"site":"domus-1","body":"{}","mac":"00"}"#);
+    pubd(br#"{"v":1,"site":"domus-1","nonce":"","ct":""}"#);
     assert!(wait_until(5, || rejected(&hub, "domus-1", "version") == 1.0));
 
     // Far future: a genuine seal of a batch sent tomorrow.
@@ -190,38 +190,61 @@ fn a_gap_holds_the_ack_until_the_missing_batch_arrives() {
 }
 
 #[test]
-fn status_and_last_will_set_the_site_state() {
+fn sealed_status_and_last_will_set_the_site_state_newest_first_unsealed_refused() {
     require_mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let hub = start_hub(dir.path(), port);
+    let web = hub.running.web_addr;
     let topic = Topics::new("socer").status("iperal");
-    let online = br#"{"state":"online","version":"0.1.0","backlog":42,"clock_synced":true,
-        "meters":[{"name":"grid","model":"eastron-sdm630","role":"grid","pod":"P-IPERAL","health":"ok"}]}"#;
+    let state = || site(&json_get(web, "/api/v1/sites"), "iperal")["state"].clone();
+    let online: wire::Status = serde_json::from_str(
+        r#"{"state":"online","version":"0.1.0","backlog":42,"clock_synced":true,"epoch":7,"n":1,
+        "meters":[{"name":"grid","model":"eastron-sdm630","role":"grid","pod":"P-IPERAL","health":"ok"}]}"#,
+    )
+    .unwrap();
+    let sealed_online = wire::seal(&key(KEY_IPERAL), "iperal", &topic, &online);
     assert!(wait_until(10, || {
-        mosquitto_pub(port, "iperal", "pw-iperal", &topic, online, dir.path());
-        wait_until(1, || {
-            site(&json_get(hub.running.web_addr, "/api/v1/sites"), "iperal")["state"] == "online"
-        })
+        mosquitto_pub(port, "iperal", "pw-iperal", &topic, &sealed_online, dir.path());
+        wait_until(1, || state() == "online")
     }));
-    let sites = json_get(hub.running.web_addr, "/api/v1/sites");
+    let sites = json_get(web, "/api/v1/sites");
     let s = site(&sites, "iperal");
     assert_eq!(
         (s["backlog"].as_u64(), s["clock_synced"].as_bool()),
         (Some(42), Some(true))
     );
     assert_eq!(s["meters"][0]["pod"], "P-IPERAL");
-    mosquitto_pub(
-        port,
-        "iperal",
-        "pw-iperal",
-        &topic,
-        br#"{"state":"offline"}"#,
-        dir.path(),
-    );
-    assert!(wait_until(5, || site(
-        &json_get(hub.running.web_addr, "/api/v1/sites"),
-        "iperal"
-    )["state"]
-        == "offline"));
+
+    // Unsealed (as v1 sent it) or sealed with another site's key: refused and counted.
+    let offline = wire::Status {
+        epoch: 7,
+        ..wire::Status::offline()
+    };
+    mosquitto_pub(port, "iperal", "pw-iperal", &topic, br#"{"state":"offline"}"#, dir.path());
+    let forged = wire::seal(&key(KEY_DOMUS), "iperal", &topic, &offline);
+    mosquitto_pub(port, "iperal", "pw-iperal", &topic, &forged, dir.path());
+    assert!(wait_until(5, || rejected(&hub, "iperal", "malformed") == 1.0
+        && rejected(&hub, "iperal", "bad_mac") == 1.0));
+    assert_eq!(state(), "online");
+
+    // The genuine will of epoch 7 ends it; a replay of that epoch's online status changes nothing.
+    let will = wire::seal(&key(KEY_IPERAL), "iperal", &topic, &offline);
+    mosquitto_pub(port, "iperal", "pw-iperal", &topic, &will, dir.path());
+    assert!(wait_until(5, || state() == "offline"));
+    mosquitto_pub(port, "iperal", "pw-iperal", &topic, &sealed_online, dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(state(), "offline");
+
+    // A new epoch is online again; the old will replayed then does not mark it offline.
+    let next = wire::Status {
+        epoch: 8,
+        ..online.clone()
+    };
+    let sealed_next = wire::seal(&key(KEY_IPERAL), "iperal", &topic, &next);
+    mosquitto_pub(port, "iperal", "pw-iperal", &topic, &sealed_next, dir.path());
+    assert!(wait_until(5, || state() == "online"));
+    mosquitto_pub(port, "iperal", "pw-iperal", &topic, &will, dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(state(), "online");
 }

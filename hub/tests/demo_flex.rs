@@ -243,6 +243,10 @@ fn alert(kind: AlertKind, ts: &str, hours: f64) -> Alert {
 
 /// Publish `a` on the depot's alert topic every 300 ms until `done` holds (the controller may not
 /// have subscribed yet: alerts are not retained), for at most 15 s.
+fn hub_key() -> socer::wire::HubSigningKey {
+    socer::wire::signing_key_from_hex(&"24".repeat(32)).unwrap()
+}
+
 async fn publish_until(
     client: &AsyncClient,
     a: &Alert,
@@ -251,7 +255,7 @@ async fn publish_until(
     let topic = Topics::new("socer").site_alerts("stps");
     let until = Instant::now() + StdDuration::from_secs(15);
     while Instant::now() < until {
-        let payload = serde_json::to_vec(a).map_err(|e| e.to_string())?;
+        let payload = socer::wire::sign(&hub_key(), &topic, a);
         client
             .publish(&topic, QoS::AtLeastOnce, false, payload)
             .await
@@ -299,6 +303,7 @@ fn a_targeted_alert_through_the_broker_moves_the_depot_charging_in_the_model() {
                 community: "socer".into(),
                 site: "stps".into(),
                 password: "pw-stps".into(),
+                hub_public_key: hub_key().verifying_key(),
             },
             ROME,
             clock.clone() as Arc<dyn Clock>,
@@ -306,7 +311,7 @@ fn a_targeted_alert_through_the_broker_moves_the_depot_charging_in_the_model() {
             Some(report.clone()),
             stopped,
         );
-        let mut o = MqttOptions::new("test-central", "127.0.0.1", port);
+        let mut o = MqttOptions::new("central", "127.0.0.1", port);
         o.set_credentials("central", "pw-central");
         o.set_max_packet_size(64 * 1024, 64 * 1024);
         let (client, mut events) = AsyncClient::new(o, 16);
@@ -324,6 +329,22 @@ fn a_targeted_alert_through_the_broker_moves_the_depot_charging_in_the_model() {
                 .iter()
                 .any(|w| w.from == "11:00" && w.kw == 180.0)
         };
+        // The same alert unsigned, or signed by another key, moves nothing.
+        let expected = alert(AlertKind::Expected, "2026-06-09T20:00:00Z", 3.0);
+        let topic = Topics::new("socer").site_alerts("stps");
+        let forger = socer::wire::generate_signing_key();
+        for _ in 0..5 {
+            let unsigned = serde_json::to_vec(&expected).unwrap();
+            let forged = socer::wire::sign(&forger, &topic, &expected);
+            for p in [unsigned, forged] {
+                client
+                    .publish(&topic, QoS::AtLeastOnce, false, p)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            tokio::time::sleep(StdDuration::from_millis(300)).await;
+        }
+        assert!(!moved(), "an alert the hub did not sign moved the charging");
         publish_until(
             &client,
             &alert(AlertKind::Expected, "2026-06-09T20:00:00Z", 3.0),

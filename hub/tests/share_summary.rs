@@ -114,6 +114,7 @@ fn the_hub_seals_each_site_s_monthly_share_and_the_site_refuses_a_forged_one() {
         community: "socer".into(),
         site: "domus-1".into(),
         key: key(KEY_DOMUS),
+        hub_public_key: None,
     };
     let _enter = rt.enter();
     let _task = signal::spawn(listen, shared.clone(), stop_rx);

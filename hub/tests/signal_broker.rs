@@ -41,14 +41,15 @@ fn sub_in_background(port: u16, topic: &str, secs: u32) -> std::process::Child {
     mosquitto_sub(port, Some(("domus-1", PW_DOMUS)), topic, 1, secs)
 }
 
-fn alert_of(child: std::process::Child) -> Alert {
+/// The alert `child` received on `topic`, verified with the hub's public key.
+fn alert_of(child: std::process::Child, hub: &wire::HubPublicKey, topic: &str) -> Alert {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "no alert: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    wire::verify(hub, topic, out.stdout.trim_ascii_end()).unwrap()
 }
 
 #[test]
@@ -97,7 +98,11 @@ fn surplus_turns_the_retained_signal_green_and_opens_a_window_for_the_flexible_s
     assert!(sent, "the hub never turned green");
 
     let bytes = mosquitto_sub_one(port, "domus-1", PW_DOMUS, &topics.signal());
-    let s: Signal = serde_json::from_slice(&bytes).unwrap();
+    // Signed by the hub: it verifies with the hub's public key, and with no other.
+    let public = hub.hub.public_key();
+    let s: Signal = wire::verify(&public, &topics.signal(), &bytes).unwrap();
+    let stranger = wire::generate_signing_key().verifying_key();
+    assert!(wire::verify::<Signal>(&stranger, &topics.signal(), &bytes).is_err());
     assert_eq!(s.community.zone, "socer");
     assert_eq!(s.community.level, Level::Green);
     assert_eq!(s.community.openadr_level, 0);
@@ -116,7 +121,7 @@ fn surplus_turns_the_retained_signal_green_and_opens_a_window_for_the_flexible_s
     assert_eq!(api["community"]["level"], "green");
     assert_eq!(api["community"]["openadr_level"], 0);
 
-    let a = alert_of(community_alert);
+    let a = alert_of(community_alert, &public, &topics.alerts());
     assert_eq!(a.kind, AlertKind::Open);
     assert_eq!(a.site, None);
     assert!(a.text_it.contains("Finestra verde aperta"), "{}", a.text_it);
@@ -125,7 +130,7 @@ fn surplus_turns_the_retained_signal_green_and_opens_a_window_for_the_flexible_s
         "{}",
         a.expected_surplus_kwh
     );
-    let t = alert_of(site_alert);
+    let t = alert_of(site_alert, &public, &topics.site_alerts("iperal"));
     assert_eq!(
         (t.kind, t.site.as_deref()),
         (AlertKind::Open, Some("iperal"))

@@ -1,5 +1,5 @@
 //! The building's side of the signal through a Mosquitto the test starts: the agent's listener
-//! keeps the retained signal and its alerts, and Home Assistant discovery is announced (read back
+//! keeps the retained signal and its alerts when the hub signed them (and refuses the unsigned), and Home Assistant discovery is announced (read back
 //! with `mosquitto_sub`), kept fresh, and announced again when Home Assistant says `online`.
 
 mod common;
@@ -14,7 +14,7 @@ use common::{free_port, mosquitto_pub_cmd, mosquitto_sub, require_mosquitto, run
 use socer::site::config::{parse_mqtt_url, Role};
 use socer::site::web::MeterInfo;
 use socer::site::{ha, signal};
-use socer::wire::{Level, Signal, Topics};
+use socer::wire::{self, Alert, Level, Signal, Topics};
 use socer_drivers::reading::{Quality, Reading, Values};
 
 fn start_mosquitto(dir: &Path, port: u16) -> common::Reaped {
@@ -36,6 +36,16 @@ fn lines(child: Child) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+fn hub_key() -> wire::HubSigningKey {
+    wire::signing_key_from_hex(&"42".repeat(32)).unwrap()
+}
+
+/// `json` parsed as `T` and signed by the hub for `topic`.
+fn signed<T: serde::Serialize + serde::de::DeserializeOwned>(topic: &str, json: &str) -> String {
+    let v: T = serde_json::from_str(json).unwrap();
+    String::from_utf8(wire::sign(&hub_key(), topic, &v)).unwrap()
 }
 
 fn publish(port: u16, topic: &str, payload: &str, retain: bool) {
@@ -250,7 +260,7 @@ fn home_assistant_role_total_never_decreases_while_one_meter_misses_its_counter(
 }
 
 #[test]
-fn the_site_keeps_the_retained_signal_and_its_alerts() {
+fn the_site_keeps_the_signed_retained_signal_and_its_alerts_and_refuses_unsigned_ones() {
     require_mosquitto();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -258,6 +268,7 @@ fn the_site_keeps_the_retained_signal_and_its_alerts() {
     let rt = runtime();
     let t = Topics::new("socer");
     let signal_json = r#"{"ts":"2026-06-10T10:00:00Z","community":{"zone":"socer","level":"green","openadr_level":0,"surplus_kw":25.0,"production_kw":30.0,"consumption_kw":5.0,"since":"2026-06-10T09:45:00Z"},"substations":[],"forecast":[]}"#;
+    // Unsigned (as v1 sent it): refused; the hub's signed one follows and is kept.
     publish(port, &t.signal(), signal_json, true);
 
     let shared = signal::SharedSignal::default();
@@ -270,9 +281,13 @@ fn the_site_keeps_the_retained_signal_and_its_alerts() {
         community: "socer".into(),
         site: "stps".into(),
         key: b"stps-key".to_vec(),
+        hub_public_key: Some(hub_key().verifying_key()),
     };
     let _enter = rt.enter();
     let _task = signal::spawn(cfg, shared.clone(), stop_rx);
+    assert!(wait_until(10, || shared.lock().unwrap().broadcasts_refused == 1));
+    assert!(shared.lock().unwrap().signal.is_none());
+    publish(port, &t.signal(), &signed::<Signal>(&t.signal(), signal_json), true);
     assert!(wait_until(10, || shared.lock().unwrap().signal.is_some()));
     let s: Signal = shared.lock().unwrap().signal.clone().unwrap();
     assert_eq!(
@@ -282,10 +297,14 @@ fn the_site_keeps_the_retained_signal_and_its_alerts() {
 
     let alert = r#"{"id":"socer-20260610T1000-open","kind":"open","site":"stps","ts":"2026-06-10T10:00:00Z","window_start":"2026-06-10T10:00:00Z","window_end":"2026-06-10T13:00:00Z","expected_surplus_kwh":75.0,"loads":[{"name":"bus charging","power_kw":50.0,"hours":1.5}],"text_it":"Finestra verde aperta ora","text_en":"Green window open now"}"#;
     publish(port, &t.site_alerts("stps"), alert, false);
-    publish(port, &t.site_alerts("iperal"), alert, false);
+    publish(port, &t.site_alerts("stps"), &signed::<Alert>(&t.site_alerts("iperal"), alert), false);
+    publish(port, &t.site_alerts("iperal"), &signed::<Alert>(&t.site_alerts("iperal"), alert), false);
+    publish(port, &t.site_alerts("stps"), &signed::<Alert>(&t.site_alerts("stps"), alert), false);
     assert!(wait_until(10, || !shared.lock().unwrap().alerts.is_empty()));
     std::thread::sleep(Duration::from_millis(300));
     let r = shared.lock().unwrap().clone();
-    assert_eq!(r.alerts.len(), 1, "only this site's alerts");
+    assert_eq!(r.alerts.len(), 1, "only this site's signed alerts");
+    // The unsigned signal, the unsigned alert and the one signed for another site's topic.
+    assert_eq!(r.broadcasts_refused, 3);
     assert_eq!(r.alerts[0].loads[0].hours, 1.5);
 }

@@ -115,7 +115,7 @@ fn connack(
     port: u16,
     transport: Option<Transport>,
 ) -> Result<(), String> {
-    let mut o = MqttOptions::new(format!("probe-{}", rand_id()), "localhost", port);
+    let mut o = MqttOptions::new(format!("{SITE}.probe-{}", rand_id()), "localhost", port);
     o.set_credentials(SITE, PW_SITE);
     if let Some(t) = transport {
         o.set_transport(t);

@@ -15,7 +15,8 @@ use common::*;
 use socer::central::{self, broker, config};
 use socer::wire::Topics;
 
-/// Mosquitto with only a TLS listener on `port`, the generated password and ACL files.
+/// Mosquitto with the generated files, its TLS lines filled in as the generated config's
+/// comments say (the hub's url is mqtts://, so its listener is for TLS only).
 fn start_mosquitto(
     dir: &Path,
     port: u16,
@@ -25,13 +26,29 @@ fn start_mosquitto(
     let files = dir.join("mosquitto");
     broker::write_mosquitto_files(cfg, &files).unwrap();
     let generated = std::fs::read_to_string(files.join("socer.conf")).unwrap();
-    let conf = format!(
-        "cafile {}\ncertfile {}\nkeyfile {}\nuser root\n{generated}",
-        pki.ca.display(),
-        pki.cert.display(),
-        pki.key.display()
-    );
-    common::start_mosquitto(dir, port, &conf)
+    assert!(generated.contains("#certfile "), "{generated}");
+    let conf: String = generated
+        .lines()
+        .map(|l| {
+            if l.starts_with("#certfile ") {
+                format!(
+                    "cafile {}\ncertfile {}\n",
+                    pki.ca.display(),
+                    pki.cert.display()
+                )
+            } else if l.starts_with("#keyfile ") {
+                format!("keyfile {}\n", pki.key.display())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(files.join("socer.conf"), conf).unwrap();
+    // Mosquitto drops to its own user: its key goes to its group, as an operator would do.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::os::unix::fs::chown(&pki.key, None, common::mosquitto_gid());
+    let _ = std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o640));
+    common::start_generated_mosquitto(dir, &files, port)
 }
 
 fn broker_table(port: u16, ca: &Path) -> String {

@@ -1,8 +1,10 @@
 //! The MQTT broker side: run the embedded rumqttd (memory bounded, one account per site and one for
-//! the hub), or write the password and ACL files an external Mosquitto needs.
+//! the hub, client ids bound to accounts), or write the files an external Mosquitto needs.
 //!
 //! The hub always talks to the broker through rumqttc, so embedded and external brokers share one
-//! code path. Authorisation of data never rests on the broker: batches carry their own MAC.
+//! code path. Confidentiality and integrity of data never rest on the broker: site messages are
+//! sealed, broadcasts signed (`wire`). The broker's part is to keep accounts from taking each
+//! other's sessions, and (Mosquitto only: rumqttd 0.20 has no topic ACL) each site to its topics.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ pub enum BrokerError {
     BadUrl(String),
     #[error("cannot start the broker thread: {0}")]
     Thread(std::io::Error),
+    #[error("account {0:?} is both a site and the hub's (rename the site or the hub's username)")]
+    AccountClash(String),
     #[error("{path}: {source}")]
     Write {
         path: PathBuf,
@@ -51,9 +55,48 @@ pub struct Endpoint {
     pub password: String,
     /// PEM of the CA that signed the broker's certificate (`tls` only); `None`: system roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// The embedded broker (client ids `{account}` and `{account}.{suffix}`), or an external one
+    /// (client id = username, as Mosquitto's `use_username_as_clientid` makes it).
+    pub embedded: bool,
+}
+
+/// The hub's two connections: one subscribes (ingest), one publishes (acks, summaries, signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Hub,
+    Publisher,
+}
+
+/// The account the hub's publishing connection uses on an external broker: under
+/// `use_username_as_clientid` two connections of one account would take each other's session.
+pub fn publisher_account(hub_user: &str) -> String {
+    format!("{hub_user}-pub")
 }
 
 impl Endpoint {
+    /// Where and as whom the hub's publishing connection logs in.
+    pub fn publisher(&self) -> Endpoint {
+        let mut ep = self.clone();
+        if !self.embedded && !self.username.is_empty() {
+            ep.username = publisher_account(&self.username);
+        }
+        ep
+    }
+
+    /// The client id of one of the hub's connections.
+    pub fn client_id(&self, role: Role) -> String {
+        let account = if self.username.is_empty() {
+            "socer-central"
+        } else {
+            self.username.as_str()
+        };
+        match (role, self.embedded) {
+            (Role::Hub, _) => account.to_string(),
+            (Role::Publisher, true) => format!("{account}.pub"),
+            (Role::Publisher, false) => publisher_account(account),
+        }
+    }
+
     /// Parse `mqtt://host:port` or `mqtts://host:port`.
     pub fn from_url(url: &str, username: &str, password: &str) -> Option<Endpoint> {
         let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
@@ -73,6 +116,7 @@ impl Endpoint {
             username: username.into(),
             password: password.into(),
             ca_pem: None,
+            embedded: false,
         })
     }
 }
@@ -123,6 +167,9 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
                 .filter(|s| !s.password.is_empty())
                 .map(|s| (s.id.clone(), s.password.clone()))
                 .collect();
+            if users.contains_key(hub_user) {
+                return Err(BrokerError::AccountClash(hub_user.clone()));
+            }
             users.insert(hub_user.clone(), hub_password.clone());
             // Check the certificate before anything listens: a bad file stops the hub at start.
             let tls_front = match tls {
@@ -141,26 +188,75 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
                 username: hub_user.clone(),
                 password: hub_password,
                 ca_pem: None,
+                embedded: true,
             })
         }
     }
 }
 
-/// Run rumqttd on its own thread with a v4 listener and username/password accounts.
+/// The account that owns a client id: the longest account name `a` with `client_id == a` or
+/// `client_id` starting with `a.`. Account names never overlap in what they own, so exactly one
+/// account (or none) may connect with a given client id.
+pub fn client_id_owner<'a>(
+    client_id: &str,
+    accounts: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    accounts
+        .into_iter()
+        .filter(|a| {
+            !a.is_empty()
+                && client_id
+                    .strip_prefix(*a)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+        .max_by_key(|a| a.len())
+}
+
+/// Whether `a` and `b` are equal, in time that depends on their lengths only.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The embedded broker's login check: the password is the account's, and the client id is one
+/// the account owns ([`client_id_owner`]). rumqttd checks this before the connection reaches its
+/// router, so a refused connect never disturbs the session that holds the id.
+pub fn login_allowed(
+    users: &HashMap<String, String>,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> bool {
+    let Some(stored) = users.get(username) else {
+        return false;
+    };
+    same_secret(stored.as_bytes(), password.as_bytes())
+        && client_id_owner(client_id, users.keys().map(String::as_str)) == Some(username)
+}
+
+/// Run rumqttd on its own thread with a v4 listener and username/password accounts, each bound
+/// to the client ids it owns ([`login_allowed`]).
 pub fn start_embedded(
     listen: SocketAddr,
     users: HashMap<String, String>,
     max_payload_bytes: usize,
 ) -> Result<(), BrokerError> {
-    let connections = rumqttd::ConnectionSettings {
+    let mut connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
         // Room above the envelope limit so that an oversized batch reaches the hub to be counted.
         max_payload_size: max_payload_bytes * 2,
         max_inflight_count: 100,
-        auth: Some(users),
+        auth: None,
         external_auth: None,
         dynamic_filters: true,
     };
+    let users = std::sync::Arc::new(users);
+    connections.set_auth_handler(move |client_id, username, password| {
+        let allowed = login_allowed(&users, &client_id, &username, &password);
+        if !allowed {
+            tracing::warn!(%client_id, %username, "embedded broker: login refused");
+        }
+        std::future::ready(allowed)
+    });
     let server = rumqttd::ServerSettings {
         name: "v4".into(),
         listen,
@@ -334,82 +430,136 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// The Mosquitto ACL: each site writes only its own readings and status and reads its own ack,
-/// alerts and monthly summary; everyone reads the community's balance, signal and alerts; the hub reads and
-/// writes the whole tree.
+/// The Mosquitto ACL, per user: each site writes its own readings and status (and reads its status
+/// back, to restore it if another account deletes it), reads its own ack, alerts and monthly
+/// summary and the community's broadcasts; the hub reads and writes the community's tree.
 pub fn mosquitto_acl(cfg: &CentralConfig, hub_user: &str) -> String {
     let t = Topics::new(&cfg.community);
     let mut s = String::from(
-        "# socer: generated by `socer central --mosquitto-files`; do not edit by hand.\n",
+        "# socer: generated by `socer central --mosquitto-files`; do not edit by hand.\n\
+         # A topic not listed for a user is neither readable nor writable by it.\n",
     );
     s += &format!("\nuser {hub_user}\ntopic readwrite {}/#\n", t.root());
+    s += &format!(
+        "\nuser {}\ntopic readwrite {}/#\n",
+        publisher_account(hub_user),
+        t.root()
+    );
     for site in &cfg.sites {
         s += &format!(
-            "\nuser {id}\ntopic write {r}\ntopic readwrite {st}\ntopic read {a}\ntopic read {al}\ntopic read {su}\n",
+            "\nuser {id}\ntopic write {r}\ntopic readwrite {st}\ntopic read {a}\ntopic read {al}\ntopic read {su}\n\
+             topic read {b}\ntopic read {sg}\ntopic read {ca}\n",
             id = site.id,
             r = t.readings(&site.id),
             st = t.status(&site.id),
             a = t.ack(&site.id),
             al = t.site_alerts(&site.id),
             su = t.summary(&site.id),
+            b = t.balance(),
+            sg = t.signal(),
+            ca = t.alerts(),
         );
     }
-    s += &format!(
-        "\n# every authenticated user\npattern read {}\npattern read {}\npattern read {}\n",
-        t.balance(),
-        t.signal(),
-        t.alerts()
-    );
     s
 }
 
-/// Write `passwd`, `acl` and a `mosquitto.conf` snippet into `dir`; returns the paths written.
+/// The port Mosquitto should listen on: the hub's broker URL's, or the embedded listener's.
+fn listener_port(cfg: &CentralConfig) -> u16 {
+    match &cfg.broker {
+        BrokerConfig::External { url, .. } => {
+            Endpoint::from_url(url, "", "").map_or(1883, |e| e.port)
+        }
+        BrokerConfig::Embedded { listen, .. } => listen.port(),
+    }
+}
+
+/// Write `passwd` (0640), `acl` and `socer.conf` into `dir`; returns the paths written. The
+/// config works as written (`mosquitto -c DIR/socer.conf`): a listener on every interface,
+/// absolute paths, client ids bound to usernames, packets large enough for a batch.
 pub fn write_mosquitto_files(cfg: &CentralConfig, dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
-    let (hub_user, hub_password) = match &cfg.broker {
+    use std::os::unix::fs::PermissionsExt;
+    let (hub_user, hub_password, tls) = match &cfg.broker {
         BrokerConfig::External {
-            username, password, ..
-        } => (username.clone(), password.clone()),
+            username,
+            password,
+            url,
+            ..
+        } => (
+            username.clone(),
+            password.clone(),
+            url.starts_with("mqtts://"),
+        ),
         BrokerConfig::Embedded {
             hub_user,
             hub_password,
+            tls,
             ..
-        } => (hub_user.clone(), hub_password.clone()),
+        } => (hub_user.clone(), hub_password.clone(), tls.is_some()),
     };
+    for account in [hub_user.clone(), publisher_account(&hub_user)] {
+        if cfg.sites.iter().any(|s| s.id == account) {
+            return Err(BrokerError::AccountClash(account));
+        }
+    }
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BrokerError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    let dir = std::fs::canonicalize(dir).map_err(write_err(dir))?;
     let mut passwd = String::new();
     let mut entry = |user: &str, pw: &str| {
         let mut salt = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         passwd += &format!("{user}:{}\n", mosquitto_hash(pw, &salt));
     };
+    // The hub's two connections log in with the same password under two accounts.
     entry(&hub_user, &hub_password);
+    entry(&publisher_account(&hub_user), &hub_password);
     for s in cfg.sites.iter().filter(|s| !s.password.is_empty()) {
         entry(&s.id, &s.password);
     }
+    let tls_lines = if tls {
+        "# The hub speaks mqtts://: give the broker's certificate and key (PEM) before starting.\n\
+         #certfile /etc/mosquitto/certs/server.crt\n#keyfile /etc/mosquitto/certs/server.key\n"
+    } else {
+        ""
+    };
     let conf = format!(
-        "# socer: include from mosquitto.conf, or use as is with `mosquitto -c`.\n\
-         per_listener_settings false\nallow_anonymous false\n\
-         password_file {}\nacl_file {}\n\
-         # a batch of ~1,000 readings must fit\nmessage_size_limit {}\n",
-        dir.join("passwd").display(),
-        dir.join("acl").display(),
-        crate::wire::MAX_ENVELOPE_BYTES * 2
+        "# socer: generated by `socer central --mosquitto-files`; start with\n\
+         # `mosquitto -c {conf}` (or include it from mosquitto.conf).\n\
+         # passwd must be readable by the user Mosquitto runs as: `chgrp mosquitto {passwd}`.\n\
+         per_listener_settings false\n\
+         # Every interface: the sites connect over the LAN.\n\
+         listener {port}\n{tls_lines}\
+         allow_anonymous false\n\
+         password_file {passwd}\n\
+         acl_file {acl}\n\
+         # The client id is the username: no account can take another's session.\n\
+         use_username_as_clientid true\n\
+         # A batch of about 1,000 readings must fit.\n\
+         max_packet_size {max}\n",
+        conf = dir.join("socer.conf").display(),
+        port = listener_port(cfg),
+        passwd = dir.join("passwd").display(),
+        acl = dir.join("acl").display(),
+        max = crate::wire::MAX_ENVELOPE_BYTES * 2
     );
     let files = [
-        ("passwd", passwd),
-        ("acl", mosquitto_acl(cfg, &hub_user)),
-        ("socer.conf", conf),
+        ("passwd", passwd, 0o640),
+        ("acl", mosquitto_acl(cfg, &hub_user), 0o644),
+        ("socer.conf", conf, 0o644),
     ];
-    std::fs::create_dir_all(dir).map_err(|source| BrokerError::Write {
-        path: dir.into(),
-        source,
-    })?;
     let mut written = Vec::new();
-    for (name, text) in files {
+    for (name, text, mode) in files {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|source| BrokerError::Write {
-            path: path.clone(),
-            source,
-        })?;
+        // Created private, then opened up to the mode wanted: never briefly world-readable.
+        std::fs::write(&path, "").map_err(write_err(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(write_err(&path))?;
+        std::fs::write(&path, text).map_err(write_err(&path))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(write_err(&path))?;
         written.push(path);
     }
     Ok(written)
@@ -445,6 +595,45 @@ mod tests {
         assert_eq!(parts[..3], ["", "7", "101"]);
         assert_eq!(parts[3], "BwcHBwcHBwcHBwcH");
         assert_eq!(parts[4].len(), 88);
+    }
+
+    #[test]
+    fn a_client_id_belongs_to_exactly_one_account() {
+        let accounts = ["central", "domus-1", "domus", "a.b"];
+        let owner = |id: &str| client_id_owner(id, accounts);
+        assert_eq!(owner("central"), Some("central"));
+        assert_eq!(owner("central.pub"), Some("central"));
+        assert_eq!(owner("domus-1"), Some("domus-1"));
+        assert_eq!(owner("domus-1.flex"), Some("domus-1"));
+        assert_eq!(owner("domus.x"), Some("domus"));
+        assert_eq!(owner("a.b.c"), Some("a.b"));
+        for nobody in [
+            "",
+            "centralx",
+            "socer-central-socer",
+            "domus-12",
+            ".central",
+            "x",
+        ] {
+            assert_eq!(owner(nobody), None, "{nobody:?}");
+        }
+    }
+
+    #[test]
+    fn login_needs_the_password_and_a_client_id_of_the_account() {
+        let users = HashMap::from([
+            ("central".to_string(), "pw-hub".to_string()),
+            ("domus-1".to_string(), "pw-d".to_string()),
+        ]);
+        assert!(login_allowed(&users, "central", "central", "pw-hub"));
+        assert!(login_allowed(&users, "central.pub", "central", "pw-hub"));
+        assert!(login_allowed(&users, "domus-1", "domus-1", "pw-d"));
+        assert!(!login_allowed(&users, "central", "domus-1", "pw-d"));
+        assert!(!login_allowed(&users, "central.pub", "domus-1", "pw-d"));
+        assert!(!login_allowed(&users, "domus-1", "domus-1", "pw-x"));
+        assert!(!login_allowed(&users, "domus-1", "domus-1", "pw-d2"));
+        assert!(!login_allowed(&users, "", "domus-1", "pw-d"));
+        assert!(!login_allowed(&users, "other", "other", ""));
     }
 
     #[test]

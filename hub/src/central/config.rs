@@ -43,6 +43,9 @@ pub struct CentralConfig {
     pub signal: crate::central::signal::config::SignalConfig,
     /// `[[flex]]`: the sites' flexible loads, for targeted alerts.
     pub flex: Vec<crate::central::signal::config::FlexLoad>,
+    /// `[keys] signing_key_file`: the hub's Ed25519 key that signs the broadcasts (`None`: the
+    /// hub signs with a temporary key no site knows, and says so).
+    pub signing_key: Option<crate::wire::HubSigningKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +268,51 @@ pub fn warnings(path: &Path, text: &str) -> Vec<String> {
     }
 }
 
+/// The hub's signing key file: the 32-byte Ed25519 seed in hex, readable by its owner only.
+fn read_signing_key(
+    path: &Path,
+    at: &S<PathBuf>,
+    d: &mut Vec<Diag>,
+) -> Option<crate::wire::HubSigningKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            d.push(Diag::new(
+                sp(at),
+                format!(
+                    "cannot read signing key file {}: {e} (create it with `socer keygen --out FILE`)",
+                    path.display()
+                ),
+            ));
+            return None;
+        }
+    };
+    if meta.permissions().mode() & 0o077 != 0 {
+        d.push(Diag::new(
+            sp(at),
+            format!(
+                "signing key file {} is readable by others: chmod 600 it",
+                path.display()
+            ),
+        ));
+        return None;
+    }
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| crate::wire::signing_key_from_hex(&t).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(k) => Some(k),
+        Err(e) => {
+            d.push(Diag::new(
+                sp(at),
+                format!("signing key file {}: {e}", path.display()),
+            ));
+            None
+        }
+    }
+}
+
 // ---- the file as written, with spans ----
 
 type S<T> = Spanned<T>;
@@ -296,6 +344,14 @@ struct RawFile {
     signal: crate::central::signal::config::SignalConfig,
     #[serde(default)]
     flex: Vec<crate::central::signal::config::FlexLoad>,
+    #[serde(default)]
+    keys: Option<RawKeys>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    signing_key_file: S<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -995,6 +1051,11 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         }
     }
 
+    let signing_key = raw
+        .keys
+        .as_ref()
+        .and_then(|k| read_signing_key(&base.join(k.signing_key_file.get_ref()), &k.signing_key_file, &mut d));
+
     if !d.is_empty() {
         return Err(d);
     }
@@ -1025,6 +1086,7 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         replacements,
         signal: raw.signal.clone(),
         flex: raw.flex.clone(),
+        signing_key,
     })
 }
 

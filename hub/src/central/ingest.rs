@@ -1,5 +1,6 @@
-//! Authenticated ingest: every message on `site/+/readings` is checked (size, envelope, topic, site,
-//! MAC with that site's key, timestamps) before it may reach the store; site status is tracked.
+//! Authenticated ingest: every message on `site/+/readings` is opened (size, envelope, topic, site,
+//! AEAD with that site's key, timestamps) before it may reach the store; site status, sealed the
+//! same way, is tracked (newest first); the hub's own retained topics are watched for tampering.
 //!
 //! A refused message is counted by reason and site, logged, and dropped: it must never be stored,
 //! acknowledged, or crash the hub.
@@ -14,6 +15,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 use super::broker::Endpoint;
+use super::retained::Retained;
 use super::status::{Metrics, Reject, Sites};
 use super::store::{Committed, Incoming, StoreHandle};
 use crate::wire::{self, Ack, Batch, Status, Topics, WireError};
@@ -120,7 +122,7 @@ fn reject_of(e: &WireError) -> Reject {
         WireError::Malformed(_) | WireError::MalformedBody(_) => Reject::Malformed,
         WireError::Version(_) => Reject::Version,
         WireError::SiteMismatch { .. } => Reject::SiteMismatch,
-        WireError::BadMac => Reject::BadMac,
+        WireError::BadMac | WireError::BadSignature => Reject::BadMac,
     }
 }
 
@@ -153,6 +155,8 @@ pub struct Ingest {
     pub sites: Arc<Sites>,
     pub latest: Arc<Latest>,
     pub store: StoreHandle,
+    /// What the hub keeps retained on the broker, restored when another account changes it.
+    pub retained: Arc<Retained>,
 }
 
 impl Ingest {
@@ -165,14 +169,17 @@ impl Ingest {
         match self.gate.topics.parse_site_topic(topic) {
             Some((site, "status")) => self.handle_status(site, payload, now),
             Some((_, "readings")) => self.handle_readings(topic, payload, now).await,
-            _ => {}
+            _ => {
+                // The hub's own retained topics (ack, summary, signal, balance).
+                self.retained.observe(topic, payload);
+            }
         }
     }
 
     fn handle_status(&self, site: &str, payload: &[u8], now: DateTime<Utc>) {
-        if self.gate.key(site).is_none() {
+        let Some(key) = self.gate.key(site) else {
             return;
-        }
+        };
         if payload.is_empty() {
             return; // a cleared retained message
         }
@@ -180,11 +187,16 @@ impl Ingest {
             self.metrics.reject(site, Reject::Oversized);
             return;
         }
-        match serde_json::from_slice::<Status>(payload) {
-            Ok(st) => self.sites.status(site, st, now),
+        let topic = self.gate.topics.status(site);
+        match wire::open_bytes::<Status>(key, site, &topic, payload) {
+            Ok(st) => {
+                if !self.sites.status(site, st, now) {
+                    tracing::debug!("site {site}: an older status ignored (replayed?)");
+                }
+            }
             Err(e) => {
-                tracing::warn!("site {site}: malformed status: {e}");
-                self.metrics.reject(site, Reject::Malformed);
+                tracing::warn!("site {site}: status refused: {e}");
+                self.metrics.reject(site, reject_of(&e));
             }
         }
     }
@@ -238,6 +250,11 @@ pub async fn run_client(
                 let subs = [
                     rumqttc::SubscribeFilter::new(topics.all_readings(), QoS::AtLeastOnce),
                     rumqttc::SubscribeFilter::new(topics.all_status(), QoS::AtLeastOnce),
+                    // Watched so that the hub restores them if another account changes them.
+                    rumqttc::SubscribeFilter::new(topics.all_sites("ack"), QoS::AtLeastOnce),
+                    rumqttc::SubscribeFilter::new(topics.all_sites("summary"), QoS::AtLeastOnce),
+                    rumqttc::SubscribeFilter::new(topics.signal(), QoS::AtLeastOnce),
+                    rumqttc::SubscribeFilter::new(topics.balance(), QoS::AtLeastOnce),
                 ];
                 if let Err(e) = client.try_subscribe_many(subs) {
                     tracing::error!("cannot subscribe: {e}");
@@ -304,7 +321,11 @@ pub async fn publish_ack(client: &AsyncClient, ingest: &Ingest, site: &str, seq:
     };
     let topic = ingest.gate.topics.ack(site);
     let payload = wire::seal(key, site, &topic, &Ack { seq });
-    match client.publish(topic, QoS::AtLeastOnce, true, payload).await {
+    match ingest
+        .retained
+        .publish(client, topic, QoS::AtLeastOnce, payload)
+        .await
+    {
         Ok(()) => {
             ingest
                 .metrics

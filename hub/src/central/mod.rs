@@ -12,6 +12,7 @@ pub mod energy;
 pub mod incentive;
 pub mod ingest;
 pub mod report;
+pub mod retained;
 pub mod signal;
 pub mod status;
 pub mod store;
@@ -61,10 +62,23 @@ pub struct Hub {
     pub signal: Mutex<Option<crate::wire::Signal>>,
     pub broker_connected: AtomicBool,
     pub started: Instant,
+    /// What the hub keeps retained on the broker (restored when another account changes it).
+    pub retained: Arc<retained::Retained>,
+    /// Signs the broadcasts (signal, alerts, balance); held by the hub only.
+    signing_key: crate::wire::HubSigningKey,
     reader: Mutex<store::Reader>,
 }
 
 impl Hub {
+    pub fn signing_key(&self) -> &crate::wire::HubSigningKey {
+        &self.signing_key
+    }
+
+    /// The public key the sites verify the broadcasts with.
+    pub fn public_key(&self) -> crate::wire::HubPublicKey {
+        self.signing_key.verifying_key()
+    }
+
     /// The API's read connection.
     pub fn reader(&self) -> MutexGuard<'_, store::Reader> {
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
@@ -139,6 +153,20 @@ pub async fn start(
         sites.acked(site, *seq);
     }
 
+    let signing_key = match &cfg.signing_key {
+        Some(k) => k.clone(),
+        None => {
+            let k = crate::wire::generate_signing_key();
+            tracing::warn!(
+                "no [keys] signing_key_file: signing with a temporary key (public {}); sites \
+                 refuse the signal and alerts unless their hub_public_key is this one. Make a \
+                 lasting key with `socer keygen --out FILE`",
+                crate::wire::public_key_hex(&k.verifying_key())
+            );
+            k
+        }
+    };
+    let retained = Arc::new(retained::Retained::default());
     let hub = Arc::new(Hub {
         model: compute::Model::new(&cfg),
         metrics: metrics.clone(),
@@ -147,6 +175,8 @@ pub async fn start(
         signal: Mutex::new(None),
         broker_connected: AtomicBool::new(false),
         started: Instant::now(),
+        retained: retained.clone(),
+        signing_key,
         reader: Mutex::new(reader),
         cfg,
     });
@@ -164,9 +194,12 @@ pub async fn start(
         sites: sites.clone(),
         latest: latest.clone(),
         store: store_handle,
+        retained: retained.clone(),
     });
-    let client_id = format!("socer-central-{}", hub.cfg.community);
-    let (client, events) = AsyncClient::new(ingest::mqtt_options(&endpoint, &client_id), 4096);
+    let (client, events) = AsyncClient::new(
+        ingest::mqtt_options(&endpoint, &endpoint.client_id(broker::Role::Hub)),
+        4096,
+    );
     {
         let (client, ingest, hub) = (client.clone(), ingest.clone(), hub.clone());
         tokio::spawn(async move {
@@ -193,7 +226,7 @@ pub async fn start(
     // A second connection publishes acks and live figures, so that they never queue behind the
     // ingest when the store applies back-pressure to the subscribing connection.
     let (publisher, pub_events) = AsyncClient::new(
-        ingest::mqtt_options(&endpoint, &format!("{client_id}-pub")),
+        ingest::mqtt_options(&endpoint.publisher(), &endpoint.client_id(broker::Role::Publisher)),
         4096,
     );
     tokio::spawn(ingest::drive(pub_events));
@@ -209,6 +242,11 @@ pub async fn start(
         COMPUTE_EVERY,
     ));
     tokio::spawn(summary::run(hub.clone(), publisher.clone()));
+    tokio::spawn(retained::run_restore(
+        retained,
+        publisher.clone(),
+        metrics.clone(),
+    ));
     tokio::spawn(compute_loop(hub.clone(), publisher, latest));
 
     let web_addr = listener.local_addr()?;
@@ -236,10 +274,12 @@ async fn compute_loop(hub: Arc<Hub>, client: AsyncClient, latest: Arc<ingest::La
         tick.tick().await;
         let now = chrono::Utc::now();
         let b = compute::live_balance(&hub.model, &latest.snapshot(), now);
-        if let Ok(payload) = serde_json::to_vec(&b) {
-            if let Err(e) = client.try_publish(topic.clone(), QoS::AtMostOnce, true, payload) {
-                tracing::debug!("balance not published: {e}");
-            }
+        let payload = crate::wire::sign(hub.signing_key(), &topic, &b);
+        if let Err(e) = hub
+            .retained
+            .try_publish(&client, topic.clone(), QoS::AtMostOnce, payload)
+        {
+            tracing::debug!("balance not published: {e}");
         }
         *hub.balance.lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
 

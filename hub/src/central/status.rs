@@ -27,7 +27,7 @@ pub enum Reject {
     UnknownSite,
     /// The envelope's site differs from the topic's.
     SiteMismatch,
-    /// The MAC does not verify: forged, altered or sealed with another key.
+    /// The seal does not open: forged, altered, sealed with another key or for another topic.
     BadMac,
     /// The batch says it was sent, or holds readings taken, too far in the future.
     FarFuture,
@@ -70,6 +70,8 @@ pub struct Metrics {
     pub periods_computed: AtomicU64,
     /// Monthly site summaries published (`site/{site}/summary`).
     pub summaries_published: AtomicU64,
+    /// Retained messages of the hub put back after another account changed or deleted them.
+    pub retained_restored: AtomicU64,
     rejects: Mutex<BTreeMap<(String, Reject), u64>>,
 }
 
@@ -123,6 +125,9 @@ pub struct SiteView {
     pub meters: Vec<MeterStatus>,
     /// Highest contiguous seq stored (the ack).
     pub acked_seq: u64,
+    /// (epoch, n) of the newest status taken: an older one is a replay and is ignored.
+    #[serde(skip)]
+    pub status_order: Option<(u64, u64)>,
 }
 
 /// The live status of every configured site.
@@ -155,9 +160,14 @@ impl Sites {
         g.get_mut(site).map(f)
     }
 
-    /// A status message (or the last will).
-    pub fn status(&self, site: &str, st: Status, now: DateTime<Utc>) {
+    /// An opened status message (or the last will); taken only if newer than the last one taken
+    /// ([`Status::order`]), so a replayed old status changes nothing. Returns whether it was taken.
+    pub fn status(&self, site: &str, st: Status, now: DateTime<Utc>) -> bool {
         self.with(site, |v| {
+            if v.status_order.is_some_and(|o| st.order() <= o) {
+                return false;
+            }
+            v.status_order = Some(st.order());
             v.state = st.state;
             if v.state == "online" {
                 v.last_seen = Some(v.last_seen.map_or(now, |l| l.max(now)));
@@ -166,7 +176,9 @@ impl Sites {
                 v.backlog = st.backlog;
                 v.clock_synced = st.clock_synced;
             }
-        });
+            true
+        })
+        .unwrap_or(false)
     }
 
     /// An authenticated batch arrived.
@@ -188,5 +200,44 @@ impl Sites {
         let mut v: Vec<SiteView> = g.values().cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, epoch: u64, n: u64) -> Status {
+        Status {
+            state: state.into(),
+            epoch,
+            n,
+            backlog: n,
+            ..Status::offline()
+        }
+    }
+
+    #[test]
+    fn the_newest_status_wins_and_a_replayed_older_one_changes_nothing() {
+        let sites = Sites::new([("iperal", "Iperal")].into_iter());
+        let now = Utc::now();
+        let state = || sites.all()[0].state.clone();
+        assert!(sites.status("iperal", status("online", 10, 1), now));
+        assert!(sites.status("iperal", status("online", 10, 2), now));
+        assert_eq!(sites.all()[0].backlog, 2);
+        // An old online status of the same epoch, then the same one again: ignored.
+        assert!(!sites.status("iperal", status("online", 10, 1), now));
+        assert!(!sites.status("iperal", status("online", 10, 2), now));
+        // The will closes epoch 10; nothing of epoch 10 reopens it.
+        assert!(sites.status("iperal", status("offline", 10, Status::END_OF_EPOCH), now));
+        assert!(!sites.status("iperal", status("online", 10, 3), now));
+        assert_eq!(state(), "offline");
+        // A new epoch is online; the old will replayed does not mark it offline.
+        assert!(sites.status("iperal", status("online", 11, 1), now));
+        assert!(!sites.status("iperal", status("offline", 10, Status::END_OF_EPOCH), now));
+        assert!(!sites.status("iperal", status("offline", 9, Status::END_OF_EPOCH), now));
+        assert_eq!(state(), "online");
+        // Unknown sites are not tracked.
+        assert!(!sites.status("intruder", status("online", 99, 1), now));
     }
 }

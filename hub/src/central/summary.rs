@@ -226,7 +226,11 @@ pub async fn run(hub: Arc<Hub>, client: AsyncClient) {
             }
             let topic = topics.summary(&site);
             let payload = wire::seal(key, &site, &topic, &s);
-            match client.publish(topic, QoS::AtLeastOnce, true, payload).await {
+            match hub
+                .retained
+                .publish(&client, topic, QoS::AtLeastOnce, payload)
+                .await
+            {
                 Ok(()) => {
                     hub.metrics
                         .summaries_published

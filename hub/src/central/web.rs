@@ -544,6 +544,11 @@ fn metrics(hub: &Hub) -> Resp {
         "Monthly site summaries published to the sites.",
         m.summaries_published.load(Ordering::Relaxed),
     );
+    counter(
+        "retained_restored_total",
+        "Retained messages of the hub republished after another account changed or deleted them.",
+        m.retained_restored.load(Ordering::Relaxed),
+    );
     let tx = m.store_transactions.load(Ordering::Relaxed);
     let _ = writeln!(
         s,

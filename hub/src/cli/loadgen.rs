@@ -264,7 +264,7 @@ async fn site_task(
     offset: Duration,
     stats: Arc<Stats>,
 ) {
-    let mut o = MqttOptions::new(format!("lg-{}", s.id), "127.0.0.1", port);
+    let mut o = MqttOptions::new(s.id.clone(), "127.0.0.1", port);
     o.set_credentials(s.id.clone(), s.password.clone());
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(
@@ -344,7 +344,7 @@ async fn observe_acks(
     keys: HashMap<String, Vec<u8>>,
     stats: Arc<Stats>,
 ) {
-    let mut o = MqttOptions::new("lg-observer", "127.0.0.1", port);
+    let mut o = MqttOptions::new("central.lg-observer", "127.0.0.1", port);
     o.set_credentials("central", hub_password);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(64 * 1024, 64 * 1024);

@@ -1,6 +1,7 @@
-//! One-shot technician commands (`profiles`, `scan`, `read`, `simulate`), the `loadgen` benchmark
+//! One-shot technician commands (`profiles`, `scan`, `read`, `simulate`, `keygen`), the `loadgen` benchmark
 //! tool, and shared CLI plumbing.
 
+pub mod keygen;
 pub mod loadgen;
 pub mod profiles;
 pub mod read;

@@ -49,7 +49,8 @@ fn q(s: &str) -> String {
     out
 }
 
-/// The site config of building `b`: storage in `dir`, key in `key_file`.
+/// The site config of building `b`: storage in `dir`, key in `key_file`, the hub's public key
+/// (hex) to verify the signal and alerts with.
 pub fn site_toml(
     scenario: &Scenario,
     b: usize,
@@ -57,6 +58,7 @@ pub fn site_toml(
     central: &CentralPlan,
     dir: &Path,
     key_file: &Path,
+    hub_public_key: &str,
 ) -> String {
     let spec = &scenario.buildings[b];
     let mut t = String::new();
@@ -80,7 +82,8 @@ pub fn site_toml(
         q(&spec.id),
         q(&plan.password)
     );
-    let _ = writeln!(t, "key_file = {}\n", q(&key_file.display().to_string()));
+    let _ = writeln!(t, "key_file = {}", q(&key_file.display().to_string()));
+    let _ = writeln!(t, "hub_public_key = {}\n", q(hub_public_key));
     let _ = writeln!(
         t,
         "[storage]\npath = {}\nbudget = \"200MB\"\n",
@@ -130,6 +133,7 @@ pub fn central_toml(
     sites: &[SitePlan],
     db: &Path,
     report_token: &str,
+    signing_key_file: &Path,
 ) -> String {
     let c = &scenario.community;
     let mut t = String::new();
@@ -158,6 +162,11 @@ pub fn central_toml(
         q(report_token)
     );
     let _ = writeln!(t, "[storage]\npath = {}\n", q(&db.display().to_string()));
+    let _ = writeln!(
+        t,
+        "[keys]\nsigning_key_file = {}\n",
+        q(&signing_key_file.display().to_string())
+    );
     let _ = writeln!(t, "[prices]\nzonal_eur_mwh = 110.0\ncuaf_eur_mwh = 11.22\n");
     // Until the sites' history has arrived the forecast leans on a mean consumption: the
     // community's, as a technician would estimate it from the members' bills.
@@ -300,13 +309,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("k.key");
         std::fs::write(&key, "ab".repeat(32)).unwrap();
+        let public = crate::wire::public_key_hex(&crate::wire::generate_signing_key().verifying_key());
         for (b, plan) in sites.iter().enumerate() {
-            let text = site_toml(&s, b, plan, &central, &dir, &key);
+            let text = site_toml(&s, b, plan, &central, &dir, &key, &public);
             let path = PathBuf::from(format!("{}.toml", plan.building));
             let diags = crate::site::config::check(&path, &text);
             assert!(diags.is_empty(), "{}: {:?}\n{text}", plan.building, diags);
         }
-        let rtu = site_toml(&s, 2, &sites[2], &central, &dir, &key);
+        let rtu = site_toml(&s, 2, &sites[2], &central, &dir, &key, &public);
         assert!(
             rtu.contains("serial = \"/dev/pts/7\"") && rtu.contains("bus = \"rs485\""),
             "{rtu}"
@@ -318,7 +328,14 @@ mod tests {
     fn the_central_config_lists_every_building_plant_and_pod_meter() {
         let s = Scenario::builtin().unwrap();
         let (central, sites) = plans(&s);
-        let text = central_toml(&s, &central, &sites, Path::new("/tmp/c.db"), "tok");
+        let text = central_toml(
+            &s,
+            &central,
+            &sites,
+            Path::new("/tmp/c.db"),
+            "tok",
+            Path::new("/d/hub-signing.key"),
+        );
         let v: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(v["site"].as_array().unwrap().len(), 9);
         assert_eq!(v["member"].as_array().unwrap().len(), 9);
@@ -334,6 +351,10 @@ mod tests {
         );
         assert_eq!(v["broker"]["listen"].as_str(), Some("127.0.0.1:18830"));
         assert_eq!(v["site"][0]["key"].as_str().map(str::len), Some(64));
+        assert_eq!(
+            v["keys"]["signing_key_file"].as_str(),
+            Some("/d/hub-signing.key")
+        );
         // A forecast made before any history has arrived still knows the community uses power:
         // the demo community's mean is hundreds of kW (factory, supermarket, bus depot).
         let fallback = v["signal"]["fallback_consumption_kw"].as_float().unwrap();

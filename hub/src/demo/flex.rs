@@ -282,6 +282,8 @@ pub struct Link {
     pub community: String,
     pub site: String,
     pub password: String,
+    /// The hub's public key: only alerts and signals it signed move the charge.
+    pub hub_public_key: crate::wire::HubPublicKey,
 }
 
 /// What `flex.json` in the demo's data folder says: the plan now and what it heard last.
@@ -308,7 +310,8 @@ pub fn spawn(
     report: Option<PathBuf>,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let id = format!("socer-demo-{}-flex-{}", link.site, std::process::id());
+    // An id the site's account owns on the embedded broker (`{account}.{suffix}`).
+    let id = format!("{}.flex", link.site);
     let mut o = MqttOptions::new(id, link.broker.ip().to_string(), link.broker.port());
     o.set_keep_alive(StdDuration::from_secs(30));
     o.set_max_packet_size(256 * 1024, 256 * 1024);
@@ -334,12 +337,12 @@ pub fn spawn(
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if p.topic == topics.signal() {
-                            match serde_json::from_slice::<Signal>(&p.payload) {
+                            match crate::wire::verify::<Signal>(&link.hub_public_key, &p.topic, &p.payload) {
                                 Ok(s) => level_now = Some(s.community.level),
-                                Err(e) => tracing::debug!("flex: signal not understood: {e}"),
+                                Err(e) => tracing::warn!("flex: signal refused: {e}"),
                             }
                         } else {
-                            match serde_json::from_slice::<Alert>(&p.payload) {
+                            match crate::wire::verify::<Alert>(&link.hub_public_key, &p.topic, &p.payload) {
                                 Ok(a) => {
                                     println!(
                                         "socer demo: {} heard alert {} ({:?}, {} – {})",
@@ -358,7 +361,7 @@ pub fn spawn(
                                         None => {}
                                     }
                                 }
-                                Err(e) => tracing::debug!("flex: alert not understood: {e}"),
+                                Err(e) => tracing::warn!("flex: alert refused: {e}"),
                             }
                         }
                     }

@@ -129,6 +129,18 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// The hub's signing key for the demo, made like `socer keygen` does (kept in the data folder, so
+/// `--data DIR` keeps it); its public key goes into every site config.
+fn demo_signing_key(path: &Path) -> anyhow::Result<crate::wire::HubPublicKey> {
+    if path.exists() {
+        let text = std::fs::read_to_string(path)?;
+        return crate::wire::signing_key_from_hex(&text)
+            .map(|k| k.verifying_key())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    crate::cli::keygen::write_new(path)
+}
+
 /// The data folder, and whether the demo owns it (a temporary one, removed at exit).
 fn data_dir(arg: &Option<PathBuf>) -> anyhow::Result<(PathBuf, bool)> {
     match arg {
@@ -269,14 +281,24 @@ async fn run_in(
     let logs = data.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut daemons: Vec<Daemon> = Vec::new();
+    let mut hub_public_key: Option<crate::wire::HubPublicKey> = None;
     if !args.meters_only {
         let central_cfg = data.join("central.toml");
         let token = random_hex(16);
         let db = data.join("central").join("central.db");
         std::fs::create_dir_all(data.join("central"))?;
+        let signing_key_file = data.join("central").join("hub-signing.key");
+        hub_public_key = Some(demo_signing_key(&signing_key_file)?);
         std::fs::write(
             &central_cfg,
-            configs::central_toml(&community.scenario, &central, &plans, &db, &token),
+            configs::central_toml(
+                &community.scenario,
+                &central,
+                &plans,
+                &db,
+                &token,
+                &signing_key_file,
+            ),
         )?;
         let cfg = central_cfg.display().to_string();
         daemons.push(Daemon::spawn(
@@ -300,7 +322,18 @@ async fn run_in(
             let cfg_path = dir.join("site.toml");
             std::fs::write(
                 &cfg_path,
-                configs::site_toml(&community.scenario, b, plan, &central, &dir, &key_file),
+                configs::site_toml(
+                    &community.scenario,
+                    b,
+                    plan,
+                    &central,
+                    &dir,
+                    &key_file,
+                    &hub_public_key
+                        .as_ref()
+                        .map(crate::wire::public_key_hex)
+                        .unwrap_or_default(),
+                ),
             )?;
             let cfg = cfg_path.display().to_string();
             let log = logs.join(format!("site-{}.log", plan.building));
@@ -343,7 +376,7 @@ async fn run_in(
 
     let (stop_flex, flex_stopped) = tokio::sync::watch::channel(false);
     let mut controllers = Vec::new();
-    if args.flex == "on" && !args.meters_only {
+    if let (true, Some(hub_public_key)) = (args.flex == "on", hub_public_key) {
         for (b, plan) in plans.iter().enumerate() {
             let Some(depot) = flex::Depot::of(&community.buildings()[b]) else {
                 continue;
@@ -361,6 +394,7 @@ async fn run_in(
                     community: community.scenario.community.id.clone(),
                     site: plan.building.clone(),
                     password: plan.password.clone(),
+                    hub_public_key,
                 },
                 community.tz(),
                 clock.clone(),

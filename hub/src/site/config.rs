@@ -76,6 +76,10 @@ pub struct MqttSection {
     /// PEM file of the CA that signed the broker's certificate (mqtts only).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The hub's Ed25519 public key (64 hex digits, printed by `socer keygen`): the signal,
+    /// alerts and balance are shown only if signed by it. Without it the site shows none.
+    #[serde(default)]
+    pub hub_public_key: Option<Spanned<String>>,
     /// Readings per published batch.
     #[serde(default = "default_batch")]
     pub batch_readings: usize,
@@ -449,6 +453,11 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
     if let Err(e) = parse_mqtt_url(cfg.mqtt.url.get_ref()) {
         d.push(Diag::new(span(&cfg.mqtt.url), e));
     }
+    if let Some(k) = &cfg.mqtt.hub_public_key {
+        if let Err(e) = crate::wire::public_key_from_hex(k.get_ref()) {
+            d.push(Diag::new(span(k), format!("hub_public_key: {e}")));
+        }
+    }
     if !(1..=MAX_BATCH_READINGS).contains(&cfg.mqtt.batch_readings) {
         d.push(Diag::new(
             None,
@@ -685,6 +694,8 @@ pub struct Loaded {
     pub config: SiteConfig,
     pub broker: BrokerUrl,
     pub key: Vec<u8>,
+    /// `[mqtt] hub_public_key`, parsed.
+    pub hub_public_key: Option<crate::wire::HubPublicKey>,
     pub budget_bytes: u64,
 }
 
@@ -712,10 +723,18 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let broker = parse_mqtt_url(config.mqtt.url.get_ref()).map_err(LoadError::Invalid)?;
     let budget_bytes = parse_size(config.storage.budget.get_ref())
         .ok_or_else(|| LoadError::Invalid("bad disk budget".into()))?;
+    let hub_public_key = match &config.mqtt.hub_public_key {
+        Some(k) => Some(
+            crate::wire::public_key_from_hex(k.get_ref())
+                .map_err(|e| LoadError::Invalid(format!("[mqtt] hub_public_key: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(Loaded {
         config,
         broker,
         key,
+        hub_public_key,
         budget_bytes,
     })
 }

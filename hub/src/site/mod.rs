@@ -185,7 +185,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         window: cfg.mqtt.window,
         ack_timeout: Duration::from_secs(30),
         status_every: Duration::from_secs(30),
+        epoch_file: Some(cfg.storage.path.join("uplink-epoch")),
+        // The signal listener rides on the uplink's connection: one connection per account.
+        inbox: Some(signal::inbox(
+            &view.community,
+            &view.site,
+            loaded.key.clone(),
+            loaded.hub_public_key,
+            view.signal.clone(),
+        )),
     };
+    if loaded.hub_public_key.is_none() {
+        tracing::warn!(
+            "no [mqtt] hub_public_key: the community's signal and alerts cannot be verified and are not shown"
+        );
+    }
     if loaded.broker.tls {
         // Refuse to start on a CA file that trusts nothing, rather than retry connects forever.
         if let Err(e) = crate::tls::client_config(uplink_cfg.ca_pem.as_deref()) {
@@ -207,19 +221,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         stop_rx.clone(),
     );
 
-    let listener_task = signal::spawn(
-        signal::ListenConfig {
-            broker: loaded.broker.clone(),
-            ca_pem: uplink_ca.clone(),
-            username: cfg.mqtt.username.clone(),
-            password: cfg.mqtt.password.clone(),
-            community: view.community.clone(),
-            site: view.site.clone(),
-            key: loaded.key.clone(),
-        },
-        view.signal.clone(),
-        stop_rx.clone(),
-    );
     let ha_task = match ha_link(&cfg, &loaded.broker, uplink_ca, &view, ha_book) {
         Ok(Some(link)) => Some(ha::spawn(link, stop_rx.clone())),
         Ok(None) => None,
@@ -267,7 +268,6 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = tokio::time::timeout(Duration::from_secs(1), ingest).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), uplink_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), clock_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), listener_task).await;
     if let Some(t) = ha_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
     }
@@ -462,5 +462,8 @@ fn status_of(v: &View) -> wire::Status {
             .collect(),
         backlog: v.outbox.stats().backlog,
         clock_synced: v.time.is_synced(),
+        // The uplink orders its statuses (epoch, n) as it publishes them.
+        epoch: 0,
+        n: 0,
     }
 }

@@ -4,8 +4,17 @@
 //! It must never treat a broker PUBACK as delivery, never skip a seq, and never spin on a broker
 //! that is down (back-off with jitter). After an outage it replays from the last ack, in seq order,
 //! with at most `window` unacknowledged batches in flight.
+//!
+//! It is the site's only connection to the community broker (under Mosquitto's
+//! `use_username_as_clientid` a second one would take this one's session): it also carries the
+//! subscriptions of the signal listener ([`Inbox`]). Its status is sealed and ordered by
+//! (epoch, n): each connection gets a new epoch, kept on disk so that it only ever grows, and its
+//! sealed last will closes it. If another account replaces or deletes the retained status, the
+//! uplink publishes its own again.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +45,67 @@ pub struct UplinkConfig {
     /// A batch not acknowledged within this time is sent again (with everything after it).
     pub ack_timeout: Duration,
     pub status_every: Duration,
+    /// Where the last status epoch is kept (`None`: the wall clock alone orders epochs).
+    pub epoch_file: Option<PathBuf>,
+    /// Other subscriptions carried on this connection.
+    pub inbox: Option<Inbox>,
+}
+
+/// Where an [`Inbox`]'s messages go: (topic, payload).
+pub type Deliver = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
+
+/// Topics another part of the agent listens to on the uplink's connection, and where their
+/// messages go.
+#[derive(Clone)]
+pub struct Inbox {
+    pub topics: Vec<String>,
+    pub deliver: Deliver,
+}
+
+/// Restores of the retained status happen at most this often.
+const RESTORE_EVERY: Duration = Duration::from_secs(1);
+
+/// Status epochs: strictly increasing across connections and restarts. An epoch is the larger of
+/// the wall clock in ms and the last one + 1, and is written to `file` before it is used.
+struct Epochs {
+    file: Option<PathBuf>,
+    current: AtomicU64,
+}
+
+impl Epochs {
+    fn new(file: Option<PathBuf>) -> Self {
+        let stored = file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        Epochs {
+            file,
+            current: AtomicU64::new(stored),
+        }
+    }
+
+    /// Begin a new epoch and return it.
+    fn next(&self) -> u64 {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let e = now_ms.max(self.current.load(Ordering::Relaxed).saturating_add(1));
+        self.current.store(e, Ordering::Relaxed);
+        if let Some(f) = &self.file {
+            let tmp = f.with_extension("tmp");
+            let res =
+                std::fs::write(&tmp, format!("{e}\n")).and_then(|()| std::fs::rename(&tmp, f));
+            if let Err(err) = res {
+                tracing::warn!("status epoch file {}: {err}", f.display());
+            }
+        }
+        e
+    }
+
+    fn current(&self) -> u64 {
+        self.current.load(Ordering::Relaxed)
+    }
 }
 
 /// What the uplink reports to health and metrics.
@@ -50,6 +120,8 @@ pub struct UplinkState {
     pub acks_rejected: u64,
     pub last_ack_seq: u64,
     pub reconnects: u64,
+    /// Times the retained status was put back after another account changed or deleted it.
+    pub status_restored: u64,
 }
 
 pub type SharedUplink = Arc<Mutex<UplinkState>>;
@@ -63,9 +135,28 @@ enum Ev {
 /// Builds the retained status on demand (the agent knows meters, backlog and clock).
 pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
 
-fn options(cfg: &UplinkConfig) -> MqttOptions {
-    let id = format!("socer-site-{}-{}", cfg.site, std::process::id());
-    let mut o = MqttOptions::new(id, cfg.broker.host.clone(), cfg.broker.port);
+/// The client id: the account's name (Mosquitto's `use_username_as_clientid` makes it so anyway,
+/// and the embedded broker admits an account only with ids it owns).
+pub fn client_id(cfg: &UplinkConfig) -> String {
+    match &cfg.username {
+        Some(u) if !u.is_empty() => u.clone(),
+        _ => format!("socer-site-{}", cfg.site),
+    }
+}
+
+/// The sealed last will closing `epoch`.
+fn last_will(cfg: &UplinkConfig, epoch: u64) -> LastWill {
+    let topic = Topics::new(&cfg.community).status(&cfg.site);
+    let offline = Status {
+        epoch,
+        ..Status::offline()
+    };
+    let sealed = wire::seal(&cfg.key, &cfg.site, &topic, &offline);
+    LastWill::new(topic, sealed, QoS::AtLeastOnce, true)
+}
+
+fn options(cfg: &UplinkConfig, epoch: u64) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id(cfg), cfg.broker.host.clone(), cfg.broker.port);
     o.set_keep_alive(Duration::from_secs(15));
     o.set_clean_session(true);
     o.set_max_packet_size(
@@ -76,14 +167,7 @@ fn options(cfg: &UplinkConfig) -> MqttOptions {
     if let (Some(u), p) = (&cfg.username, &cfg.password) {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
-    let topics = Topics::new(&cfg.community);
-    let offline = serde_json::to_vec(&Status::offline()).unwrap_or_default();
-    o.set_last_will(LastWill::new(
-        topics.status(&cfg.site),
-        offline,
-        QoS::AtLeastOnce,
-        true,
-    ));
+    o.set_last_will(last_will(cfg, epoch));
     if cfg.broker.tls {
         o.set_transport(crate::tls::client_transport(cfg.ca_pem.as_deref()));
     }
@@ -99,8 +183,10 @@ pub fn spawn(
     state: SharedUplink,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let (client, mut eventloop) = AsyncClient::new(options(&cfg), 256);
+    let epochs = Arc::new(Epochs::new(cfg.epoch_file.clone()));
+    let (client, mut eventloop) = AsyncClient::new(options(&cfg, epochs.next()), 256);
     let (ev_tx, ev_rx) = mpsc::channel::<Ev>(1024);
+    let (poll_epochs, will_cfg) = (epochs.clone(), cfg.clone());
     let poller = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -125,6 +211,9 @@ pub fn spawn(
                     if ev_tx.send(Ev::Disconnected(e.to_string())).await.is_err() {
                         return;
                     }
+                    // The next connection is a new epoch, closed by its own will.
+                    let will = last_will(&will_cfg, poll_epochs.next());
+                    eventloop.mqtt_options.set_last_will(will);
                     let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
                     tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -141,6 +230,9 @@ pub fn spawn(
             state,
             client,
             inflight: VecDeque::new(),
+            epochs,
+            status_n: 0,
+            last_status: None,
         };
         link.run(ev_rx, shutdown).await;
         poller.abort();
@@ -156,6 +248,11 @@ struct Link {
     client: AsyncClient,
     /// Batches published and not yet acknowledged: (last seq, when published).
     inflight: VecDeque<(u64, Instant)>,
+    epochs: Arc<Epochs>,
+    /// `n` of the last status published in the current epoch.
+    status_n: u64,
+    /// The sealed status last published (what the broker should hold).
+    last_status: Option<Vec<u8>>,
 }
 
 impl Link {
@@ -178,6 +275,8 @@ impl Link {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_status = Instant::now();
+        let mut restore_due = false;
+        let mut last_restore = Instant::now() - RESTORE_EVERY;
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -189,9 +288,14 @@ impl Link {
                         sent_upto = acked;
                         self.with_state(|s| { s.connected = true; s.last_error = None; s.reconnects += 1; });
                         tracing::info!(host = %self.cfg.broker.host, port = self.cfg.broker.port, "connected to the broker");
-                        if let Err(e) = self.client.subscribe(&ack_topic, QoS::AtLeastOnce).await {
-                            tracing::warn!("subscribe to {ack_topic}: {e}");
+                        // The status topic too: to see another account replace or delete it.
+                        let inbox = self.cfg.inbox.as_ref().map(|i| i.topics.clone()).unwrap_or_default();
+                        for t in [ack_topic.clone(), status_topic.clone()].into_iter().chain(inbox) {
+                            if let Err(e) = self.client.subscribe(&t, QoS::AtLeastOnce).await {
+                                tracing::warn!("subscribe to {t}: {e}");
+                            }
                         }
+                        self.status_n = 0;
                         self.publish_status(&status_topic).await;
                         last_status = Instant::now();
                     }
@@ -226,7 +330,15 @@ impl Link {
                             }
                         }
                     }
-                    Some(Ev::Message(..)) => {}
+                    Some(Ev::Message(topic, payload)) if topic == status_topic => {
+                        // The broker holds what it sent last: ours again clears the mark.
+                        restore_due = self.last_status.as_ref().is_some_and(|ours| *ours != payload);
+                    }
+                    Some(Ev::Message(topic, payload)) => {
+                        if let Some(inbox) = &self.cfg.inbox {
+                            (inbox.deliver)(&topic, &payload);
+                        }
+                    }
                 },
                 res = durable.changed(), if durable_alive => {
                     // The writer has stopped (shutdown): stop listening rather than spin.
@@ -236,6 +348,18 @@ impl Link {
                     if connected && last_status.elapsed() >= self.cfg.status_every {
                         self.publish_status(&status_topic).await;
                         last_status = Instant::now();
+                    }
+                    if connected && restore_due && last_restore.elapsed() >= RESTORE_EVERY {
+                        // Another account changed our retained status: put ours back.
+                        restore_due = false;
+                        last_restore = Instant::now();
+                        if let Some(ours) = self.last_status.clone() {
+                            tracing::warn!("{status_topic}: another account changed our status; restoring it");
+                            self.with_state(|s| s.status_restored += 1);
+                            if let Err(e) = self.client.publish(&status_topic, QoS::AtLeastOnce, true, ours).await {
+                                tracing::warn!("status restore failed: {e}");
+                            }
+                        }
                     }
                     if self.inflight.front().is_some_and(|(_, at)| at.elapsed() >= self.cfg.ack_timeout) {
                         // The hub did not confirm in time: send again from the last ack.
@@ -247,8 +371,9 @@ impl Link {
                 res = shutdown.changed() => {
                     if res.is_err() || *shutdown.borrow() {
                         if connected {
-                            let offline = serde_json::to_vec(&Status::offline()).unwrap_or_default();
-                            let _ = self.client.publish(&status_topic, QoS::AtLeastOnce, true, offline).await;
+                            let offline = Status { epoch: self.epochs.current(), ..Status::offline() };
+                            let sealed = wire::seal(&self.cfg.key, &self.cfg.site, &status_topic, &offline);
+                            let _ = self.client.publish(&status_topic, QoS::AtLeastOnce, true, sealed).await;
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             let _ = self.client.disconnect().await;
                         }
@@ -270,13 +395,19 @@ impl Link {
     }
 
     fn open_ack(&self, topic: &str, payload: &[u8]) -> Result<Ack, wire::WireError> {
-        let env = wire::open_unverified(payload)?;
-        wire::open(&self.cfg.key, &self.cfg.site, topic, &env)
+        wire::open_bytes(&self.cfg.key, &self.cfg.site, topic, payload)
     }
 
-    async fn publish_status(&self, topic: &str) {
-        let st = (self.status)();
-        let body = serde_json::to_vec(&st).unwrap_or_default();
+    /// Publish the current status, sealed, as the next of this epoch.
+    async fn publish_status(&mut self, topic: &str) {
+        self.status_n += 1;
+        let st = Status {
+            epoch: self.epochs.current(),
+            n: self.status_n,
+            ..(self.status)()
+        };
+        let body = wire::seal(&self.cfg.key, &self.cfg.site, topic, &st);
+        self.last_status = Some(body.clone());
         if let Err(e) = self
             .client
             .publish(topic, QoS::AtLeastOnce, true, body)
@@ -311,5 +442,63 @@ impl Link {
             s.readings_sent += n;
         });
         Ok(Some(last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_epochs_only_grow_across_restarts_even_when_the_clock_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("uplink-epoch");
+        // A previous life left an epoch far in the future (a clock that was wrong then).
+        std::fs::write(&file, "99999999999999\n").unwrap();
+        let e = Epochs::new(Some(file.clone()));
+        let a = e.next();
+        let b = e.next();
+        assert!(a > 99_999_999_999_999 && b > a, "{a} {b}");
+        assert_eq!(e.current(), b);
+        // Restarted: carries on above what was written.
+        let again = Epochs::new(Some(file.clone()));
+        assert!(again.next() > b);
+        // Without a file, the wall clock in ms (and still strictly increasing).
+        let plain = Epochs::new(None);
+        let (x, y) = (plain.next(), plain.next());
+        assert!(x > 1_600_000_000_000 && y > x);
+    }
+
+    #[test]
+    fn the_last_will_is_a_sealed_offline_status_closing_its_epoch() {
+        let cfg = UplinkConfig {
+            broker: BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883,
+            },
+            username: Some("domus-1".into()),
+            password: None,
+            ca_pem: None,
+            key: b"0123456789abcdef".to_vec(),
+            community: "socer".into(),
+            site: "domus-1".into(),
+            batch_readings: 10,
+            window: 1,
+            ack_timeout: Duration::from_secs(30),
+            status_every: Duration::from_secs(30),
+            epoch_file: None,
+            inbox: None,
+        };
+        assert_eq!(client_id(&cfg), "domus-1");
+        let will = last_will(&cfg, 42);
+        let topic = Topics::new("socer").status("domus-1");
+        assert_eq!(will.topic, topic);
+        assert!(!String::from_utf8_lossy(&will.message).contains("offline"));
+        let st: Status = wire::open_bytes(&cfg.key, "domus-1", &topic, &will.message).unwrap();
+        assert_eq!(
+            (st.state.as_str(), st.order()),
+            ("offline", (42, Status::END_OF_EPOCH))
+        );
     }
 }

@@ -307,6 +307,8 @@ pub fn metrics_text(v: &View) -> String {
     let _ = writeln!(o, "# TYPE socer_uplink_acks_rejected_total counter\nsocer_uplink_acks_rejected_total{{site=\"{site}\"}} {}", u.acks_rejected);
     let refused = v.signal.lock().map(|s| s.summaries_refused).unwrap_or(0);
     let _ = writeln!(o, "# TYPE socer_summaries_refused_total counter\nsocer_summaries_refused_total{{site=\"{site}\"}} {refused}");
+    let refused = v.signal.lock().map(|s| s.broadcasts_refused).unwrap_or(0);
+    let _ = writeln!(o, "# TYPE socer_broadcasts_refused_total counter\nsocer_broadcasts_refused_total{{site=\"{site}\"}} {refused}");
     o
 }
 

@@ -98,6 +98,50 @@ pub fn start_mosquitto(dir: &Path, port: u16, conf: &str) -> Reaped {
     broker
 }
 
+/// The `mosquitto` group's id, if there is one.
+pub fn mosquitto_gid() -> Option<u32> {
+    std::fs::read_to_string("/etc/group").ok().and_then(|g| {
+        g.lines()
+            .find(|l| l.starts_with("mosquitto:"))
+            .and_then(|l| l.split(':').nth(2).and_then(|n| n.parse::<u32>().ok()))
+    })
+}
+
+/// Mosquitto started with exactly the files `socer central --mosquitto-files` wrote into `files`
+/// (`mosquitto -c files/socer.conf`), killed when dropped; its log goes to `mosquitto_log(dir,
+/// port)`. As an operator would, the password and ACL files are handed to the `mosquitto` group
+/// when the test runs as root (Mosquitto then drops to that user), and the folders are made
+/// traversable for it.
+pub fn start_generated_mosquitto(dir: &Path, files: &Path, port: u16) -> Reaped {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let gid = mosquitto_gid();
+        for d in [dir, files] {
+            let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755));
+        }
+        for f in ["passwd", "acl"] {
+            let _ = std::os::unix::fs::chown(files.join(f), None, gid);
+        }
+    }
+    let log_path = mosquitto_log(dir, port);
+    let log = std::fs::File::create(&log_path).expect("create mosquitto log");
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(files.join("socer.conf"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start mosquitto ({e}): run tools/install-test-deps"));
+    let broker = Reaped(child);
+    assert!(
+        wait_port(port, Duration::from_secs(5)),
+        "mosquitto did not listen on {port}: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    broker
+}
+
 /// A socat pty pair linked at `a` and `b` (raw, no echo), killed when dropped; fails the test when
 /// socat is missing or the links do not appear within `within`.
 pub fn socat_pty_pair(a: &Path, b: &Path, within: Duration) -> Reaped {
@@ -124,6 +168,7 @@ pub fn mosquitto_pub_cmd(host: &str, port: u16, login: Option<(&str, &str)>) -> 
     cmd.args(["-h", host, "-p", &port.to_string()]);
     if let Some((user, password)) = login {
         cmd.args(["-u", user, "-P", password]);
+        cmd.args(["-i", &client_id(user)]);
     }
     cmd.args(["-q", "1"]);
     cmd
@@ -142,6 +187,7 @@ pub fn mosquitto_sub(
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
     if let Some((user, password)) = login {
         cmd.args(["-u", user, "-P", password]);
+        cmd.args(["-i", &client_id(user)]);
     }
     cmd.args(["-t", topic])
         .args(["-C", &count.to_string(), "-W", &secs.to_string()])
@@ -190,6 +236,12 @@ pub fn mosquitto_sub_one(port: u16, user: &str, password: &str, topic: &str) -> 
         v.pop();
     }
     v
+}
+
+/// A client id the account `user` owns on the embedded broker (`{user}.{suffix}`), distinct per
+/// call so that two clients of one account do not take each other's session.
+pub fn client_id(user: &str) -> String {
+    format!("{user}.t{}-{}", std::process::id(), rand_suffix())
 }
 
 fn rand_suffix() -> u64 {

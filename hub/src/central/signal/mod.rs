@@ -25,7 +25,7 @@ use super::balance::SubstationPeriod;
 use super::config::CentralConfig;
 use super::{compute, ingest, store, Hub};
 use crate::solar::{Orientation, Site};
-use crate::wire::{Alert, ForecastSlot, Signal, Topics, ZoneSignal};
+use crate::wire::{self, Alert, ForecastSlot, Signal, Topics, ZoneSignal};
 
 /// One zone's live figures, kW.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,11 +278,14 @@ pub async fn run(
         let changed = published
             .is_none_or(|(l, at)| l != signal.community.level || now - at >= REPUBLISH_EVERY);
         if changed {
-            if let Ok(payload) = serde_json::to_vec(&signal) {
-                if let Err(e) = client.try_publish(topics.signal(), QoS::AtLeastOnce, true, payload)
-                {
-                    tracing::debug!("signal not published: {e}");
-                }
+            // Signed: a site shows only what the hub's key signed.
+            let topic = topics.signal();
+            let payload = wire::sign(hub.signing_key(), &topic, &signal);
+            if let Err(e) = hub
+                .retained
+                .try_publish(&client, topic, QoS::AtLeastOnce, payload)
+            {
+                tracing::debug!("signal not published: {e}");
             }
             published = Some((signal.community.level, now));
         }
@@ -292,10 +295,9 @@ pub async fn run(
                 None => topics.alerts(),
             };
             tracing::info!(id = %a.id, topic = %topic, "alert");
-            if let Ok(payload) = serde_json::to_vec(&a) {
-                if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
-                    tracing::warn!("alert {} not published: {e}", a.id);
-                }
+            let payload = wire::sign(hub.signing_key(), &topic, &a);
+            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+                tracing::warn!("alert {} not published: {e}", a.id);
             }
         }
         *hub.signal.lock().unwrap_or_else(|e| e.into_inner()) = Some(signal);
