@@ -11,6 +11,7 @@ pub mod config;
 pub mod energy;
 pub mod incentive;
 pub mod ingest;
+pub mod plausible;
 pub mod report;
 pub mod signal;
 pub mod status;
@@ -121,6 +122,7 @@ pub async fn start(
         &cfg.storage_path,
         periods,
         cfg.raw_retention_days,
+        store::Limits::of(&cfg),
         metrics.clone(),
         acks_tx,
     )?;
