@@ -661,7 +661,13 @@ impl Writer {
                     // `dropped_through` the site dropped, the others a hub acknowledged before
                     // (this database was rebuilt or restored).
                     let c = state.contiguous;
-                    let held = |to: u64| state.pending.range(c + 1..=to).count() as u64;
+                    let held = |to: u64| {
+                        if to > c {
+                            state.pending.range(c + 1..=to).count() as u64
+                        } else {
+                            0
+                        }
+                    };
                     let dropped_to = b.dropped_through.unwrap_or(0).clamp(c, floor);
                     let lost = dropped_to - c - held(dropped_to);
                     let not_held = (floor - c - held(floor)) - lost;
@@ -777,8 +783,9 @@ impl Writer {
 
     /// Delete what retention allows at `now`: raw readings received more than
     /// `raw_retention_days` ago and taken as long ago, per-minute aggregates older than
-    /// [`MINUTE_RETENTION_DAYS`] (or the raw retention), and of both only what lies in months
-    /// that are closed ([`closed_before`]); period results stay for good. Returns (readings,
+    /// [`MINUTE_RETENTION_DAYS`] (or the raw retention) and than every raw reading kept, and of
+    /// both only what lies in months that are closed ([`closed_before`]); period results stay
+    /// for good. Returns (readings,
     /// minute rows) deleted.
     pub fn prune(&mut self, now: DateTime<Utc>) -> Result<(usize, usize), StoreError> {
         let earliest_dirty: Option<i64> =
@@ -805,9 +812,16 @@ impl Writer {
             );
         }
         // Per-minute counter samples are what late periods are recomputed from: kept at least
-        // MINUTE_RETENTION_DAYS and while their month is open.
+        // MINUTE_RETENTION_DAYS, while their month is open, and as long as raw readings of
+        // their time are kept.
         let days = i64::from(self.retention_days).max(MINUTE_RETENTION_DAYS);
-        let cutoff_min = (now_ms - days * 86_400_000).min(closed).div_euclid(60_000);
+        let oldest_raw: Option<i64> =
+            self.conn
+                .query_row("SELECT min(ts_ms) FROM reading", [], |r| r.get(0))?;
+        let cutoff_min = (now_ms - days * 86_400_000)
+            .min(closed)
+            .min(oldest_raw.unwrap_or(i64::MAX))
+            .div_euclid(60_000);
         let m = self
             .conn
             .execute("DELETE FROM minute WHERE minute < ?1", [cutoff_min])?;
