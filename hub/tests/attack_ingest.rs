@@ -57,7 +57,11 @@ impl Hub {
     /// Publish as domus-1 (the embedded broker lets any account publish anywhere: the MAC and
     /// these rules are the gate).
     fn publish(&self, site: &str, batch: &Batch, dir: &Path) {
-        let key_hex = if site == "iperal" { KEY_IPERAL } else { KEY_DOMUS };
+        let key_hex = if site == "iperal" {
+            KEY_IPERAL
+        } else {
+            KEY_DOMUS
+        };
         let topic = Topics::new("socer").readings(site);
         let bytes = wire::seal(&key(key_hex), site, &topic, batch);
         mosquitto_pub(self.port, "domus-1", PW_DOMUS, &topic, &bytes, dir);
@@ -115,28 +119,115 @@ fn verified_but_impossible_batches_are_refused_and_never_move_the_ack() {
 
     // (batch, reason): each verifies, each is impossible as a whole.
     let cases: Vec<(Batch, &str)> = vec![
-        (with(honest("domus-1", 4..=5), |b| b.dropped_through = Some(u64::MAX)), "seq_claim"),
-        (with(honest("domus-1", 4..=5), |b| b.dropped_through = Some(5)), "seq_claim"),
-        (with(honest("domus-1", 4..=4), |b| b.readings.clear()), "ok-empty"),
-        (with(honest("domus-1", 4..=5), |b| { b.readings.clear(); b.dropped_through = Some(1 << 40) }), "seq_claim"),
-        (with(honest("domus-1", 4..=5), |b| b.unacked_from = Some(6)), "seq_claim"),
-        (with(honest("domus-1", 4..=5), |b| b.unacked_from = Some(0)), "seq_claim"),
-        (with(honest("domus-1", 4..=6), |b| at(b, 2).seq = 5), "seq_order"),
-        (with(honest("domus-1", 4..=5), |b| { at(b, 0).seq = 9; at(b, 1).seq = 8 }), "seq_order"),
-        (with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 0), "seq_range"),
-        (with(honest("domus-1", 4..=4), |b| at(b, 0).seq = u64::MAX), "seq_range"),
-        (with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 1 << 60), "seq_range"),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                b.dropped_through = Some(u64::MAX)
+            }),
+            "seq_claim",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| b.dropped_through = Some(5)),
+            "seq_claim",
+        ),
+        (
+            with(honest("domus-1", 4..=4), |b| b.readings.clear()),
+            "ok-empty",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                b.readings.clear();
+                b.dropped_through = Some(1 << 40)
+            }),
+            "seq_claim",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| b.unacked_from = Some(6)),
+            "seq_claim",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| b.unacked_from = Some(0)),
+            "seq_claim",
+        ),
+        (
+            with(honest("domus-1", 4..=6), |b| at(b, 2).seq = 5),
+            "seq_order",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                at(b, 0).seq = 9;
+                at(b, 1).seq = 8
+            }),
+            "seq_order",
+        ),
+        (
+            with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 0),
+            "seq_range",
+        ),
+        (
+            with(honest("domus-1", 4..=4), |b| at(b, 0).seq = u64::MAX),
+            "seq_range",
+        ),
+        (
+            with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 1 << 60),
+            "seq_range",
+        ),
         // Within 2^53 but far more than a site can number since its last reading seconds ago.
-        (with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 1 << 45), "seq_jump"),
-        (with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 900_000_000), "seq_jump"),
-        (with(honest("domus-1", 4..=4), |b| { at(b, 0).seq = 1 << 50; b.unacked_from = Some(1 << 50) }), "seq_jump"),
-        (with(honest("domus-1", 4..=4), |b| { at(b, 0).seq = 50_000_001; b.dropped_through = Some(50_000_000) }), "seq_jump"),
-        (with(honest("domus-1", 4..=5), |b| at(b, 1).ts = ts("1970-01-01T00:00:00Z")), "too_old"),
-        (with(honest("domus-1", 4..=5), |b| at(b, 0).ts = ts("2019-06-30T12:00:00Z")), "too_old"),
-        (with(honest("domus-1", 4..=5), |b| b.sent = ts("2001-01-01T00:00:00Z")), "too_old"),
-        (with(honest("domus-1", 4..=5), |b| at(b, 1).ts = Utc::now() + chrono::Duration::days(400)), "far_future"),
-        (with(honest("domus-1", 4..=5), |b| at(b, 0).meter = "x".repeat(300)), "meter_name"),
-        (with(honest("domus-1", 4..=5), |b| at(b, 0).meter = String::new()), "meter_name"),
+        (
+            with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 1 << 45),
+            "seq_jump",
+        ),
+        (
+            with(honest("domus-1", 4..=4), |b| at(b, 0).seq = 900_000_000),
+            "seq_jump",
+        ),
+        (
+            with(honest("domus-1", 4..=4), |b| {
+                at(b, 0).seq = 1 << 50;
+                b.unacked_from = Some(1 << 50)
+            }),
+            "seq_jump",
+        ),
+        (
+            with(honest("domus-1", 4..=4), |b| {
+                at(b, 0).seq = 50_000_001;
+                b.dropped_through = Some(50_000_000)
+            }),
+            "seq_jump",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                at(b, 1).ts = ts("1970-01-01T00:00:00Z")
+            }),
+            "too_old",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                at(b, 0).ts = ts("2019-06-30T12:00:00Z")
+            }),
+            "too_old",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                b.sent = ts("2001-01-01T00:00:00Z")
+            }),
+            "too_old",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                at(b, 1).ts = Utc::now() + chrono::Duration::days(400)
+            }),
+            "far_future",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| {
+                at(b, 0).meter = "x".repeat(300)
+            }),
+            "meter_name",
+        ),
+        (
+            with(honest("domus-1", 4..=5), |b| at(b, 0).meter = String::new()),
+            "meter_name",
+        ),
     ];
     let mut expected: std::collections::BTreeMap<&str, f64> = Default::default();
     for (b, reason) in &cases {
@@ -166,7 +257,10 @@ fn verified_but_impossible_batches_are_refused_and_never_move_the_ack() {
     // The site's honest batches still go through.
     hub.publish("domus-1", &honest("domus-1", 4..=5), d);
     assert!(wait_until(10, || hub.acked("domus-1") == 5));
-    assert!(wait_until(10, || hub.retained_ack("domus-1", KEY_DOMUS).seq == 5));
+    assert!(wait_until(10, || hub
+        .retained_ack("domus-1", KEY_DOMUS)
+        .seq
+        == 5));
 
     // Impossible values inside otherwise valid readings: the value is quarantined (not stored,
     // never counted as energy), the reading and its seq are kept so the site is not stalled.
@@ -182,7 +276,8 @@ fn verified_but_impossible_batches_are_refused_and_never_move_the_ack() {
     assert_eq!(hub.count("domus-1", "counter_rise"), 1.0);
     assert_eq!(hub.count("domus-1", "value_bounds"), 1.0);
     let conn = rusqlite::Connection::open(&hub.db).unwrap();
-    let rows: Vec<(i64, Option<f64>, Option<f64>, Option<f64>)> = conn
+    type Row = (i64, Option<f64>, Option<f64>, Option<f64>);
+    let rows: Vec<Row> = conn
         .prepare(
             "SELECT seq, e_imp_wh, e_exp_wh, p_w FROM reading JOIN site ON site.id = reading.site_id
              WHERE site.name = 'domus-1' AND seq >= 6 ORDER BY seq",
@@ -292,5 +387,8 @@ fn a_site_back_after_90_days_keeps_every_reading_it_had_acknowledged() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(minutes, 24, "the per-minute samples of 90 days ago are kept too");
+    assert_eq!(
+        minutes, 24,
+        "the per-minute samples of 90 days ago are kept too"
+    );
 }

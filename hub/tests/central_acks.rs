@@ -48,7 +48,10 @@ fn acks(w: &mut Writer, b: Incoming) -> Vec<(String, u64)> {
 }
 
 fn count(m: &Metrics, site: &str, why: Reject) -> u64 {
-    m.rejects().get(&(site.to_string(), why)).copied().unwrap_or(0)
+    m.rejects()
+        .get(&(site.to_string(), why))
+        .copied()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -65,7 +68,10 @@ fn first_contact_acks_only_what_was_stored_or_declared() {
     let mut b = batch("iperal", 1001..=1003);
     b.unacked_from = Some(1001);
     assert_eq!(acks(&mut w, b), vec![("iperal".into(), 1003)]);
-    assert_eq!(metrics.readings_acked_not_held.load(Ordering::Relaxed), 1000);
+    assert_eq!(
+        metrics.readings_acked_not_held.load(Ordering::Relaxed),
+        1000
+    );
 
     // A site that still holds 1..: its later batches are held until the first arrives.
     let mut b = batch("domus-1", 11..=12);
@@ -74,7 +80,10 @@ fn first_contact_acks_only_what_was_stored_or_declared() {
     let mut b = batch("domus-1", 1..=10);
     b.unacked_from = Some(1);
     assert_eq!(acks(&mut w, b), vec![("domus-1".into(), 12)]);
-    assert_eq!(metrics.readings_acked_not_held.load(Ordering::Relaxed), 1000);
+    assert_eq!(
+        metrics.readings_acked_not_held.load(Ordering::Relaxed),
+        1000
+    );
 }
 
 #[test]
@@ -82,12 +91,13 @@ fn seq_claims_and_jumps_beyond_what_a_site_can_number_are_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (mut w, metrics, db) = writer(dir.path());
     assert_eq!(acks(&mut w, batch("stps", 1..=3)), vec![("stps".into(), 3)]);
-    let hostile = |seqs: std::ops::RangeInclusive<u64>, dropped: Option<u64>, unacked: Option<u64>| {
-        let mut b = batch("stps", seqs);
-        b.dropped_through = dropped;
-        b.unacked_from = unacked;
-        b
-    };
+    let hostile =
+        |seqs: std::ops::RangeInclusive<u64>, dropped: Option<u64>, unacked: Option<u64>| {
+            let mut b = batch("stps", seqs);
+            b.dropped_through = dropped;
+            b.unacked_from = unacked;
+            b
+        };
     // The contiguous reading is two minutes old: about 3.7 million seqs are possible since.
     for b in [
         hostile(MAX_SEQ - 1..=MAX_SEQ, None, None),
@@ -148,7 +158,13 @@ fn implausible_counters_are_quarantined_and_their_seqs_still_count() {
         .collect();
     assert_eq!(
         stored,
-        vec![(1, Some(5000.0)), (2, None), (3, None), (4, None), (5, Some(5100.0))]
+        vec![
+            (1, Some(5000.0)),
+            (2, None),
+            (3, None),
+            (4, None),
+            (5, Some(5100.0))
+        ]
     );
     // Across a restart the prior is the latest stored counter.
     drop(w);
@@ -160,22 +176,43 @@ fn implausible_counters_are_quarantined_and_their_seqs_still_count() {
     assert_eq!(acks(&mut w, b(7, 6, 5110.0)), vec![("stps".into(), 7)]);
     // A late reading is judged against the sample before it in time, not the newest (from
     // which this would be a decrease).
-    assert_eq!(acks(&mut w, one(8, at(-60), 4000.0, 0.0)), vec![("stps".into(), 8)]);
-    assert_eq!(acks(&mut w, one(9, at(-30), 1_004_000.0, 0.0)), vec![("stps".into(), 9)]);
+    assert_eq!(
+        acks(&mut w, one(8, at(-60), 4000.0, 0.0)),
+        vec![("stps".into(), 8)]
+    );
+    assert_eq!(
+        acks(&mut w, one(9, at(-30), 1_004_000.0, 0.0)),
+        vec![("stps".into(), 9)]
+    );
     assert_eq!(count(&metrics, "stps", Reject::CounterRise), 3);
     // A meter replaced by one with a higher counter: its first sample is refused for the rise,
     // and the new course is believed from the next.
-    assert_eq!(acks(&mut w, b(10, 10, 900_000.0)), vec![("stps".into(), 10)]);
-    assert_eq!(acks(&mut w, b(11, 11, 900_010.0)), vec![("stps".into(), 11)]);
+    assert_eq!(
+        acks(&mut w, b(10, 10, 900_000.0)),
+        vec![("stps".into(), 10)]
+    );
+    assert_eq!(
+        acks(&mut w, b(11, 11, 900_010.0)),
+        vec![("stps".into(), 11)]
+    );
     assert_eq!(count(&metrics, "stps", Reject::CounterRise), 4);
     assert_eq!(count(&metrics, "stps", Reject::CounterInvalid), 2);
     let imp = |seq: i64| -> Option<f64> {
-        conn.query_row("SELECT e_imp_wh FROM reading WHERE seq = ?1", [seq], |r| r.get(0))
-            .unwrap()
+        conn.query_row("SELECT e_imp_wh FROM reading WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .unwrap()
     };
     assert_eq!(
         (imp(6), imp(7), imp(8), imp(9), imp(10), imp(11)),
-        (None, Some(5110.0), Some(4000.0), None, None, Some(900_010.0))
+        (
+            None,
+            Some(5110.0),
+            Some(4000.0),
+            None,
+            None,
+            Some(900_010.0)
+        )
     );
 }
 
@@ -189,7 +226,10 @@ fn a_gap_that_does_not_fill_asks_the_site_to_resend_once_in_a_while() {
     assert!(w.gaps_due(t).is_empty(), "just opened");
     assert!(w.gaps_due(t + GAP_WAIT / 2).is_empty());
     assert_eq!(w.gaps_due(t + GAP_WAIT), vec![("stps".into(), 3)]);
-    assert!(w.gaps_due(t + GAP_WAIT + Duration::from_secs(1)).is_empty(), "asked");
+    assert!(
+        w.gaps_due(t + GAP_WAIT + Duration::from_secs(1)).is_empty(),
+        "asked"
+    );
     assert_eq!(
         w.gaps_due(t + GAP_WAIT + RESEND_EVERY),
         vec![("stps".into(), 3)]
@@ -212,7 +252,15 @@ fn a_site_back_after_90_days_keeps_every_reading_until_its_month_is_closed() {
     let back = now - chrono::Duration::days(90);
     // Iperal is current; Domus comes back with 12 hours of readings taken 90 days ago.
     let c = w
-        .write_group(&[grid_readings("iperal", 1, 0.0, now - chrono::Duration::hours(2), 4, false, 400.0)])
+        .write_group(&[grid_readings(
+            "iperal",
+            1,
+            0.0,
+            now - chrono::Duration::hours(2),
+            4,
+            false,
+            400.0,
+        )])
         .unwrap();
     assert_eq!(c.acks, vec![("iperal".to_string(), 5)]);
     let c = w
@@ -220,7 +268,15 @@ fn a_site_back_after_90_days_keeps_every_reading_until_its_month_is_closed() {
         .unwrap();
     assert_eq!(c.acks, vec![("domus-1".to_string(), 49)]);
     let c = w
-        .write_group(&[grid_readings("domus-1", 50, 6000.0, now - chrono::Duration::hours(1), 2, false, 400.0)])
+        .write_group(&[grid_readings(
+            "domus-1",
+            50,
+            6000.0,
+            now - chrono::Duration::hours(1),
+            2,
+            false,
+            400.0,
+        )])
         .unwrap();
     assert_eq!(c.acks, vec![("domus-1".to_string(), 52)]);
     let mut r = Reader::open(&cfg.storage_path).unwrap();
@@ -236,7 +292,10 @@ fn a_site_back_after_90_days_keeps_every_reading_until_its_month_is_closed() {
     }
     assert_eq!(w.prune(now).unwrap(), (0, 0));
     let hours = r
-        .substation_periods(back.timestamp() - 3600, (back + chrono::Duration::hours(12)).timestamp())
+        .substation_periods(
+            back.timestamp() - 3600,
+            (back + chrono::Duration::hours(12)).timestamp(),
+        )
         .unwrap();
     assert!(hours.len() >= 12, "{hours:?}");
     assert!(hours.iter().filter(|h| h.withdrawal_mwh > 0).count() >= 11);

@@ -58,9 +58,10 @@ async fn a_batch_lost_before_the_hub_is_sent_again_within_seconds_when_the_hub_a
                     let ack = {
                         let mut g = h.lock().unwrap_or_else(|e| e.into_inner());
                         g.batches += 1;
-                        let (Some(first), Some(last)) =
-                            (b.readings.first().map(|r| r.seq), b.readings.last().map(|r| r.seq))
-                        else {
+                        let (Some(first), Some(last)) = (
+                            b.readings.first().map(|r| r.seq),
+                            b.readings.last().map(|r| r.seq),
+                        ) else {
                             continue;
                         };
                         if b.unacked_from.is_none_or(|u| u > g.contiguous + 1) {
@@ -92,7 +93,9 @@ async fn a_batch_lost_before_the_hub_is_sent_again_within_seconds_when_the_hub_a
                         }
                     };
                     let bytes = wire::seal(&key, SITE, &at, &ack);
-                    let _ = client.publish(at.clone(), QoS::AtLeastOnce, true, bytes).await;
+                    let _ = client
+                        .publish(at.clone(), QoS::AtLeastOnce, true, bytes)
+                        .await;
                 }
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -106,7 +109,9 @@ async fn a_batch_lost_before_the_hub_is_sent_again_within_seconds_when_the_hub_a
     agent.wait_web();
     // The site's ack timeout is 30 s: a recovery well inside it is the hub's request at work.
     let filled = eventually(Duration::from_secs(25), || {
-        hub.lock().map(|g| g.filled_after.is_some()).unwrap_or(false)
+        hub.lock()
+            .map(|g| g.filled_after.is_some())
+            .unwrap_or(false)
     })
     .await;
     let g = hub.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,7 +122,13 @@ async fn a_batch_lost_before_the_hub_is_sent_again_within_seconds_when_the_hub_a
         g.contiguous,
         std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default()
     );
-    assert!(g.claims_ok, "a batch declared more than the hub had acknowledged");
+    assert!(
+        g.claims_ok,
+        "a batch declared more than the hub had acknowledged"
+    );
     let health = agent.health().expect("health");
-    assert!(health["uplink"]["resends_asked"].as_u64().unwrap_or(0) >= 1, "{health}");
+    assert!(
+        health["uplink"]["resends_asked"].as_u64().unwrap_or(0) >= 1,
+        "{health}"
+    );
 }

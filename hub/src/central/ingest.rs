@@ -191,12 +191,15 @@ impl Ingest {
 
     async fn handle_readings(&self, topic: &str, payload: &[u8], now: DateTime<Utc>) {
         let received = Instant::now();
-        let checked = self.gate.check_batch(topic, payload, now).and_then(|(site, batch)| {
-            match super::plausible::check_batch(&batch) {
-                Ok(()) => Ok((site, batch)),
-                Err(why) => Err((site, why)),
-            }
-        });
+        let checked = self
+            .gate
+            .check_batch(topic, payload, now)
+            .and_then(
+                |(site, batch)| match super::plausible::check_batch(&batch) {
+                    Ok(()) => Ok((site, batch)),
+                    Err(why) => Err((site, why)),
+                },
+            );
         match checked {
             Err((site, why)) => {
                 tracing::warn!("refused a readings message on {topic}: {}", why.label());
@@ -313,7 +316,16 @@ pub async fn run_acks(
 
 /// Seal and publish one site's ack (retained, QoS 1).
 pub async fn publish_ack(client: &AsyncClient, ingest: &Ingest, site: &str, seq: u64) {
-    publish(client, ingest, site, Ack { seq, resend_from: None }).await
+    publish(
+        client,
+        ingest,
+        site,
+        Ack {
+            seq,
+            resend_from: None,
+        },
+    )
+    .await
 }
 
 async fn publish(client: &AsyncClient, ingest: &Ingest, site: &str, ack: Ack) {

@@ -100,11 +100,7 @@ pub struct SitePrior {
 /// Seqs cannot run ahead of the hub's contiguous seq faster than a site numbers readings: the
 /// highest seq of the batch, or a floor it declares, is at most `contiguous` +
 /// [`MAX_SEQS_PER_SECOND`] × (time since the contiguous reading + [`SEQ_SLACK_SECONDS`]).
-pub fn check_seq_jump(
-    prior: SitePrior,
-    highest: u64,
-    now: DateTime<Utc>,
-) -> Result<(), Reject> {
+pub fn check_seq_jump(prior: SitePrior, highest: u64, now: DateTime<Utc>) -> Result<(), Reject> {
     let elapsed_s = (now.timestamp_millis() - prior.contiguous_ts_ms).max(0) / 1000;
     let allowed = MAX_SEQS_PER_SECOND.saturating_mul((elapsed_s + SEQ_SLACK_SECONDS) as u64);
     if highest > prior.contiguous.saturating_add(allowed) {
@@ -255,8 +251,13 @@ mod tests {
         for seqs in [&[2, 1][..], &[1, 1], &[5, 7, 6], &[3, 3, 4], &[10, 9, 11]] {
             assert_eq!(check_batch(&batch(seqs)), Err(Reject::SeqOrder), "{seqs:?}");
         }
-        for seqs in [&[0][..], &[0, 1], &[MAX_SEQ + 1], &[1, u64::MAX], &[i64::MAX as u64 + 1]]
-        {
+        for seqs in [
+            &[0][..],
+            &[0, 1],
+            &[MAX_SEQ + 1],
+            &[1, u64::MAX],
+            &[i64::MAX as u64 + 1],
+        ] {
             assert_eq!(check_batch(&batch(seqs)), Err(Reject::SeqRange), "{seqs:?}");
         }
     }
@@ -266,7 +267,11 @@ mod tests {
         for d in [u64::MAX, MAX_SEQ, 42, 41 + 1000, 100] {
             let mut b = batch(&[41, 42]);
             b.dropped_through = Some(d);
-            assert_eq!(check_batch(&b), Err(Reject::SeqClaim), "dropped_through {d}");
+            assert_eq!(
+                check_batch(&b),
+                Err(Reject::SeqClaim),
+                "dropped_through {d}"
+            );
         }
         for u in [0, 42, 43, u64::MAX, 1 << 60] {
             let mut b = batch(&[41, 42]);
@@ -283,7 +288,11 @@ mod tests {
 
     #[test]
     fn times_before_2020_and_bad_meter_names_refuse_the_batch() {
-        for old in ["1970-01-01T00:00:00Z", "2019-12-31T23:59:59Z", "0001-01-01T00:00:00Z"] {
+        for old in [
+            "1970-01-01T00:00:00Z",
+            "2019-12-31T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+        ] {
             let mut b = batch(&[1, 2]);
             b.readings[1].ts = t(old);
             assert_eq!(check_batch(&b), Err(Reject::TooOld), "{old}");
@@ -294,7 +303,12 @@ mod tests {
         let mut b = batch(&[1]);
         b.readings[0].ts = t("2020-01-01T00:00:00Z");
         assert_eq!(check_batch(&b), Ok(()));
-        for name in [String::new(), "x".repeat(65), "grid\n".into(), "a\u{0}b".into()] {
+        for name in [
+            String::new(),
+            "x".repeat(65),
+            "grid\n".into(),
+            "a\u{0}b".into(),
+        ] {
             let mut b = batch(&[1]);
             b.readings[0].meter = name.clone();
             assert_eq!(check_batch(&b), Err(Reject::MeterName), "{name:?}");
@@ -312,7 +326,11 @@ mod tests {
         assert_eq!(check_seq_jump(prior, 1001, now), Ok(()));
         assert_eq!(check_seq_jump(prior, allowed, now), Ok(()));
         for jump in [allowed + 1, 1 << 40, MAX_SEQ, u64::MAX] {
-            assert_eq!(check_seq_jump(prior, jump, now), Err(Reject::SeqJump), "{jump}");
+            assert_eq!(
+                check_seq_jump(prior, jump, now),
+                Err(Reject::SeqJump),
+                "{jump}"
+            );
         }
         // A site silent for a year may have numbered a year of readings.
         let year_ago = SitePrior {
@@ -332,7 +350,16 @@ mod tests {
     #[test]
     fn counters_must_be_finite_non_negative_and_within_a_meters_life() {
         let ts = 1_780_000_000_000;
-        for bad in [-1.0, -0.001, -1e15, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e15, 2e13] {
+        for bad in [
+            -1.0,
+            -0.001,
+            -1e15,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e15,
+            2e13,
+        ] {
             assert_eq!(
                 counter_ok(bad, ts, None, 2e6),
                 Err(Reject::CounterInvalid),
@@ -340,7 +367,10 @@ mod tests {
             );
         }
         // A 6 kW household meter cannot have counted 3 GWh.
-        assert_eq!(counter_ok(3e9, ts, None, 6000.0), Err(Reject::CounterInvalid));
+        assert_eq!(
+            counter_ok(3e9, ts, None, 6000.0),
+            Err(Reject::CounterInvalid)
+        );
         for good in [0.0, 0.5, 12_345.6, 2.5e9] {
             assert_eq!(counter_ok(good, ts, None, 6000.0), Ok(()), "{good}");
         }
@@ -349,7 +379,10 @@ mod tests {
     #[test]
     fn a_counter_cannot_rise_faster_than_the_meters_maximum_power() {
         let t0 = 1_780_000_000_000i64;
-        let prev = Some(CounterSample { ts_ms: t0, wh: 10_000.0 });
+        let prev = Some(CounterSample {
+            ts_ms: t0,
+            wh: 10_000.0,
+        });
         let max_w = 6000.0;
         // One hour at 6 kW: 6,000 Wh × 1.25 + 1,000 Wh allowed.
         let hour = t0 + 3_600_000;
@@ -364,7 +397,10 @@ mod tests {
         // Within the same second only one register step.
         assert_eq!(counter_ok(11_000.0, t0, prev, max_w), Ok(()));
         assert_eq!(counter_ok(11_002.0, t0 + 1000, prev, max_w), Ok(()));
-        assert_eq!(counter_ok(11_010.0, t0 + 1000, prev, max_w), Err(Reject::CounterRise));
+        assert_eq!(
+            counter_ok(11_010.0, t0 + 1000, prev, max_w),
+            Err(Reject::CounterRise)
+        );
         // A decrease is not judged here, whatever its size.
         for down in [9_999.0, 0.0, 1.0] {
             assert_eq!(counter_ok(down, hour, prev, max_w), Ok(()), "{down}");
@@ -415,12 +451,18 @@ mod tests {
         let out = screen(&mut r, 6000.0, prior);
         assert_eq!(
             out,
-            vec![("e_imp_wh", Reject::CounterRise), ("p_w", Reject::ValueBounds)]
+            vec![
+                ("e_imp_wh", Reject::CounterRise),
+                ("p_w", Reject::ValueBounds)
+            ]
         );
         for p in [f64::NAN, 1e12, -1e12, 12_001.0] {
             let mut r = reading(9, ts, 5001.0);
             r.values.p_w = Some(p);
-            assert_eq!(screen(&mut r, 6000.0, prior), vec![("p_w", Reject::ValueBounds)]);
+            assert_eq!(
+                screen(&mut r, 6000.0, prior),
+                vec![("p_w", Reject::ValueBounds)]
+            );
         }
         // An honest reading is untouched.
         let mut r = reading(10, ts, 5050.0);

@@ -400,8 +400,8 @@ impl Writer {
                     )?;
                     state.contiguous_ts_ms = t.unwrap_or(state.contiguous_ts_ms);
                 }
-                let mut p = conn
-                    .prepare("SELECT seq, ts_ms FROM reading WHERE site_id = ?1 AND seq > ?2")?;
+                let mut p =
+                    conn.prepare("SELECT seq, ts_ms FROM reading WHERE site_id = ?1 AND seq > ?2")?;
                 for s in p.query_map(params![id, contiguous], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
                 })? {
@@ -530,10 +530,12 @@ impl Writer {
                         ))
                     })
                     .optional()?;
-                Ok(row.map_or_else(MeterPrior::default, |(t, i, e)| MeterPrior {
-                    imp: i.map(|wh| plausible::CounterSample { ts_ms: t, wh }),
-                    exp: e.map(|wh| plausible::CounterSample { ts_ms: t, wh }),
-                }))
+                Ok(
+                    row.map_or_else(MeterPrior::default, |(t, i, e)| MeterPrior {
+                        imp: i.map(|wh| plausible::CounterSample { ts_ms: t, wh }),
+                        exp: e.map(|wh| plausible::CounterSample { ts_ms: t, wh }),
+                    }),
+                )
             };
             for (b, (site_id, meter_ids)) in group.iter().zip(&ids) {
                 let Some(state) = self.sites.get_mut(&b.site) else {
@@ -544,7 +546,13 @@ impl Writer {
                     .dropped_through
                     .unwrap_or(0)
                     .max(b.unacked_from.map_or(0, |u| u.saturating_sub(1)));
-                let highest = b.readings.iter().map(|r| r.seq).max().unwrap_or(0).max(floor);
+                let highest = b
+                    .readings
+                    .iter()
+                    .map(|r| r.seq)
+                    .max()
+                    .unwrap_or(0)
+                    .max(floor);
                 let prior = SitePrior {
                     contiguous: state.contiguous,
                     contiguous_ts_ms: state.contiguous_ts_ms,
@@ -574,9 +582,8 @@ impl Writer {
                             p
                         }
                     };
-                    let in_order = |s: Option<plausible::CounterSample>| {
-                        s.is_none_or(|s| s.ts_ms <= ts_ms)
-                    };
+                    let in_order =
+                        |s: Option<plausible::CounterSample>| s.is_none_or(|s| s.ts_ms <= ts_ms);
                     let judged = if in_order(latest.imp) && in_order(latest.exp) {
                         latest
                     } else {
@@ -698,7 +705,6 @@ impl Writer {
                     touched.push(b.site.clone());
                 }
             }
-            drop(stored_prior);
             let mut up = tx.prepare_cached(
                 "INSERT INTO minute (meter_id, minute, n, p_sum, p_n, p_min, p_max,
                    first_ms, imp_first, exp_first, last_ms, imp_last, exp_last)
@@ -826,7 +832,9 @@ impl Writer {
             .conn
             .execute("DELETE FROM minute WHERE minute < ?1", [cutoff_min])?;
         if m > 0 {
-            tracing::info!("store: pruned {m} per-minute rows older than {days} days, in closed months");
+            tracing::info!(
+                "store: pruned {m} per-minute rows older than {days} days, in closed months"
+            );
         }
         Ok((n, m))
     }
