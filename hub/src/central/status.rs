@@ -95,6 +95,9 @@ pub struct Metrics {
     pub readings_acked_not_held: AtomicU64,
     /// Acks sent with a re-send hint (a gap the missing batches did not fill in time).
     pub resend_hints: AtomicU64,
+    /// Batches (and their readings) shed because the store writer was a full queue behind.
+    pub batches_shed: AtomicU64,
+    pub readings_shed: AtomicU64,
     pub store_transactions: AtomicU64,
     pub store_errors: AtomicU64,
     pub acks_published: AtomicU64,

@@ -145,17 +145,36 @@ enum Msg {
 #[derive(Clone)]
 pub struct StoreHandle {
     tx: mpsc::Sender<Msg>,
+    metrics: Arc<Metrics>,
 }
 
 impl StoreHandle {
-    /// Queue a batch; waits when the writer is behind (back-pressure up to the broker).
+    /// Queue a batch without waiting. When the writer is a full queue ([`QUEUE_BATCHES`]) behind,
+    /// the batch is shed and counted: nothing of it is stored or acknowledged, and the gap it
+    /// leaves makes the hub ask its site to send it again. Waiting instead would stop the hub
+    /// reading from the broker, which then drops messages bound for it uncounted (rumqttd skips a
+    /// slow subscriber's backlog), refusals included.
     pub async fn write(&self, batch: Incoming) -> Result<(), StoreError> {
-        self.tx
-            .send(Msg::Batch(batch))
-            .await
-            .map_err(|_| StoreError::Stopped)
+        let n = batch.readings.len() as u64;
+        match self.tx.try_send(Msg::Batch(batch)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let shed = self.metrics.batches_shed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.readings_shed.fetch_add(n, Ordering::Relaxed);
+                if shed % 1000 == 0 {
+                    tracing::warn!(
+                        "store: writer {QUEUE_BATCHES} batches behind; shedding (counted, the sites are asked to re-send)"
+                    );
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Stopped),
+        }
     }
 }
+
+/// Batches queued for the writer before new ones are shed.
+pub const QUEUE_BATCHES: usize = 4096;
 
 /// What the writer needs from the config: each meter's maximum power (counter rises are judged
 /// against it) and the community's time zone (months close in local time).
@@ -293,7 +312,8 @@ pub fn spawn_writer(
     acks: mpsc::UnboundedSender<Committed>,
 ) -> Result<(StoreHandle, std::thread::JoinHandle<()>), StoreError> {
     let mut w = Writer::open(path, periods, retention_days, metrics)?.with_limits(limits);
-    let (tx, mut rx) = mpsc::channel::<Msg>(4096);
+    let shed_metrics = w.metrics.clone();
+    let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE_BATCHES);
     let ticks = tx.clone();
     let _ = std::thread::Builder::new()
         .name("store-ticker".into())
@@ -363,7 +383,13 @@ pub fn spawn_writer(
             path: path.to_path_buf(),
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
-    Ok((StoreHandle { tx }, handle))
+    Ok((
+        StoreHandle {
+            tx,
+            metrics: shed_metrics,
+        },
+        handle,
+    ))
 }
 
 impl Writer {
@@ -1266,5 +1292,82 @@ impl Reader {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_writer_queue_sheds_and_counts_instead_of_blocking_the_ingest() {
+        let (tx, mut rx) = mpsc::channel::<Msg>(1);
+        let metrics = Arc::new(Metrics::default());
+        let h = StoreHandle {
+            tx,
+            metrics: metrics.clone(),
+        };
+        let batch = |n: u64| Incoming {
+            site: "stps".into(),
+            readings: (1..=n)
+                .map(|s| WireReading {
+                    seq: s,
+                    meter: "grid".into(),
+                    ts: Utc::now(),
+                    values: Default::default(),
+                    quality: Quality::Good,
+                    missing: vec![],
+                    retimed: false,
+                    energy_integrated: false,
+                })
+                .collect(),
+            received: Instant::now(),
+            dropped_through: None,
+            unacked_from: None,
+        };
+        h.write(batch(3)).await.unwrap();
+        h.write(batch(5)).await.unwrap();
+        h.write(batch(7)).await.unwrap();
+        assert_eq!(metrics.batches_shed.load(Ordering::Relaxed), 2);
+        assert_eq!(metrics.readings_shed.load(Ordering::Relaxed), 12);
+        assert!(matches!(rx.recv().await, Some(Msg::Batch(b)) if b.readings.len() == 3));
+        drop(rx);
+        assert!(matches!(h.write(batch(1)).await, Err(StoreError::Stopped)));
+    }
+
+    #[test]
+    fn a_month_closes_after_its_grace_its_dirty_periods_and_its_sites() {
+        let tz = chrono_tz::Europe::Rome;
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let ms = |s: &str| t(s).timestamp_millis();
+        // 1 March 00:00 in Rome is 28 Feb 23:00 UTC.
+        let march = ms("2026-02-28T23:00:00Z");
+        let april = ms("2026-03-31T22:00:00Z");
+        let now = t("2026-04-10T12:00:00Z");
+        // March ended 9.5 days ago: closed, nothing else holding it.
+        assert_eq!(closed_before(now, &tz, None, None), april);
+        // Within the 7-day grace it is still open.
+        assert_eq!(
+            closed_before(t("2026-04-05T12:00:00Z"), &tz, None, None),
+            march
+        );
+        // A dirty period in March keeps March open.
+        assert_eq!(
+            closed_before(now, &tz, Some(ms("2026-03-15T10:00:00Z")), None),
+            march
+        );
+        // So does a site whose contiguous readings stop in March…
+        assert_eq!(
+            closed_before(now, &tz, None, Some(ms("2026-03-20T00:00:00Z"))),
+            march
+        );
+        // …or in January (it holds January open too), unless that was over 180 days ago.
+        let jan = ms("2025-12-31T23:00:00Z");
+        assert_eq!(
+            closed_before(now, &tz, None, Some(ms("2026-01-20T00:00:00Z"))),
+            jan
+        );
+        let later = t("2026-09-10T12:00:00Z");
+        assert!(closed_before(later, &tz, None, Some(ms("2026-01-20T00:00:00Z"))) > jan);
     }
 }

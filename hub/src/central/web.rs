@@ -483,6 +483,16 @@ fn metrics(hub: &Hub) -> Resp {
         m.resend_hints.load(Ordering::Relaxed),
     );
     counter(
+        "batches_shed_total",
+        "Batches not stored because the store writer was a full queue behind (re-sent on request).",
+        m.batches_shed.load(Ordering::Relaxed),
+    );
+    counter(
+        "readings_shed_total",
+        "Readings in shed batches.",
+        m.readings_shed.load(Ordering::Relaxed),
+    );
+    counter(
         "store_transactions_total",
         "Store transactions committed.",
         m.store_transactions.load(Ordering::Relaxed),
