@@ -70,9 +70,11 @@ struct Stats {
     stopped: std::sync::atomic::AtomicBool,
     readings_sent: AtomicU64,
     readings_acked: AtomicU64,
-    /// Batches published again (hub's request or ack timeout), and how many of those the hub asked.
+    /// Batches published again, and the re-sends (of a site's whole backlog) that caused it: asked
+    /// by the hub after a gap, or after the ack timeout.
     batches_resent: AtomicU64,
     resends_asked: AtomicU64,
+    resends_timeout: AtomicU64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -149,6 +151,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         readings_acked: AtomicU64::new(0),
         batches_resent: AtomicU64::new(0),
         resends_asked: AtomicU64::new(0),
+        resends_timeout: AtomicU64::new(0),
     });
     let keys: HashMap<String, Vec<u8>> = sites
         .iter()
@@ -268,9 +271,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         lat.len()
     );
     println!(
-        "  re-sent batches    {:>10} ({} asked by the hub after a gap, the rest after the {} s ack timeout)",
+        "  re-sent batches    {:>10} (re-sends: {} asked by the hub after a gap, {} after the {} s ack timeout)",
         stats.batches_resent.load(Ordering::Relaxed),
         stats.resends_asked.load(Ordering::Relaxed),
+        stats.resends_timeout.load(Ordering::Relaxed),
         args.ack_timeout
     );
     println!(
@@ -401,6 +405,8 @@ async fn site_task(
             if asked {
                 last_asked = Some(Instant::now());
                 stats.resends_asked.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.resends_timeout.fetch_add(1, Ordering::Relaxed);
             }
             for (b, at) in outbox.iter_mut() {
                 if publish(b, acked).await.is_err() {
