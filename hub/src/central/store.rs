@@ -563,6 +563,12 @@ impl Writer {
                     }),
                 )
             };
+            // Counter samples seen in this group per meter (not yet in the minute table).
+            type Seen = (
+                Option<plausible::CounterSample>,
+                Option<plausible::CounterSample>,
+            );
+            let mut group_seen: HashMap<i64, Vec<Seen>> = HashMap::new();
             for (b, (site_id, meter_ids)) in group.iter().zip(&ids) {
                 let Some(state) = self.sites.get_mut(&b.site) else {
                     continue;
@@ -613,7 +619,13 @@ impl Writer {
                     let judged = if in_order(latest.imp) && in_order(latest.exp) {
                         latest
                     } else {
-                        stored_prior(*meter_id, ts_ms)?
+                        // A late reading: the sample before it, as stored or earlier in this group.
+                        let mut j = stored_prior(*meter_id, ts_ms)?;
+                        for (i, e) in group_seen.get(meter_id).into_iter().flatten() {
+                            j.imp = nearer_before(j.imp, *i, ts_ms);
+                            j.exp = nearer_before(j.exp, *e, ts_ms);
+                        }
+                        j
                     };
                     let orig = r;
                     let mut r = orig.clone();
@@ -626,16 +638,22 @@ impl Writer {
                     // The prior for the next sample: this one, unless it was impossible in itself
                     // (a counter refused only for its rise may be a new course, such as a
                     // replaced meter: the next sample is judged from it).
+                    let seen = |field: &str, v: Option<f64>| {
+                        let invalid = quarantined
+                            .iter()
+                            .any(|(f, w)| *f == field && *w == Reject::CounterInvalid);
+                        v.filter(|_| !invalid)
+                            .map(|wh| plausible::CounterSample { ts_ms, wh })
+                    };
+                    let (imp, exp) = (
+                        seen("e_imp_wh", orig.values.e_imp_wh),
+                        seen("e_exp_wh", orig.values.e_exp_wh),
+                    );
+                    group_seen.entry(*meter_id).or_default().push((imp, exp));
                     if let Some(latest) = self.counters.get_mut(meter_id) {
-                        for (field, v, slot) in [
-                            ("e_imp_wh", orig.values.e_imp_wh, &mut latest.imp),
-                            ("e_exp_wh", orig.values.e_exp_wh, &mut latest.exp),
-                        ] {
-                            let invalid = quarantined
-                                .iter()
-                                .any(|(f, w)| *f == field && *w == Reject::CounterInvalid);
-                            if let Some(wh) = v.filter(|_| !invalid && in_order(*slot)) {
-                                *slot = Some(plausible::CounterSample { ts_ms, wh });
+                        for (v, slot) in [(imp, &mut latest.imp), (exp, &mut latest.exp)] {
+                            if v.is_some() && in_order(*slot) {
+                                *slot = v;
                             }
                         }
                     }
@@ -906,6 +924,19 @@ impl Writer {
 
     pub fn contiguous(&self, site: &str) -> Option<u64> {
         self.sites.get(site).map(|s| s.contiguous)
+    }
+}
+
+/// Of two samples, the later one taken at or before `ts_ms`.
+fn nearer_before(
+    a: Option<plausible::CounterSample>,
+    b: Option<plausible::CounterSample>,
+    ts_ms: i64,
+) -> Option<plausible::CounterSample> {
+    let ok = |s: &plausible::CounterSample| s.ts_ms <= ts_ms;
+    match (a.filter(ok), b.filter(ok)) {
+        (Some(x), Some(y)) => Some(if y.ts_ms > x.ts_ms { y } else { x }),
+        (x, y) => x.or(y),
     }
 }
 
