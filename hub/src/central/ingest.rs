@@ -38,7 +38,10 @@ impl Latest {
     pub fn update(&self, site: &str, batch: &Batch) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for r in &batch.readings {
-            let Some(p) = r.values.p_w else { continue };
+            // An impossible power never reaches the live figures (the store quarantines it too).
+            let Some(p) = r.values.p_w.filter(|p| super::plausible::power_ok(*p)) else {
+                continue;
+            };
             let key = (site.to_string(), r.meter.clone());
             match g.get_mut(&key) {
                 Some(v) if v.0 >= r.ts => {}

@@ -146,6 +146,12 @@ pub fn counter_ok(
     Ok(())
 }
 
+/// A power any meter could measure (the drivers' physical bound, ±10 MW); the per-meter bound
+/// is applied by [`screen`].
+pub fn power_ok(p_w: f64) -> bool {
+    decode::plausible(Quantity::PW, p_w).is_ok()
+}
+
 /// Drop the implausible values of a reading in place; returns, per dropped value, its field name
 /// and the reason (for the reading's record and the counters).
 pub fn screen(
