@@ -148,12 +148,22 @@ pub struct Batch {
     /// highest contiguous seq can move past them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped_through: Option<u64>,
+    /// The oldest seq the site still holds unacknowledged: it has nothing below it to send
+    /// (acknowledged by a hub before, or dropped). At most the batch's first seq. The receiver
+    /// acknowledges only what it stored or what the site declared so, never a guess; a site that
+    /// omits it is acknowledged from seq 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unacked_from: Option<u64>,
 }
 
 /// Payload of `site/{site}/ack`: every seq up to and including `seq` is stored centrally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Ack {
     pub seq: u64,
+    /// The hub holds readings above a gap that has not filled for a few seconds: send again
+    /// from this seq (always `seq + 1`) now, without waiting for the ack timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_from: Option<u64>,
 }
 
 /// Payload of `site/{site}/summary` (central → site, QoS 1, retained, sealed with the site's key
@@ -660,6 +670,7 @@ mod tests {
                 energy_integrated: false,
             }],
             dropped_through: None,
+            unacked_from: None,
         }
     }
 
@@ -732,6 +743,7 @@ mod tests {
         let public = hub.verifying_key();
         let alert_of = |site: &str| Ack {
             seq: site.len() as u64,
+            ..Ack::default()
         };
         let bytes = sign(&hub, &t.site_alerts("stps"), &alert_of("stps"));
         let got: Ack = verify(&public, &t.site_alerts("stps"), &bytes).unwrap();

@@ -42,6 +42,7 @@ fn batch(site: &str, readings: Vec<socer::wire::WireReading>) -> Incoming {
         readings,
         received: Instant::now(),
         dropped_through: None,
+        unacked_from: None,
     }
 }
 

@@ -128,6 +128,7 @@ fn replayed_and_out_of_order_batches_are_deduplicated_and_the_ack_waits_for_the_
             .collect(),
         received: Instant::now(),
         dropped_through: None,
+        unacked_from: None,
     };
     assert_eq!(
         w.write_group(&[batch(1..=3)]).unwrap().acks,
@@ -177,6 +178,7 @@ fn readings_a_site_dropped_for_lack_of_disk_let_the_ack_move_past_them() {
             .collect(),
         received: Instant::now(),
         dropped_through: dropped,
+        unacked_from: None,
     };
     assert_eq!(
         w.write_group(&[batch(1..=3, None)]).unwrap().acks,

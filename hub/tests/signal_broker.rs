@@ -27,6 +27,7 @@ fn grid_batch(site: &str, key_hex: &str, p_w: f64) -> Vec<u8> {
         sent: now,
         readings: vec![reading(1, "grid", now, p_w, 1000.0, 2000.0)],
         dropped_through: None,
+        unacked_from: None,
     };
     wire::seal(
         &key(key_hex),

@@ -353,7 +353,10 @@ async fn a_forged_ack_is_refused_and_nothing_leaves_the_outbox() {
         b"not the site key at all",
         SITE,
         &topic,
-        &Ack { seq: 1_000_000 },
+        &Ack {
+            seq: 1_000_000,
+            resend_from: None,
+        },
     );
     client
         .publish(topic.clone(), QoS::AtLeastOnce, true, forged)

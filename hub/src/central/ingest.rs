@@ -40,7 +40,10 @@ impl Latest {
     pub fn update(&self, site: &str, batch: &Batch) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for r in &batch.readings {
-            let Some(p) = r.values.p_w else { continue };
+            // An impossible power never reaches the live figures (the store quarantines it too).
+            let Some(p) = r.values.p_w.filter(|p| super::plausible::power_ok(*p)) else {
+                continue;
+            };
             let key = (site.to_string(), r.meter.clone());
             match g.get_mut(&key) {
                 Some(v) if v.0 >= r.ts => {}
@@ -203,7 +206,16 @@ impl Ingest {
 
     async fn handle_readings(&self, topic: &str, payload: &[u8], now: DateTime<Utc>) {
         let received = Instant::now();
-        match self.gate.check_batch(topic, payload, now) {
+        let checked = self
+            .gate
+            .check_batch(topic, payload, now)
+            .and_then(
+                |(site, batch)| match super::plausible::check_batch(&batch) {
+                    Ok(()) => Ok((site, batch)),
+                    Err(why) => Err((site, why)),
+                },
+            );
+        match checked {
             Err((site, why)) => {
                 tracing::warn!("refused a readings message on {topic}: {}", why.label());
                 self.metrics.reject(&site, why);
@@ -222,6 +234,7 @@ impl Ingest {
                     readings: batch.readings,
                     received,
                     dropped_through: batch.dropped_through,
+                    unacked_from: batch.unacked_from,
                 };
                 if let Err(e) = self.store.write(inc).await {
                     tracing::error!("ingest: {e}");
@@ -294,33 +307,53 @@ pub async fn run_acks(
     mut committed: mpsc::UnboundedReceiver<Committed>,
 ) {
     while let Some(first) = committed.recv().await {
-        // Coalesce what has queued up: only the highest seq per site matters.
-        let mut latest: HashMap<String, u64> = HashMap::new();
+        // Coalesce what has queued up: only the highest seq per site matters, and a re-send
+        // request only while it still follows that seq.
+        let mut latest: HashMap<String, Ack> = HashMap::new();
         let mut take = |c: Committed| {
             for (site, seq) in c.acks {
-                let e = latest.entry(site).or_insert(seq);
-                *e = (*e).max(seq);
+                let e = latest.entry(site).or_default();
+                e.seq = e.seq.max(seq);
+            }
+            for (site, seq) in c.resend {
+                let e = latest.entry(site).or_default();
+                e.seq = e.seq.max(seq);
+                e.resend_from = Some(seq + 1);
             }
         };
         take(first);
         while let Ok(c) = committed.try_recv() {
             take(c);
         }
-        for (site, seq) in latest {
+        for (site, mut ack) in latest {
+            ack.resend_from = ack.resend_from.filter(|&r| r == ack.seq + 1);
             // Republished even when unchanged: a site that replays a batch missed the last ack.
-            publish_ack(&client, &gate, &site, seq).await;
-            gate.sites.acked(&site, seq);
+            publish(&client, &gate, &site, ack).await;
+            gate.sites.acked(&site, ack.seq);
         }
     }
 }
 
 /// Seal and publish one site's ack (retained, QoS 1).
 pub async fn publish_ack(client: &AsyncClient, ingest: &Ingest, site: &str, seq: u64) {
+    publish(
+        client,
+        ingest,
+        site,
+        Ack {
+            seq,
+            resend_from: None,
+        },
+    )
+    .await
+}
+
+async fn publish(client: &AsyncClient, ingest: &Ingest, site: &str, ack: Ack) {
     let Some(key) = ingest.gate.key(site) else {
         return;
     };
     let topic = ingest.gate.topics.ack(site);
-    let payload = wire::seal(key, site, &topic, &Ack { seq });
+    let payload = wire::seal(key, site, &topic, &ack);
     match ingest
         .retained
         .publish(client, topic, QoS::AtLeastOnce, payload)
@@ -367,6 +400,7 @@ mod tests {
                 energy_integrated: false,
             }],
             dropped_through: None,
+            unacked_from: None,
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod energy;
 pub mod incentive;
 pub mod ingest;
+pub mod plausible;
 pub mod report;
 pub mod retained;
 pub mod signal;
@@ -138,6 +139,7 @@ pub async fn start(
         &cfg.storage_path,
         periods,
         cfg.raw_retention_days,
+        store::Limits::of(&cfg),
         metrics.clone(),
         acks_tx,
     )?;

@@ -33,6 +33,27 @@ pub enum Reject {
     FarFuture,
     /// The batch's own `site` field differs from the topic's, or it is empty.
     Inconsistent,
+    /// Seqs not strictly increasing inside the batch.
+    SeqOrder,
+    /// A seq of 0 or above [`crate::central::plausible::MAX_SEQ`].
+    SeqRange,
+    /// `dropped_through` or `unacked_from` outside the batch's own seq range.
+    SeqClaim,
+    /// Seqs further above the hub's contiguous seq than the site could have numbered readings
+    /// since ([`crate::central::plausible::MAX_SEQS_PER_SECOND`]).
+    SeqJump,
+    /// Sent, or holding a reading taken, before [`crate::central::plausible::min_ts`].
+    TooOld,
+    /// A meter name that is empty, too long or holds control characters.
+    MeterName,
+    // The reasons below count values quarantined inside an accepted reading (the value is not
+    // stored, the reading and its seq are), not refused messages.
+    /// A counter that is negative, not finite, or beyond what the meter could count in its life.
+    CounterInvalid,
+    /// A counter that rose faster than the meter's maximum power could count.
+    CounterRise,
+    /// A power, voltage, current, frequency or power factor outside physical bounds.
+    ValueBounds,
 }
 
 impl Reject {
@@ -46,6 +67,15 @@ impl Reject {
             Reject::BadMac => "bad_mac",
             Reject::FarFuture => "far_future",
             Reject::Inconsistent => "inconsistent",
+            Reject::SeqOrder => "seq_order",
+            Reject::SeqRange => "seq_range",
+            Reject::SeqClaim => "seq_claim",
+            Reject::SeqJump => "seq_jump",
+            Reject::TooOld => "too_old",
+            Reject::MeterName => "meter_name",
+            Reject::CounterInvalid => "counter_invalid",
+            Reject::CounterRise => "counter_rise",
+            Reject::ValueBounds => "value_bounds",
         }
     }
 }
@@ -60,6 +90,14 @@ pub struct Metrics {
     pub dedup_hits: AtomicU64,
     /// Readings sites reported dropped (out of disk) before the hub had them.
     pub readings_lost_by_sites: AtomicU64,
+    /// Readings a site declared acknowledged before (`unacked_from`) that this hub's database
+    /// does not hold (a rebuilt or restored database).
+    pub readings_acked_not_held: AtomicU64,
+    /// Acks sent with a re-send hint (a gap the missing batches did not fill in time).
+    pub resend_hints: AtomicU64,
+    /// Batches (and their readings) shed because the store writer was a full queue behind.
+    pub batches_shed: AtomicU64,
+    pub readings_shed: AtomicU64,
     pub store_transactions: AtomicU64,
     pub store_errors: AtomicU64,
     pub acks_published: AtomicU64,

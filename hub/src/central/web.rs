@@ -520,6 +520,26 @@ fn metrics(hub: &Hub) -> Resp {
         m.readings_lost_by_sites.load(Ordering::Relaxed),
     );
     counter(
+        "readings_acked_not_held_total",
+        "Readings a site declared acknowledged before that this hub's database does not hold.",
+        m.readings_acked_not_held.load(Ordering::Relaxed),
+    );
+    counter(
+        "resend_hints_total",
+        "Acks that asked a site to re-send from a gap that did not fill.",
+        m.resend_hints.load(Ordering::Relaxed),
+    );
+    counter(
+        "batches_shed_total",
+        "Batches not stored because the store writer was a full queue behind (re-sent on request).",
+        m.batches_shed.load(Ordering::Relaxed),
+    );
+    counter(
+        "readings_shed_total",
+        "Readings in shed batches.",
+        m.readings_shed.load(Ordering::Relaxed),
+    );
+    counter(
         "store_transactions_total",
         "Store transactions committed.",
         m.store_transactions.load(Ordering::Relaxed),

@@ -1,6 +1,9 @@
 //! `socer loadgen`: N sites × M meters × one reading per meter per second, as sealed batches through
 //! the embedded broker of a `socer central` it starts; prints the sustained ingest rate, the
 //! reading→stored latency (end-to-end: until the hub's ack covers the reading), hub CPU and RSS.
+//! Its sites behave like real ones: they keep every batch until the hub's ack covers it and send
+//! again from the ack when the hub asks (a gap) or the ack timeout passes; at the end it waits for
+//! the backlog to drain and reports the batches re-sent and the readings never acknowledged.
 //!
 //! A measuring tool: it never runs against a real community's hub or keys.
 
@@ -39,6 +42,13 @@ pub struct Args {
     /// Working directory for the generated config and database (default: a new temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// A site sends again from its last ack when no ack came for this long, seconds (as a real
+    /// site does).
+    #[arg(long, default_value_t = 30)]
+    pub ack_timeout: u64,
+    /// After the window, how long to wait for every reading to be acknowledged, seconds.
+    #[arg(long, default_value_t = 40)]
+    pub drain: u64,
 }
 
 const COMMUNITY: &str = "loadgen";
@@ -56,8 +66,15 @@ struct Stats {
     pending: Pending,
     latencies_ms: Mutex<Vec<u32>>,
     measuring: std::sync::atomic::AtomicBool,
+    /// Sites stop producing readings (the drain after the window).
+    stopped: std::sync::atomic::AtomicBool,
     readings_sent: AtomicU64,
     readings_acked: AtomicU64,
+    /// Batches published again, and the re-sends (of a site's whole backlog) that caused it: asked
+    /// by the hub after a gap, or after the ack timeout.
+    batches_resent: AtomicU64,
+    resends_asked: AtomicU64,
+    resends_timeout: AtomicU64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -129,25 +146,43 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         pending: Mutex::new(HashMap::new()),
         latencies_ms: Mutex::new(Vec::new()),
         measuring: false.into(),
+        stopped: false.into(),
         readings_sent: AtomicU64::new(0),
         readings_acked: AtomicU64::new(0),
+        batches_resent: AtomicU64::new(0),
+        resends_asked: AtomicU64::new(0),
+        resends_timeout: AtomicU64::new(0),
     });
     let keys: HashMap<String, Vec<u8>> = sites
         .iter()
         .map(|s| (s.id.clone(), s.key.clone()))
         .collect();
-    observe_acks(broker_port, &hub_password, keys, stats.clone()).await;
+    let mut ack_tx = HashMap::new();
+    let mut ack_rx = HashMap::new();
+    for s in &sites {
+        let (tx, rx) = tokio::sync::watch::channel(Ack::default());
+        ack_tx.insert(s.id.clone(), tx);
+        ack_rx.insert(s.id.clone(), rx);
+    }
+    observe_acks(broker_port, &hub_password, keys, ack_tx, stats.clone()).await;
 
     let t0 = Instant::now();
     let n = sites.len();
     for (i, s) in sites.into_iter().enumerate() {
         let offset = Duration::from_millis((i as u64 * 1000 * args.batch_seconds) / n as u64);
+        let Some(acks) = ack_rx.remove(&s.id) else {
+            continue;
+        };
         tokio::spawn(site_task(
             s,
             broker_port,
-            args.meters,
-            args.batch_seconds,
-            offset,
+            SiteLoad {
+                meters: args.meters,
+                batch_seconds: args.batch_seconds,
+                offset,
+                ack_timeout: Duration::from_secs(args.ack_timeout.max(1)),
+            },
+            acks,
             stats.clone(),
         ));
         if i % 50 == 49 {
@@ -192,6 +227,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .copied()
             .unwrap_or(0)
     };
+    // Drain: no new readings; wait until every reading sent is acknowledged (or give up).
+    stats.stopped.store(true, Ordering::Relaxed);
+    let d0 = Instant::now();
+    let all_acked = || {
+        stats.readings_acked.load(Ordering::Relaxed) >= stats.readings_sent.load(Ordering::Relaxed)
+    };
+    while !all_acked() && d0.elapsed() < Duration::from_secs(args.drain) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let drained_s = d0.elapsed().as_secs_f64();
+    let total_sent = stats.readings_sent.load(Ordering::Relaxed);
+    let lost = total_sent.saturating_sub(stats.readings_acked.load(Ordering::Relaxed));
     let third = backlog_samples.len() / 3;
     let early: f64 = mean(&backlog_samples[..third.max(1).min(backlog_samples.len())]);
     let late: f64 = mean(&backlog_samples[backlog_samples.len().saturating_sub(third.max(1))..]);
@@ -222,6 +269,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         pct(0.99),
         lat.last().copied().unwrap_or(0),
         lat.len()
+    );
+    println!(
+        "  re-sent batches    {:>10} (re-sends: {} asked by the hub after a gap, {} after the {} s ack timeout)",
+        stats.batches_resent.load(Ordering::Relaxed),
+        stats.resends_asked.load(Ordering::Relaxed),
+        stats.resends_timeout.load(Ordering::Relaxed),
+        args.ack_timeout
+    );
+    println!(
+        "  readings lost      {:>10} of {} sent in the whole run (unacknowledged {:.0} s after the window)",
+        lost, total_sent, drained_s
     );
     println!(
         "  hub CPU            {:>10.0} % of one core",
@@ -256,14 +314,29 @@ fn mean(v: &[u64]) -> f64 {
     }
 }
 
-async fn site_task(
-    s: SiteSim,
-    port: u16,
+struct SiteLoad {
     meters: usize,
     batch_seconds: u64,
     offset: Duration,
+    ack_timeout: Duration,
+}
+
+/// Least time between two re-sends the hub asks for (as a real site).
+const RESEND_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+
+async fn site_task(
+    s: SiteSim,
+    port: u16,
+    load: SiteLoad,
+    mut acks: tokio::sync::watch::Receiver<Ack>,
     stats: Arc<Stats>,
 ) {
+    let SiteLoad {
+        meters,
+        batch_seconds,
+        offset,
+        ack_timeout,
+    } = load;
     let mut o = MqttOptions::new(s.id.clone(), "127.0.0.1", port);
     o.set_credentials(s.id.clone(), s.password.clone());
     o.set_keep_alive(Duration::from_secs(30));
@@ -285,8 +358,67 @@ async fn site_task(
     let mut counters = vec![1_000_000.0f64; meters];
     let mut tick = tokio::time::interval(Duration::from_secs(batch_seconds));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The site's outbox: batches not yet covered by an ack, and when each was last published.
+    let mut outbox: VecDeque<(Batch, Instant)> = VecDeque::new();
+    let mut acked = 0u64;
+    let mut last_asked: Option<Instant> = None;
+    // Everything below `acked + 1` was acknowledged: nothing else is declared.
+    let publish = |batch: &Batch, acked: u64| {
+        let mut b = batch.clone();
+        b.sent = Utc::now();
+        b.unacked_from = Some((acked + 1).min(b.readings.first().map_or(1, |r| r.seq)));
+        let payload = wire::seal(&s.key, &s.id, &topic, &b);
+        let (client, topic) = (client.clone(), topic.clone());
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+        }
+    };
     loop {
-        tick.tick().await;
+        let ticked = tokio::select! {
+            _ = tick.tick() => true,
+            changed = acks.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                false
+            }
+        };
+        let ack = *acks.borrow_and_update();
+        if ack.seq > acked {
+            acked = ack.seq;
+            while outbox
+                .front()
+                .is_some_and(|(b, _)| b.readings.last().is_some_and(|r| r.seq <= acked))
+            {
+                outbox.pop_front();
+            }
+        }
+        let asked = ack.resend_from.is_some_and(|f| f == acked + 1)
+            && last_asked.is_none_or(|t| t.elapsed() >= RESEND_AT_MOST_EVERY)
+            && !outbox.is_empty();
+        let timed_out = outbox
+            .front()
+            .is_some_and(|(_, at)| at.elapsed() >= ack_timeout);
+        if asked || timed_out {
+            if asked {
+                last_asked = Some(Instant::now());
+                stats.resends_asked.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.resends_timeout.fetch_add(1, Ordering::Relaxed);
+            }
+            for (b, at) in outbox.iter_mut() {
+                if publish(b, acked).await.is_err() {
+                    return;
+                }
+                *at = Instant::now();
+                stats.batches_resent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if !ticked || stats.stopped.load(Ordering::Relaxed) {
+            continue;
+        }
         let now = Utc::now();
         let taken = Instant::now();
         let mut readings = Vec::with_capacity(meters * batch_seconds as usize);
@@ -317,8 +449,8 @@ async fn site_task(
             sent: now,
             readings,
             dropped_through: None,
+            unacked_from: None,
         };
-        let payload = wire::seal(&s.key, &s.id, &topic, &batch);
         stats
             .pending
             .lock()
@@ -326,13 +458,10 @@ async fn site_task(
             .entry(s.id.clone())
             .or_default()
             .push_back((seq, taken, n));
-        if client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
-            .await
-            .is_err()
-        {
+        if publish(&batch, acked).await.is_err() {
             return;
         }
+        outbox.push_back((batch, Instant::now()));
         stats.readings_sent.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -342,6 +471,7 @@ async fn observe_acks(
     port: u16,
     hub_password: &str,
     keys: HashMap<String, Vec<u8>>,
+    sites: HashMap<String, tokio::sync::watch::Sender<Ack>>,
     stats: Arc<Stats>,
 ) {
     let mut o = MqttOptions::new("central.lg-observer", "127.0.0.1", port);
@@ -368,6 +498,9 @@ async fn observe_acks(
                     let Ok(ack) = wire::open::<Ack>(key, site, &p.topic, &env) else {
                         continue;
                     };
+                    if let Some(tx) = sites.get(site) {
+                        tx.send_replace(ack);
+                    }
                     let now = Instant::now();
                     let mut done = Vec::new();
                     let mut acked_readings = 0u64;

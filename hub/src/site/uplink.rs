@@ -122,7 +122,12 @@ pub struct UplinkState {
     pub reconnects: u64,
     /// Times the retained status was put back after another account changed or deleted it.
     pub status_restored: u64,
+    /// Re-sends started at the hub's request (a gap it saw: [`Ack::resend_from`]).
+    pub resends_asked: u64,
 }
+
+/// Least time between two re-sends the hub asks for.
+const RESEND_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 
 pub type SharedUplink = Arc<Mutex<UplinkState>>;
 
@@ -277,6 +282,7 @@ impl Link {
         let mut last_status = Instant::now();
         let mut restore_due = false;
         let mut last_restore = Instant::now() - RESTORE_EVERY;
+        let mut last_asked: Option<Instant> = None;
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -323,6 +329,16 @@ impl Link {
                                     self.inflight.pop_front();
                                 }
                                 sent_upto = sent_upto.max(acked);
+                                // The hub holds readings above a gap that did not fill: send
+                                // again from it now rather than at the ack timeout.
+                                let asked = a.resend_from.is_some_and(|f| f == acked + 1 && sent_upto >= f);
+                                if asked && last_asked.is_none_or(|t| t.elapsed() >= RESEND_AT_MOST_EVERY) {
+                                    tracing::info!(from_seq = acked + 1, "the hub saw a gap; re-sending");
+                                    last_asked = Some(Instant::now());
+                                    self.inflight.clear();
+                                    sent_upto = acked;
+                                    self.with_state(|s| s.resends_asked += 1);
+                                }
                             }
                             Err(e) => {
                                 tracing::warn!("refused an ack on {ack_topic}: {e}");
@@ -424,12 +440,16 @@ impl Link {
             return Ok(None);
         };
         let n = readings.len() as u64;
-        let dropped_through = self.outbox.stats().dropped_through;
+        let first = readings.first().map_or(last, |r| r.seq);
+        let stats = self.outbox.stats();
+        let dropped_through = stats.dropped_through;
         let batch = Batch {
             site: self.cfg.site.clone(),
             sent: self.clock.now_utc(),
             readings,
             dropped_through: (dropped_through > after).then_some(dropped_through),
+            // Everything below was acknowledged or dropped: the hub may ack past it, never guess.
+            unacked_from: Some((stats.acked.max(dropped_through) + 1).min(first)),
         };
         let topic = topics.readings(&self.cfg.site);
         let bytes = wire::seal(&self.cfg.key, &self.cfg.site, &topic, &batch);

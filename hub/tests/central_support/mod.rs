@@ -47,6 +47,7 @@ pub fn grid_readings(
         readings,
         received: Instant::now(),
         dropped_through: None,
+        unacked_from: None,
     }
 }
 
@@ -169,6 +170,7 @@ pub fn sealed(site: &str, key_hex: &str, seqs: std::ops::RangeInclusive<u64>) ->
         sent: now,
         readings,
         dropped_through: None,
+        unacked_from: None,
     };
     let topics = Topics::new("socer");
     wire::seal(&key(key_hex), site, &topics.readings(site), &batch)

@@ -123,7 +123,15 @@ impl Acker {
                             }
                         };
                         if let Some(seq) = ack {
-                            let bytes = wire::seal(&key, SITE, &ack_topic, &Ack { seq });
+                            let bytes = wire::seal(
+                                &key,
+                                SITE,
+                                &ack_topic,
+                                &Ack {
+                                    seq,
+                                    resend_from: None,
+                                },
+                            );
                             let _ = client
                                 .publish(ack_topic.clone(), QoS::AtLeastOnce, true, bytes)
                                 .await;
@@ -183,7 +191,15 @@ pub fn lean_acker(port: u16, contiguous: Arc<AtomicU64>) {
                         c += 1;
                     }
                     contiguous.store(c, Ordering::Relaxed);
-                    let bytes = wire::seal(&key, SITE, &at, &Ack { seq: c });
+                    let bytes = wire::seal(
+                        &key,
+                        SITE,
+                        &at,
+                        &Ack {
+                            seq: c,
+                            resend_from: None,
+                        },
+                    );
                     let _ = client
                         .publish(at.clone(), QoS::AtLeastOnce, true, bytes)
                         .await;
