@@ -464,6 +464,23 @@ pub async fn poll<L: Link>(
                 format!("{}: {what}", locate(bus, meter.unit, function, map.address))
             })
         });
+        // Registers added to or subtracted from the value (same type and encoding).
+        let value = value.and_then(|mut v| {
+            for (sign, extra) in [(1.0, &map.plus), (-1.0, &map.minus)] {
+                for &address in extra.iter() {
+                    let w = words_of(&Need {
+                        function,
+                        address,
+                        words: map.value_type.words(),
+                    })?;
+                    let x = decode(&w, map, &profile.defaults).map_err(|e| {
+                        format!("{}: {e}", locate(bus, meter.unit, function, address))
+                    })?;
+                    v += sign * x;
+                }
+            }
+            Ok(v)
+        });
         let value = match (value, map.scale_register) {
             (Ok(v), Some(sf_addr)) => words_of(&Need {
                 function,
@@ -570,6 +587,8 @@ mod tests {
             unit: None,
             sentinels,
             interval_s: None,
+            plus: vec![],
+            minus: vec![],
         }
     }
 
@@ -581,6 +600,7 @@ mod tests {
             kind: DeviceKind::Meter,
             phases: 1,
             source: "test".into(),
+            verified: None,
             defaults: Defaults {
                 function: Function::Input,
                 word_order: WordOrder::HighFirst,
@@ -588,6 +608,8 @@ mod tests {
                 fast_interval_s: 5,
                 counter_interval_s: 60,
                 max_registers: 125,
+                min_interval_s: 0,
+                unit_id: None,
             },
             unreadable: vec![],
             identify: vec![],

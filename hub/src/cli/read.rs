@@ -100,8 +100,9 @@ pub fn load_profiles(dir: Option<&Path>) -> anyhow::Result<ProfileSet> {
 
 fn unit_of(q: Quantity) -> &'static str {
     match q {
-        Quantity::PW => "W",
-        Quantity::EImpWh | Quantity::EExpWh => "Wh",
+        Quantity::PW | Quantity::BatPW => "W",
+        Quantity::EImpWh | Quantity::EExpWh | Quantity::EChargeWh | Quantity::EDischargeWh => "Wh",
+        Quantity::SocPct => "%",
         Quantity::VV => "V",
         Quantity::IA => "A",
         Quantity::FHz => "Hz",

@@ -393,6 +393,7 @@ pub fn simulated_values(role: Role, unit: i64, t_s: f64) -> Values {
         i_a: [Some((i * 100.0).round() / 100.0); 3],
         f_hz: Some(50.0),
         pf: Some(0.98),
+        ..Values::default()
     }
 }
 
