@@ -18,7 +18,7 @@ use crate::link::{Link, LinkError};
 use crate::plan::{needs_of, plan, CostModel, Intervals, Limits, Need, Request, Schedule};
 use crate::profile::{Function, Profile, QuantityMap};
 use crate::reading::{Missing, Quality, Quantity, Reading, Values};
-use crate::transport::{AnyLink, Backoff, RtuLink, SerialSettings, TcpLink};
+use crate::transport::{AnyLink, Backoff, RtuLink, RtuOverTcpLink, SerialSettings, TcpLink};
 
 /// One meter on a bus.
 #[derive(Debug, Clone)]
@@ -40,6 +40,9 @@ pub enum TransportConfig {
     Tcp { addr: String },
     /// Modbus RTU on a serial port.
     Serial(SerialSettings),
+    /// Modbus RTU frames over TCP to "host:port": an RS-485 gateway in transparent mode, whose
+    /// serial side runs at `baud`. One scheduler per gateway, as for a serial line.
+    RtuOverTcp { addr: String, baud: u32 },
 }
 
 impl TransportConfig {
@@ -50,6 +53,9 @@ impl TransportConfig {
                 AnyLink::Tcp(TcpLink::new(addr.clone(), timeout, reconnect))
             }
             TransportConfig::Serial(s) => AnyLink::Rtu(RtuLink::open(s.clone(), timeout)?),
+            TransportConfig::RtuOverTcp { addr, baud } => AnyLink::RtuOverTcp(
+                RtuOverTcpLink::new(addr.clone(), *baud, timeout, reconnect),
+            ),
         })
     }
 
@@ -61,6 +67,12 @@ impl TransportConfig {
                 baud: s.baud,
                 bits_per_char: s.bits_per_char(),
                 turnaround: Duration::from_millis(5),
+            },
+            // The serial line behind the gateway is what costs time; the network adds a little.
+            TransportConfig::RtuOverTcp { baud, .. } => CostModel::Rtu {
+                baud: *baud,
+                bits_per_char: 10,
+                turnaround: Duration::from_millis(10),
             },
         }
     }

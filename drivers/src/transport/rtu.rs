@@ -89,7 +89,7 @@ pub fn with_crc(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
-fn function_code(f: Function) -> u8 {
+pub(crate) fn function_code(f: Function) -> u8 {
     match f {
         Function::Holding => 0x03,
         Function::Input => 0x04,
@@ -111,7 +111,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// What the bytes received so far amount to.
-enum Parsed {
+pub(crate) enum Parsed {
     /// Not enough bytes yet.
     Incomplete,
     /// A complete frame with a good CRC: its length.
@@ -120,7 +120,7 @@ enum Parsed {
     Damaged(String),
 }
 
-fn parse(buf: &[u8]) -> Parsed {
+pub(crate) fn parse(buf: &[u8]) -> Parsed {
     if buf.len() < 3 {
         return Parsed::Incomplete;
     }
@@ -139,6 +139,40 @@ fn parse(buf: &[u8]) -> Parsed {
         return Parsed::Damaged(format!("CRC mismatch (computed {crc:#06x})"));
     }
     Parsed::Frame(len)
+}
+
+/// The RTU frame of a read request (unit, function, address, count, CRC).
+pub fn request_frame(unit: u8, function: Function, address: u16, count: u16) -> Vec<u8> {
+    let mut req = vec![unit, function_code(function)];
+    req.extend_from_slice(&address.to_be_bytes());
+    req.extend_from_slice(&count.to_be_bytes());
+    with_crc(req)
+}
+
+/// What a complete, CRC-checked frame means for the request (unit, function, count): `Some(Ok)`
+/// the words, `Some(Err)` the device's exception, `None` a well-formed answer to something else
+/// (a late answer, another unit, a wrong length), never to be taken for this one.
+pub fn answer(
+    frame: &[u8],
+    unit: u8,
+    function: Function,
+    count: u16,
+) -> Option<Result<Vec<u16>, LinkError>> {
+    let fc = function_code(function);
+    if frame.len() < 5 || frame[0] != unit {
+        return None;
+    }
+    if frame[1] == fc | 0x80 {
+        return Some(Err(LinkError::Exception { code: frame[2] }));
+    }
+    let len = frame.len();
+    if frame[1] == fc && usize::from(frame[2]) == 2 * usize::from(count) && len == 5 + 2 * usize::from(count) {
+        return Some(Ok(frame[3..len - 2]
+            .chunks_exact(2)
+            .map(|w| u16::from_be_bytes([w[0], w[1]]))
+            .collect()));
+    }
+    None
 }
 
 /// A Modbus RTU master on one serial port.

@@ -218,6 +218,11 @@ async fn modbus_bus(
         TransportConfig::Tcp {
             addr: addr.get_ref().clone(),
         }
+    } else if let Some(addr) = &bus.rtu_over_tcp {
+        TransportConfig::RtuOverTcp {
+            addr: addr.get_ref().clone(),
+            baud: bus.baud,
+        }
     } else if let Some(port) = &bus.serial {
         TransportConfig::Serial(SerialSettings {
             path: port.get_ref().clone(),

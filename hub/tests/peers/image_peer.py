@@ -90,6 +90,15 @@ def independent_read(image, port, unit):
     print(json.dumps(values))
 
 
+def drop_answers_not_from(unit):
+    """An RS-485 device stays silent for other unit ids; pymodbus answers them with exception 4."""
+
+    def trace(sending, packet):
+        return b"" if sending and packet[:1] != bytes([unit]) else packet
+
+    return trace
+
+
 def exit_when_stdin_closes():
     sys.stdin.read()
     os._exit(0)
@@ -110,7 +119,13 @@ async def serve(image, a):
                 await asyncio.sleep(0.05)
     else:
         task = asyncio.create_task(
-            StartAsyncSerialServer(dev, framer=FramerType.RTU, port=a.serial, baudrate=a.baud)
+            StartAsyncSerialServer(
+                dev,
+                framer=FramerType.RTU,
+                port=a.serial,
+                baudrate=a.baud,
+                trace_packet=drop_answers_not_from(a.unit),
+            )
         )
         await asyncio.sleep(0.3)
     print("READY", flush=True)
