@@ -213,6 +213,29 @@ fn every_builtin_profile_reads_its_document_typed_image_exactly() {
         let socer = values_of(&j);
         compare("socer read", &file, &socer, &want);
 
+        // A model that identifies itself is recognised by `socer scan`.
+        if set.get(&model).is_some_and(|p| !p.identify.is_empty()) {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_socer"));
+            cmd.args([
+                "scan",
+                "--tcp",
+                &format!("127.0.0.1:{port}"),
+                "--units",
+                &unit.to_string(),
+                "--timeout-ms",
+                "3000",
+                "--json",
+            ]);
+            let (ok, out, err) = run(cmd, "socer scan");
+            assert!(ok, "{file}: socer scan failed: {err}\n{out}");
+            let found: Value = serde_json::from_str(&out).unwrap();
+            let guesses = &found[0]["guesses"];
+            assert!(
+                guesses.as_array().is_some_and(|g| g.iter().any(|x| x == model.as_str())),
+                "{file}: scan did not recognise {model}: {out}"
+            );
+        }
+
         let mut cmd = Command::new(python());
         cmd.arg(peer_script())
             .arg("read")
