@@ -650,7 +650,10 @@ impl Profile {
         if (!q.plus.is_empty() || !q.minus.is_empty()) && q.scale_register.is_some() {
             out.push((
                 span_of(&a.address),
-                format!("{}: plus/minus cannot be combined with scale_register", q.label()),
+                format!(
+                    "{}: plus/minus cannot be combined with scale_register",
+                    q.label()
+                ),
             ));
         }
         for (extra, at) in [(&q.plus, &a.plus), (&q.minus, &a.minus)] {
@@ -658,14 +661,20 @@ impl Profile {
                 let Some(end) = addr.checked_add(words - 1) else {
                     out.push((
                         span_of(at),
-                        format!("{}: register {addr} + {words} words overflows address 65535", q.label()),
+                        format!(
+                            "{}: register {addr} + {words} words overflows address 65535",
+                            q.label()
+                        ),
                     ));
                     continue;
                 };
                 if addr <= last && end >= q.address {
                     out.push((
                         span_of(at),
-                        format!("{}: register {addr} overlaps the value's own registers", q.label()),
+                        format!(
+                            "{}: register {addr} overlaps the value's own registers",
+                            q.label()
+                        ),
                     ));
                 }
                 let function = q.resolved_function(&self.defaults);

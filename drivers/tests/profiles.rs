@@ -806,7 +806,10 @@ fn an_identify_value_that_cannot_fit_its_register_is_located() {
 fn a_poll_interval_below_the_device_minimum_is_located() {
     // fast_interval_s = 5 (the default) is below a minimum of 10.
     let text = variant(
-        &[("max_registers = 60", "max_registers = 60\nmin_interval_s = 10")],
+        &[(
+            "max_registers = 60",
+            "max_registers = 60\nmin_interval_s = 10",
+        )],
         "",
     );
     let e = first_error(&text);
@@ -833,7 +836,10 @@ fn a_poll_interval_below_the_device_minimum_is_located() {
 #[test]
 fn a_default_unit_id_outside_modbus_is_located() {
     assert_error_at(
-        &variant(&[("max_registers = 60", "max_registers = 60\nunit_id = 248")], ""),
+        &variant(
+            &[("max_registers = 60", "max_registers = 60\nunit_id = 248")],
+            "",
+        ),
         11,
         11,
         "unit_id must be 1..=247",
@@ -861,12 +867,7 @@ fn a_minus_register_overlapping_its_value_is_located() {
     // p_w at 12..=13 (f32): 13 overlaps, 14 does not.
     assert_error_at(&variant(&[], "minus = [13]\n"), 16, 9, "overlaps");
     Profile::from_toml("t.toml", &variant(&[], "minus = [14]\nplus = [16]\n")).unwrap();
-    assert_error_at(
-        &variant(&[], "minus = [65535]\n"),
-        16,
-        9,
-        "overflows",
-    );
+    assert_error_at(&variant(&[], "minus = [65535]\n"), 16, 9, "overflows");
 }
 
 #[test]

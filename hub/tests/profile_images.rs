@@ -81,7 +81,12 @@ fn serve(image: &Path, port: u16) -> Reaped {
         }
     });
     rx.recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("pymodbus peer for {} not ready; {INSTALL_HINT}", image.display()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "pymodbus peer for {} not ready; {INSTALL_HINT}",
+                image.display()
+            )
+        });
     guard
 }
 
@@ -123,9 +128,7 @@ fn values_of(j: &Value) -> BTreeMap<String, f64> {
                     }
                 }
             }
-            Value::Number(n)
-                if !matches!(k.as_str(), "unit" | "mono_ms") =>
-            {
+            Value::Number(n) if !matches!(k.as_str(), "unit" | "mono_ms") => {
                 out.insert(k.clone(), n.as_f64().unwrap());
             }
             _ => {}
@@ -173,7 +176,11 @@ fn every_builtin_profile_reads_its_document_typed_image_exactly() {
     for p in &set.profiles {
         if let Some(v) = &p.verified {
             if v.starts_with("typed image") {
-                assert!(imaged.contains(&p.id), "{} claims a typed image but has none", p.id);
+                assert!(
+                    imaged.contains(&p.id),
+                    "{} claims a typed image but has none",
+                    p.id
+                );
             }
         }
     }
@@ -231,7 +238,9 @@ fn every_builtin_profile_reads_its_document_typed_image_exactly() {
             let found: Value = serde_json::from_str(&out).unwrap();
             let guesses = &found[0]["guesses"];
             assert!(
-                guesses.as_array().is_some_and(|g| g.iter().any(|x| x == model.as_str())),
+                guesses
+                    .as_array()
+                    .is_some_and(|g| g.iter().any(|x| x == model.as_str())),
                 "{file}: scan did not recognise {model}: {out}"
             );
         }
@@ -248,7 +257,13 @@ fn every_builtin_profile_reads_its_document_typed_image_exactly() {
         compare("socer vs independent reader", &file, &socer, &indep);
         independently.push(model);
     }
-    for must in ["sinapsi-alfa", "chint-dtsu666", "sungrow-sh-grid", "sungrow-sg", "sunspec"] {
+    for must in [
+        "sinapsi-alfa",
+        "chint-dtsu666",
+        "sungrow-sh-grid",
+        "sungrow-sg",
+        "sunspec",
+    ] {
         assert!(
             independently.iter().any(|m| m == must),
             "no independent read of {must}"

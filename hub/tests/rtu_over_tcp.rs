@@ -1,6 +1,6 @@
-//! Modbus RTU over TCP through a simulated transparent gateway: socat listens on loopback TCP and
-//! forwards the bytes, unchanged, to one end of a pty pair; on the other end pymodbus 3.16 serves
-//! an RTU device (a SunSpec float meter image typed from the model definitions, and silent for
+//! Modbus RTU over TCP through a simulated transparent gateway: a forwarder listens on loopback TCP
+//! and passes the bytes, unchanged, to one end of a socat pty pair; on the other end pymodbus 3.16
+//! serves an RTU device (a SunSpec float meter image typed from the model definitions, and silent for
 //! other unit ids as an RS-485 device is). The real `socer scan` and `socer read` reach it with
 //! `--rtu-over-tcp`.
 
@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, require, wait_for, wait_port, Reaped};
+use common::{require, wait_for, Reaped};
 use serde_json::Value;
 
 fn python() -> PathBuf {
@@ -72,20 +72,44 @@ fn pty_pair(a: &Path, b: &Path) -> Reaped {
     guard
 }
 
-/// The transparent gateway: TCP on loopback forwarded byte for byte to the pty.
-fn start_gateway(port: u16, pty: &str) -> Reaped {
-    require("socat");
-    let child = Command::new("socat")
-        .arg("-t0.1")
-        .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
-        .arg(format!("FILE:{pty},raw,echo=0"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start socat: {e}"));
-    let guard = Reaped(child);
-    assert!(wait_port(port, Duration::from_secs(10)), "gateway not listening");
-    guard
+/// The transparent gateway: TCP on loopback forwarded byte for byte to the pty, one client at a
+/// time, by one long-lived forwarder that holds the pty open (as a converter holds its serial
+/// port), so that no byte meant for one client can reach another.
+fn start_gateway(pty: &str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind gateway");
+    let port = listener.local_addr().expect("addr").port();
+    listener.set_nonblocking(true).expect("nonblocking");
+    let pty = pty.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            use tokio_serial::SerialPortBuilderExt;
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let Ok(mut serial) = tokio_serial::new(&pty, 9600).open_native_async() else {
+                return;
+            };
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let (mut a, mut b) = ([0u8; 512], [0u8; 512]);
+                loop {
+                    tokio::select! {
+                        n = tcp.read(&mut a) => match n {
+                            Ok(n) if n > 0 => { if serial.write_all(&a[..n]).await.is_err() { return; } }
+                            _ => break,
+                        },
+                        n = serial.read(&mut b) => match n {
+                            Ok(n) if n > 0 => { if tcp.write_all(&b[..n]).await.is_err() { break; } }
+                            _ => return,
+                        },
+                    }
+                }
+            }
+        });
+    });
+    port
 }
 
 fn socer(args: &[String]) -> (bool, String, String) {
@@ -117,21 +141,8 @@ fn scan_and_read_reach_an_rtu_device_behind_a_transparent_tcp_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("device"), dir.path().join("gateway"));
     let _pty = pty_pair(&a, &b);
-    // Each gateway connection opens and closes the pty; the last close of a pty's slave would end
-    // the pair, so the test holds the gateway side open (never reading it) for its whole run.
-    let _hold = {
-        use std::os::unix::fs::OpenOptionsExt;
-        const O_NOCTTY: i32 = 0o400;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(O_NOCTTY)
-            .open(&b)
-            .unwrap()
-    };
     let _device = start_rtu_peer(&image("sunspec-213"), &a.display().to_string());
-    let port = free_port();
-    let _gateway = start_gateway(port, &b.display().to_string());
+    let port = start_gateway(&b.display().to_string());
     let gw = format!("127.0.0.1:{port}");
 
     // Units 1-3: only 1 answers (the others are silent, as on RS-485), recognised as SunSpec.
@@ -152,15 +163,6 @@ fn scan_and_read_reach_an_rtu_device_behind_a_transparent_tcp_gateway() {
     assert_eq!(found[0]["unit"], 1, "{out}");
     assert!(out.contains("sunspec") || out.contains("SunSpec"), "{out}");
 
-    // socat forks one forwarder per connection; one still draining the pty after its client left
-    // would take the next answers (a real gateway has one serial port): wait until none is left.
-    let pid = _gateway.0.id();
-    let children = format!("/proc/{pid}/task/{pid}/children");
-    assert!(
-        wait_for(Duration::from_secs(10), || std::fs::read_to_string(&children)
-            .is_ok_and(|c| c.trim().is_empty())),
-        "gateway forwarders did not exit"
-    );
     let (ok, out, err) = socer(&[
         "read".into(),
         "--rtu-over-tcp".into(),

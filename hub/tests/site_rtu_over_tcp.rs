@@ -159,7 +159,8 @@ interval = "1s"
 /// whose address is not host:port, at the bus's line.
 #[test]
 fn check_accepts_an_rtu_over_tcp_bus_and_refuses_a_bus_of_two_kinds() {
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/site.example.toml");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/site.example.toml");
     let base = std::fs::read_to_string(example).expect("example config");
     let dir = tempfile::tempdir().expect("tempdir");
     let check = |extra: &str| {
@@ -175,7 +176,8 @@ fn check_accepts_an_rtu_over_tcp_bus_and_refuses_a_bus_of_two_kinds() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, err) = check("[[bus]]\nname = \"gw\"\nrtu_over_tcp = \"192.0.2.20:8899\"\nbaud = 19200\n");
+    let (code, err) =
+        check("[[bus]]\nname = \"gw\"\nrtu_over_tcp = \"192.0.2.20:8899\"\nbaud = 19200\n");
     assert_eq!(code, 0, "{err}");
     let (code, err) = check(
         "[[bus]]\nname = \"gw\"\nrtu_over_tcp = \"192.0.2.20:8899\"\ntcp = \"192.0.2.20:502\"\n",

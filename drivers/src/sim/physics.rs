@@ -278,7 +278,11 @@ impl Physics {
         v.e_charge_wh = v.e_imp_wh;
         v.e_discharge_wh = v.e_exp_wh;
         let stored = 5_000.0 + self.e_imp_wh.value() - self.e_exp_wh.value();
-        v.soc_pct = Some((stored / 10_000.0 * 100.0).rem_euclid(100.0).clamp(0.0, 100.0));
+        v.soc_pct = Some(
+            (stored / 10_000.0 * 100.0)
+                .rem_euclid(100.0)
+                .clamp(0.0, 100.0),
+        );
         v
     }
 

@@ -166,7 +166,10 @@ pub fn answer(
         return Some(Err(LinkError::Exception { code: frame[2] }));
     }
     let len = frame.len();
-    if frame[1] == fc && usize::from(frame[2]) == 2 * usize::from(count) && len == 5 + 2 * usize::from(count) {
+    if frame[1] == fc
+        && usize::from(frame[2]) == 2 * usize::from(count)
+        && len == 5 + 2 * usize::from(count)
+    {
         return Some(Ok(frame[3..len - 2]
             .chunks_exact(2)
             .map(|w| u16::from_be_bytes([w[0], w[1]]))

@@ -138,14 +138,20 @@ impl RtuOverTcpLink {
                 return Err(LinkError::Transport(format!("{addr}: not connected")));
             };
             let n = match timeout_at(deadline, stream.read(&mut chunk)).await {
-                Ok(Ok(0)) => return Err(self.failed(format!("{addr}: gateway closed the connection"))),
+                Ok(Ok(0)) => {
+                    return Err(self.failed(format!("{addr}: gateway closed the connection")))
+                }
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(self.failed(format!("{addr}: reading: {e}"))),
                 Err(_) => {
                     // Drop the connection: a late answer must not meet the next request.
                     self.stream = None;
                     return Err(if !buf.is_empty() {
-                        LinkError::Frame(format!("incomplete answer, {} bytes: {}", buf.len(), hex(&buf)))
+                        LinkError::Frame(format!(
+                            "incomplete answer, {} bytes: {}",
+                            buf.len(),
+                            hex(&buf)
+                        ))
                     } else if !foreign.is_empty() {
                         LinkError::Frame(format!(
                             "no answer to this request within {} ms, only {} bytes answering another: {}",
@@ -166,7 +172,11 @@ impl RtuOverTcpLink {
                     Parsed::Incomplete => break,
                     Parsed::Damaged(why) => {
                         self.stream = None;
-                        return Err(LinkError::Frame(format!("{why}; {} bytes: {}", buf.len(), hex(&buf))));
+                        return Err(LinkError::Frame(format!(
+                            "{why}; {} bytes: {}",
+                            buf.len(),
+                            hex(&buf)
+                        )));
                     }
                     Parsed::Frame(len) => {
                         let frame: Vec<u8> = buf.drain(..len).collect();

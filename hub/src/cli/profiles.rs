@@ -289,7 +289,13 @@ mod tests {
             .filter(|l| ids.iter().any(|id| l.starts_with(&format!("{id} "))))
             .count();
         assert_eq!(rows, set.profiles.len());
-        for kind in ["METER (", "INVERTER (", "BATTERY (", "GATEWAY (", "DISCOVERED (SunSpec)"] {
+        for kind in [
+            "METER (",
+            "INVERTER (",
+            "BATTERY (",
+            "GATEWAY (",
+            "DISCOVERED (SunSpec)",
+        ] {
             assert!(lines.iter().any(|l| l.starts_with(kind)), "{kind}: {text}");
         }
         // Battery profiles are listed under BATTERY, after every meter.

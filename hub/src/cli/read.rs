@@ -80,9 +80,9 @@ impl BusArgs {
                     addr: g.clone(),
                     baud: self.baud,
                 },
-                None => anyhow::bail!(
-                    "give --serial DEV, --tcp HOST:PORT or --rtu-over-tcp HOST:PORT"
-                ),
+                None => {
+                    anyhow::bail!("give --serial DEV, --tcp HOST:PORT or --rtu-over-tcp HOST:PORT")
+                }
             },
         })
     }
