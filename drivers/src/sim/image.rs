@@ -142,12 +142,10 @@ impl RegisterImage {
                 continue;
             }
             let q_start = u32::from(map.address);
-            let q_end = q_start + u32::from(map.value_type.words());
             let n = u32::from(map.value_type.words());
+            // Skip a value none of whose registers (its own, or a subtracted one) is requested.
             let overlaps = |a: u32| a + n > start && a < end;
-            if !(q_end > start && q_start < end)
-                && !map.minus.iter().any(|&m| overlaps(u32::from(m)))
-            {
+            if !overlaps(q_start) && !map.minus.iter().any(|&m| overlaps(u32::from(m))) {
                 continue;
             }
             let Some(mut value) = state.get(map.name, map.phase.unwrap_or(1)) else {
