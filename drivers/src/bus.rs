@@ -18,7 +18,7 @@ use crate::link::{ErrorKind, Link, LinkError};
 use crate::plan::{needs_of, plan, CostModel, Intervals, Limits, Need, Request, Schedule};
 use crate::profile::{Function, Profile, QuantityMap};
 use crate::reading::{Missing, Quality, Quantity, Reading, Values};
-use crate::transport::{AnyLink, Backoff, RtuLink, SerialSettings, TcpLink};
+use crate::transport::{AnyLink, Backoff, RtuLink, RtuOverTcpLink, SerialSettings, TcpLink};
 
 /// One meter on a bus.
 #[derive(Debug, Clone)]
@@ -40,6 +40,9 @@ pub enum TransportConfig {
     Tcp { addr: String },
     /// Modbus RTU on a serial port.
     Serial(SerialSettings),
+    /// Modbus RTU frames over TCP to "host:port": an RS-485 gateway in transparent mode, whose
+    /// serial side runs at `baud`. One scheduler per gateway, as for a serial line.
+    RtuOverTcp { addr: String, baud: u32 },
 }
 
 impl TransportConfig {
@@ -50,6 +53,9 @@ impl TransportConfig {
                 AnyLink::Tcp(TcpLink::new(addr.clone(), timeout, reconnect))
             }
             TransportConfig::Serial(s) => AnyLink::Rtu(RtuLink::open(s.clone(), timeout)?),
+            TransportConfig::RtuOverTcp { addr, baud } => AnyLink::RtuOverTcp(
+                RtuOverTcpLink::new(addr.clone(), *baud, timeout, reconnect),
+            ),
         })
     }
 
@@ -61,6 +67,12 @@ impl TransportConfig {
                 baud: s.baud,
                 bits_per_char: s.bits_per_char(),
                 turnaround: Duration::from_millis(5),
+            },
+            // The serial line behind the gateway is what costs time; the network adds a little.
+            TransportConfig::RtuOverTcp { baud, .. } => CostModel::Rtu {
+                baud: *baud,
+                bits_per_char: 10,
+                turnaround: Duration::from_millis(10),
             },
         }
     }
@@ -478,6 +490,23 @@ pub async fn poll<L: Link>(
                 format!("{}: {what}", locate(bus, meter.unit, function, map.address))
             })
         });
+        // Registers added to or subtracted from the value (same type and encoding).
+        let value = value.and_then(|mut v| {
+            for (sign, extra) in [(1.0, &map.plus), (-1.0, &map.minus)] {
+                for &address in extra.iter() {
+                    let w = words_of(&Need {
+                        function,
+                        address,
+                        words: map.value_type.words(),
+                    })?;
+                    let x = decode(&w, map, &profile.defaults).map_err(|e| {
+                        format!("{}: {e}", locate(bus, meter.unit, function, address))
+                    })?;
+                    v += sign * x;
+                }
+            }
+            Ok(v)
+        });
         let value = match (value, map.scale_register) {
             (Ok(v), Some(sf_addr)) => words_of(&Need {
                 function,
@@ -587,6 +616,8 @@ mod tests {
             unit: None,
             sentinels,
             interval_s: None,
+            plus: vec![],
+            minus: vec![],
         }
     }
 
@@ -598,6 +629,7 @@ mod tests {
             kind: DeviceKind::Meter,
             phases: 1,
             source: "test".into(),
+            verified: None,
             defaults: Defaults {
                 function: Function::Input,
                 word_order: WordOrder::HighFirst,
@@ -605,6 +637,8 @@ mod tests {
                 fast_interval_s: 5,
                 counter_interval_s: 60,
                 max_registers: 125,
+                min_interval_s: 0,
+                unit_id: None,
             },
             unreadable: vec![],
             identify: vec![],

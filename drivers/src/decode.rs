@@ -41,6 +41,9 @@ pub fn bounds(quantity: Quantity) -> (f64, f64) {
         Quantity::IA => (0.0, 10e3),
         Quantity::FHz => (40.0, 70.0),
         Quantity::Pf => (-1.0001, 1.0001),
+        Quantity::SocPct => (0.0, 100.0),
+        Quantity::BatPW => (-10e6, 10e6),
+        Quantity::EChargeWh | Quantity::EDischargeWh => (0.0, 1e13),
     }
 }
 
@@ -216,6 +219,8 @@ mod tests {
             fast_interval_s: 5,
             counter_interval_s: 60,
             max_registers: 125,
+            min_interval_s: 0,
+            unit_id: None,
         }
     }
 
@@ -233,6 +238,8 @@ mod tests {
             unit: None,
             sentinels: vec![],
             interval_s: None,
+            plus: vec![],
+            minus: vec![],
         }
     }
 

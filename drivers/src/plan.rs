@@ -314,6 +314,13 @@ pub fn needs_of(map: &QuantityMap, profile: &Profile) -> Vec<Need> {
             words: 1,
         });
     }
+    for &address in map.plus.iter().chain(&map.minus) {
+        v.push(Need {
+            function,
+            address,
+            words: map.value_type.words(),
+        });
+    }
     v
 }
 
@@ -356,7 +363,10 @@ impl Schedule {
                             profile.defaults.fast_interval_s,
                         )))
                 };
-                (interval.max(Duration::from_millis(10)), None)
+                // The device's own limit wins over any override: some devices (a Chain 2 reader)
+                // stop answering when polled faster.
+                let floor = Duration::from_secs(u64::from(profile.defaults.min_interval_s));
+                (interval.max(floor).max(Duration::from_millis(10)), None)
             })
             .collect();
         Schedule { entries }
@@ -556,6 +566,8 @@ mod tests {
             unit: None,
             sentinels: vec![],
             interval_s: None,
+            plus: vec![],
+            minus: vec![],
         };
         let p = Profile {
             id: "t".into(),
@@ -564,6 +576,7 @@ mod tests {
             kind: DeviceKind::Meter,
             phases: 1,
             source: "test".into(),
+            verified: None,
             defaults: Defaults {
                 function: Function::Input,
                 word_order: WordOrder::HighFirst,
@@ -571,6 +584,8 @@ mod tests {
                 fast_interval_s: 5,
                 counter_interval_s: 60,
                 max_registers: 125,
+                min_interval_s: 0,
+                unit_id: None,
             },
             unreadable: vec![],
             identify: vec![],

@@ -97,13 +97,27 @@ pub enum ByteOrder {
 pub enum DeviceKind {
     Meter,
     Inverter,
+    /// A storage system (a battery, or the battery side of a hybrid inverter): maps `soc_pct`.
+    Battery,
+    /// A device that relays another meter's figures (a Chain 2 reader of the official meter, an
+    /// energy-management controller).
+    Gateway,
 }
 
 impl DeviceKind {
+    pub const ALL: [DeviceKind; 4] = [
+        DeviceKind::Meter,
+        DeviceKind::Inverter,
+        DeviceKind::Battery,
+        DeviceKind::Gateway,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             DeviceKind::Meter => "meter",
             DeviceKind::Inverter => "inverter",
+            DeviceKind::Battery => "battery",
+            DeviceKind::Gateway => "gateway",
         }
     }
 }
@@ -143,6 +157,14 @@ pub struct QuantityMap {
     /// Poll interval in seconds; defaults to the profile's (counters slower than power).
     #[serde(default)]
     pub interval_s: Option<u32>,
+    /// Registers (same function, type and encoding) whose values are added to this one: a device
+    /// that gives per-phase powers only, summed into the total.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plus: Vec<u16>,
+    /// Registers (same function, type and encoding) whose values are subtracted from this one: a
+    /// device that gives import and export power as two unsigned registers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub minus: Vec<u16>,
 }
 
 fn one() -> f64 {
@@ -213,6 +235,13 @@ pub struct Defaults {
     /// Largest request the device accepts, in registers (Modbus allows 125).
     #[serde(default = "default_max_regs")]
     pub max_registers: u16,
+    /// The shortest poll interval the device tolerates, seconds: no quantity of it is ever read
+    /// more often, whatever a site config asks (0: no limit).
+    #[serde(default)]
+    pub min_interval_s: u32,
+    /// The unit id the device answers on out of the box (used when none is given).
+    #[serde(default)]
+    pub unit_id: Option<u8>,
 }
 
 fn default_fast_s() -> u32 {
@@ -250,6 +279,9 @@ pub struct Profile {
     pub phases: u8,
     /// The manufacturer's document the addresses come from (title, version, date, section).
     pub source: String,
+    /// How the map was proven: e.g. "typed image from <document> table N" (`socer profiles`).
+    #[serde(default)]
+    pub verified: Option<String>,
     pub defaults: Defaults,
     #[serde(default)]
     pub unreadable: Vec<Unreadable>,
@@ -305,6 +337,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// Unknown keys are ignored here: the typed parse has already rejected them.
 #[derive(Deserialize)]
 struct Located {
+    kind: Option<Spanned<toml::Value>>,
     phases: Option<Spanned<toml::Value>>,
     source: Option<Spanned<toml::Value>>,
     defaults: Option<LocatedDefaults>,
@@ -319,6 +352,8 @@ struct Located {
 #[derive(Deserialize)]
 struct LocatedDefaults {
     max_registers: Option<Spanned<toml::Value>>,
+    min_interval_s: Option<Spanned<toml::Value>>,
+    unit_id: Option<Spanned<toml::Value>>,
     fast_interval_s: Option<Spanned<toml::Value>>,
     counter_interval_s: Option<Spanned<toml::Value>>,
 }
@@ -344,6 +379,8 @@ struct LocatedQuantity {
     scale: Option<Spanned<toml::Value>>,
     interval_s: Option<Spanned<toml::Value>>,
     sentinels: Option<Spanned<toml::Value>>,
+    plus: Option<Spanned<toml::Value>>,
+    minus: Option<Spanned<toml::Value>>,
 }
 
 /// The raw integers a register of this type can show, in its signed or its unsigned view
@@ -425,6 +462,44 @@ impl Profile {
             out.push((
                 ad.and_then(|a| span_of(&a.counter_interval_s)),
                 "counter_interval_s must be at least 1".into(),
+            ));
+        }
+        for (value, what) in [
+            (d.fast_interval_s, "fast_interval_s"),
+            (d.counter_interval_s, "counter_interval_s"),
+        ] {
+            if value < d.min_interval_s {
+                let span = ad.and_then(|a| {
+                    span_of(if what == "fast_interval_s" {
+                        &a.fast_interval_s
+                    } else {
+                        &a.counter_interval_s
+                    })
+                    .or_else(|| span_of(&a.min_interval_s))
+                });
+                out.push((
+                    span,
+                    format!(
+                        "{what} = {value} is below the device's min_interval_s = {}",
+                        d.min_interval_s
+                    ),
+                ));
+            }
+        }
+        if let Some(u) = d.unit_id {
+            if !(1..=247).contains(&u) {
+                out.push((
+                    ad.and_then(|a| span_of(&a.unit_id)),
+                    format!("unit_id must be 1..=247, not {u}"),
+                ));
+            }
+        }
+        if self.kind == DeviceKind::Battery
+            && !self.quantities.iter().any(|q| q.name == Quantity::SocPct)
+        {
+            out.push((
+                span_of(&at.kind),
+                "kind = \"battery\" needs a soc_pct quantity (the state of charge)".into(),
             ));
         }
         for (u, a) in self.unreadable.iter().zip(&at.unreadable) {
@@ -560,6 +635,65 @@ impl Profile {
                 span_of(&a.interval_s),
                 "interval_s must be at least 1".into(),
             ));
+        }
+        if let Some(i) = q.interval_s {
+            if i < self.defaults.min_interval_s {
+                out.push((
+                    span_of(&a.interval_s),
+                    format!(
+                        "interval_s = {i} is below the device's min_interval_s = {}",
+                        self.defaults.min_interval_s
+                    ),
+                ));
+            }
+        }
+        if (!q.plus.is_empty() || !q.minus.is_empty()) && q.scale_register.is_some() {
+            out.push((
+                span_of(&a.address),
+                format!(
+                    "{}: plus/minus cannot be combined with scale_register",
+                    q.label()
+                ),
+            ));
+        }
+        for (extra, at) in [(&q.plus, &a.plus), (&q.minus, &a.minus)] {
+            for &addr in extra.iter() {
+                let Some(end) = addr.checked_add(words - 1) else {
+                    out.push((
+                        span_of(at),
+                        format!(
+                            "{}: register {addr} + {words} words overflows address 65535",
+                            q.label()
+                        ),
+                    ));
+                    continue;
+                };
+                if addr <= last && end >= q.address {
+                    out.push((
+                        span_of(at),
+                        format!(
+                            "{}: register {addr} overlaps the value's own registers",
+                            q.label()
+                        ),
+                    ));
+                }
+                let function = q.resolved_function(&self.defaults);
+                if let Some(u) = self
+                    .unreadable
+                    .iter()
+                    .find(|u| u.function == function && addr <= u.end && end >= u.start)
+                {
+                    out.push((
+                        span_of(at),
+                        format!(
+                            "{}: register {addr} lies in the unreadable range {}..={}",
+                            q.label(),
+                            u.start,
+                            u.end
+                        ),
+                    ));
+                }
+            }
         }
         if words > self.defaults.max_registers {
             out.push((

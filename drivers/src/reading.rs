@@ -3,6 +3,11 @@
 //! Sign convention (DESIGN.md): `p_w` is positive in the import direction; a generator exports, so
 //! what it produces is negative `p_w` and a growing `e_exp_wh`. Energy comes from the meter's own
 //! counters; a missing value is `None` with a reason, never a stale value with a new timestamp.
+//!
+//! A storage system (a battery, or a hybrid inverter's battery side) adds `soc_pct`, its state of
+//! charge in percent, `bat_p_w`, the battery's own power, **positive while charging** (energy
+//! flowing into the battery, the same "into the device" direction as `p_w`), and its own counters
+//! `e_charge_wh` (energy stored) and `e_discharge_wh` (energy given back).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,10 +30,18 @@ pub enum Quantity {
     FHz,
     /// Total power factor.
     Pf,
+    /// Battery state of charge, percent (0..=100).
+    SocPct,
+    /// Battery power, W, positive while charging.
+    BatPW,
+    /// Energy charged into the battery, counter, Wh.
+    EChargeWh,
+    /// Energy discharged from the battery, counter, Wh.
+    EDischargeWh,
 }
 
 impl Quantity {
-    pub const ALL: [Quantity; 7] = [
+    pub const ALL: [Quantity; 11] = [
         Quantity::PW,
         Quantity::EImpWh,
         Quantity::EExpWh,
@@ -36,6 +49,10 @@ impl Quantity {
         Quantity::IA,
         Quantity::FHz,
         Quantity::Pf,
+        Quantity::SocPct,
+        Quantity::BatPW,
+        Quantity::EChargeWh,
+        Quantity::EDischargeWh,
     ];
 
     /// The canonical field name used in profiles, JSON and MQTT.
@@ -48,6 +65,10 @@ impl Quantity {
             Quantity::IA => "i_a",
             Quantity::FHz => "f_hz",
             Quantity::Pf => "pf",
+            Quantity::SocPct => "soc_pct",
+            Quantity::BatPW => "bat_p_w",
+            Quantity::EChargeWh => "e_charge_wh",
+            Quantity::EDischargeWh => "e_discharge_wh",
         }
     }
 
@@ -62,7 +83,18 @@ impl Quantity {
 
     /// Energy counters change slowly and are polled less often than power by default.
     pub fn is_counter(self) -> bool {
-        matches!(self, Quantity::EImpWh | Quantity::EExpWh)
+        matches!(
+            self,
+            Quantity::EImpWh | Quantity::EExpWh | Quantity::EChargeWh | Quantity::EDischargeWh
+        )
+    }
+
+    /// Quantities only a storage system has.
+    pub fn is_storage(self) -> bool {
+        matches!(
+            self,
+            Quantity::SocPct | Quantity::BatPW | Quantity::EChargeWh | Quantity::EDischargeWh
+        )
     }
 }
 
@@ -98,6 +130,16 @@ pub struct Values {
     pub f_hz: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pf: Option<f64>,
+    /// Battery state of charge, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soc_pct: Option<f64>,
+    /// Battery power, W, positive charging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bat_p_w: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_charge_wh: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_discharge_wh: Option<f64>,
 }
 
 fn phases_empty(p: &[Option<f64>; 3]) -> bool {
@@ -116,6 +158,10 @@ impl Values {
             Quantity::IA => self.i_a[idx] = Some(v),
             Quantity::FHz => self.f_hz = Some(v),
             Quantity::Pf => self.pf = Some(v),
+            Quantity::SocPct => self.soc_pct = Some(v),
+            Quantity::BatPW => self.bat_p_w = Some(v),
+            Quantity::EChargeWh => self.e_charge_wh = Some(v),
+            Quantity::EDischargeWh => self.e_discharge_wh = Some(v),
         }
     }
 
@@ -129,6 +175,10 @@ impl Values {
             Quantity::IA => self.i_a[idx],
             Quantity::FHz => self.f_hz,
             Quantity::Pf => self.pf,
+            Quantity::SocPct => self.soc_pct,
+            Quantity::BatPW => self.bat_p_w,
+            Quantity::EChargeWh => self.e_charge_wh,
+            Quantity::EDischargeWh => self.e_discharge_wh,
         }
     }
 

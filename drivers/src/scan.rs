@@ -196,6 +196,8 @@ async fn read_identify<L: Link>(
         unit: None,
         sentinels: vec![],
         interval_s: None,
+        plus: vec![],
+        minus: vec![],
     };
     decode(&words, &map, &profile.defaults).map_err(|e| LinkError::Frame(e.to_string()))
 }

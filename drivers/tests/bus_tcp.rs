@@ -288,6 +288,8 @@ fn inverter() -> Profile {
         unit: None,
         sentinels: vec![],
         interval_s: None,
+        plus: vec![],
+        minus: vec![],
     };
     p.quantities = vec![
         q(Quantity::PW, 40083, ValueType::I16, 40084),

@@ -328,6 +328,13 @@ fn huawei_sun2000_reports_production_as_negative_power_and_export_energy() {
 fn energy_counters_poll_every_minute_and_power_every_five_seconds_by_default() {
     let set = builtin();
     for p in &set.profiles {
+        if p.defaults.min_interval_s > 0 {
+            // A device with its own poll limit (the Chain 2 reader): never faster than that.
+            for q in &p.quantities {
+                assert!(q.resolved_interval_s(&p.defaults) >= p.defaults.min_interval_s);
+            }
+            continue;
+        }
         for q in &p.quantities {
             let expected = if q.name.is_counter() { 60 } else { 5 };
             assert_eq!(
@@ -352,6 +359,11 @@ fn sample(q: Quantity, scale: f64) -> f64 {
         Quantity::IA => 6.58,
         Quantity::FHz => 50.01,
         Quantity::Pf => 0.97,
+        Quantity::SocPct => 57.0,
+        Quantity::BatPW if scale < 0.0 => -850.0,
+        Quantity::BatPW => 850.0,
+        Quantity::EChargeWh => 987_600.0,
+        Quantity::EDischargeWh => 876_500.0,
     }
 }
 
@@ -786,4 +798,120 @@ fn an_identify_value_that_cannot_fit_its_register_is_located() {
         "\n[[identify]]\nfunction = \"holding\"\naddress = 11\ntype = \"f32\"\nvalues = [1]\n",
     );
     assert_error_at(&float, 20, 8, "not an integer type");
+}
+
+// ---- device limits, storage and split values (issue 13) ----
+
+#[test]
+fn a_poll_interval_below_the_device_minimum_is_located() {
+    // fast_interval_s = 5 (the default) is below a minimum of 10.
+    let text = variant(
+        &[(
+            "max_registers = 60",
+            "max_registers = 60\nmin_interval_s = 10",
+        )],
+        "",
+    );
+    let e = first_error(&text);
+    assert!(e.message.contains("min_interval_s = 10"), "{e}");
+    let ok = variant(
+        &[(
+            "max_registers = 60",
+            "max_registers = 60\nmin_interval_s = 10\nfast_interval_s = 10",
+        )],
+        "",
+    );
+    Profile::from_toml("t.toml", &ok).unwrap();
+    // A quantity's own interval may not go below it either.
+    let text = variant(
+        &[(
+            "max_registers = 60",
+            "max_registers = 60\nmin_interval_s = 10\nfast_interval_s = 30",
+        )],
+        "interval_s = 3\n",
+    );
+    assert_error_at(&text, 18, 14, "below the device's min_interval_s = 10");
+}
+
+#[test]
+fn a_default_unit_id_outside_modbus_is_located() {
+    assert_error_at(
+        &variant(
+            &[("max_registers = 60", "max_registers = 60\nunit_id = 248")],
+            "",
+        ),
+        11,
+        11,
+        "unit_id must be 1..=247",
+    );
+}
+
+#[test]
+fn a_battery_profile_without_state_of_charge_is_located_at_its_kind() {
+    assert_error_at(
+        &variant(&[("kind = \"meter\"", "kind = \"battery\"")], ""),
+        4,
+        8,
+        "soc_pct",
+    );
+    let ok = variant(
+        &[("kind = \"meter\"", "kind = \"battery\"")],
+        "\n[[quantity]]\nname = \"soc_pct\"\naddress = 20\ntype = \"u16\"\n",
+    );
+    let p = Profile::from_toml("t.toml", &ok).unwrap();
+    assert_eq!(p.kind.name(), "battery");
+}
+
+#[test]
+fn a_minus_register_overlapping_its_value_is_located() {
+    // p_w at 12..=13 (f32): 13 overlaps, 14 does not.
+    assert_error_at(&variant(&[], "minus = [13]\n"), 16, 9, "overlaps");
+    Profile::from_toml("t.toml", &variant(&[], "minus = [14]\nplus = [16]\n")).unwrap();
+    assert_error_at(&variant(&[], "minus = [65535]\n"), 16, 9, "overflows");
+}
+
+#[test]
+fn the_chain2_reader_is_never_polled_faster_than_its_limit() {
+    use socer_drivers::plan::{Intervals, Schedule};
+    use std::time::Duration;
+    let set = builtin();
+    let alfa = set.get("sinapsi-alfa").unwrap();
+    assert_eq!(alfa.defaults.min_interval_s, 10);
+    assert_eq!(alfa.defaults.unit_id, Some(1));
+    assert_eq!(alfa.kind.name(), "gateway");
+    // A site asking for 2 s still gets 10 s.
+    let mut s = Schedule::new(
+        alfa,
+        Intervals {
+            fast: Some(Duration::from_secs(2)),
+            counter: Some(Duration::from_secs(2)),
+        },
+    );
+    let all: Vec<usize> = (0..alfa.quantities.len()).collect();
+    assert_eq!(s.due(Duration::ZERO), all);
+    s.mark_polled(&all, Duration::ZERO);
+    assert!(s.due(Duration::from_secs(9)).is_empty());
+    assert_eq!(s.due(Duration::from_secs(10)), all);
+}
+
+#[test]
+fn storage_profiles_are_batteries_and_map_state_of_charge() {
+    let set = builtin();
+    let batteries: Vec<&str> = set
+        .profiles
+        .iter()
+        .filter(|p| p.kind.name() == "battery")
+        .map(|p| p.id.as_str())
+        .collect();
+    for id in [
+        "huawei-luna2000",
+        "sungrow-sh-battery",
+        "sofar-hyd-battery",
+        "solax-hybrid-battery",
+        "growatt-hybrid-battery",
+        "victron-gx-battery",
+    ] {
+        assert!(batteries.contains(&id), "{id} not a battery: {batteries:?}");
+    }
+    assert!(set.profiles.len() >= 24, "{}", set.profiles.len());
 }

@@ -157,6 +157,8 @@ fn a_scale_factor_register_scales_the_live_value_as_sunspec_does() {
         unit: Some("V".into()),
         sentinels: vec![0xFFFF],
         interval_s: None,
+        plus: vec![],
+        minus: vec![],
     };
     image.add_live(map.clone());
     let mut state = Values::default();

@@ -182,6 +182,11 @@ fn power_holds_between_samples_like_a_meter_display() {
         let expected_wh = first.p_w.unwrap() * f64::from(i) * 0.1 / 3600.0;
         assert!(close(now.e_imp_wh.unwrap(), expected_wh));
         now.e_imp_wh = first.e_imp_wh;
+        // The storage view's counters and state of charge are energy too.
+        assert!(close(now.e_charge_wh.unwrap(), expected_wh));
+        now.e_charge_wh = first.e_charge_wh;
+        now.e_discharge_wh = first.e_discharge_wh;
+        now.soc_pct = first.soc_pct;
         assert_eq!(
             now, first,
             "within the 1 s sample period only energy changes"

@@ -36,7 +36,12 @@ fn every_builtin_profile_serves_values_the_poller_decodes_to_the_state() {
     assert!(set.profiles.len() >= 8, "{:?}", set.ids());
     for profile in &set.profiles {
         let clock = ManualClock::new(t0());
-        let power_w = if profile.kind == DeviceKind::Inverter {
+        // A generator, or a register that can only show production (scale < 0 on p_w).
+        let produces = profile
+            .quantities
+            .iter()
+            .any(|q| q.name == socer_drivers::Quantity::PW && q.scale < 0.0);
+        let power_w = if profile.kind == DeviceKind::Inverter || produces {
             -4321.5
         } else {
             2345.6

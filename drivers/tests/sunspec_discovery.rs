@@ -30,6 +30,7 @@ fn three_phase_values() -> Values {
         i_a: [Some(6.27), Some(6.31), Some(6.19)],
         f_hz: Some(50.02),
         pf: Some(0.987),
+        ..Values::default()
     }
 }
 

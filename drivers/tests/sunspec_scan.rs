@@ -54,6 +54,7 @@ fn meter_profile(id: &str, identify: Vec<Identify>) -> Profile {
         kind: DeviceKind::Meter,
         phases: 3,
         source: "test".into(),
+        verified: None,
         defaults: Defaults {
             function: Function::Input,
             word_order: Default::default(),
@@ -61,6 +62,8 @@ fn meter_profile(id: &str, identify: Vec<Identify>) -> Profile {
             fast_interval_s: 5,
             counter_interval_s: 60,
             max_registers: 125,
+            min_interval_s: 0,
+            unit_id: None,
         },
         unreadable: vec![],
         identify,

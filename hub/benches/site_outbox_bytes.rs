@@ -67,6 +67,7 @@ fn main() {
                             i_a: [Some(1.45), Some(1.52), Some(1.38)],
                             f_hz: Some(50.01),
                             pf: Some(0.97),
+                            ..Values::default()
                         },
                         quality: Quality::Good,
                         missing: vec![],

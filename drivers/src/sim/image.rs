@@ -81,6 +81,9 @@ impl RegisterImage {
     pub fn add_live(&mut self, map: QuantityMap) {
         let function = map.function.unwrap_or(self.defaults.function);
         self.extend_to(function, map.address, map.value_type.words());
+        for &a in map.plus.iter().chain(&map.minus) {
+            self.extend_to(function, a, map.value_type.words());
+        }
         self.live.push(map);
     }
 
@@ -139,8 +142,10 @@ impl RegisterImage {
                 continue;
             }
             let q_start = u32::from(map.address);
-            let q_end = q_start + u32::from(map.value_type.words());
-            if q_end <= start || q_start >= end {
+            let n = u32::from(map.value_type.words());
+            // Skip a value none of whose registers (its own, or a subtracted one) is requested.
+            let overlaps = |a: u32| a + n > start && a < end;
+            if !overlaps(q_start) && !map.minus.iter().any(|&m| overlaps(u32::from(m))) {
                 continue;
             }
             let Some(mut value) = state.get(map.name, map.phase.unwrap_or(1)) else {
@@ -154,11 +159,23 @@ impl RegisterImage {
                     .unwrap_or(0) as i16;
                 value /= 10f64.powi(i32::from(sf));
             }
-            for (i, w) in encode(value, map, &self.defaults).into_iter().enumerate() {
-                let a = q_start + i as u32;
-                if (start..end).contains(&a) {
-                    words[(a - start) as usize] = w;
+            // A value split over registers (plus/minus): a negative one goes, as its magnitude,
+            // to the first subtracted register and the main one reads 0; added ones read 0.
+            let (main, minus_at) = match map.minus.first() {
+                Some(&m) if value < 0.0 => (0.0, Some(m)),
+                _ => (value, None),
+            };
+            let mut put = |at: u32, v: f64| {
+                for (i, w) in encode(v, map, &self.defaults).into_iter().enumerate() {
+                    let a = at + i as u32;
+                    if (start..end).contains(&a) {
+                        words[(a - start) as usize] = w;
+                    }
                 }
+            };
+            put(q_start, main);
+            if let Some(m) = minus_at {
+                put(u32::from(m), -value);
             }
         }
         Ok(words)
@@ -181,5 +198,7 @@ fn raw_map(value_type: ValueType, address: u16) -> QuantityMap {
         unit: None,
         sentinels: vec![],
         interval_s: None,
+        plus: vec![],
+        minus: vec![],
     }
 }

@@ -271,6 +271,18 @@ impl Physics {
             };
             v.set(crate::reading::Quantity::IA, ph, amps);
         }
+        // A storage device seen the same way: its power into the device is charging, what it
+        // took in and gave back are its charge and discharge counters; the state of charge is
+        // what the integrated energy leaves in a nominal 10 kWh battery that started half full.
+        v.bat_p_w = Some(self.p_w);
+        v.e_charge_wh = v.e_imp_wh;
+        v.e_discharge_wh = v.e_exp_wh;
+        let stored = 5_000.0 + self.e_imp_wh.value() - self.e_exp_wh.value();
+        v.soc_pct = Some(
+            (stored / 10_000.0 * 100.0)
+                .rem_euclid(100.0)
+                .clamp(0.0, 100.0),
+        );
         v
     }
 

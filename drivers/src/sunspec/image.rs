@@ -21,7 +21,7 @@ pub struct ImageSpec {
     pub base: u16,
     /// The unit id the image answers as (recorded in the resolved profile's source).
     pub unit: u8,
-    /// 101–103, 111–113 or 201–204.
+    /// 101–103, 111–113, 201–204 or 211–213.
     pub model_id: u16,
     pub common: Common,
     /// Scale factor per scale-factor point name (`W_SF`, …); unnamed ones are 0.

@@ -320,6 +320,8 @@ fn profile_of(device: &Device, header: &ModelHeader, def: &ModelDef) -> Profile 
                 unit: p.unit.clone(),
                 sentinels: p.point_type.sentinels(),
                 interval_s: None,
+                plus: vec![],
+                minus: vec![],
             })
         })
         .collect();
@@ -338,6 +340,7 @@ fn profile_of(device: &Device, header: &ModelHeader, def: &ModelDef) -> Profile 
              SunSpec Information Model definitions (drivers/profiles/sunspec/models.toml)",
             def.id, device.unit, header.address, device.base
         ),
+        verified: None,
         defaults: Defaults {
             function: Function::Holding,
             word_order: WordOrder::HighFirst,
@@ -345,6 +348,8 @@ fn profile_of(device: &Device, header: &ModelHeader, def: &ModelDef) -> Profile 
             fast_interval_s: 5,
             counter_interval_s: 60,
             max_registers: 125,
+            min_interval_s: 0,
+            unit_id: None,
         },
         unreadable: vec![],
         identify: vec![Identify {

@@ -1,5 +1,6 @@
 //! Modbus transports implementing [`Link`]: TCP (one connection per bus, shared by every unit id
-//! behind a gateway) and RTU over a serial line (one transaction at a time, with the line timing).
+//! behind a gateway), RTU over a serial line (one transaction at a time, with the line timing) and
+//! RTU frames carried over TCP by a transparent RS-485 gateway.
 //!
 //! A transport never retries beyond one damaged frame and never invents a value: every failure
 //! comes back as a [`LinkError`] saying what was (or was not) received.
@@ -10,9 +11,11 @@ use crate::link::{Link, LinkError};
 use crate::profile::Function;
 
 pub mod rtu;
+pub mod rtu_tcp;
 pub mod tcp;
 
 pub use rtu::{RtuLink, SerialSettings};
+pub use rtu_tcp::RtuOverTcpLink;
 pub use tcp::TcpLink;
 
 /// Exponential back-off: `initial`, doubled per consecutive failure, capped at `max`.
@@ -58,6 +61,8 @@ pub(crate) fn check_count(count: u16) -> Result<(), LinkError> {
 pub enum AnyLink {
     Tcp(TcpLink),
     Rtu(RtuLink),
+    /// RTU frames over a TCP stream (an RS-485 gateway in transparent mode).
+    RtuOverTcp(RtuOverTcpLink),
 }
 
 impl Link for AnyLink {
@@ -71,6 +76,7 @@ impl Link for AnyLink {
         match self {
             AnyLink::Tcp(l) => l.read_registers(unit, function, address, count).await,
             AnyLink::Rtu(l) => l.read_registers(unit, function, address, count).await,
+            AnyLink::RtuOverTcp(l) => l.read_registers(unit, function, address, count).await,
         }
     }
 }

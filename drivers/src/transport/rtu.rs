@@ -89,7 +89,7 @@ pub fn with_crc(mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
-fn function_code(f: Function) -> u8 {
+pub(crate) fn function_code(f: Function) -> u8 {
     match f {
         Function::Holding => 0x03,
         Function::Input => 0x04,
@@ -111,7 +111,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// What the bytes received so far amount to.
-enum Parsed {
+pub(crate) enum Parsed {
     /// Not enough bytes yet.
     Incomplete,
     /// A complete frame with a good CRC: its length.
@@ -161,7 +161,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, String> {
     }
 }
 
-fn parse(buf: &[u8]) -> Parsed {
+pub(crate) fn parse(buf: &[u8]) -> Parsed {
     if buf.len() < 3 {
         return Parsed::Incomplete;
     }
@@ -180,6 +180,14 @@ fn parse(buf: &[u8]) -> Parsed {
         return Parsed::Damaged(format!("CRC mismatch (computed {crc:#06x})"));
     }
     Parsed::Frame(len)
+}
+
+/// The RTU frame of a read request (unit, function, address, count, CRC).
+pub fn request_frame(unit: u8, function: Function, address: u16, count: u16) -> Vec<u8> {
+    let mut req = vec![unit, function_code(function)];
+    req.extend_from_slice(&address.to_be_bytes());
+    req.extend_from_slice(&count.to_be_bytes());
+    with_crc(req)
 }
 
 /// A Modbus RTU master on one serial port.

@@ -33,6 +33,8 @@ pub fn test_profile() -> Profile {
             unit: None,
             sentinels: vec![],
             interval_s: None,
+            plus: vec![],
+            minus: vec![],
         }
     };
     Profile {
@@ -42,6 +44,7 @@ pub fn test_profile() -> Profile {
         kind: DeviceKind::Meter,
         phases: 3,
         source: "test fixture".into(),
+        verified: None,
         defaults: Defaults {
             function: Function::Input,
             word_order: WordOrder::HighFirst,
@@ -49,6 +52,8 @@ pub fn test_profile() -> Profile {
             fast_interval_s: 5,
             counter_interval_s: 60,
             max_registers: 125,
+            min_interval_s: 0,
+            unit_id: None,
         },
         unreadable: vec![],
         identify: vec![],

@@ -63,6 +63,8 @@ pub struct Summary<'a> {
     pub kind: &'static str,
     pub phases: u8,
     pub source: &'a str,
+    /// How the map was proven (`typed image from <document> ...`), if it was.
+    pub verified: Option<&'a str>,
 }
 
 pub fn summaries(set: &ProfileSet) -> Vec<Summary<'_>> {
@@ -76,6 +78,7 @@ pub fn summaries(set: &ProfileSet) -> Vec<Summary<'_>> {
             kind: p.kind.name(),
             phases: p.phases,
             source: &p.source,
+            verified: p.verified.as_deref(),
         })
         .collect();
     rows.sort_by_key(|r| r.id);
@@ -91,7 +94,8 @@ pub fn sunspec_summary() -> Summary<'static> {
         model: "any SunSpec device (discovered)",
         kind: "inverter/meter",
         phases: 0,
-        source: "SunSpec Information Model Specification and model definitions: inverters 101-103 and 111-113, meters 201-204 (use sunspec:N to choose one model of a device)",
+        source: "SunSpec Information Model Specification and model definitions: inverters 101-103 and 111-113, meters 201-204 and float meters 211-213 (use sunspec:N to choose one model of a device)",
+        verified: Some("typed image drivers/tests/images/sunspec-213.toml from the SunSpec model 1 and 213 definitions; interop images for 103"),
     }
 }
 
@@ -121,36 +125,67 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The library grouped by kind (meter, inverter, battery, gateway, then the discovered SunSpec
+/// entry), one table per kind under a `KIND (n models)` heading, each row saying which document
+/// the map was verified against.
 pub fn list_table(set: &ProfileSet) -> String {
-    let rows: Vec<Vec<String>> = summaries(set)
-        .into_iter()
-        .chain(std::iter::once(sunspec_summary()))
-        .map(|s| {
-            vec![
-                s.id.to_string(),
-                s.manufacturer.to_string(),
-                s.model.to_string(),
-                s.kind.to_string(),
-                if s.phases == 0 {
-                    "-".to_string()
-                } else {
-                    s.phases.to_string()
-                },
-                s.source.to_string(),
-            ]
-        })
-        .collect();
-    table(
-        &["ID", "MANUFACTURER", "MODEL", "KIND", "PHASES", "SOURCE"],
-        &rows,
-    )
+    let all = summaries(set);
+    let row = |s: &Summary| {
+        vec![
+            s.id.to_string(),
+            s.manufacturer.to_string(),
+            s.model.to_string(),
+            s.kind.to_string(),
+            if s.phases == 0 {
+                "-".to_string()
+            } else {
+                s.phases.to_string()
+            },
+            s.verified.unwrap_or("not verified").to_string(),
+            s.source.to_string(),
+        ]
+    };
+    let header = [
+        "ID",
+        "MANUFACTURER",
+        "MODEL",
+        "KIND",
+        "PHASES",
+        "VERIFIED",
+        "SOURCE",
+    ];
+    let mut out = String::new();
+    for kind in socer_drivers::profile::DeviceKind::ALL {
+        let rows: Vec<Vec<String>> = all
+            .iter()
+            .filter(|s| s.kind == kind.name())
+            .map(row)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "{} ({} model{})",
+            kind.name().to_uppercase(),
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" }
+        );
+        out.push_str(&table(&header, &rows));
+    }
+    out.push_str("\nDISCOVERED (SunSpec)\n");
+    out.push_str(&table(&header, &[row(&sunspec_summary())]));
+    out
 }
 
 /// Header lines, then one row per quantity: where it is and how it is encoded.
 pub fn register_table(p: &Profile) -> String {
     let d = &p.defaults;
     let mut out = format!(
-        "{} — {} {} ({}, {} phase{})\nsource: {}\nmax registers per request: {}; poll every {} s (counters {} s)\n",
+        "{} — {} {} ({}, {} phase{})\nsource: {}\nverified: {}\nmax registers per request: {}; poll every {} s (counters {} s){}{}\n",
         p.id,
         p.manufacturer,
         p.model,
@@ -158,9 +193,19 @@ pub fn register_table(p: &Profile) -> String {
         p.phases,
         if p.phases == 1 { "" } else { "s" },
         p.source,
+        p.verified.as_deref().unwrap_or("not verified"),
         d.max_registers,
         d.fast_interval_s,
         d.counter_interval_s,
+        if d.min_interval_s > 0 {
+            format!("; never faster than every {} s", d.min_interval_s)
+        } else {
+            String::new()
+        },
+        match d.unit_id {
+            Some(u) => format!("; unit id {u} by default"),
+            None => String::new(),
+        },
     );
     for i in &p.identify {
         let values: Vec<String> = i.values.iter().map(|v| format!("{v:#x}")).collect();
@@ -235,9 +280,31 @@ mod tests {
         let set = builtin();
         let text = list_table(&set);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("ID"), "{text}");
-        // The header, one row per fixed profile, and the discovered `sunspec` row.
-        assert_eq!(lines.len(), set.profiles.len() + 2);
+        assert!(lines[0].starts_with("METER ("), "{text}");
+        assert!(lines[1].starts_with("ID"), "{text}");
+        // One row per fixed profile (and the `sunspec` one), each under its kind's heading.
+        let ids = set.ids();
+        let rows = lines
+            .iter()
+            .filter(|l| ids.iter().any(|id| l.starts_with(&format!("{id} "))))
+            .count();
+        assert_eq!(rows, set.profiles.len());
+        for kind in [
+            "METER (",
+            "INVERTER (",
+            "BATTERY (",
+            "GATEWAY (",
+            "DISCOVERED (SunSpec)",
+        ] {
+            assert!(lines.iter().any(|l| l.starts_with(kind)), "{kind}: {text}");
+        }
+        // Battery profiles are listed under BATTERY, after every meter.
+        let at = |p: &str| lines.iter().position(|l| l.starts_with(p)).unwrap_or(0);
+        assert!(at("huawei-luna2000 ") > at("BATTERY ("), "{text}");
+        assert!(at("BATTERY (") > at("eastron-sdm630 "), "{text}");
+        assert!(at("sinapsi-alfa ") > at("GATEWAY ("), "{text}");
+        let alfa = lines[at("sinapsi-alfa ")];
+        assert!(alfa.contains("typed image"), "{alfa}");
         assert!(lines.iter().any(|l| l.starts_with("sunspec ")), "{text}");
         let sdm630 = lines
             .iter()

@@ -34,6 +34,10 @@ pub struct BusArgs {
     /// Modbus TCP endpoint HOST:PORT.
     #[arg(long)]
     pub tcp: Option<String>,
+    /// An RS-485 gateway in transparent mode at HOST:PORT: Modbus RTU frames over TCP (`--baud`
+    /// is its serial speed, used for timing).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rtu_over_tcp: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,10 +50,11 @@ pub enum Parity {
 impl BusArgs {
     /// A name for the bus in messages: the port or the endpoint.
     pub fn name(&self) -> String {
-        match (&self.serial, &self.tcp) {
-            (Some(p), _) => p.display().to_string(),
-            (None, Some(t)) => format!("tcp {t}"),
-            (None, None) => "no bus".into(),
+        match (&self.serial, &self.tcp, &self.rtu_over_tcp) {
+            (Some(p), _, _) => p.display().to_string(),
+            (None, Some(t), _) => format!("tcp {t}"),
+            (None, None, Some(g)) => format!("rtu-over-tcp {g}"),
+            (None, None, None) => "no bus".into(),
         }
     }
 
@@ -70,7 +75,15 @@ impl BusArgs {
                 TransportConfig::Serial(s)
             }
             (None, Some(t)) => TransportConfig::Tcp { addr: t.clone() },
-            (None, None) => anyhow::bail!("give --serial DEV or --tcp HOST:PORT"),
+            (None, None) => match &self.rtu_over_tcp {
+                Some(g) => TransportConfig::RtuOverTcp {
+                    addr: g.clone(),
+                    baud: self.baud,
+                },
+                None => {
+                    anyhow::bail!("give --serial DEV, --tcp HOST:PORT or --rtu-over-tcp HOST:PORT")
+                }
+            },
         })
     }
 
@@ -100,8 +113,9 @@ pub fn load_profiles(dir: Option<&Path>) -> anyhow::Result<ProfileSet> {
 
 fn unit_of(q: Quantity) -> &'static str {
     match q {
-        Quantity::PW => "W",
-        Quantity::EImpWh | Quantity::EExpWh => "Wh",
+        Quantity::PW | Quantity::BatPW => "W",
+        Quantity::EImpWh | Quantity::EExpWh | Quantity::EChargeWh | Quantity::EDischargeWh => "Wh",
+        Quantity::SocPct => "%",
         Quantity::VV => "V",
         Quantity::IA => "A",
         Quantity::FHz => "Hz",
@@ -110,13 +124,13 @@ fn unit_of(q: Quantity) -> &'static str {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "tcp"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "tcp", "rtu_over_tcp"])))]
 pub struct Args {
     #[command(flatten)]
     pub bus: BusArgs,
-    /// Modbus unit id of the meter.
+    /// Modbus unit id of the meter (default: the profile's `unit_id`, if it has one).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=247))]
-    pub unit: u8,
+    pub unit: Option<u8>,
     /// Profile id (`eastron-sdm630`, …), or `sunspec` (discovered from the device; `sunspec:203`
     /// picks one model of a device that carries several).
     #[arg(long)]
@@ -132,11 +146,21 @@ pub struct Args {
     pub timeout_ms: u64,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let bus = args.bus.name();
     let (mut link, cost) = args.bus.open(Duration::from_millis(args.timeout_ms))?;
+    if args.unit.is_none() && sunspec::model_choice(&args.model).is_none() {
+        let set = load_profiles(args.dir.as_deref())?;
+        args.unit = set.get(&args.model).and_then(|p| p.defaults.unit_id);
+    }
+    let Some(unit) = args.unit else {
+        anyhow::bail!(
+            "give --unit N: model `{}` has no default unit id",
+            args.model
+        );
+    };
     let profile = if let Some(want) = sunspec::model_choice(&args.model) {
-        let (_, resolved) = sunspec::discover_profile(&mut link, args.unit, want)
+        let (_, resolved) = sunspec::discover_profile(&mut link, unit, want)
             .await
             .with_context(|| format!("bus {bus}: SunSpec discovery"))?;
         resolved.profile
@@ -153,8 +177,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let meter = MeterConfig {
-        name: format!("unit {}", args.unit),
-        unit: args.unit,
+        name: format!("unit {unit}"),
+        unit,
         profile: Arc::new(profile),
         reverse: false,
         intervals: Intervals::default(),
@@ -165,7 +189,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let mut j = serde_json::to_value(&r)?;
         if let Some(o) = j.as_object_mut() {
-            o.insert("unit".into(), args.unit.into());
+            o.insert("unit".into(), unit.into());
             o.insert("model".into(), args.model.clone().into());
             o.insert(
                 "profile".into(),
@@ -177,7 +201,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         println!(
             "unit {} on {bus}: {} {} ({}), {}",
-            args.unit,
+            unit,
             profile.manufacturer,
             profile.model,
             profile.id,

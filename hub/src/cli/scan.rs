@@ -11,7 +11,7 @@ use socer_drivers::scan::scan;
 use super::read::{load_profiles, BusArgs};
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "tcp"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["serial", "tcp", "rtu_over_tcp"])))]
 pub struct Args {
     #[command(flatten)]
     pub bus: BusArgs,

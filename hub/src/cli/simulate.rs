@@ -128,8 +128,10 @@ impl std::str::FromStr for DeviceArg {
 /// exports.
 fn default_power_w(profile: &Profile) -> f64 {
     match profile.kind {
-        DeviceKind::Meter => 1500.0,
+        DeviceKind::Meter | DeviceKind::Gateway => 1500.0,
         DeviceKind::Inverter => -3000.0,
+        // A hybrid's battery side: charging from the roof.
+        DeviceKind::Battery => 800.0,
     }
 }
 

@@ -158,6 +158,10 @@ pub struct BusConfig {
     /// `host:port` of a Modbus TCP device or gateway.
     #[serde(default)]
     pub tcp: Option<Spanned<String>>,
+    /// `host:port` of an RS-485 gateway in transparent mode: Modbus RTU frames over TCP (`baud`
+    /// is the gateway's serial speed). One scheduler per gateway, like a serial line.
+    #[serde(default)]
+    pub rtu_over_tcp: Option<Spanned<String>>,
     /// Meters on this bus are simulated in-process (tests and demos; no Modbus traffic).
     #[serde(default)]
     pub simulated: bool,
@@ -531,14 +535,15 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
         }
         let kinds = usize::from(b.serial.is_some())
             + usize::from(b.tcp.is_some())
+            + usize::from(b.rtu_over_tcp.is_some())
             + usize::from(b.simulated);
         if kinds != 1 {
             d.push(Diag::new(
                 span(&b.name),
-                format!("bus {name:?} needs exactly one of serial = \"/dev/ttyUSB0\", tcp = \"host:port\" or simulated = true"),
+                format!("bus {name:?} needs exactly one of serial = \"/dev/ttyUSB0\", tcp = \"host:port\", rtu_over_tcp = \"host:port\" or simulated = true"),
             ));
         }
-        if let Some(t) = &b.tcp {
+        if let Some(t) = b.tcp.as_ref().or(b.rtu_over_tcp.as_ref()) {
             let ok = t
                 .get_ref()
                 .rsplit_once(':')

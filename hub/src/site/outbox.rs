@@ -585,6 +585,7 @@ impl Store {
                     i_a: [x[3], x[4], x[5]],
                     f_hz: x[6],
                     pf: x[7],
+                    ..Values::default()
                 },
                 quality: quality_of(flags),
                 missing,

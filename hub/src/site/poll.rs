@@ -276,6 +276,11 @@ async fn modbus_bus(
         TransportConfig::Tcp {
             addr: addr.get_ref().clone(),
         }
+    } else if let Some(addr) = &bus.rtu_over_tcp {
+        TransportConfig::RtuOverTcp {
+            addr: addr.get_ref().clone(),
+            baud: bus.baud,
+        }
     } else if let Some(port) = &bus.serial {
         TransportConfig::Serial(SerialSettings {
             path: port.get_ref().clone(),
@@ -455,6 +460,7 @@ pub fn simulated_values(role: Role, unit: i64, t_s: f64) -> Values {
         i_a: [Some((i * 100.0).round() / 100.0); 3],
         f_hz: Some(50.0),
         pf: Some(0.98),
+        ..Values::default()
     }
 }
 
