@@ -169,9 +169,10 @@ pub struct ModelSet {
 }
 
 impl ModelSet {
-    /// The shipped table.
+    /// The shipped table (parsed once per process; every discovery reads it).
     pub fn builtin() -> Result<ModelSet, ModelsError> {
-        ModelSet::parse(BUILTIN)
+        static SET: std::sync::OnceLock<Result<ModelSet, ModelsError>> = std::sync::OnceLock::new();
+        SET.get_or_init(|| ModelSet::parse(BUILTIN)).clone()
     }
 
     /// Parse and validate a table in the `models.toml` format.

@@ -19,8 +19,8 @@ use super::tariff::{self, PlantTariff, Prices, Region, Technology};
 use super::Hub;
 
 /// Calendar years the hub answers for: from the first CER rules (2020) to beyond the last TIP
-/// (20 years from plants built up to 2027). Anything else is refused with 400, never computed.
-pub const YEARS: RangeInclusive<i32> = 2020..=2100;
+/// (20 years from plants built up to 2027), within the HTTP layer's years. Anything else is refused with 400, never computed.
+pub const YEARS: RangeInclusive<i32> = 2020..=crate::http::query::MAX_YEAR;
 
 /// Largest price file read, bytes (a century of quarter-hour rows is about 130 MB).
 const MAX_PRICE_FILE_BYTES: u64 = 256 * 1024 * 1024;
@@ -402,7 +402,8 @@ mod tests {
         assert_eq!(parse_month("0000-01"), None);
         assert_eq!(parse_month("9999-12"), None);
         assert_eq!(parse_month("2019-12"), None);
-        assert_eq!(parse_month("2100-12"), Some((2100, 12)));
+        assert_eq!(parse_month("2099-12"), Some((2099, 12)));
+        assert_eq!(parse_month("2100-01"), None);
     }
 
     #[test]
@@ -410,7 +411,7 @@ mod tests {
         assert_eq!(parse_year("2026"), Some(2026));
         assert_eq!(parse_year("2020"), Some(2020));
         assert_eq!(parse_year("2019"), None);
-        assert_eq!(parse_year("2101"), None);
+        assert_eq!(parse_year("2100"), None);
         assert_eq!(parse_year("+202"), None);
         assert_eq!(parse_year("-202"), None);
         assert_eq!(parse_year("20260"), None);
