@@ -5,7 +5,7 @@
 //! A refused message is counted by reason and site, logged, and dropped: it must never be stored,
 //! acknowledged, or crash the hub.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +29,36 @@ pub const UNKNOWN_SITE_LABEL: &str = "(unknown)";
 
 /// (site, meter) → (time, power W) of its latest reading.
 pub type LatestPower = HashMap<(String, String), (DateTime<Utc>, f64)>;
+
+/// Refusals are all counted, but a flood of them (thousands a second from one forging account)
+/// must not become a flood of log lines: one line per (site label, reason) a minute at most.
+/// The keys are bounded: configured sites plus [`UNKNOWN_SITE_LABEL`], times the reasons.
+struct RefusalLog {
+    last: Mutex<BTreeMap<(String, &'static str), Instant>>,
+}
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+static REFUSAL_LOG: RefusalLog = RefusalLog {
+    last: Mutex::new(BTreeMap::new()),
+};
+
+impl RefusalLog {
+    fn due(&self, site: &str, reason: &'static str, now: Instant) -> bool {
+        let mut g = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match g.get_mut(&(site.to_string(), reason)) {
+            Some(t) if now.duration_since(*t) < REFUSAL_LOG_EVERY => false,
+            Some(t) => {
+                *t = now;
+                true
+            }
+            None => {
+                g.insert((site.to_string(), reason), now);
+                true
+            }
+        }
+    }
+}
 
 /// The latest power per (site, meter), for the live community figures.
 #[derive(Default)]
@@ -198,8 +228,11 @@ impl Ingest {
                 }
             }
             Err(e) => {
-                tracing::warn!("site {site}: status refused: {e}");
-                self.metrics.reject(site, reject_of(&e));
+                let why = reject_of(&e);
+                if REFUSAL_LOG.due(site, why.label(), Instant::now()) {
+                    tracing::warn!("site {site}: status refused: {e} (refusals of this kind are counted in socer_rejected_total and logged at most once a minute)");
+                }
+                self.metrics.reject(site, why);
             }
         }
     }
@@ -217,7 +250,12 @@ impl Ingest {
             );
         match checked {
             Err((site, why)) => {
-                tracing::warn!("refused a readings message on {topic}: {}", why.label());
+                if REFUSAL_LOG.due(&site, why.label(), received) {
+                    tracing::warn!(
+                        "refused a readings message on {topic}: {} (refusals of this kind are counted in socer_rejected_total and logged at most once a minute)",
+                        why.label()
+                    );
+                }
                 self.metrics.reject(&site, why);
             }
             Ok((site, batch)) => {
@@ -371,6 +409,18 @@ async fn publish(client: &AsyncClient, ingest: &Ingest, site: &str, ack: Ack) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_flood_of_refusals_logs_one_line_a_minute_per_site_and_reason() {
+        let log = RefusalLog {
+            last: Mutex::new(BTreeMap::new()),
+        };
+        let t0 = Instant::now();
+        assert!(log.due("a", "bad_mac", t0));
+        assert!(!log.due("a", "bad_mac", t0 + Duration::from_secs(59)));
+        assert!(log.due("a", "malformed", t0));
+        assert!(log.due("b", "bad_mac", t0));
+        assert!(log.due("a", "bad_mac", t0 + Duration::from_secs(61)));
+    }
     use super::*;
     use socer_drivers::reading::{Quality, Values};
     use wire::WireReading;

@@ -13,6 +13,10 @@
 //! Retention: raw readings are kept `raw_retention_days` after they were received, per-minute
 //! aggregates [`MINUTE_RETENTION_DAYS`] (or longer), period results for good; and neither is ever
 //! deleted while the month it belongs to is open ([`closed_before`]).
+//!
+//! Every write transaction is `IMMEDIATE`: the compute loop writes too (period results, dirty
+//! marks), and a deferred transaction that has read first fails at once with "database is
+//! locked" when the other connection committed meanwhile, instead of waiting its busy timeout.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -533,7 +537,9 @@ impl Writer {
         let mut touched: Vec<String> = Vec::new();
         let mut stored = 0u64;
         let mut duplicates = 0u64;
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO reading
@@ -1275,7 +1281,9 @@ impl Reader {
         to_s: i64,
         period_s: i64,
     ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 0;
         {
             let mut d =
@@ -1308,7 +1316,9 @@ impl Reader {
         &mut self,
         settings: &HashMap<String, String>,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS energy_setting (meter TEXT PRIMARY KEY, value TEXT NOT NULL);
              DELETE FROM energy_setting;",
@@ -1380,7 +1390,9 @@ impl Reader {
         meters: &[(i64, PeriodEnergy)],
         balance: &Balance,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM period_meter WHERE start_s = ?1", [start_s])?;
         tx.execute("DELETE FROM period_pod WHERE start_s = ?1", [start_s])?;
         tx.execute(

@@ -49,6 +49,10 @@ pub struct Args {
     /// After the window, how long to wait for every reading to be acknowledged, seconds.
     #[arg(long, default_value_t = 40)]
     pub drain: u64,
+    /// Each site also publishes this many forged batches per batch (sealed with a key that is
+    /// not its own): the hub must refuse and count every one (`bad_mac`) and store none.
+    #[arg(long, default_value_t = 0)]
+    pub forged: u32,
 }
 
 const COMMUNITY: &str = "loadgen";
@@ -75,6 +79,8 @@ struct Stats {
     batches_resent: AtomicU64,
     resends_asked: AtomicU64,
     resends_timeout: AtomicU64,
+    /// Batches sealed with a wrong key (`--forged`).
+    forged_sent: AtomicU64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -152,6 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         batches_resent: AtomicU64::new(0),
         resends_asked: AtomicU64::new(0),
         resends_timeout: AtomicU64::new(0),
+        forged_sent: AtomicU64::new(0),
     });
     let keys: HashMap<String, Vec<u8>> = sites
         .iter()
@@ -181,6 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 batch_seconds: args.batch_seconds,
                 offset,
                 ack_timeout: Duration::from_secs(args.ack_timeout.max(1)),
+                forged: args.forged,
             },
             acks,
             stats.clone(),
@@ -281,6 +289,24 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "  readings lost      {:>10} of {} sent in the whole run (unacknowledged {:.0} s after the window)",
         lost, total_sent, drained_s
     );
+    if args.forged > 0 {
+        // The hub may still be working through queued forgeries: wait until its count holds
+        // still for 3 s (at most 60 s).
+        let mut last = rejected_total(web, "bad_mac").unwrap_or(0.0);
+        let mut still = 0;
+        let f0 = Instant::now();
+        while still < 3 && f0.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = rejected_total(web, "bad_mac").unwrap_or(0.0);
+            still = if now == last { still + 1 } else { 0 };
+            last = now;
+        }
+        println!(
+            "  forged refused     {:>10.0} counted by the hub (bad_mac) of {} forged batches sent",
+            rejected_total(web, "bad_mac").unwrap_or(f64::NAN),
+            stats.forged_sent.load(Ordering::Relaxed)
+        );
+    }
     println!(
         "  hub CPU            {:>10.0} % of one core",
         (cpu1 - cpu0) as f64 / ticks / elapsed * 100.0
@@ -319,6 +345,7 @@ struct SiteLoad {
     batch_seconds: u64,
     offset: Duration,
     ack_timeout: Duration,
+    forged: u32,
 }
 
 /// Least time between two re-sends the hub asks for (as a real site).
@@ -336,7 +363,9 @@ async fn site_task(
         batch_seconds,
         offset,
         ack_timeout,
+        forged,
     } = load;
+    let wrong_key = random_bytes(32);
     let mut o = MqttOptions::new(s.id.clone(), "127.0.0.1", port);
     o.set_credentials(s.id.clone(), s.password.clone());
     o.set_keep_alive(Duration::from_secs(30));
@@ -460,6 +489,18 @@ async fn site_task(
             .push_back((seq, taken, n));
         if publish(&batch, acked).await.is_err() {
             return;
+        }
+        for _ in 0..forged {
+            // The same batch, sealed with a key that is not the site's: a forgery to refuse.
+            let payload = wire::seal(&wrong_key, &s.id, &topic, &batch);
+            if client
+                .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            stats.forged_sent.fetch_add(1, Ordering::Relaxed);
         }
         outbox.push_back((batch, Instant::now()));
         stats.readings_sent.fetch_add(n, Ordering::Relaxed);
@@ -618,6 +659,18 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default(),
     ))
+}
+
+/// Σ over sites of `socer_rejected_total{reason=…}` on the hub's `/metrics`.
+fn rejected_total(web: std::net::SocketAddr, reason: &str) -> Option<f64> {
+    let (_, body) = http_get(web, "/metrics")?;
+    let needle = format!("reason=\"{reason}\"}}");
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with("socer_rejected_total{") && l.contains(&needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
 }
 
 fn stored_total(web: std::net::SocketAddr) -> Option<f64> {
