@@ -33,42 +33,61 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// Start a headless Chromium and attach to its page. A start that writes no DevTools port in
+    /// 30 s (seen once on a loaded machine) is killed and tried again, up to three times.
     pub fn launch() -> Browser {
         require_chromium();
-        let profile = tempfile::tempdir().expect("a temporary profile folder");
-        let child = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start {CHROMIUM} ({e}): run tools/install-test-deps")
-            });
-        let mut b = Browser {
-            child,
-            ws: connect_page(profile.path()),
-            _profile: profile,
-            next_id: 0,
-            events: Vec::new(),
-        };
-        for domain in ["Page", "Runtime", "Log", "Network"] {
-            b.call(&format!("{domain}.enable"), json!({}));
+        let mut why = String::new();
+        for attempt in 1..=3 {
+            let profile = tempfile::tempdir().expect("a temporary profile folder");
+            let log = tempfile::NamedTempFile::new().expect("a temporary log file");
+            let stderr = log.reopen().map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+            let mut child = Command::new(CHROMIUM)
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--hide-scrollbars",
+                    "--remote-debugging-port=0",
+                ])
+                .arg(format!("--user-data-dir={}", profile.path().display()))
+                .arg("about:blank")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {CHROMIUM} ({e}): run tools/install-test-deps")
+                });
+            match devtools_port(profile.path(), &mut child, Duration::from_secs(30)) {
+                Some(port) => {
+                    let mut b = Browser {
+                        child,
+                        ws: connect_page(port),
+                        _profile: profile,
+                        next_id: 0,
+                        events: Vec::new(),
+                    };
+                    for domain in ["Page", "Runtime", "Log", "Network"] {
+                        b.call(&format!("{domain}.enable"), json!({}));
+                    }
+                    return b;
+                }
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                    why = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+                    eprintln!("Chromium start {attempt} wrote no DevToolsActivePort in 30 s: {why}");
+                }
+            }
         }
-        b
+        panic!("Chromium wrote no DevToolsActivePort in three starts of 30 s: {why}");
     }
 
     /// Send a command and wait (at most 20 s) for its answer; events meanwhile are kept.
@@ -263,23 +282,28 @@ impl Drop for Browser {
     }
 }
 
-/// Read the port from DevToolsActivePort, find the page target, open its websocket.
-fn connect_page(profile: &Path) -> WebSocket<MaybeTlsStream<TcpStream>> {
+/// The port Chromium wrote to DevToolsActivePort, or None if it wrote none within `limit` (or
+/// exited).
+fn devtools_port(profile: &Path, child: &mut Child, limit: Duration) -> Option<u16> {
     let file = profile.join("DevToolsActivePort");
-    let until = Instant::now() + Duration::from_secs(20);
-    let port: u16 = loop {
+    let until = Instant::now() + limit;
+    loop {
         if let Some(p) = std::fs::read_to_string(&file)
             .ok()
             .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
         {
-            break p;
+            return Some(p);
         }
-        assert!(
-            Instant::now() < until,
-            "Chromium wrote no DevToolsActivePort in 20 s"
-        );
+        if Instant::now() >= until || matches!(child.try_wait(), Ok(Some(_))) {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(100));
-    };
+    }
+}
+
+/// Find the page target on Chromium's DevTools port and open its websocket.
+fn connect_page(port: u16) -> WebSocket<MaybeTlsStream<TcpStream>> {
+    let until = Instant::now() + Duration::from_secs(20);
     let ws_url = loop {
         let list = http_get(port, "/json/list").unwrap_or_default();
         let targets: Value = serde_json::from_str(&list).unwrap_or(Value::Null);
