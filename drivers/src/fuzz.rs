@@ -3,7 +3,7 @@
 //! Each target takes arbitrary bytes, feeds them to one entry point that meets untrusted input
 //! (a serial frame, the registers a device answers, a SunSpec model chain, a profile file) and
 //! checks the invariants that must hold whatever the input. They are called by the property
-//! tests in `tests/fuzz_targets.rs` (briefly, in CI) and by the coverage-guided harness in
+//! tests in `hub/tests/fuzz_targets.rs` (briefly, in CI) and by the coverage-guided harness in
 //! `fuzz/` (`tools/fuzz`, long runs). A panic or a broken invariant is a bug.
 
 use std::collections::VecDeque;
@@ -82,14 +82,24 @@ pub fn rtu_frame(data: &[u8]) {
     let (head, buf) = data.split_at(data.len().min(4));
     let unit = head.first().copied().unwrap_or(1);
     let fc = head.get(1).copied().unwrap_or(3);
-    let count = u16::from_be_bytes([head.get(2).copied().unwrap_or(0), head.get(3).copied().unwrap_or(1)]);
+    let count = u16::from_be_bytes([
+        head.get(2).copied().unwrap_or(0),
+        head.get(3).copied().unwrap_or(1),
+    ]);
     let mut rest = buf;
     while !rest.is_empty() {
         match rtu::frame_len(rest) {
             Ok(None) | Err(_) => break,
             Ok(Some(n)) => {
-                assert!(n >= 5 && n <= rest.len(), "frame of {n} bytes in {}", rest.len());
-                assert_eq!(rtu::crc16(&rest[..n - 2]).to_le_bytes(), [rest[n - 2], rest[n - 1]]);
+                assert!(
+                    n >= 5 && n <= rest.len(),
+                    "frame of {n} bytes in {}",
+                    rest.len()
+                );
+                assert_eq!(
+                    rtu::crc16(&rest[..n - 2]).to_le_bytes(),
+                    [rest[n - 2], rest[n - 1]]
+                );
                 if let rtu::Answer::Words(w) = rtu::answer(&rest[..n], unit, fc, count) {
                     assert_eq!(w.len(), usize::from(count));
                 }
@@ -133,7 +143,10 @@ pub fn meter_answers(data: &[u8]) {
         panic!("a readout over an in-memory link must complete without waiting");
     };
     let v = &outcome.reading.values;
-    for x in [v.p_w, v.e_imp_wh, v.e_exp_wh, v.f_hz, v.pf].into_iter().flatten() {
+    for x in [v.p_w, v.e_imp_wh, v.e_exp_wh, v.f_hz, v.pf]
+        .into_iter()
+        .flatten()
+    {
         assert!(x.is_finite(), "reported a non-finite value {x}");
     }
 }
@@ -153,7 +166,11 @@ pub fn register_words(data: &[u8]) {
             if let Ok(x) = decode::decode_checked(&words, q, &p.defaults) {
                 assert!(x.is_finite());
                 let (lo, hi) = decode::bounds(q.name);
-                assert!(x >= lo && x <= hi, "{x} outside [{lo}, {hi}] for {:?}", q.name);
+                assert!(
+                    x >= lo && x <= hi,
+                    "{x} outside [{lo}, {hi}] for {:?}",
+                    q.name
+                );
             }
         }
         if let Some(sf) = words.first() {

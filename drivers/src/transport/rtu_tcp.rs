@@ -52,7 +52,9 @@ impl RtuOverTcpLink {
     }
 
     fn line_time(&self, bytes: usize) -> Duration {
-        Duration::from_nanos(10 * 1_000_000_000 / u64::from(self.baud) * bytes as u64)
+        Duration::from_nanos(
+            (10 * 1_000_000_000 / u64::from(self.baud)).saturating_mul(bytes as u64),
+        )
     }
 
     fn failed(&mut self, msg: String) -> LinkError {
