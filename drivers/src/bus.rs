@@ -53,9 +53,9 @@ impl TransportConfig {
                 AnyLink::Tcp(TcpLink::new(addr.clone(), timeout, reconnect))
             }
             TransportConfig::Serial(s) => AnyLink::Rtu(RtuLink::open(s.clone(), timeout)?),
-            TransportConfig::RtuOverTcp { addr, baud } => AnyLink::RtuOverTcp(
-                RtuOverTcpLink::new(addr.clone(), *baud, timeout, reconnect),
-            ),
+            TransportConfig::RtuOverTcp { addr, baud } => {
+                AnyLink::RtuOverTcp(RtuOverTcpLink::new(addr.clone(), *baud, timeout, reconnect))
+            }
         })
     }
 

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 
 use crate::central::tariff;
 use crate::check;
-use crate::http::query;
 use crate::demo::scenario::Scenario;
+use crate::http::query;
 use crate::wire::{self, Ack, Batch, SiteSummary, Status, Topics};
 
 const KEY: &[u8] = b"fuzz-site-key-0123456789abcdef";
@@ -75,7 +75,10 @@ pub fn config_file(data: &[u8]) {
             assert_eq!(parts.next(), Some(""), "{line}");
             let l = parts.next().and_then(|n| n.parse::<usize>().ok());
             let c = parts.next().and_then(|n| n.parse::<usize>().ok());
-            assert!(l.is_some_and(|l| l >= 1) && c.is_some_and(|c| c >= 1), "{line}");
+            assert!(
+                l.is_some_and(|l| l >= 1) && c.is_some_and(|c| c >= 1),
+                "{line}"
+            );
         }
     }
 }
@@ -117,7 +120,11 @@ pub fn config_values(data: &[u8]) {
         return;
     };
     let value = String::from_utf8_lossy(rest);
-    let example = if pick & 1 == 0 { SITE_EXAMPLE } else { CENTRAL_EXAMPLE };
+    let example = if pick & 1 == 0 {
+        SITE_EXAMPLE
+    } else {
+        CENTRAL_EXAMPLE
+    };
     let lines = assignment_lines(example);
     if let Some(&target) = lines.get(usize::from(*line) % lines.len().max(1)) {
         config_value_at(example, target, &value);

@@ -205,7 +205,14 @@ fn sealed_status_and_last_will_set_the_site_state_newest_first_unsealed_refused(
     .unwrap();
     let sealed_online = wire::seal(&key(KEY_IPERAL), "iperal", &topic, &online);
     assert!(wait_until(10, || {
-        mosquitto_pub(port, "iperal", "pw-iperal", &topic, &sealed_online, dir.path());
+        mosquitto_pub(
+            port,
+            "iperal",
+            "pw-iperal",
+            &topic,
+            &sealed_online,
+            dir.path(),
+        );
         wait_until(1, || state() == "online")
     }));
     let sites = json_get(web, "/api/v1/sites");
@@ -221,10 +228,18 @@ fn sealed_status_and_last_will_set_the_site_state_newest_first_unsealed_refused(
         epoch: 7,
         ..wire::Status::offline()
     };
-    mosquitto_pub(port, "iperal", "pw-iperal", &topic, br#"{"state":"offline"}"#, dir.path());
+    mosquitto_pub(
+        port,
+        "iperal",
+        "pw-iperal",
+        &topic,
+        br#"{"state":"offline"}"#,
+        dir.path(),
+    );
     let forged = wire::seal(&key(KEY_DOMUS), "iperal", &topic, &offline);
     mosquitto_pub(port, "iperal", "pw-iperal", &topic, &forged, dir.path());
-    assert!(wait_until(5, || rejected(&hub, "iperal", "malformed") == 1.0
+    assert!(wait_until(5, || rejected(&hub, "iperal", "malformed")
+        == 1.0
         && rejected(&hub, "iperal", "bad_mac") == 1.0));
     assert_eq!(state(), "online");
 
@@ -232,7 +247,14 @@ fn sealed_status_and_last_will_set_the_site_state_newest_first_unsealed_refused(
     let will = wire::seal(&key(KEY_IPERAL), "iperal", &topic, &offline);
     mosquitto_pub(port, "iperal", "pw-iperal", &topic, &will, dir.path());
     assert!(wait_until(5, || state() == "offline"));
-    mosquitto_pub(port, "iperal", "pw-iperal", &topic, &sealed_online, dir.path());
+    mosquitto_pub(
+        port,
+        "iperal",
+        "pw-iperal",
+        &topic,
+        &sealed_online,
+        dir.path(),
+    );
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(state(), "offline");
 
@@ -242,7 +264,14 @@ fn sealed_status_and_last_will_set_the_site_state_newest_first_unsealed_refused(
         ..online.clone()
     };
     let sealed_next = wire::seal(&key(KEY_IPERAL), "iperal", &topic, &next);
-    mosquitto_pub(port, "iperal", "pw-iperal", &topic, &sealed_next, dir.path());
+    mosquitto_pub(
+        port,
+        "iperal",
+        "pw-iperal",
+        &topic,
+        &sealed_next,
+        dir.path(),
+    );
     assert!(wait_until(5, || state() == "online"));
     mosquitto_pub(port, "iperal", "pw-iperal", &topic, &will, dir.path());
     std::thread::sleep(std::time::Duration::from_millis(500));

@@ -652,7 +652,10 @@ fn missing_price_for_an_hour_with_shared_energy_is_flagged_never_silently_zero()
     assert_eq!(r.community.price_missing_periods, 1);
     assert_eq!(r.community.price_fallback_periods, 0);
     assert!(r.community.incentive_ueur < full);
-    assert!(r.flagged_periods.iter().any(|f| f.start == at(11, 0) && f.price_missing));
+    assert!(r
+        .flagged_periods
+        .iter()
+        .any(|f| f.start == at(11, 0) && f.price_missing));
     if let Prices::Series(s) = &mut p.prices {
         // The fallback equal to the file's own 11:00 price gives back the full figure.
         s.fallback = Some(150.0);
@@ -664,7 +667,10 @@ fn missing_price_for_an_hour_with_shared_energy_is_flagged_never_silently_zero()
     assert_eq!(r.community.price_fallback_periods, 1);
     assert_eq!(r.community.incentive_ueur, full);
     let csv = report_csv(&r);
-    assert!(csv.contains("period,2024-06-03T11:00:00Z,,,,,,,,,,,,,,,counter_reset|price_fallback"), "{csv}");
+    assert!(
+        csv.contains("period,2024-06-03T11:00:00Z,,,,,,,,,,,,,,,counter_reset|price_fallback"),
+        "{csv}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -287,7 +287,12 @@ fn the_site_keeps_the_signed_retained_signal_and_its_alerts_and_refuses_unsigned
     let _task = signal::spawn(cfg, shared.clone(), stop_rx);
     assert!(wait_until(10, || shared.lock().unwrap().broadcasts_refused == 1));
     assert!(shared.lock().unwrap().signal.is_none());
-    publish(port, &t.signal(), &signed::<Signal>(&t.signal(), signal_json), true);
+    publish(
+        port,
+        &t.signal(),
+        &signed::<Signal>(&t.signal(), signal_json),
+        true,
+    );
     assert!(wait_until(10, || shared.lock().unwrap().signal.is_some()));
     let s: Signal = shared.lock().unwrap().signal.clone().unwrap();
     assert_eq!(
@@ -297,9 +302,24 @@ fn the_site_keeps_the_signed_retained_signal_and_its_alerts_and_refuses_unsigned
 
     let alert = r#"{"id":"socer-20260610T1000-open","kind":"open","site":"stps","ts":"2026-06-10T10:00:00Z","window_start":"2026-06-10T10:00:00Z","window_end":"2026-06-10T13:00:00Z","expected_surplus_kwh":75.0,"loads":[{"name":"bus charging","power_kw":50.0,"hours":1.5}],"text_it":"Finestra verde aperta ora","text_en":"Green window open now"}"#;
     publish(port, &t.site_alerts("stps"), alert, false);
-    publish(port, &t.site_alerts("stps"), &signed::<Alert>(&t.site_alerts("iperal"), alert), false);
-    publish(port, &t.site_alerts("iperal"), &signed::<Alert>(&t.site_alerts("iperal"), alert), false);
-    publish(port, &t.site_alerts("stps"), &signed::<Alert>(&t.site_alerts("stps"), alert), false);
+    publish(
+        port,
+        &t.site_alerts("stps"),
+        &signed::<Alert>(&t.site_alerts("iperal"), alert),
+        false,
+    );
+    publish(
+        port,
+        &t.site_alerts("iperal"),
+        &signed::<Alert>(&t.site_alerts("iperal"), alert),
+        false,
+    );
+    publish(
+        port,
+        &t.site_alerts("stps"),
+        &signed::<Alert>(&t.site_alerts("stps"), alert),
+        false,
+    );
     assert!(wait_until(10, || !shared.lock().unwrap().alerts.is_empty()));
     std::thread::sleep(Duration::from_millis(300));
     let r = shared.lock().unwrap().clone();

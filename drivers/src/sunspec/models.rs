@@ -246,7 +246,9 @@ mod tests {
     #[test]
     fn builtin_table_parses_and_holds_every_supported_model() {
         let set = ModelSet::builtin().unwrap();
-        for id in [1, 101, 102, 103, 111, 112, 113, 201, 202, 203, 204, 211, 212, 213] {
+        for id in [
+            1, 101, 102, 103, 111, 112, 113, 201, 202, 203, 204, 211, 212, 213,
+        ] {
             assert!(set.get(id).is_some(), "model {id} missing");
         }
     }

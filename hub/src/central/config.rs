@@ -1051,10 +1051,13 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         }
     }
 
-    let signing_key = raw
-        .keys
-        .as_ref()
-        .and_then(|k| read_signing_key(&base.join(k.signing_key_file.get_ref()), &k.signing_key_file, &mut d));
+    let signing_key = raw.keys.as_ref().and_then(|k| {
+        read_signing_key(
+            &base.join(k.signing_key_file.get_ref()),
+            &k.signing_key_file,
+            &mut d,
+        )
+    });
 
     if !d.is_empty() {
         return Err(d);
@@ -1325,8 +1328,15 @@ role = "grid"
         let c = parse(Path::new("c.toml"), &set).unwrap();
         assert_eq!(c.meters[0].max_power_w, 6000.0);
         for bad in ["0.0", "-3.0", "1e30", "nan", "inf"] {
-            let t = minimal().replace("role = \"grid\"", &format!("role = \"grid\"\nmax_power_kw = {bad}"));
-            assert!(lines(&t).contains("max_power_kw must be a number > 0"), "{bad}: {}", lines(&t));
+            let t = minimal().replace(
+                "role = \"grid\"",
+                &format!("role = \"grid\"\nmax_power_kw = {bad}"),
+            );
+            assert!(
+                lines(&t).contains("max_power_kw must be a number > 0"),
+                "{bad}: {}",
+                lines(&t)
+            );
         }
     }
 

@@ -228,7 +228,10 @@ pub async fn start(
     // A second connection publishes acks and live figures, so that they never queue behind the
     // ingest when the store applies back-pressure to the subscribing connection.
     let (publisher, pub_events) = AsyncClient::new(
-        ingest::mqtt_options(&endpoint.publisher(), &endpoint.client_id(broker::Role::Publisher)),
+        ingest::mqtt_options(
+            &endpoint.publisher(),
+            &endpoint.client_id(broker::Role::Publisher),
+        ),
         4096,
     );
     tokio::spawn(ingest::drive(pub_events));

@@ -313,10 +313,16 @@ pub fn incentive_query(raw: &str) -> Result<BTreeMap<String, String>, query::Que
             q.insert("year".to_string(), year.to_string());
         }
         (Some(_), Some(_)) => {
-            return Err(query::QueryError::new("year", "give month=YYYY-MM or year=YYYY, not both"))
+            return Err(query::QueryError::new(
+                "year",
+                "give month=YYYY-MM or year=YYYY, not both",
+            ))
         }
         (None, None) => {
-            return Err(query::QueryError::new("month", "required: month=YYYY-MM or year=YYYY"))
+            return Err(query::QueryError::new(
+                "month",
+                "required: month=YYYY-MM or year=YYYY",
+            ))
         }
     }
     Ok(q)
@@ -329,7 +335,10 @@ pub fn report_file(file: &str) -> Result<(), query::QueryError> {
         .strip_suffix(".csv")
         .or_else(|| file.strip_suffix(".json"))
         .ok_or_else(|| {
-            query::QueryError::new("report", "ask for YYYY-MM.csv, YYYY-MM.json, YYYY.csv or YYYY.json")
+            query::QueryError::new(
+                "report",
+                "ask for YYYY-MM.csv, YYYY-MM.json, YYYY.csv or YYYY.json",
+            )
         })?;
     if !period.is_empty() && period.bytes().all(|b| b.is_ascii_digit()) {
         query::parse_year(period).map(|_| ())
@@ -684,8 +693,20 @@ mod tests {
 
     #[test]
     fn months_of_the_incentive_and_report_are_bounded() {
-        assert_eq!(incentive_query("month=2026-06").unwrap().get("month").map(String::as_str), Some("2026-06"));
-        assert_eq!(incentive_query("year=2026").unwrap().get("year").map(String::as_str), Some("2026"));
+        assert_eq!(
+            incentive_query("month=2026-06")
+                .unwrap()
+                .get("month")
+                .map(String::as_str),
+            Some("2026-06")
+        );
+        assert_eq!(
+            incentive_query("year=2026")
+                .unwrap()
+                .get("year")
+                .map(String::as_str),
+            Some("2026")
+        );
         assert!(incentive_query("year=2026&month=2026-01").is_err());
         assert!(incentive_query("year=99999").is_err());
         for bad in [

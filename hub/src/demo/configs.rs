@@ -309,7 +309,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("k.key");
         std::fs::write(&key, "ab".repeat(32)).unwrap();
-        let public = crate::wire::public_key_hex(&crate::wire::generate_signing_key().verifying_key());
+        let public =
+            crate::wire::public_key_hex(&crate::wire::generate_signing_key().verifying_key());
         for (b, plan) in sites.iter().enumerate() {
             let text = site_toml(&s, b, plan, &central, &dir, &key, &public);
             let path = PathBuf::from(format!("{}.toml", plan.building));

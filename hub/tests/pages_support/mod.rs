@@ -41,7 +41,10 @@ impl Browser {
         for attempt in 1..=3 {
             let profile = tempfile::tempdir().expect("a temporary profile folder");
             let log = tempfile::NamedTempFile::new().expect("a temporary log file");
-            let stderr = log.reopen().map(Stdio::from).unwrap_or_else(|_| Stdio::null());
+            let stderr = log
+                .reopen()
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null());
             let mut child = Command::new(CHROMIUM)
                 .args([
                     "--headless",
@@ -83,7 +86,9 @@ impl Browser {
                     let _ = child.wait();
                     let text = std::fs::read_to_string(log.path()).unwrap_or_default();
                     why = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-                    eprintln!("Chromium start {attempt} wrote no DevToolsActivePort in 30 s: {why}");
+                    eprintln!(
+                        "Chromium start {attempt} wrote no DevToolsActivePort in 30 s: {why}"
+                    );
                 }
             }
         }
