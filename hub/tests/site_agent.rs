@@ -246,9 +246,12 @@ async fn over_budget_the_oldest_unacknowledged_are_dropped_counted_and_the_hub_m
     );
     let g = acker.seen.lock().expect("acker");
     assert!(g.dropped_through > 0);
+    // Sent and then dropped (the outbox still over budget while acks catch up) is fine: the hub
+    // has it. Sent after being announced dropped is not.
     assert!(
-        g.readings.keys().all(|s| *s > g.dropped_through),
-        "a dropped seq was sent after all"
+        g.after_drop.is_empty(),
+        "seqs sent after being announced dropped: {:?}",
+        &g.after_drop[..g.after_drop.len().min(20)]
     );
     assert!(g.conflicts.is_empty());
 }

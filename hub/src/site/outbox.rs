@@ -93,6 +93,15 @@ pub struct RunInfo {
     pub origin_ms: i64,
 }
 
+/// Readings fetched for sending and the outbox's marks at that same moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fetched {
+    pub readings: Vec<WireReading>,
+    pub acked: u64,
+    /// Every seq at or below was dropped unsent; every fetched reading is above it.
+    pub dropped_through: u64,
+}
+
 /// What the outbox reports to health and metrics.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct OutboxStats {
@@ -920,7 +929,7 @@ enum Cmd {
     Fetch {
         after: u64,
         limit: usize,
-        reply: oneshot::Sender<Result<Vec<WireReading>, OutboxError>>,
+        reply: oneshot::Sender<Result<Fetched, OutboxError>>,
     },
     Retime {
         boot: String,
@@ -997,7 +1006,9 @@ impl Outbox {
         });
     }
 
-    pub async fn fetch(&self, after: u64, limit: usize) -> Result<Vec<WireReading>, OutboxError> {
+    /// The next readings after `after`, with the acknowledged and dropped marks as they stood when
+    /// they were read (so a batch never announces as dropped a seq it carries).
+    pub async fn fetch(&self, after: u64, limit: usize) -> Result<Fetched, OutboxError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Fetch {
@@ -1109,7 +1120,12 @@ fn writer(
                 limit,
                 reply,
             }) => {
-                let _ = reply.send(store.fetch(after, limit));
+                let fetched = store.fetch(after, limit).map(|readings| Fetched {
+                    readings,
+                    acked: store.acked,
+                    dropped_through: store.dropped_through,
+                });
+                let _ = reply.send(fetched);
             }
             Ok(Cmd::History {
                 from,
@@ -1538,7 +1554,8 @@ mod tests {
         assert_eq!((st.last_seq, st.backlog), (50, 50));
         ob.ack(20);
         let got = ob.fetch(20, 100).await.unwrap();
-        assert_eq!(got.first().map(|r| r.seq), Some(21));
+        assert_eq!(got.readings.first().map(|r| r.seq), Some(21));
+        assert_eq!((got.acked, got.dropped_through), (20, 0));
         ob.flush().await.unwrap();
         assert_eq!(ob.stats().backlog, 30);
         ob.shutdown().await;

@@ -435,21 +435,24 @@ impl Link {
 
     /// Publish the next batch after `after`; returns its last seq, or None if nothing is ready.
     async fn send_next(&mut self, topics: &Topics, after: u64) -> anyhow::Result<Option<u64>> {
-        let readings = self.outbox.fetch(after, self.cfg.batch_readings).await?;
+        // The marks come with the readings, read together: the writer may drop more at any time,
+        // and a batch must never call dropped a seq it carries.
+        let fetched = self.outbox.fetch(after, self.cfg.batch_readings).await?;
+        let readings = fetched.readings;
         let Some(last) = readings.last().map(|r| r.seq) else {
             return Ok(None);
         };
         let n = readings.len() as u64;
         let first = readings.first().map_or(last, |r| r.seq);
-        let stats = self.outbox.stats();
-        let dropped_through = stats.dropped_through;
+        let dropped_through = fetched.dropped_through;
+        debug_assert!(first > dropped_through);
         let batch = Batch {
             site: self.cfg.site.clone(),
             sent: self.clock.now_utc(),
             readings,
             dropped_through: (dropped_through > after).then_some(dropped_through),
             // Everything below was acknowledged or dropped: the hub may ack past it, never guess.
-            unacked_from: Some((stats.acked.max(dropped_through) + 1).min(first)),
+            unacked_from: Some((fetched.acked.max(dropped_through) + 1).min(first)),
         };
         let topic = topics.readings(&self.cfg.site);
         let bytes = wire::seal(&self.cfg.key, &self.cfg.site, &topic, &batch);

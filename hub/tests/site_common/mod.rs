@@ -60,6 +60,9 @@ pub struct Seen {
     pub duplicates: u64,
     pub contiguous: u64,
     pub dropped_through: u64,
+    /// Seqs that arrived at or below a dropped-through mark already announced (in an earlier
+    /// batch or their own): the site sent what it had said it dropped (must never happen).
+    pub after_drop: Vec<u64>,
     pub rejected: u64,
 }
 
@@ -104,6 +107,9 @@ impl Acker {
                                         g.dropped_through = g.dropped_through.max(d);
                                     }
                                     for r in b.readings {
+                                        if r.seq <= g.dropped_through {
+                                            g.after_drop.push(r.seq);
+                                        }
                                         match g.readings.get(&r.seq) {
                                             Some(old) if *old != r => g.conflicts.push(r.seq),
                                             Some(_) => g.duplicates += 1,
