@@ -15,6 +15,7 @@ use rand::RngCore;
 use sha2::Sha512;
 
 use super::config::{BrokerConfig, CentralConfig};
+pub use super::sites::Accounts;
 use crate::wire::Topics;
 
 /// Per-topic in-memory log of the embedded broker: a subscriber that falls further behind than
@@ -123,6 +124,12 @@ impl Endpoint {
 
 /// Start the configured broker if it is embedded; return where the hub connects.
 pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
+    start_live(cfg).map(|(ep, _)| ep)
+}
+
+/// [`start`], and for the embedded broker its account table, which may be changed while it
+/// runs (every connect is checked against the table as it is then: `central::sites`).
+pub fn start_live(cfg: &CentralConfig) -> Result<(Endpoint, Option<Accounts>), BrokerError> {
     match &cfg.broker {
         BrokerConfig::External {
             url,
@@ -145,7 +152,7 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
                     f.display()
                 );
             }
-            Ok(ep)
+            Ok((ep, None))
         }
         BrokerConfig::Embedded {
             listen,
@@ -176,20 +183,24 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
                 Some(t) => Some((t.listen, crate::tls::server_config(&t.cert, &t.key)?)),
                 None => None,
             };
-            start_embedded(*listen, users, *max_payload_bytes)?;
+            let accounts: Accounts = std::sync::Arc::new(std::sync::RwLock::new(users));
+            start_embedded_live(*listen, accounts.clone(), *max_payload_bytes)?;
             let plain = loopback(*listen);
             if let Some((tls_listen, server)) = tls_front {
                 start_tls_front(tls_listen, server, plain)?;
             }
-            Ok(Endpoint {
-                host: plain.ip().to_string(),
-                port: plain.port(),
-                tls: false,
-                username: hub_user.clone(),
-                password: hub_password,
-                ca_pem: None,
-                embedded: true,
-            })
+            Ok((
+                Endpoint {
+                    host: plain.ip().to_string(),
+                    port: plain.port(),
+                    tls: false,
+                    username: hub_user.clone(),
+                    password: hub_password,
+                    ca_pem: None,
+                    embedded: true,
+                },
+                Some(accounts),
+            ))
         }
     }
 }
@@ -240,6 +251,20 @@ pub fn start_embedded(
     users: HashMap<String, String>,
     max_payload_bytes: usize,
 ) -> Result<(), BrokerError> {
+    start_embedded_live(
+        listen,
+        std::sync::Arc::new(std::sync::RwLock::new(users)),
+        max_payload_bytes,
+    )
+}
+
+/// [`start_embedded`] with an account table that may change while the broker runs: rumqttd
+/// calls the login check at each connect, which reads the table as it is then.
+pub fn start_embedded_live(
+    listen: SocketAddr,
+    users: Accounts,
+    max_payload_bytes: usize,
+) -> Result<(), BrokerError> {
     let mut connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
         // Room above the envelope limit so that an oversized batch reaches the hub to be counted.
@@ -249,9 +274,11 @@ pub fn start_embedded(
         external_auth: None,
         dynamic_filters: true,
     };
-    let users = std::sync::Arc::new(users);
     connections.set_auth_handler(move |client_id, username, password| {
-        let allowed = login_allowed(&users, &client_id, &username, &password);
+        let allowed = {
+            let users = users.read().unwrap_or_else(|e| e.into_inner());
+            login_allowed(&users, &client_id, &username, &password)
+        };
         if !allowed {
             tracing::warn!(%client_id, %username, "embedded broker: login refused");
         }

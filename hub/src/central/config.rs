@@ -105,11 +105,19 @@ pub struct Substation {
 pub struct SiteConfig {
     pub id: String,
     pub name: String,
-    /// HMAC key that authenticates this site's batches.
+    /// The site key: its messages are sealed with it (`wire`), the hub's acks and summaries too.
     pub key: Vec<u8>,
+    /// During a key rotation, the key the site used before (`previous_key`): the hub opens
+    /// messages with `key` first, then with this one, and seals its acks and summaries with the
+    /// one the site used last (`central::sites`). `None` outside a rotation.
+    pub previous_key: Option<Vec<u8>>,
     /// The site's broker password (embedded broker / Mosquitto password file).
     pub password: String,
     pub members: Vec<String>,
+    /// The primary substation the building is on (`substation` of a `sites.d` entry), if given.
+    pub substation: Option<String>,
+    /// The `sites.d/ID.toml` file the site comes from; `None` for a `[[site]]` of the main file.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -448,6 +456,10 @@ struct RawSite {
     #[serde(default)]
     key: Option<S<String>>,
     #[serde(default)]
+    previous_key: Option<S<String>>,
+    #[serde(default)]
+    substation: Option<S<String>>,
+    #[serde(default)]
     key_file: Option<S<PathBuf>>,
     #[serde(default)]
     password: Option<String>,
@@ -731,7 +743,13 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         .iter()
         .map(|s| s.id.get_ref().as_str())
         .collect();
-    let site_ids: HashSet<&str> = raw.site.iter().map(|s| s.id.get_ref().as_str()).collect();
+    let (dir_sites, dir_problems) = read_sites_dir(&sites_dir(path));
+    let site_ids: HashSet<&str> = raw
+        .site
+        .iter()
+        .chain(dir_sites.iter().map(|ds| &ds.raw))
+        .map(|s| s.id.get_ref().as_str())
+        .collect();
     let member_ids: HashSet<&str> = raw.member.iter().map(|s| s.id.get_ref().as_str()).collect();
     let pods: HashSet<&str> = raw
         .member
@@ -739,87 +757,48 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         .map(|s| s.pod.get_ref().as_str())
         .collect();
 
-    let mut sites = Vec::new();
-    for s in &raw.site {
-        let id = s.id.get_ref();
-        if id.is_empty() || id.contains(['/', '+', '#']) {
-            d.push(Diag::new(
-                sp(&s.id),
-                "site id must be non-empty, without '/', '+' or '#'",
+    let mut sites: Vec<SiteConfig> = raw
+        .site
+        .iter()
+        .map(|s| site_entry(s, base, &member_ids, &substation_ids, &mut d))
+        .collect();
+    // `sites.d/ID.toml` beside the main file: one enrolled site each (`socer central add-site`).
+    // Their problems are reported as `FILE:LINE:COL` of the site file, not of the main file.
+    for ds in &dir_sites {
+        let mut local = Vec::new();
+        let mut entry = site_entry(&ds.raw, &ds.base, &member_ids, &substation_ids, &mut local);
+        if !crate::site::config::valid_id(&entry.id) || entry.id.len() > MAX_SITE_ID_BYTES {
+            local.push(Diag::new(
+                sp(&ds.raw.id),
+                format!(
+                    "site id {:?} must be 1 to {MAX_SITE_ID_BYTES} lowercase letters, digits, '-' or '_' (the site agent's rule: it is part of MQTT topics)",
+                    entry.id
+                ),
             ));
         }
-        let key = match (&s.key, &s.key_file) {
-            (Some(k), None) => match hex::decode(k.get_ref().trim()) {
-                Ok(k) if k.len() >= MIN_KEY_BYTES => k,
-                Ok(_) => {
-                    d.push(Diag::new(
-                        sp(k),
-                        format!(
-                            "key must be at least {MIN_KEY_BYTES} bytes ({} hex digits)",
-                            MIN_KEY_BYTES * 2
-                        ),
-                    ));
-                    vec![]
-                }
-                Err(_) => {
-                    d.push(Diag::new(sp(k), "key must be hex digits"));
-                    vec![]
-                }
-            },
-            (None, Some(f)) => {
-                let p = base.join(f.get_ref());
-                match std::fs::read_to_string(&p) {
-                    Ok(t) => match hex::decode(t.trim()) {
-                        Ok(k) if k.len() >= MIN_KEY_BYTES => k,
-                        _ => {
-                            d.push(Diag::new(
-                                sp(f),
-                                format!(
-                                    "{} must hold at least {} hex digits",
-                                    p.display(),
-                                    MIN_KEY_BYTES * 2
-                                ),
-                            ));
-                            vec![]
-                        }
-                    },
-                    Err(e) => {
-                        d.push(Diag::new(
-                            sp(f),
-                            format!("cannot read key file {}: {e}", p.display()),
-                        ));
-                        vec![]
-                    }
-                }
-            }
-            (Some(k), Some(_)) => {
-                d.push(Diag::new(sp(k), "give either key or key_file, not both"));
-                vec![]
-            }
-            (None, None) => {
-                d.push(Diag::new(
-                    sp(&s.id),
-                    format!("site {id:?} has no key (add key = \"<hex>\" or key_file)"),
-                ));
-                vec![]
-            }
-        };
-        for m in &s.members {
-            if !member_ids.contains(m.get_ref().as_str()) {
-                d.push(Diag::new(
-                    sp(m),
-                    format!("unknown member {:?} (not a [[member]] id)", m.get_ref()),
-                ));
-            }
+        if let Some(first) = raw.site.iter().find(|m| m.id.get_ref() == &entry.id) {
+            local.push(Diag::new(
+                sp(&ds.raw.id),
+                format!(
+                    "site {:?} is also a [[site]] of {}:{}: keep one of the two",
+                    entry.id,
+                    path.display(),
+                    sp(&first.id).map_or(1, |r| crate::diag::line_col(text, r.start).0)
+                ),
+            ));
         }
-        sites.push(SiteConfig {
-            id: id.clone(),
-            name: s.name.clone(),
-            key,
-            password: s.password.clone().unwrap_or_default(),
-            members: s.members.iter().map(|m| m.get_ref().clone()).collect(),
-        });
+        if !local.is_empty() {
+            d.push(Diag::new(
+                None,
+                crate::diag::render(&ds.path, &ds.text, &local)
+                    .trim_end()
+                    .to_string(),
+            ));
+        }
+        entry.file = Some(ds.path.clone());
+        sites.push(entry);
     }
+    d.extend(dir_problems);
 
     let mut members = Vec::new();
     for m in &raw.member {
@@ -1043,7 +1022,7 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
                 ),
             ));
         }
-        if !raw.site.iter().any(|s| s.id.get_ref() == &f.site) {
+        if !site_ids.contains(f.site.as_str()) {
             d.push(Diag::new(
                 None,
                 format!("flex {:?}: unknown site {:?}", f.name, f.site),
@@ -1091,6 +1070,240 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
         flex: raw.flex.clone(),
         signing_key,
     })
+}
+
+/// Longest site id `socer central add-site` and `sites.d` accept, bytes.
+pub const MAX_SITE_ID_BYTES: usize = 64;
+
+/// The folder of enrolled sites beside a central config: `sites.d/` next to `central.toml`.
+pub fn sites_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("sites.d")
+}
+
+/// One `sites.d/ID.toml` file as read.
+struct DirSite {
+    path: PathBuf,
+    text: String,
+    base: PathBuf,
+    raw: RawSite,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSiteFile {
+    site: Vec<RawSite>,
+}
+
+/// The `*.toml` files of a `sites.d` folder (names in order; others, and names starting with a
+/// dot, ignored), each holding exactly one `[[site]]` whose id is the file's name. A missing
+/// folder is no site; a file that cannot be read or parsed is a problem naming it.
+fn read_sites_dir(dir: &Path) -> (Vec<DirSite>, Vec<Diag>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (found, problems),
+        Err(e) => {
+            problems.push(Diag::new(
+                None,
+                format!("{}: cannot read the folder: {e}", dir.display()),
+            ));
+            return (found, problems);
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        let problem = |m: String| Diag::new(None, format!("{}: {m}", path.display()));
+        let bytes = match std::fs::read(&path) {
+            Ok(b) if b.len() as u64 <= crate::check::MAX_FILE_BYTES => b,
+            Ok(_) => {
+                problems.push(problem("too large for a site file".into()));
+                continue;
+            }
+            Err(e) => {
+                problems.push(problem(format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let text = match crate::diag::utf8_text(&bytes) {
+            Ok(t) => t.to_string(),
+            Err(d) => {
+                problems.push(Diag::new(
+                    None,
+                    crate::diag::render_bytes(&path, &bytes, &[d])
+                        .trim_end()
+                        .to_string(),
+                ));
+                continue;
+            }
+        };
+        let parsed: RawSiteFile = match toml::from_str(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(Diag::new(
+                    None,
+                    crate::diag::render(&path, &text, &[Diag::from_toml(&e)])
+                        .trim_end()
+                        .to_string(),
+                ));
+                continue;
+            }
+        };
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let mut sites = parsed.site.into_iter();
+        let (Some(raw), None) = (sites.next(), sites.next()) else {
+            problems.push(problem(
+                "a site file holds exactly one [[site]] (one file per site)".into(),
+            ));
+            continue;
+        };
+        if raw.id.get_ref() != stem {
+            let msg = format!(
+                "the site's id is {:?} but the file is named {stem:?}.toml: a site file is named after its site (sites.d/ID.toml)",
+                raw.id.get_ref()
+            );
+            problems.push(Diag::new(
+                None,
+                crate::diag::render(&path, &text, &[Diag::new(sp(&raw.id), msg)])
+                    .trim_end()
+                    .to_string(),
+            ));
+            continue;
+        }
+        found.push(DirSite {
+            base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            path,
+            text,
+            raw,
+        });
+    }
+    (found, problems)
+}
+
+/// A site key given inline: hex, at least [`MIN_KEY_BYTES`].
+fn inline_key(k: &S<String>, what: &str, d: &mut Vec<Diag>) -> Vec<u8> {
+    match hex::decode(k.get_ref().trim()) {
+        Ok(k) if k.len() >= MIN_KEY_BYTES => k,
+        Ok(_) => {
+            d.push(Diag::new(
+                sp(k),
+                format!(
+                    "{what} must be at least {MIN_KEY_BYTES} bytes ({} hex digits)",
+                    MIN_KEY_BYTES * 2
+                ),
+            ));
+            vec![]
+        }
+        Err(_) => {
+            d.push(Diag::new(sp(k), format!("{what} must be hex digits")));
+            vec![]
+        }
+    }
+}
+
+/// One `[[site]]` entry, checked (diagnostics with spans in the text it was read from).
+fn site_entry(
+    s: &RawSite,
+    base: &Path,
+    member_ids: &HashSet<&str>,
+    substation_ids: &HashSet<&str>,
+    d: &mut Vec<Diag>,
+) -> SiteConfig {
+    let id = s.id.get_ref();
+    if id.is_empty() || id.contains(['/', '+', '#']) {
+        d.push(Diag::new(
+            sp(&s.id),
+            "site id must be non-empty, without '/', '+' or '#'",
+        ));
+    }
+    let key = match (&s.key, &s.key_file) {
+        (Some(k), None) => inline_key(k, "key", d),
+        (None, Some(f)) => {
+            let p = base.join(f.get_ref());
+            match std::fs::read_to_string(&p) {
+                Ok(t) => match hex::decode(t.trim()) {
+                    Ok(k) if k.len() >= MIN_KEY_BYTES => k,
+                    _ => {
+                        d.push(Diag::new(
+                            sp(f),
+                            format!(
+                                "{} must hold at least {} hex digits",
+                                p.display(),
+                                MIN_KEY_BYTES * 2
+                            ),
+                        ));
+                        vec![]
+                    }
+                },
+                Err(e) => {
+                    d.push(Diag::new(
+                        sp(f),
+                        format!("cannot read key file {}: {e}", p.display()),
+                    ));
+                    vec![]
+                }
+            }
+        }
+        (Some(k), Some(_)) => {
+            d.push(Diag::new(sp(k), "give either key or key_file, not both"));
+            vec![]
+        }
+        (None, None) => {
+            d.push(Diag::new(
+                sp(&s.id),
+                format!("site {id:?} has no key (add key = \"<hex>\" or key_file)"),
+            ));
+            vec![]
+        }
+    };
+    let previous_key = s.previous_key.as_ref().map(|k| {
+        let pk = inline_key(k, "previous_key", d);
+        if !key.is_empty() && pk == key {
+            d.push(Diag::new(
+                sp(k),
+                "previous_key is the same as key: remove it (the rotation is over)",
+            ));
+        }
+        pk
+    });
+    for m in &s.members {
+        if !member_ids.contains(m.get_ref().as_str()) {
+            d.push(Diag::new(
+                sp(m),
+                format!("unknown member {:?} (not a [[member]] id)", m.get_ref()),
+            ));
+        }
+    }
+    if let Some(sub) = &s.substation {
+        if !substation_ids.contains(sub.get_ref().as_str()) {
+            d.push(Diag::new(
+                sp(sub),
+                format!(
+                    "unknown substation {:?} (not a [[substation]] id of the central config)",
+                    sub.get_ref()
+                ),
+            ));
+        }
+    }
+    SiteConfig {
+        id: id.clone(),
+        name: s.name.clone(),
+        key,
+        previous_key,
+        password: s.password.clone().unwrap_or_default(),
+        members: s.members.iter().map(|m| m.get_ref().clone()).collect(),
+        substation: s.substation.as_ref().map(|x| x.get_ref().clone()),
+        file: None,
+    }
 }
 
 /// Bounds of the central config's numbers (each diagnostic names the one it breaks).

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use super::broker::Endpoint;
 use super::retained::Retained;
+use super::sites::{KeyPair, SiteKeys};
 use super::status::{Metrics, Reject, Sites};
 use super::store::{Committed, Incoming, StoreHandle};
 use crate::wire::{self, Ack, Batch, Status, Topics, WireError};
@@ -93,11 +94,29 @@ impl Latest {
 /// The checks of the ingest path (no I/O: testable on its own).
 pub struct Gate {
     topics: Topics,
-    keys: HashMap<String, Vec<u8>>,
+    /// The live key table (`central::sites`): sites picked up, removed or rotated while the hub
+    /// runs are seen at the next message.
+    keys: Arc<SiteKeys>,
 }
 
 impl Gate {
     pub fn new(community: &str, keys: HashMap<String, Vec<u8>>) -> Self {
+        Self::with_keys(
+            community,
+            Arc::new(SiteKeys::new(keys.into_iter().map(|(site, current)| {
+                (
+                    site,
+                    KeyPair {
+                        current,
+                        previous: None,
+                    },
+                )
+            }))),
+        )
+    }
+
+    /// A gate over a shared, live key table.
+    pub fn with_keys(community: &str, keys: Arc<SiteKeys>) -> Self {
         Gate {
             topics: Topics::new(community),
             keys,
@@ -108,8 +127,14 @@ impl Gate {
         &self.topics
     }
 
-    pub fn key(&self, site: &str) -> Option<&[u8]> {
-        self.keys.get(site).map(Vec::as_slice)
+    /// The key the hub seals a message to `site` with (the one the site used last).
+    pub fn key(&self, site: &str) -> Option<Vec<u8>> {
+        self.keys.sealing_key(site)
+    }
+
+    /// The live key table.
+    pub fn keys(&self) -> &Arc<SiteKeys> {
+        &self.keys
     }
 
     /// Check a readings message; on refusal, the site label to count it under and why.
@@ -123,7 +148,7 @@ impl Gate {
             return Err((UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite));
         };
         let label = |s: &str| {
-            if self.keys.contains_key(s) {
+            if self.keys.contains(s) {
                 s.to_string()
             } else {
                 UNKNOWN_SITE_LABEL.to_string()
@@ -133,11 +158,10 @@ impl Gate {
             return Err((label(site), Reject::Malformed));
         }
         let env = wire::open_unverified(payload).map_err(|e| (label(site), reject_of(&e)))?;
-        let Some(key) = self.keys.get(site) else {
+        let Some(opened) = self.keys.open::<Batch>(site, topic, &env) else {
             return Err((UNKNOWN_SITE_LABEL.into(), Reject::UnknownSite));
         };
-        let batch: Batch =
-            wire::open(key, site, topic, &env).map_err(|e| (site.to_string(), reject_of(&e)))?;
+        let batch = opened.map_err(|e| (site.to_string(), reject_of(&e)))?;
         if batch.site != site {
             return Err((site.into(), Reject::Inconsistent));
         }
@@ -210,9 +234,9 @@ impl Ingest {
     }
 
     fn handle_status(&self, site: &str, payload: &[u8], now: DateTime<Utc>) {
-        let Some(key) = self.gate.key(site) else {
+        if !self.gate.keys.contains(site) {
             return;
-        };
+        }
         if payload.is_empty() {
             return; // a cleared retained message
         }
@@ -221,7 +245,9 @@ impl Ingest {
             return;
         }
         let topic = self.gate.topics.status(site);
-        match wire::open_bytes::<Status>(key, site, &topic, payload) {
+        let opened = wire::open_unverified(payload)
+            .and_then(|env| self.gate.keys.open::<Status>(site, &topic, &env).unwrap_or(Err(WireError::BadMac)));
+        match opened {
             Ok(st) => {
                 if !self.sites.status(site, st, now) {
                     tracing::debug!("site {site}: an older status ignored (replayed?)");
@@ -391,7 +417,7 @@ async fn publish(client: &AsyncClient, ingest: &Ingest, site: &str, ack: Ack) {
         return;
     };
     let topic = ingest.gate.topics.ack(site);
-    let payload = wire::seal(key, site, &topic, &ack);
+    let payload = wire::seal(&key, site, &topic, &ack);
     match ingest
         .retained
         .publish(client, topic, QoS::AtLeastOnce, payload)

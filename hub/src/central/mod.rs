@@ -8,6 +8,7 @@ pub mod balance;
 pub mod broker;
 pub mod compute;
 pub mod config;
+pub mod enrol;
 pub mod energy;
 pub mod incentive;
 pub mod ingest;
@@ -15,6 +16,7 @@ pub mod plausible;
 pub mod report;
 pub mod retained;
 pub mod signal;
+pub mod sites;
 pub mod status;
 pub mod store;
 pub mod summary;
@@ -35,13 +37,17 @@ use config::CentralConfig;
 use status::{Metrics, Sites};
 
 #[derive(Debug, clap::Args)]
+#[command(subcommand_negates_reqs = true)]
 pub struct Args {
     /// The central config (see config/central.example.toml).
-    #[arg(long)]
-    pub config: PathBuf,
+    #[arg(long, required = true)]
+    pub config: Option<PathBuf>,
     /// Write the password, ACL and config files an external Mosquitto needs into DIR, then exit.
     #[arg(long, value_name = "DIR")]
     pub mosquitto_files: Option<PathBuf>,
+    /// Enrol, remove or re-key a site (docs/enrol.md); without one, run the hub.
+    #[command(subcommand)]
+    pub command: Option<enrol::Command>,
 }
 
 /// How often live figures are published and dirty closed periods recomputed.
@@ -65,6 +71,12 @@ pub struct Hub {
     pub started: Instant,
     /// What the hub keeps retained on the broker (restored when another account changes it).
     pub retained: Arc<retained::Retained>,
+    /// Which key opens each site's messages and seals what goes to it (live: `sites`).
+    pub site_keys: Arc<sites::SiteKeys>,
+    /// The embedded broker's accounts, changed live when sites are added or removed.
+    pub broker_accounts: Option<sites::Accounts>,
+    /// The hub's own account on the embedded broker.
+    hub_account: Option<(String, String)>,
     /// Signs the broadcasts (signal, alerts, balance); held by the hub only.
     signing_key: crate::wire::HubSigningKey,
     reader: Mutex<store::Reader>,
@@ -78,6 +90,17 @@ impl Hub {
     /// The public key the sites verify the broadcasts with.
     pub fn public_key(&self) -> crate::wire::HubPublicKey {
         self.signing_key.verifying_key()
+    }
+
+    /// What the sites reloader changes in this hub, for the config at `config_path`.
+    pub fn live(&self, config_path: PathBuf) -> sites::Live {
+        sites::Live {
+            config_path,
+            keys: self.site_keys.clone(),
+            sites: self.sites.clone(),
+            accounts: self.broker_accounts.clone(),
+            hub_account: self.hub_account.clone(),
+        }
     }
 
     /// The API's read connection.
@@ -94,7 +117,13 @@ pub struct Running {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cfg = config::load(&args.config)?;
+    if let Some(cmd) = args.command {
+        return enrol::run(cmd, args.config);
+    }
+    let Some(config_path) = args.config else {
+        anyhow::bail!("--config FILE is required");
+    };
+    let cfg = config::load(&config_path)?;
     if let Some(dir) = args.mosquitto_files {
         for p in broker::write_mosquitto_files(&cfg, &dir)? {
             println!("{}", p.display());
@@ -104,8 +133,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(cfg.web.listen)
         .await
         .with_context(|| format!("web: cannot listen on {}", cfg.web.listen))?;
+    let started = cfg.clone();
     let running = start(cfg, listener).await?;
     tracing::info!("central hub up: http://{}/", running.web_addr);
+    // Sites added to, removed from or re-keyed in the config or its sites.d are picked up live.
+    tokio::spawn(sites::watch(running.hub.live(config_path), started));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -129,7 +161,11 @@ pub async fn start(
     let sites = Arc::new(Sites::new(
         cfg.sites.iter().map(|s| (s.id.as_str(), s.name.as_str())),
     ));
-    let endpoint = broker::start(&cfg)?;
+    let (endpoint, broker_accounts) = broker::start_live(&cfg)?;
+    let hub_account = broker_accounts
+        .as_ref()
+        .map(|_| (endpoint.username.clone(), endpoint.password.clone()));
+    let site_keys = Arc::new(sites::SiteKeys::of(&cfg));
 
     let periods = store::Periods {
         seconds: cfg.period_seconds(),
@@ -178,20 +214,17 @@ pub async fn start(
         broker_connected: AtomicBool::new(false),
         started: Instant::now(),
         retained: retained.clone(),
+        site_keys: site_keys.clone(),
+        broker_accounts,
+        hub_account,
         signing_key,
         reader: Mutex::new(reader),
         cfg,
     });
 
-    let keys = hub
-        .cfg
-        .sites
-        .iter()
-        .map(|s| (s.id.clone(), s.key.clone()))
-        .collect();
     let latest = Arc::new(ingest::Latest::default());
     let ingest = Arc::new(ingest::Ingest {
-        gate: ingest::Gate::new(&hub.cfg.community, keys),
+        gate: ingest::Gate::with_keys(&hub.cfg.community, site_keys),
         metrics: metrics.clone(),
         sites: sites.clone(),
         latest: latest.clone(),

@@ -233,6 +233,22 @@ impl Sites {
         self.with(site, |v| v.acked_seq = v.acked_seq.max(seq));
     }
 
+    /// Track exactly these sites from now on: new ones start `unknown`, the others keep what is
+    /// known of them, sites no longer configured are dropped (`central::sites` reload).
+    pub fn retain_and_add<'a>(&self, sites: impl Iterator<Item = (&'a str, &'a str)>) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted: HashMap<&str, &str> = sites.collect();
+        g.retain(|id, _| wanted.contains_key(id.as_str()));
+        for (id, name) in wanted {
+            let v = g.entry(id.to_string()).or_insert_with(|| SiteView {
+                id: id.into(),
+                state: "unknown".into(),
+                ..Default::default()
+            });
+            v.name = name.into();
+        }
+    }
+
     pub fn all(&self) -> Vec<SiteView> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<SiteView> = g.values().cloned().collect();

@@ -185,13 +185,8 @@ pub fn catching_up(last_two_deltas: (u64, u64), batch: u64) -> bool {
 /// Publish every site's summary at start, then again whenever its figures change (see [`due`]).
 pub async fn run(hub: Arc<Hub>, client: AsyncClient) {
     let topics = Topics::new(&hub.cfg.community);
-    let keys: HashMap<String, Vec<u8>> = hub
-        .cfg
-        .sites
-        .iter()
-        .map(|s| (s.id.clone(), s.key.clone()))
-        .collect();
-    let mut sent: HashMap<String, SiteSummary> = HashMap::new();
+    // What went out per site, and with which key (a site that switched keys gets it again).
+    let mut sent: HashMap<String, (Vec<u8>, SiteSummary)> = HashMap::new();
     let mut last: Option<(Instant, u64)> = None;
     let mut tick = tokio::time::interval(super::COMPUTE_EVERY);
     let (mut seen_before, mut deltas) = (0u64, (0u64, 0u64));
@@ -201,7 +196,7 @@ pub async fn run(hub: Arc<Hub>, client: AsyncClient) {
         deltas = (deltas.1, computed.saturating_sub(seen_before));
         seen_before = computed;
         let backlog = catching_up(deltas, super::RECOMPUTE_BATCH as u64);
-        let had_figures = !backlog && sent.values().any(|s| s.community_shared_kwh > 0.0);
+        let had_figures = !backlog && sent.values().any(|(_, s)| s.community_shared_kwh > 0.0);
         if !due(last, computed, had_figures, Instant::now()) {
             continue;
         }
@@ -219,13 +214,16 @@ pub async fn run(hub: Arc<Hub>, client: AsyncClient) {
             }
         };
         for (site, s) in all {
-            let Some(key) = keys.get(&site) else { continue };
-            let f = figures(&s);
+            // The key the site used last (two are live during a rotation; `central::sites`).
+            let Some(key) = hub.site_keys.sealing_key(&site) else {
+                continue;
+            };
+            let f = (key.clone(), figures(&s));
             if sent.get(&site) == Some(&f) {
                 continue;
             }
             let topic = topics.summary(&site);
-            let payload = wire::seal(key, &site, &topic, &s);
+            let payload = wire::seal(&key, &site, &topic, &s);
             match hub
                 .retained
                 .publish(&client, topic, QoS::AtLeastOnce, payload)

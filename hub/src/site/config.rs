@@ -71,6 +71,10 @@ pub struct MqttSection {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding the broker password (its first line), instead of `password`: what
+    /// `socer central add-site` writes (0600). Relative to this file's folder; read at start.
+    #[serde(default)]
+    pub password_file: Option<Spanned<PathBuf>>,
     /// The site's secret key for batch authentication: hex text, or raw bytes.
     pub key_file: Spanned<PathBuf>,
     /// PEM file of the CA that signed the broker's certificate (mqtts only).
@@ -400,7 +404,8 @@ fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
     (r.end > 0).then_some(r)
 }
 
-fn valid_id(s: &str) -> bool {
+/// An id the site agent accepts (site, community): lowercase letters, digits, `-` or `_`.
+pub fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
@@ -456,6 +461,12 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
     }
     if let Err(e) = parse_mqtt_url(cfg.mqtt.url.get_ref()) {
         d.push(Diag::new(span(&cfg.mqtt.url), e));
+    }
+    if let (Some(_), Some(f)) = (&cfg.mqtt.password, &cfg.mqtt.password_file) {
+        d.push(Diag::new(
+            span(f),
+            "give either password or password_file in [mqtt], not both",
+        ));
     }
     if let Some(k) = &cfg.mqtt.hub_public_key {
         if let Err(e) = crate::wire::public_key_from_hex(k.get_ref()) {
@@ -721,6 +732,14 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let base = path.parent().unwrap_or(Path::new("."));
     let key_path = base.join(config.mqtt.key_file.get_ref());
     let key = read_key(&key_path)?;
+    if let Some(f) = &config.mqtt.password_file {
+        let p = base.join(f.get_ref());
+        let text = std::fs::read_to_string(&p).map_err(|e| LoadError::Key {
+            path: p.clone(),
+            reason: format!("password file: {e}"),
+        })?;
+        config.mqtt.password = Some(text.lines().next().unwrap_or("").to_string());
+    }
     config.storage.path = base.join(&config.storage.path);
     if let Some(ca) = &config.mqtt.ca_file {
         config.mqtt.ca_file = Some(base.join(ca));
