@@ -221,7 +221,13 @@ pub fn site_toml(
     broker_url: &str,
     hub_public_key: Option<&str>,
 ) -> anyhow::Result<String> {
-    let mut doc: toml_edit::DocumentMut = SITE_EXAMPLE
+    // The password goes in its own file (0600), on the example's password line.
+    let example = SITE_EXAMPLE.replacen(
+        "\npassword = \"change-me\"\n",
+        &format!("\npassword_file = {}\n", q(&format!("{id}.password"))),
+        1,
+    );
+    let mut doc: toml_edit::DocumentMut = example
         .parse()
         .context("the built-in site example does not parse")?;
     doc["site"]["id"] = toml_edit::value(id);
@@ -232,16 +238,8 @@ pub fn site_toml(
         .context("the built-in site example has no [mqtt]")?;
     mqtt["url"] = toml_edit::value(broker_url);
     mqtt["username"] = toml_edit::value(id);
-    // The password goes in its own file (0600) rather than in this one.
-    let decor = mqtt
-        .key("password")
-        .map(|k| k.leaf_decor().clone())
-        .unwrap_or_default();
     mqtt.remove("password");
-    mqtt.insert("password_file", toml_edit::value(format!("{id}.password")));
-    if let Some(mut k) = mqtt.key_mut("password_file") {
-        *k.leaf_decor_mut() = decor;
-    }
+    mqtt["password_file"] = toml_edit::value(format!("{id}.password"));
     mqtt["key_file"] = toml_edit::value(format!("{id}.key"));
     match hub_public_key {
         Some(k) => mqtt["hub_public_key"] = toml_edit::value(k),

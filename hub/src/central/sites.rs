@@ -412,6 +412,70 @@ mod tests {
         }
     }
 
+    const CENTRAL: &str =
+        "[central]\ncommunity = \"socer\"\nname = \"t\"\nlatitude = 46.1\nlongitude = 9.8\n\
+        [storage]\npath = \"db\"\n[[substation]]\nid = \"S1\"\nname = \"Nord\"\n";
+
+    fn site_file(id: &str, key: &str, previous: Option<&str>) -> String {
+        format!(
+            "[[site]]\nid = \"{id}\"\nkey = \"{key}\"\npassword = \"pw\"\n{}",
+            previous.map_or(String::new(), |p| format!("previous_key = \"{p}\"\n"))
+        )
+    }
+
+    #[test]
+    fn a_reload_tells_sites_added_removed_rekeyed_from_what_needs_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("central.toml");
+        std::fs::write(&main, CENTRAL).unwrap();
+        let before = super::super::config::load(&main).unwrap();
+        let sites_d = dir.path().join("sites.d");
+        std::fs::create_dir(&sites_d).unwrap();
+        let (k1, k2) = ("11".repeat(32), "22".repeat(32));
+        std::fs::write(
+            sites_d.join("domus-9.toml"),
+            site_file("domus-9", &k1, None),
+        )
+        .unwrap();
+        let added = super::super::config::load(&main).unwrap();
+        let c = diff(&before, &added);
+        assert_eq!(c.added, vec!["domus-9".to_string()]);
+        assert!(c.removed.is_empty() && c.rekeyed.is_empty() && c.need_restart.is_empty());
+        assert_eq!(
+            added.sites[0].file.as_deref(),
+            Some(sites_d.join("domus-9.toml").as_path())
+        );
+
+        std::fs::write(
+            sites_d.join("domus-9.toml"),
+            site_file("domus-9", &k2, Some(&k1)),
+        )
+        .unwrap();
+        let rotated = super::super::config::load(&main).unwrap();
+        let c = diff(&added, &rotated);
+        assert_eq!(c.rekeyed, vec!["domus-9".to_string()]);
+        assert!(c.added.is_empty() && c.removed.is_empty());
+        let keys = SiteKeys::of(&rotated);
+        assert_eq!(
+            keys.pair("domus-9"),
+            Some(pair(
+                &hex::decode(&k2).unwrap(),
+                Some(&hex::decode(&k1).unwrap())
+            ))
+        );
+
+        std::fs::write(
+            &main,
+            format!("{CENTRAL}[[substation]]\nid = \"S2\"\nname = \"Sud\"\n"),
+        )
+        .unwrap();
+        std::fs::remove_file(sites_d.join("domus-9.toml")).unwrap();
+        let removed = super::super::config::load(&main).unwrap();
+        let c = diff(&rotated, &removed);
+        assert_eq!(c.removed, vec!["domus-9".to_string()]);
+        assert_eq!(c.need_restart, vec!["substations"]);
+    }
+
     #[test]
     fn during_a_rotation_both_keys_open_and_acks_follow_the_key_last_used() {
         let t = Topics::new("socer");
