@@ -395,18 +395,25 @@ fn refresh_mosquitto(
     Ok(())
 }
 
-/// What the running hub does with a site file change, for the command's answer.
-fn live_note(cfg: &CentralConfig) -> String {
+/// What the running hub does with a site file change, for the command's answer (`added`: a new
+/// site, whose energy figures wait for its meters to be mapped).
+fn live_note(cfg: &CentralConfig, added: bool) -> String {
     let broker = match &cfg.broker {
-        BrokerConfig::Embedded { .. } => "and its embedded broker's accounts",
-        BrokerConfig::External { .. } => "(Mosquitto: once reloaded)",
+        BrokerConfig::Embedded { .. } => ", and its embedded broker's accounts",
+        BrokerConfig::External { .. } => " (Mosquitto's accounts: once it is reloaded)",
     };
-    format!(
+    let mut s = format!(
         "A running hub picks this up within {} s without a restart (or at once: `kill -HUP` \
-         its pid): its keys, acks and status {broker}. Its energy figures need the site's \
-         meters mapped ([[member]], [[meter]] in the main config) and a hub restart.\n",
+         its pid): site keys, acks and status{broker}.\n",
         super::sites::RESCAN_EVERY.as_secs()
-    )
+    );
+    if added {
+        s.push_str(
+            "Its energy figures need the site's meters mapped ([[member]], [[meter]] in the main \
+             config) and a hub restart.\n",
+        );
+    }
+    s
 }
 
 fn load(config_path: &Path) -> anyhow::Result<CentralConfig> {
@@ -523,7 +530,7 @@ fn add_site(a: &AddSite, config_path: &Path) -> anyhow::Result<String> {
         mosquitto_dir(&cfg, config_path, &a.mosquitto_files),
         &mut out,
     )?;
-    out.push_str(&live_note(&cfg));
+    out.push_str(&live_note(&cfg, true));
     Ok(out)
 }
 
@@ -566,7 +573,7 @@ fn remove_site(a: &RemoveSite, config_path: &Path) -> anyhow::Result<String> {
         mosquitto_dir(&cfg, config_path, &a.mosquitto_files),
         &mut out,
     )?;
-    out.push_str(&live_note(&cfg));
+    out.push_str(&live_note(&cfg, false));
     Ok(out)
 }
 
@@ -609,7 +616,7 @@ fn rotate_key(a: &RotateKey, config_path: &Path) -> anyhow::Result<String> {
             id = a.id,
             file = file.display()
         ));
-        out.push_str(&live_note(&cfg));
+        out.push_str(&live_note(&cfg, false));
         return Ok(out);
     }
     if rotating {
@@ -640,7 +647,7 @@ fn rotate_key(a: &RotateKey, config_path: &Path) -> anyhow::Result<String> {
         id = a.id,
         key = key_path.display()
     ));
-    out.push_str(&live_note(&cfg));
+    out.push_str(&live_note(&cfg, false));
     Ok(out)
 }
 
