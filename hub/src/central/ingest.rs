@@ -245,8 +245,12 @@ impl Ingest {
             return;
         }
         let topic = self.gate.topics.status(site);
-        let opened = wire::open_unverified(payload)
-            .and_then(|env| self.gate.keys.open::<Status>(site, &topic, &env).unwrap_or(Err(WireError::BadMac)));
+        let opened = wire::open_unverified(payload).and_then(|env| {
+            self.gate
+                .keys
+                .open::<Status>(site, &topic, &env)
+                .unwrap_or(Err(WireError::BadMac))
+        });
         match opened {
             Ok(st) => {
                 if !self.sites.status(site, st, now) {
