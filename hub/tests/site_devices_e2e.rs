@@ -473,6 +473,19 @@ interval = "5s"
     let tile = tile.as_str().unwrap_or_default().to_string();
     assert!(tile.contains("73 %"), "{tile}");
     assert!(tile.contains("in scarica, 2,1 kW"), "{tile}");
+    assert_eq!(
+        b.eval("document.documentElement.scrollWidth <= 360"),
+        Value::Bool(true),
+        "the page is wider than a 360 px phone"
+    );
+    b.eval("document.querySelector('.lang button[data-lang=en]').click(), true");
+    let english = b.wait_for(
+        "document.getElementById('bat-state').textContent === 'discharging, 2.1 kW'",
+        Duration::from_secs(15),
+    );
+    let state = b.eval("document.getElementById('bat-state').textContent");
+    assert!(english, "in English: {state}");
+    b.eval("document.querySelector('.lang button[data-lang=it]').click(), true");
     b.screenshot(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/screenshots/resident-battery-360.png"),
