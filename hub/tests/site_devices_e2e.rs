@@ -510,3 +510,156 @@ interval = "5s"
     drop(agent);
     drop(rt);
 }
+
+/// Hostile and stale input on the building's broker: a retained status (of unknown age), JSON
+/// that does not parse, a payload over the size limit, one over the client's packet limit and
+/// binary noise. The agent keeps running, refuses and logs them, never shows the retained value,
+/// and takes the devices' genuine messages that follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_device_payloads_are_refused_and_the_genuine_ones_still_arrive() {
+    require_mosquitto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let port = free_port();
+    let _broker = site_common::Broker::start(d, port);
+    let acker = site_common::Acker::start(port);
+    let publish = |topic: &str, payload: &[u8], retain: bool| {
+        let file = d.join(format!("payload-{}", payload.len()));
+        std::fs::write(&file, payload).expect("payload file");
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "0",
+            "-t",
+            topic,
+        ]);
+        if retain {
+            cmd.arg("-r");
+        }
+        let _ = cmd
+            .arg("-f")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    // Retained before the agent starts: it would arrive at subscription as if it were new.
+    publish(
+        "shellyproem-x/status/em1:0",
+        br#"{"id":0,"act_power":9999.0,"voltage":230.0}"#,
+        true,
+    );
+    let web_port = free_port();
+    std::fs::write(d.join("site.key"), site_common::KEY).expect("key");
+    let cfg = d.join("site.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[site]
+id = "{}"
+community = "{}"
+clock = "trust"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+key_file = "site.key"
+[storage]
+path = "data"
+[web]
+listen = "127.0.0.1:{web_port}"
+[[bus]]
+name = "wifi"
+mqtt = "mqtt://127.0.0.1:{port}"
+[[meter]]
+name = "shelly"
+bus = "wifi"
+model = "shelly-gen2"
+topic = "shellyproem-x"
+role = "consumption"
+interval = "2s"
+[[meter]]
+name = "pow"
+bus = "wifi"
+model = "tasmota"
+topic = "pow1"
+role = "consumption"
+interval = "2s"
+"#,
+            site_common::SITE,
+            site_common::COMMUNITY
+        ),
+    )
+    .expect("config");
+    let log = d.join("agent.log");
+    let mut agent = Agent::start(&cfg, web_port, &log);
+    agent.wait_web();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    publish(
+        "shellyproem-x/status/em1:0",
+        b"{\"id\":0,\"act_power\":",
+        false,
+    );
+    let big = format!("{{\"id\":0,\"pad\":\"{}\"}}", "x".repeat(40 * 1024));
+    publish("shellyproem-x/status/em1:0", big.as_bytes(), false);
+    let huge = format!("{{\"pad\":\"{}\"}}", "y".repeat(400 * 1024));
+    publish("shellyproem-x/events/rpc", huge.as_bytes(), false);
+    publish("tele/pow1/SENSOR", &[0xff, 0x00, 0xfe, 0x7b, 0x22], false);
+    let genuine = wait_for_async(Duration::from_secs(60), || {
+        publish(
+            "shellyproem-x/status/em1:0",
+            br#"{"id":0,"current":0.6,"voltage":229.5,"act_power":123.5,"aprt_power":130.0,"pf":0.95,"freq":50.0}"#,
+            false,
+        );
+        publish(
+            "tele/pow1/SENSOR",
+            br#"{"Time":"2026-12-01T10:00:00","ENERGY":{"TotalStartTime":"2026-01-01T00:00:00","Total":1.5,"Yesterday":0.1,"Today":0.2,"Power":77,"Voltage":231,"Current":0.4}}"#,
+            false,
+        );
+        let g = acker.seen.lock().expect("acker");
+        let has = |m: &str, p: f64| g.readings.values().any(|r| r.meter == m && r.values.p_w == Some(p));
+        has("shelly", 123.5) && has("pow", 77.0)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(genuine, "the genuine messages did not arrive; log:\n{text}");
+    assert!(
+        agent.child.try_wait().ok().flatten().is_none(),
+        "the agent exited; log:\n{text}"
+    );
+    let g = acker.seen.lock().expect("acker");
+    assert!(
+        !g.readings.values().any(|r| r.values.p_w == Some(9999.0)),
+        "a retained message was taken as a fresh reading"
+    );
+    let pow = g
+        .readings
+        .values()
+        .rev()
+        .find(|r| r.meter == "pow" && r.values.p_w.is_some())
+        .cloned()
+        .expect("a pow reading");
+    assert_eq!(pow.values.e_imp_wh, Some(1500.0));
+    drop(g);
+    let refused = wait_for_async(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("refused since the last report"))
+    })
+    .await;
+    assert!(refused, "the refusals were not logged; log:\n{text}");
+}
+
+/// Poll `cond` every 700 ms until it holds or `within` has passed.
+async fn wait_for_async(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}

@@ -497,7 +497,8 @@ async fn run(
     let mut backoff = Duration::from_millis(500);
     let mut broker_error: Option<String> = None;
     let mut refused = Refused::default();
-    let mut last_log = clock.mono();
+    // The first refusal is logged at once, later ones at most once a minute.
+    let mut last_log: Option<Duration> = None;
     loop {
         tokio::select! {
             ev = events.poll() => match ev {
@@ -554,14 +555,15 @@ async fn run(
                     return;
                 }
                 let now = clock.mono();
-                if refused.count > 0 && now.saturating_sub(last_log) >= LOG_EVERY {
+                let quiet = last_log.is_some_and(|l| now.saturating_sub(l) < LOG_EVERY);
+                if refused.count > 0 && !quiet {
                     tracing::warn!(
-                        "bus {name}: {} device payload(s) refused in the last minute (last: {})",
+                        "bus {name}: {} device payload(s) refused since the last report (last: {})",
                         refused.count,
                         refused.last.as_deref().unwrap_or("?")
                     );
                     refused = Refused::default();
-                    last_log = now;
+                    last_log = Some(now);
                 }
             }
             _ = stop.changed() => {
