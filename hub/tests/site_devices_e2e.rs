@@ -428,9 +428,13 @@ interval = "5s"
                 })
             })
         };
+        let soc_listed = site["meters"].as_array().is_some_and(|ms| {
+            ms.iter()
+                .any(|x| x["name"] == "battery" && x["soc_pct"].as_f64() == Some(73.4))
+        });
         let hub_ack = site["acked_seq"].as_u64().unwrap_or(0);
         let site_ack = h["outbox"]["acked"].as_u64().unwrap_or(0);
-        listed && stored && hub_ack > 0 && site_ack > 0
+        listed && soc_listed && stored && hub_ack > 0 && site_ack > 0
     });
     let sites = pages_support::http_get(hub_web, "/api/v1/sites").unwrap_or_default();
     let health = http_get(web_port, "/api/v1/health").unwrap_or_default();
@@ -489,6 +493,22 @@ interval = "5s"
     b.screenshot(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/screenshots/resident-battery-360.png"),
+    );
+
+    // The hub's dashboard lists the site with its battery's charge.
+    b.set_width(1280);
+    b.open(&format!("http://127.0.0.1:{hub_web}/"));
+    let listed = b.wait_for(
+        &format!("(() => {{ const e = document.querySelector(\"#sites tr[data-site='{SITE}'] small.bat\"); return !!e && e.dataset.soc === '73.4'; }})()"),
+        Duration::from_secs(45),
+    );
+    let row = b.eval(&format!(
+        "(document.querySelector(\"#sites tr[data-site='{SITE}']\") || {{}}).innerText || ''"
+    ));
+    assert!(listed, "the dashboard does not show the battery: {row}");
+    assert!(
+        row.as_str().is_some_and(|r| r.contains("batteria 73 %")),
+        "{row}"
     );
 
     // The Shelly stops publishing: within 3 periods it is failed on the site, never fresh.

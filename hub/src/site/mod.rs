@@ -458,6 +458,15 @@ fn status_of(v: &View) -> wire::Status {
         .lock()
         .map(|l| l.iter().map(|(k, r)| (k.clone(), r.ts)).collect())
         .unwrap_or_default();
+    let soc: BTreeMap<String, f64> = v
+        .latest
+        .lock()
+        .map(|l| {
+            l.iter()
+                .filter_map(|(k, r)| Some((k.clone(), r.values.soc_pct?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let now = v
         .time
         .wall_ms()
@@ -489,6 +498,7 @@ fn status_of(v: &View) -> wire::Status {
                     last_reading: latest.get(&m.name).copied(),
                     error_kind: h.and_then(|h| h.last_error_kind),
                     consecutive_failures: h.map(|h| h.consecutive_failures).unwrap_or(0),
+                    soc_pct: soc.get(&m.name).copied(),
                 }
             })
             .collect(),
