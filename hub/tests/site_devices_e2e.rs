@@ -649,20 +649,21 @@ interval = "2s"
         agent.child.try_wait().ok().flatten().is_none(),
         "the agent exited; log:\n{text}"
     );
-    let g = acker.seen.lock().expect("acker");
-    assert!(
-        !g.readings.values().any(|r| r.values.p_w == Some(9999.0)),
-        "a retained message was taken as a fresh reading"
-    );
-    let pow = g
-        .readings
-        .values()
-        .rev()
-        .find(|r| r.meter == "pow" && r.values.p_w.is_some())
-        .cloned()
-        .expect("a pow reading");
-    assert_eq!(pow.values.e_imp_wh, Some(1500.0));
-    drop(g);
+    {
+        let g = acker.seen.lock().expect("acker");
+        assert!(
+            !g.readings.values().any(|r| r.values.p_w == Some(9999.0)),
+            "a retained message was taken as a fresh reading"
+        );
+        let pow = g
+            .readings
+            .values()
+            .rev()
+            .find(|r| r.meter == "pow" && r.values.p_w.is_some())
+            .cloned()
+            .expect("a pow reading");
+        assert_eq!(pow.values.e_imp_wh, Some(1500.0));
+    }
     let refused = wait_for_async(Duration::from_secs(10), || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("refused since the last report"))
     })
