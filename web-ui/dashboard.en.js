@@ -8,7 +8,7 @@ S.addLang({
     surplus: "Surplus", deficit: "Deficit", sharedNow: "Shared", shared: "Shared",
     updated: "Updated at", fresh: "{n} of {m} meters fresh · {s} of {t} sites online",
     hSites: "Sites", site: "Site", state: "State", lastSeen: "Last seen", backlog: "Readings queued",
-    meters: "Meters ok", failing: "Meters with problems", noFailing: "none", st_online: "online", st_offline: "offline", st_unknown: "never seen",
+    meters: "Meters ok", failing: "Meters with problems", noFailing: "none", batterySoc: "battery {pct}", st_online: "online", st_offline: "offline", st_unknown: "never seen",
     hDay: "Shared energy per hour", day: "Day", hMonth: "Shared energy per day", month: "Month",
     daySum: "In the day: shared {s}, injected {i}, withdrawn {w}.", monthSum: "In the month: shared {s} over {n} with data.",
     estimated: "some hours are estimated or incomplete",

@@ -10,7 +10,7 @@
       surplus: "Surplus", deficit: "Deficit", sharedNow: "Condivisa", shared: "Condivisa",
       updated: "Aggiornato alle", fresh: "{n} contatori su {m} aggiornati · {s} edifici su {t} in linea",
       hSites: "Edifici", site: "Edificio", state: "Stato", lastSeen: "Ultimo contatto", backlog: "Letture in coda",
-      meters: "Contatori ok", failing: "Contatori con problemi", noFailing: "nessuno", st_online: "in linea", st_offline: "non in linea", st_unknown: "mai visto",
+      meters: "Contatori ok", failing: "Contatori con problemi", noFailing: "nessuno", batterySoc: "batteria {pct}", st_online: "in linea", st_offline: "non in linea", st_unknown: "mai visto",
       hDay: "Energia condivisa per ora", day: "Giorno", hMonth: "Energia condivisa per giorno", month: "Mese",
       daySum: "Nel giorno: condivisa {s}, immessa {i}, prelevata {w}.", monthSum: "Nel mese: condivisa {s} in {n} con dati.",
       estimated: "alcune ore sono stimate o incomplete",
@@ -81,6 +81,16 @@
       const ms = s.meters || [];
       const bad = ms.filter((m) => m.health !== "ok" || m.silent_since);
       td(`${ms.length - bad.length} / ${ms.length}`, "n");
+      // A battery's state of charge, while its meter is current.
+      const bat = ms.filter((m) => m.role === "storage" && m.soc_pct != null && !bad.includes(m));
+      if (bat.length) {
+        const soc = bat.reduce((a, m) => a + m.soc_pct, 0) / bat.length;
+        const small = document.createElement("small");
+        small.className = "bat";
+        small.dataset.soc = String(soc);
+        small.textContent = S.tf("batterySoc", { pct: S.num(soc, 0) + " %" });
+        tr.lastChild.append(document.createElement("br"), small);
+      }
       // Which meters fail, since when, and why, from the site's own status.
       td("");
       const cellBad = tr.lastChild;

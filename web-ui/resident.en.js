@@ -38,4 +38,5 @@ S.addLang({
     reconnects: "Reconnections", clock: "Clock", synced: "synchronised", unsynced: "not synchronised",
     disk: "Disk used", uptime: "Up for", linkError: "Uplink error",
     role_grid: "grid", role_production: "production", role_consumption: "consumption", role_storage: "storage",
+    battery: "Battery", batCharging: "charging, {p}", batDischarging: "discharging, {p}", batIdle: "idle",
 });

@@ -40,6 +40,7 @@
       reconnects: "Riconnessioni", clock: "Orologio", synced: "sincronizzato", unsynced: "non sincronizzato",
       disk: "Disco usato", uptime: "In funzione da", linkError: "Errore del collegamento",
       role_grid: "scambio", role_production: "produzione", role_consumption: "consumo", role_storage: "accumulo",
+      battery: "Batteria", batCharging: "in carica, {p}", batDischarging: "in scarica, {p}", batIdle: "ferma",
     },
   };
   const $ = (id) => document.getElementById(id);
@@ -66,6 +67,7 @@
     const ms = st.now.meters, grid = hasRole("grid");
     if (tile === "prod") return ms.filter((m) => m.role === "production");
     if (tile === "grid") return ms.filter((m) => m.role === "grid");
+    if (tile === "bat") return ms.filter((m) => m.role === "storage");
     return ms.filter((m) => (grid ? m.role !== "consumption" : m.role === "consumption"));
   }
 
@@ -85,6 +87,31 @@
     return t;
   }
   const hasGrid = () => st.now.meters.some((m) => m.role === "grid");
+
+  // The battery from its storage meters' latest readings (site/web.rs `battery`): the mean state
+  // of charge of those reporting one, the power summed, positive charging.
+  function battery() {
+    let soc = [], w = null;
+    for (const m of inputs("bat")) {
+      const r = st.latest[m.name];
+      if (!r) continue;
+      if (r.soc_pct != null) soc.push(r.soc_pct);
+      const p = r.p_w != null ? r.p_w : r.bat_p_w;
+      if (p != null) w = (w || 0) + p;
+    }
+    return { soc: soc.length ? soc.reduce((a, b) => a + b, 0) / soc.length : null, w };
+  }
+  function renderBattery() {
+    const box = $("t-bat");
+    box.hidden = !hasRole("storage");
+    if (box.hidden) return;
+    const b = battery(), v = $("v-bat"), s = $("bat-state");
+    v.dataset.soc = b.soc != null ? String(b.soc) : "";
+    v.dataset.w = b.w != null ? String(b.w) : "";
+    v.textContent = b.soc != null ? S.num(b.soc, 0) + " %" : "–";
+    s.dataset.i18n = b.w == null ? "" : b.w > 1 ? "batCharging" : b.w < -1 ? "batDischarging" : "batIdle";
+    s.textContent = s.dataset.i18n ? S.tf(s.dataset.i18n, { p: S.power(Math.abs(b.w)) }) : "";
+  }
 
   function setW(id, w) {
     const e = $(id);
@@ -111,10 +138,11 @@
     const gl = $("grid-label");
     gl.dataset.i18n = t.grid_w > 0 ? "gridIn" : t.grid_w < 0 ? "gridOut" : "gridIdle";
     gl.textContent = S.t(gl.dataset.i18n);
+    renderBattery();
     // Each figure is as old as its oldest input; a silent input greys it and says since when.
     const now = serverNow(), silent = new Map();
     let oldest = null;
-    for (const tile of ["prod", "use", "grid"]) {
+    for (const tile of ["prod", "use", "grid", "bat"]) {
       const box = $("t-" + tile);
       let tileOld = null, tileSilent = null;
       for (const m of inputs(tile)) {

@@ -185,6 +185,18 @@ impl Values {
     pub fn is_empty(&self) -> bool {
         *self == Values::default()
     }
+
+    /// A storage meter's exchange with the building in the canonical fields: `p_w` positive
+    /// charging, `e_imp_wh` the energy stored, `e_exp_wh` the energy given back (the convention
+    /// of a storage meter read on its AC side, which the balance and Home Assistant use). A
+    /// device that has its own AC-side fields keeps them; one that reports only the battery's
+    /// own quantities (`bat_p_w`, `e_charge_wh`, `e_discharge_wh`) has them copied. Pure; the
+    /// storage fields stay as they are.
+    pub fn storage_as_exchange(&mut self) {
+        self.p_w = self.p_w.or(self.bat_p_w);
+        self.e_imp_wh = self.e_imp_wh.or(self.e_charge_wh);
+        self.e_exp_wh = self.e_exp_wh.or(self.e_discharge_wh);
+    }
 }
 
 /// A quantity that was due but could not be read, and why (bus, unit and register are in `reason`).
@@ -225,6 +237,41 @@ mod tests {
             assert_eq!(Quantity::from_name(q.name()), Some(q));
         }
         assert_eq!(Quantity::from_name("kwh"), None);
+    }
+
+    #[test]
+    fn a_battery_reports_its_charge_as_import_and_its_discharge_as_export() {
+        let mut v = Values {
+            soc_pct: Some(65.2),
+            bat_p_w: Some(-1200.0),
+            e_charge_wh: Some(4_789_000.0),
+            e_discharge_wh: Some(4_321_000.0),
+            ..Values::default()
+        };
+        v.storage_as_exchange();
+        assert_eq!(
+            v.p_w,
+            Some(-1200.0),
+            "discharging: negative, like an export"
+        );
+        assert_eq!(v.e_imp_wh, Some(4_789_000.0));
+        assert_eq!(v.e_exp_wh, Some(4_321_000.0));
+        assert_eq!(v.soc_pct, Some(65.2));
+        // An AC-side meter of the battery keeps its own figures.
+        let mut ac = Values {
+            p_w: Some(800.0),
+            e_imp_wh: Some(10.0),
+            e_exp_wh: None,
+            bat_p_w: Some(850.0),
+            e_charge_wh: Some(12.0),
+            e_discharge_wh: Some(7.0),
+            ..Values::default()
+        };
+        ac.storage_as_exchange();
+        assert_eq!(
+            (ac.p_w, ac.e_imp_wh, ac.e_exp_wh),
+            (Some(800.0), Some(10.0), Some(7.0))
+        );
     }
 
     #[test]

@@ -270,6 +270,54 @@ mod tests {
         }
     }
 
+    #[test]
+    fn hostile_values_of_an_mqtt_device_bus_are_diagnosed_at_their_line() {
+        let base = include_str!("../../config/site.example.toml");
+        let long = "t".repeat(10_000);
+        for (url, topic, interval, says) in [
+            ("mqtt://h:1883", "a\\u0000b", "\"5s\"", "without wildcards"),
+            (
+                "mqtt://h:1883",
+                long.as_str(),
+                "\"5s\"",
+                "must be 1..=200 bytes",
+            ),
+            (
+                "mqtt://h:1883",
+                "shelly",
+                "1e300",
+                "is not a duration in 1s..=24h",
+            ),
+            (
+                "mqtt://h:1883",
+                "shelly",
+                "-5",
+                "is not a duration in 1s..=24h",
+            ),
+            (
+                "mqtt://h:99999",
+                "shelly",
+                "\"5s\"",
+                "is not a number in 1..=65535",
+            ),
+            (
+                "mqtt://user:pw@h",
+                "shelly",
+                "\"5s\"",
+                "credentials go in username/password",
+            ),
+        ] {
+            let text = format!(
+                "{base}\n[[bus]]\nname = \"wifi\"\nmqtt = \"{url}\"\n\n[[meter]]\nname = \"dev\"\n\
+                 bus = \"wifi\"\nmodel = \"shelly-gen2\"\ntopic = \"{topic}\"\nrole = \"consumption\"\n\
+                 interval = {interval}\n"
+            );
+            let out = check("s.toml", text.as_bytes());
+            assert!(out.starts_with("s.toml:"), "{out}");
+            assert!(out.contains(says), "{topic:.20} {interval}: {out}");
+        }
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic_and_always_locate_their_findings(

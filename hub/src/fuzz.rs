@@ -179,6 +179,26 @@ pub fn scenario_file(data: &[u8]) {
     let _ = Scenario::parse(&String::from_utf8_lossy(data));
 }
 
+/// A device's message on the building's broker (`site::mqtt_devices::parse`): the first byte
+/// picks the format and the topic, the rest is the payload.
+pub fn device_payload(data: &[u8]) {
+    use crate::site::mqtt_devices::{parse, Format};
+    let Some((&pick, payload)) = data.split_first() else {
+        return;
+    };
+    let (format, topic) = match pick % 6 {
+        0 => (Format::ShellyGen2, "d/events/rpc"),
+        1 => (Format::ShellyGen2, "d/status/em:0"),
+        2 => (Format::ShellyGen2, "d/status/emdata:0"),
+        3 => (Format::ShellyGen2, "d/status/em1:0"),
+        4 => (Format::ShellyGen2, "d/status/em1data:0"),
+        _ => (Format::Tasmota, "tele/d/SENSOR"),
+    };
+    if let Ok(Some(mut v)) = parse(format, "d", topic, payload) {
+        let _ = crate::site::mqtt_devices::screen(&mut v);
+    }
+}
+
 /// Every target, by name (for the harness and the tests).
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("wire_message", wire_message),
@@ -188,4 +208,5 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("config_values", config_values),
     ("price_file", price_file),
     ("scenario_file", scenario_file),
+    ("device_payload", device_payload),
 ];

@@ -336,6 +336,9 @@ pub struct MeterStatus {
     /// Polls in a row that read nothing.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: u32,
+    /// A battery's state of charge, %, from the meter's last reading (storage meters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soc_pct: Option<f64>,
 }
 
 fn is_zero(n: &u32) -> bool {

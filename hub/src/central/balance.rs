@@ -27,6 +27,11 @@
 //!   a grid meter has its consumption inferred per step from the energy balance of the POD:
 //!   withdrawal − injection + production (never below 0). A grid-only POD that exports has
 //!   generation nobody meters: its inferred consumption is flagged `estimated`.
+//! - Storage (role `storage`: import = charged, export = discharged) is neither production nor
+//!   consumption. Behind a grid meter it leaves withdrawal and injection as metered, and the
+//!   inferred consumption is withdrawal − injection + production − charged + discharged
+//!   ([`inferred_consumption`]); without a grid meter it nets with the loads and the plants
+//!   ([`netted_exchange`]).
 //! - Per substation and period: shared = min(Σ injection of PODs hosting an eligible plant,
 //!   Σ withdrawal of all member PODs).
 //! - Contributions, per substation and period: the shared energy is split among PODs pro rata of
@@ -51,8 +56,7 @@ pub enum BalanceError {
     NoMeters,
 }
 
-/// What a meter measures on its POD (DESIGN.md, site config roles). Storage meters are not part
-/// of the balance (they sit behind the grid meter) and are not passed here.
+/// What a meter measures on its POD (DESIGN.md, site config roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MeterRole {
@@ -62,6 +66,33 @@ pub enum MeterRole {
     Production,
     /// A load: consumed energy = its import.
     Consumption,
+    /// A battery: charged = its import, discharged = its export; never production or consumption.
+    Storage,
+}
+
+/// What a POD's loads used, from its grid exchange, its production and its battery: whatever came
+/// in (from the grid, the plants and the battery giving back) less what went out (to the grid and
+/// into the battery). Never below 0 (a period's metering error cannot make loads produce).
+pub fn inferred_consumption(
+    withdrawal: u64,
+    injection: u64,
+    production: u64,
+    charged: u64,
+    discharged: u64,
+) -> u64 {
+    (withdrawal + production + discharged).saturating_sub(injection + charged)
+}
+
+/// (withdrawal, injection) of a POD without a grid meter, netted per step: the loads and the
+/// battery's charging draw, the plants and the battery's discharging supply.
+pub fn netted_exchange(
+    consumption: u64,
+    production: u64,
+    charged: u64,
+    discharged: u64,
+) -> (u64, u64) {
+    let (draw, supply) = (consumption + charged, production + discharged);
+    (draw.saturating_sub(supply), supply.saturating_sub(draw))
 }
 
 /// One meter's energy per step, as returned by `energy::meter_periods`.
@@ -128,7 +159,9 @@ pub fn pod_periods(
         for k in 0..steps_per_period {
             let t = start + step.duration() * k as i32;
             let (mut grid_imp, mut grid_exp, mut prod, mut cons) = (0u64, 0u64, 0u64, 0u64);
+            let (mut charged, mut discharged) = (0u64, 0u64);
             let (mut grid_f, mut prod_f, mut cons_f) = (Flags::NONE, Flags::NONE, Flags::NONE);
+            let mut stor_f = Flags::NONE;
             for (role, steps) in &by_start {
                 let (e, f) = match steps.get(&t) {
                     Some(s) => ((s.imported_mwh, s.exported_mwh), s.flags),
@@ -148,6 +181,11 @@ pub fn pod_periods(
                         cons += e.0;
                         cons_f = cons_f.merge(f);
                     }
+                    MeterRole::Storage => {
+                        charged += e.0;
+                        discharged += e.1;
+                        stor_f = stor_f.merge(f);
+                    }
                 }
             }
             if has_grid {
@@ -155,16 +193,19 @@ pub fn pod_periods(
                 p.injection_mwh += grid_exp;
                 p.flags = p.flags.merge(grid_f);
             } else {
-                p.withdrawal_mwh += cons.saturating_sub(prod);
-                p.injection_mwh += prod.saturating_sub(cons);
-                p.flags = p.flags.merge(prod_f).merge(cons_f);
+                let (w, i) = netted_exchange(cons, prod, charged, discharged);
+                p.withdrawal_mwh += w;
+                p.injection_mwh += i;
+                p.flags = p.flags.merge(prod_f).merge(cons_f).merge(stor_f);
             }
             if !has_cons && has_grid {
-                // The POD's energy balance: what came in from the grid and the plants, less
-                // what went out, was used behind the meter.
-                cons = (grid_imp + prod).saturating_sub(grid_exp);
-                cons_f = grid_f;
-                if !has_prod && grid_exp > 0 {
+                // The POD's energy balance: what came in from the grid, the plants and the
+                // battery, less what went out to the grid and into the battery, was used behind
+                // the meter.
+                cons = inferred_consumption(grid_imp, grid_exp, prod, charged, discharged);
+                cons_f = grid_f.merge(stor_f);
+                // Export the battery's discharge cannot explain comes from an unmetered plant.
+                if !has_prod && grid_exp > discharged {
                     cons_f = cons_f.merge(Flags {
                         estimated: true,
                         ..Flags::NONE
@@ -542,6 +583,114 @@ mod tests {
     }
 
     #[test]
+    fn a_battery_behind_the_grid_meter_is_neither_production_nor_consumption() {
+        // By hand, one hour: the grid meter imports 1200 and exports 300 mWh, the PV produces
+        // 2500, the battery stores 900 and gives back 400. What came into the building:
+        // 1200 + 2500 + 400 = 4100; what left it other than into the loads: 300 + 900 = 1200;
+        // so the loads used 2900. Without the battery rule the old balance would say 3400.
+        let m = [
+            MeterSteps {
+                role: MeterRole::Grid,
+                steps: steps(at(10, 0), Period::HOUR, &[(1200, 300)]),
+            },
+            MeterSteps {
+                role: MeterRole::Production,
+                steps: steps(at(10, 0), Period::HOUR, &[(0, 2500)]),
+            },
+            MeterSteps {
+                role: MeterRole::Storage,
+                steps: steps(at(10, 0), Period::HOUR, &[(900, 400)]),
+            },
+        ];
+        let p = pod_periods(
+            &m,
+            Range::new(at(10, 0), at(11, 0)),
+            Period::HOUR,
+            Period::HOUR,
+        )
+        .unwrap_or_default();
+        assert_eq!((p[0].withdrawal_mwh, p[0].injection_mwh), (1200, 300));
+        assert_eq!(
+            p[0].production_mwh,
+            Some(2500),
+            "the discharge is not production"
+        );
+        assert_eq!(p[0].consumption_mwh, Some(2900));
+        assert!(!p[0].prod_cons_flags.estimated);
+        assert_eq!(inferred_consumption(1200, 300, 2500, 900, 400), 2900);
+    }
+
+    #[test]
+    fn a_battery_leaves_metered_consumption_alone_and_explains_a_grid_only_export() {
+        // Consumption metered: the battery changes nothing of production or consumption.
+        let with_cons = [
+            MeterSteps {
+                role: MeterRole::Grid,
+                steps: steps(at(10, 0), Period::HOUR, &[(100, 600)]),
+            },
+            MeterSteps {
+                role: MeterRole::Consumption,
+                steps: steps(at(10, 0), Period::HOUR, &[(700, 0)]),
+            },
+            MeterSteps {
+                role: MeterRole::Storage,
+                steps: steps(at(10, 0), Period::HOUR, &[(0, 1200)]),
+            },
+        ];
+        let r = Range::new(at(10, 0), at(11, 0));
+        let p = pod_periods(&with_cons, r, Period::HOUR, Period::HOUR).unwrap_or_default();
+        assert_eq!(
+            (p[0].production_mwh, p[0].consumption_mwh),
+            (None, Some(700))
+        );
+        // Grid and battery only: the export is the battery's discharge, not an unmetered plant.
+        // 50 in + 800 discharged − 600 out − 0 charged = 250 used.
+        let grid_bat = [
+            MeterSteps {
+                role: MeterRole::Grid,
+                steps: steps(at(10, 0), Period::HOUR, &[(50, 600)]),
+            },
+            MeterSteps {
+                role: MeterRole::Storage,
+                steps: steps(at(10, 0), Period::HOUR, &[(0, 800)]),
+            },
+        ];
+        let p = pod_periods(&grid_bat, r, Period::HOUR, Period::HOUR).unwrap_or_default();
+        assert_eq!(p[0].consumption_mwh, Some(250));
+        assert!(!p[0].prod_cons_flags.estimated);
+    }
+
+    #[test]
+    fn a_battery_without_a_grid_meter_nets_with_loads_and_plants_per_step() {
+        // Minute 1: loads 1000, PV 3000, charging 1500 → 500 injected.
+        // Minute 2: loads 800, no PV, discharging 600 → 200 withdrawn.
+        let m = [
+            MeterSteps {
+                role: MeterRole::Production,
+                steps: steps(at(10, 0), Period::MINUTE, &[(0, 3000), (0, 0)]),
+            },
+            MeterSteps {
+                role: MeterRole::Consumption,
+                steps: steps(at(10, 0), Period::MINUTE, &[(1000, 0), (800, 0)]),
+            },
+            MeterSteps {
+                role: MeterRole::Storage,
+                steps: steps(at(10, 0), Period::MINUTE, &[(1500, 0), (0, 600)]),
+            },
+        ];
+        let two = Period::from_secs(120).unwrap_or(Period::HOUR);
+        let p = pod_periods(&m, Range::new(at(10, 0), at(10, 2)), Period::MINUTE, two)
+            .unwrap_or_default();
+        assert_eq!((p[0].withdrawal_mwh, p[0].injection_mwh), (200, 500));
+        assert_eq!(
+            (p[0].production_mwh, p[0].consumption_mwh),
+            (Some(3000), Some(1800))
+        );
+        assert_eq!(netted_exchange(1000, 3000, 1500, 0), (0, 500));
+        assert_eq!(netted_exchange(800, 0, 0, 600), (200, 0));
+    }
+
+    #[test]
     fn step_must_divide_the_period_and_a_pod_needs_meters() {
         let r = Range::new(at(10, 0), at(11, 0));
         let forty = Period::from_secs(40 * 60).unwrap_or(Period::HOUR);
@@ -679,6 +828,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_battery_rule_recovers_the_loads_of_any_consistent_building(
+            loads in 0u64..10_000_000,
+            pv in 0u64..10_000_000,
+            charged in 0u64..10_000_000,
+            discharged in 0u64..10_000_000,
+        ) {
+            // The grid meter of a building sees what its loads, plants and battery leave over.
+            let (w, i) = netted_exchange(loads, pv, charged, discharged);
+            prop_assert!(w == 0 || i == 0);
+            prop_assert_eq!(w as i128 - i as i128,
+                loads as i128 + charged as i128 - pv as i128 - discharged as i128);
+            prop_assert_eq!(inferred_consumption(w, i, pv, charged, discharged), loads);
+        }
+
         #[test]
         fn apportion_sums_exactly_and_is_within_one_unit_of_pro_rata(
             total in 0u64..10_000_000_000, weights in prop::collection::vec(0u64..1_000_000_000, 1..20),

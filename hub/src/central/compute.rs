@@ -82,6 +82,8 @@ pub struct PodFlows {
     pub production: f64,
     /// From consumption meters; `None` when the POD has none.
     pub consumption: Option<f64>,
+    /// Batteries' net power, positive charging (neither production nor consumption).
+    pub storage: f64,
 }
 
 impl PodFlows {
@@ -90,17 +92,18 @@ impl PodFlows {
         match self.grid {
             Some((imp, exp)) => (exp, imp),
             None => {
-                let net = self.consumption.unwrap_or(0.0) - self.production;
+                let net = self.consumption.unwrap_or(0.0) + self.storage - self.production;
                 (f64::max(0.0, -net), f64::max(0.0, net))
             }
         }
     }
 
-    /// What the POD's loads use: measured, or inferred as withdrawal − injection + production.
+    /// What the POD's loads use: measured, or inferred as withdrawal − injection + production −
+    /// battery charging (`balance::inferred_consumption`'s rule on power).
     pub fn consumed(&self) -> f64 {
         match (self.consumption, self.grid) {
             (Some(c), _) => c,
-            (None, Some((imp, exp))) => f64::max(0.0, imp - exp + self.production),
+            (None, Some((imp, exp))) => f64::max(0.0, imp - exp + self.production - self.storage),
             (None, None) => 0.0,
         }
     }
@@ -177,7 +180,7 @@ pub fn live_pods(
             Role::Grid => f.grid = Some((p_w.max(0.0), (-p_w).max(0.0))),
             Role::Production => f.production += (-p_w).max(0.0),
             Role::Consumption => *f.consumption.get_or_insert(0.0) += p_w.max(0.0),
-            Role::Storage => {}
+            Role::Storage => f.storage += p_w,
         }
     }
     (pods, fresh)
@@ -340,10 +343,10 @@ pub fn settle_period(
     };
     let mut by_pod: BTreeMap<&str, Vec<&MeterMap>> = BTreeMap::new();
     for m in model.meters.values() {
-        if m.role != Role::Storage {
-            by_pod.entry(m.pod.as_str()).or_default().push(m);
-        }
+        by_pod.entry(m.pod.as_str()).or_default().push(m);
     }
+    // A POD with nothing but batteries has no exchange of its own to settle.
+    by_pod.retain(|_, ms| ms.iter().any(|m| m.role != Role::Storage));
     let mut per_meter = Vec::new();
     let mut series = Vec::new();
     let mut lookback_ms: Option<i64> = None;
@@ -395,7 +398,8 @@ pub fn settle_period(
             let role = match m.role {
                 Role::Grid => balance::MeterRole::Grid,
                 Role::Production => balance::MeterRole::Production,
-                _ => balance::MeterRole::Consumption,
+                Role::Consumption => balance::MeterRole::Consumption,
+                Role::Storage => balance::MeterRole::Storage,
             };
             steps.push(balance::MeterSteps { role, steps: e });
         }
@@ -524,6 +528,41 @@ mod tests {
         // S1: min(3000 eligible injection, 1000 withdrawal); S2 has no injection.
         assert_eq!(b.shared_w, 1000.0);
         assert_eq!((b.meters_fresh, b.meters_total), (4, 4));
+    }
+
+    #[test]
+    fn a_charging_battery_is_not_counted_as_the_buildings_consumption_live() {
+        // P1: grid exports 1 kW, PV makes 5 kW, the battery charges at 3 kW: loads use 1 kW.
+        let mut m = model();
+        m.meters.insert(
+            ("a".to_string(), "bat".to_string()),
+            MeterMap {
+                site: "a".into(),
+                meter: "bat".into(),
+                pod: "P1".into(),
+                role: Role::Storage,
+                max_power_w: 2e6,
+            },
+        );
+        let now = Utc::now();
+        let fresh = now - chrono::Duration::seconds(5);
+        let latest = HashMap::from([
+            (("a".to_string(), "grid".to_string()), (fresh, -1000.0)),
+            (("a".to_string(), "pv".to_string()), (fresh, -5000.0)),
+            (("a".to_string(), "bat".to_string()), (fresh, 3000.0)),
+        ]);
+        let b = live_balance(&m, &latest, now);
+        assert_eq!(b.production_w, 5000.0);
+        assert_eq!(b.consumption_w, 1000.0);
+        assert_eq!(b.injection_w, 1000.0);
+        // Without a grid meter the battery nets: P2's load of 1 kW fed by a 400 W discharge.
+        let p2 = PodFlows {
+            consumption: Some(1000.0),
+            storage: -400.0,
+            ..PodFlows::default()
+        };
+        assert_eq!(p2.exchange(), (0.0, 600.0));
+        assert_eq!(p2.consumed(), 1000.0);
     }
 
     #[test]

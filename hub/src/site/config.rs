@@ -166,6 +166,16 @@ pub struct BusConfig {
     /// is the gateway's serial speed). One scheduler per gateway, like a serial line.
     #[serde(default)]
     pub rtu_over_tcp: Option<Spanned<String>>,
+    /// `mqtt://host:port` or `mqtts://host:port` of the building's broker that devices publishing
+    /// their own readings use (Shelly Gen2+, Tasmota; `site::mqtt_devices`): the meters of this
+    /// bus are subscribed to (`topic`, `model = "shelly-gen2" | "tasmota"`), not polled.
+    #[serde(default)]
+    pub mqtt: Option<Spanned<String>>,
+    /// Credentials on that broker (`mqtt` buses only).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
     /// Meters on this bus are simulated in-process (tests and demos; no Modbus traffic).
     #[serde(default)]
     pub simulated: bool,
@@ -225,8 +235,12 @@ pub struct MeterConfig {
     /// Unique within the site; appears in readings.
     pub name: Spanned<String>,
     pub bus: Spanned<String>,
-    /// Modbus unit id, 1..=247.
+    /// Modbus unit id, 1..=247 (not given for a meter on an `mqtt` bus).
+    #[serde(default = "no_unit")]
     pub unit: Spanned<i64>,
+    /// On an `mqtt` bus: the device's topic (a Shelly's topic prefix, a Tasmota's `%topic%`).
+    #[serde(default)]
+    pub topic: Option<Spanned<String>>,
     /// Profile id (`socer profiles` lists them).
     pub model: Spanned<String>,
     pub role: Spanned<String>,
@@ -239,6 +253,10 @@ pub struct MeterConfig {
     /// The meter is wired the other way round: swap import and export, negate power.
     #[serde(default)]
     pub reverse: bool,
+}
+
+fn no_unit() -> Spanned<i64> {
+    Spanned::new(0..0, 0)
 }
 
 impl MeterConfig {
@@ -547,11 +565,22 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
         let kinds = usize::from(b.serial.is_some())
             + usize::from(b.tcp.is_some())
             + usize::from(b.rtu_over_tcp.is_some())
+            + usize::from(b.mqtt.is_some())
             + usize::from(b.simulated);
         if kinds != 1 {
             d.push(Diag::new(
                 span(&b.name),
-                format!("bus {name:?} needs exactly one of serial = \"/dev/ttyUSB0\", tcp = \"host:port\", rtu_over_tcp = \"host:port\" or simulated = true"),
+                format!("bus {name:?} needs exactly one of serial = \"/dev/ttyUSB0\", tcp = \"host:port\", rtu_over_tcp = \"host:port\", mqtt = \"mqtt://host:port\" or simulated = true"),
+            ));
+        }
+        if let Some(u) = &b.mqtt {
+            if let Err(e) = parse_mqtt_url(u.get_ref()) {
+                d.push(Diag::new(span(u), format!("bus {name:?}: {e}")));
+            }
+        } else if b.username.is_some() || b.password.is_some() {
+            d.push(Diag::new(
+                span(&b.name),
+                format!("bus {name:?}: username and password are only for an mqtt bus"),
             ));
         }
         if let Some(t) = b.tcp.as_ref().or(b.rtu_over_tcp.as_ref()) {
@@ -629,8 +658,18 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
                 ),
             ));
         }
+        let on_mqtt = buses.get(bus).is_some_and(|b| b.mqtt.is_some());
+        if on_mqtt || m.topic.is_some() {
+            check_mqtt_meter(m, on_mqtt, &mut d);
+            continue;
+        }
         let unit = *m.unit.get_ref();
-        if !(1..=247).contains(&unit) {
+        if m.unit.span().end == 0 {
+            d.push(Diag::new(
+                span(&m.name),
+                format!("meter {name:?} needs its Modbus unit id: unit = 1..=247"),
+            ));
+        } else if !(1..=247).contains(&unit) {
             d.push(Diag::new(
                 span(&m.unit),
                 format!("unit id {unit} is outside 1..=247"),
@@ -680,6 +719,81 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
         }
     }
     d
+}
+
+/// Longest device topic of an `mqtt` bus meter, bytes.
+pub const MAX_DEVICE_TOPIC: usize = 200;
+
+/// A meter on an `mqtt` bus: a device format, a topic that is a plain MQTT topic name, a role and
+/// an interval (its expected publishing period) like any meter, and no Modbus unit id.
+fn check_mqtt_meter(m: &MeterConfig, on_mqtt: bool, d: &mut Vec<Diag>) {
+    let name = m.name.get_ref();
+    let Some(topic) = m.topic.as_ref().filter(|_| on_mqtt) else {
+        let at = m.topic.as_ref().map_or_else(|| span(&m.name), span);
+        d.push(Diag::new(
+            at,
+            if on_mqtt {
+                format!(
+                    "meter {name:?} is on an mqtt bus and needs topic = \"…\" (the device's topic)"
+                )
+            } else {
+                format!("meter {name:?}: topic is only for a meter on an mqtt bus")
+            },
+        ));
+        return;
+    };
+    let t = topic.get_ref();
+    if t.is_empty()
+        || t.len() > MAX_DEVICE_TOPIC
+        || t.contains(['+', '#', '\0'])
+        || t.starts_with('/')
+        || t.ends_with('/')
+    {
+        d.push(Diag::new(
+            span(topic),
+            format!("topic {t:?} must be 1..={MAX_DEVICE_TOPIC} bytes, without wildcards (+, #) or a leading or trailing /"),
+        ));
+    }
+    if super::mqtt_devices::Format::from_model(m.model.get_ref()).is_none() {
+        d.push(Diag::new(
+            span(&m.model),
+            format!(
+                "meter {name:?} on an mqtt bus: model {:?} is not a device format; known: {}",
+                m.model.get_ref(),
+                super::mqtt_devices::Format::MODELS.join(", ")
+            ),
+        ));
+    }
+    if m.unit.span().end != 0 {
+        d.push(Diag::new(
+            span(&m.unit),
+            format!("meter {name:?} on an mqtt bus has no Modbus unit id"),
+        ));
+    }
+    if parse_role(m.role.get_ref()).is_none() {
+        d.push(Diag::new(
+            span(&m.role),
+            format!(
+                "unknown role {:?}: grid, production, consumption or storage",
+                m.role.get_ref()
+            ),
+        ));
+    }
+    if let Some(i) = &m.interval {
+        let ok = i
+            .get_ref()
+            .duration()
+            .is_some_and(|d| (Duration::from_secs(1)..=MAX_INTERVAL).contains(&d));
+        if !ok {
+            d.push(Diag::new(
+                span(i),
+                format!(
+                    "interval {} (how often the device publishes) is not a duration in 1s..=24h",
+                    i.get_ref()
+                ),
+            ));
+        }
+    }
 }
 
 fn list(items: &[&str]) -> String {
@@ -850,6 +964,99 @@ role = "storage"
     #[test]
     fn a_good_config_has_no_diagnostics() {
         assert_eq!(diags(GOOD), "");
+    }
+
+    const MQTT_BUS: &str = r#"
+[[bus]]
+name = "wifi"
+mqtt = "mqtt://192.168.1.5:1883"
+username = "socer"
+password = "secret"
+
+[[meter]]
+name = "lavanderia"
+bus = "wifi"
+model = "shelly-gen2"
+topic = "shellypro3em-lavanderia"
+role = "consumption"
+interval = "10s"
+
+[[meter]]
+name = "pompa"
+bus = "wifi"
+model = "tasmota"
+topic = "pow-pompa"
+role = "consumption"
+"#;
+
+    #[test]
+    fn an_mqtt_bus_takes_devices_by_topic_and_format_without_unit_ids() {
+        assert_eq!(diags(&format!("{GOOD}{MQTT_BUS}")), "");
+        let line_of = |t: &str, pat: &str| t.lines().position(|l| l.contains(pat)).unwrap_or(0) + 1;
+        for (from, to, at, says) in [
+            (
+                "model = \"tasmota\"",
+                "model = \"eastron-sdm120\"",
+                "eastron-sdm120",
+                "is not a device format",
+            ),
+            (
+                "topic = \"pow-pompa\"",
+                "topic = \"pow/#\"",
+                "pow/#",
+                "without wildcards",
+            ),
+            (
+                "topic = \"pow-pompa\"",
+                "unit = 3",
+                "name = \"pompa\"",
+                "needs topic",
+            ),
+            (
+                "mqtt = \"mqtt://192.168.1.5:1883\"",
+                "mqtt = \"http://192.168.1.5\"",
+                "http://",
+                "not an MQTT URL",
+            ),
+            (
+                "interval = \"10s\"",
+                "interval = \"100ms\"",
+                "100ms",
+                "1s..=24h",
+            ),
+        ] {
+            let t = format!("{GOOD}{MQTT_BUS}").replace(from, to);
+            let out = diags(&t);
+            assert!(
+                out.starts_with(&format!("s.toml:{}:", line_of(&t, at))),
+                "{to}: {out}"
+            );
+            assert!(out.contains(says), "{to}: {out}");
+        }
+        // A Modbus meter with a topic, and one without its unit id.
+        let t = GOOD.replace("unit = 2\n", "unit = 2\ntopic = \"x\"\n");
+        assert!(
+            diags(&t).contains("topic is only for a meter on an mqtt bus"),
+            "{}",
+            diags(&t)
+        );
+        let t = GOOD.replace("unit = 2\n", "");
+        assert!(
+            diags(&t).contains("needs its Modbus unit id"),
+            "{}",
+            diags(&t)
+        );
+        // Credentials belong to an mqtt bus, and a bus has one kind.
+        let t = GOOD.replace(
+            "tcp = \"192.168.1.20:502\"",
+            "tcp = \"192.168.1.20:502\"\nusername = \"u\"",
+        );
+        assert!(diags(&t).contains("only for an mqtt bus"), "{}", diags(&t));
+        let t = GOOD.replace(
+            "tcp = \"192.168.1.20:502\"",
+            "tcp = \"192.168.1.20:502\"\nmqtt = \"mqtt://h:1\"",
+        );
+        assert!(diags(&t).contains("needs exactly one of"), "{}", diags(&t));
     }
 
     #[test]

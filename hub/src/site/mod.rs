@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod ha;
+pub mod mqtt_devices;
 pub mod outbox;
 pub mod poll;
 pub mod signal;
@@ -112,8 +113,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .buses
                     .iter()
                     .find(|b| b.name.get_ref() == m.bus.get_ref());
-                let (interval_s, counter_interval_s) =
-                    intervals_of(m, bus.is_some_and(|b| b.simulated), &profiles);
+                let (interval_s, counter_interval_s) = if bus.is_some_and(|b| b.mqtt.is_some()) {
+                    // A device that publishes itself: its period is both.
+                    let s = mqtt_devices::expected_period(m).as_secs_f64();
+                    (s, s)
+                } else {
+                    intervals_of(m, bus.is_some_and(|b| b.simulated), &profiles)
+                };
                 MeterInfo {
                     name: m.name().to_string(),
                     model: m.model.get_ref().clone(),
@@ -318,7 +324,15 @@ async fn ingest(
     view: Arc<View>,
     ha_book: Option<Arc<ha::CounterBook>>,
 ) {
-    while let Some((r, latency, kind)) = rx.recv().await {
+    while let Some((mut r, latency, kind)) = rx.recv().await {
+        if view
+            .meters
+            .iter()
+            .any(|m| m.name == r.meter && m.role == config::Role::Storage)
+        {
+            // A battery's own counters are its exchange with the building (charge in, discharge out).
+            r.values.storage_as_exchange();
+        }
         poll::record(&view.health, &r, latency, kind);
         if let Some(book) = &ha_book {
             if let Some(m) = view.meters.iter().find(|m| m.name == r.meter) {
@@ -395,6 +409,10 @@ fn ha_link(
 fn endpoint_of(b: &config::BusConfig) -> String {
     if let Some(addr) = &b.tcp {
         format!("tcp {}", addr.get_ref())
+    } else if let Some(addr) = &b.rtu_over_tcp {
+        format!("rtu-over-tcp {} {}", addr.get_ref(), b.baud)
+    } else if let Some(url) = &b.mqtt {
+        format!("mqtt {}", url.get_ref())
     } else if let Some(port) = &b.serial {
         let parity = match b.parity {
             config::Parity::None => 'N',
@@ -440,6 +458,15 @@ fn status_of(v: &View) -> wire::Status {
         .lock()
         .map(|l| l.iter().map(|(k, r)| (k.clone(), r.ts)).collect())
         .unwrap_or_default();
+    let soc: BTreeMap<String, f64> = v
+        .latest
+        .lock()
+        .map(|l| {
+            l.iter()
+                .filter_map(|(k, r)| Some((k.clone(), r.values.soc_pct?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let now = v
         .time
         .wall_ms()
@@ -471,6 +498,7 @@ fn status_of(v: &View) -> wire::Status {
                     last_reading: latest.get(&m.name).copied(),
                     error_kind: h.and_then(|h| h.last_error_kind),
                     consecutive_failures: h.map(|h| h.consecutive_failures).unwrap_or(0),
+                    soc_pct: soc.get(&m.name).copied(),
                 }
             })
             .collect(),

@@ -172,6 +172,10 @@ pub fn spawn_all(
             }
             continue;
         }
+        if bus.mqtt.is_some() {
+            tasks.push(spawn_mqtt_bus(bus, &meters, &clock, &tx, &stop));
+            continue;
+        }
         let (known, unknown): (Vec<&MeterConfig>, Vec<&MeterConfig>) =
             meters.into_iter().partition(|m| {
                 profiles.get(m.model.get_ref()).is_some()
@@ -199,6 +203,23 @@ pub fn spawn_all(
         }));
     }
     tasks
+}
+
+/// Devices that publish their own readings on an MQTT broker (`site::mqtt_devices`).
+fn spawn_mqtt_bus(
+    bus: &BusConfig,
+    meters: &[&MeterConfig],
+    clock: &Arc<dyn Clock>,
+    tx: &mpsc::Sender<Polled>,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    super::mqtt_devices::spawn(
+        bus.clone(),
+        meters.iter().map(|m| (*m).clone()).collect(),
+        clock.clone(),
+        tx.clone(),
+        stop.clone(),
+    )
 }
 
 /// Discover SunSpec devices, start the drivers' scheduler for one Modbus bus, and forward its

@@ -91,6 +91,48 @@ pub fn totals(meters: &[MeterInfo], latest: &BTreeMap<String, Reading>) -> Total
     t
 }
 
+/// The building's battery as the page shows it, from the latest readings of its `storage`
+/// meters: state of charge (the mean of those that report one) and power (W, positive charging,
+/// negative discharging), and the oldest of their readings, so the page can tell a stale figure.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Battery {
+    pub soc_pct: Option<f64>,
+    pub power_w: Option<f64>,
+    pub ts: Option<DateTime<Utc>>,
+    pub meters: Vec<String>,
+}
+
+/// `None` when the building has no storage meter.
+pub fn battery(meters: &[MeterInfo], latest: &BTreeMap<String, Reading>) -> Option<Battery> {
+    let storage: Vec<&MeterInfo> = meters.iter().filter(|m| m.role == Role::Storage).collect();
+    if storage.is_empty() {
+        return None;
+    }
+    let mut b = Battery {
+        soc_pct: None,
+        power_w: None,
+        ts: None,
+        meters: storage.iter().map(|m| m.name.clone()).collect(),
+    };
+    let mut socs = Vec::new();
+    for m in storage {
+        let Some(r) = latest.get(&m.name) else {
+            continue;
+        };
+        if let Some(s) = r.values.soc_pct {
+            socs.push(s);
+        }
+        if let Some(p) = r.values.p_w.or(r.values.bat_p_w) {
+            *b.power_w.get_or_insert(0.0) += p;
+        }
+        b.ts = Some(b.ts.map_or(r.ts, |t| t.min(r.ts)));
+    }
+    if !socs.is_empty() {
+        b.soc_pct = Some(socs.iter().sum::<f64>() / socs.len() as f64);
+    }
+    Some(b)
+}
+
 #[derive(Serialize)]
 struct Now<'a> {
     site: &'a str,
@@ -98,6 +140,9 @@ struct Now<'a> {
     ts: Option<DateTime<Utc>>,
     clock_synced: bool,
     totals: Totals,
+    /// The battery, when the building has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    battery: Option<Battery>,
     meters: Vec<NowMeter<'a>>,
     /// This site's share of the month's shared energy, from the hub (`site/{site}/summary`).
     community_share: Option<crate::wire::SiteSummary>,
@@ -151,6 +196,7 @@ fn now_json(v: &View) -> String {
         ts,
         clock_synced: v.time.is_synced(),
         totals: totals(&v.meters, &latest),
+        battery: battery(&v.meters, &latest),
         meters: v
             .meters
             .iter()
@@ -512,6 +558,54 @@ mod tests {
         assert_eq!(t.grid_w, -1200.0, "injecting");
         assert_eq!(t.consumption_w, 500.0);
         assert_eq!(t.building_load_w, 1800.0);
+    }
+
+    #[test]
+    fn the_battery_shows_its_charge_and_power_only_where_there_is_one() {
+        let info = |name: &str, role| MeterInfo {
+            name: name.into(),
+            model: "x".into(),
+            role,
+            pod: None,
+            bus: "lan".into(),
+            unit: 1,
+            endpoint: "tcp 127.0.0.1:502".into(),
+            interval_s: 5.0,
+            counter_interval_s: 60.0,
+        };
+        let mut bat = r(0.0);
+        bat.values.p_w = None;
+        bat.values.bat_p_w = Some(-1500.0);
+        bat.values.soc_pct = Some(72.5);
+        let mut bat2 = r(400.0);
+        bat2.values.soc_pct = Some(40.5);
+        let latest: BTreeMap<String, Reading> = [
+            ("grid".to_string(), r(100.0)),
+            ("bat".to_string(), bat),
+            ("bat2".to_string(), bat2),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(battery(&[info("grid", Role::Grid)], &latest), None);
+        let b = battery(
+            &[
+                info("grid", Role::Grid),
+                info("bat", Role::Storage),
+                info("bat2", Role::Storage),
+            ],
+            &latest,
+        );
+        let b = b.unwrap_or_else(|| panic!("a storage meter is a battery"));
+        assert_eq!(b.soc_pct, Some(56.5));
+        assert_eq!(
+            b.power_w,
+            Some(-1100.0),
+            "1500 W out of one, 400 W into the other"
+        );
+        assert_eq!(b.meters, ["bat", "bat2"]);
+        // A storage meter not read yet: the battery is there, its figures are not.
+        let none = battery(&[info("new", Role::Storage)], &latest).unwrap_or_else(|| panic!());
+        assert_eq!((none.soc_pct, none.power_w, none.ts), (None, None, None));
     }
 
     #[test]
