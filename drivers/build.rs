@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    // Read at run time: the value baked in when the script was compiled may name another checkout.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("profiles");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files: Vec<_> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
