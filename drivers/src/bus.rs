@@ -124,6 +124,8 @@ pub struct MeterHealth {
     pub reads_failed: u64,
     /// Duration of the last poll, ms.
     pub last_latency_ms: Option<u64>,
+    /// Duration of the last poll, µs (a Modbus TCP poll on a LAN takes under a millisecond).
+    pub last_latency_us: Option<u64>,
     pub last_error: Option<String>,
     /// The category of `last_error`.
     pub last_error_kind: Option<ErrorKind>,
@@ -264,6 +266,8 @@ async fn run<L: Link>(
                         m.reads_ok += outcome.reads_ok;
                         m.reads_failed += outcome.link_failures;
                         m.last_latency_ms = Some(latency.as_millis() as u64);
+                        m.last_latency_us =
+                            Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
                         if let Some(e) = &outcome.last_error {
                             m.last_error = Some(e.clone());
                             m.last_error_kind = outcome.last_error_kind;

@@ -16,6 +16,10 @@ pub struct Args {
     /// The file: a site or central config, a meter profile, a demo scenario (told apart by their
     /// tables) or an hourly price file (`.csv`).
     pub file: PathBuf,
+    /// Print the diagnostics as one JSON object on stdout (`file`, `ok`, `diagnostics`: each
+    /// with `file`, `line`, `col`, `severity`, `message`); the exit code is the same.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Largest file `socer check` reads, bytes (a config of a thousand sites is far smaller).
@@ -163,6 +167,27 @@ pub fn render(path: &Path, found: &[Finding]) -> String {
         .collect()
 }
 
+/// The answer of `socer check --json`: the findings (errors) and warnings of `path`, in file
+/// order, as one JSON object.
+pub fn render_json(path: &Path, found: &[Finding], warnings: &[String]) -> String {
+    use diag::{Located, Severity};
+    let mut rows: Vec<&Finding> = found.iter().collect();
+    rows.sort_by_key(|f| (f.line, f.col));
+    let mut diagnostics: Vec<Located> = rows
+        .iter()
+        .map(|f| Located::new(path, f.line, f.col, Severity::Error, &f.message))
+        .collect();
+    diagnostics.extend(warnings.iter().map(|w| {
+        Located::parse_warning(w).unwrap_or_else(|| Located::new(path, 1, 1, Severity::Warning, w))
+    }));
+    serde_json::json!({
+        "file": path.display().to_string(),
+        "ok": found.is_empty(),
+        "diagnostics": diagnostics,
+    })
+    .to_string()
+}
+
 /// Read a file for checking: at most [`MAX_FILE_BYTES`].
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
@@ -191,21 +216,29 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             vec![],
         ),
     };
-    if found.is_empty() {
-        // A valid central config may still leave hours without a price: warnings, exit 0.
-        if let Ok(text) = std::str::from_utf8(&bytes) {
-            if detect_kind(text) == Some(FileKind::Central) {
-                for w in crate::central::config::warnings(&args.file, text) {
-                    eprintln!("{w}");
-                }
-            }
+    // A valid central config may still leave hours without a price: warnings, exit 0.
+    let warnings = match std::str::from_utf8(&bytes) {
+        Ok(text) if found.is_empty() && detect_kind(text) == Some(FileKind::Central) => {
+            crate::central::config::warnings(&args.file, text)
+        }
+        _ => vec![],
+    };
+    let code = if found.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    };
+    if args.json {
+        println!("{}", render_json(&args.file, &found, &warnings));
+    } else if found.is_empty() {
+        for w in &warnings {
+            eprintln!("{w}");
         }
         println!("{}: ok", args.file.display());
-        Ok(ExitCode::SUCCESS)
     } else {
         eprint!("{}", render(&args.file, &found));
-        Ok(ExitCode::from(2))
     }
+    Ok(code)
 }
 
 #[cfg(test)]
@@ -238,6 +271,34 @@ mod tests {
             out.starts_with("x.toml:1:1: not a file socer knows"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn the_json_answer_locates_each_finding_and_says_its_severity() {
+        let path = Path::new("s.toml");
+        let found = check_bytes(path, b"[site]\nid = \"a\"\nname = \n");
+        let v: serde_json::Value = serde_json::from_str(&render_json(
+            path,
+            &found,
+            &["p.csv:4:1: warning: gap".into()],
+        ))
+        .unwrap();
+        assert_eq!(v["file"], "s.toml");
+        assert_eq!(v["ok"], false);
+        let d = &v["diagnostics"][0];
+        assert_eq!((d["line"].as_u64(), d["col"].as_u64()), (Some(3), Some(8)));
+        assert_eq!(d["severity"], "error");
+        assert_eq!(d["file"], "s.toml");
+        assert!(d["message"].as_str().is_some_and(|m| !m.is_empty()));
+        let w = &v["diagnostics"][1];
+        assert_eq!(
+            (w["file"].as_str(), w["line"].as_u64()),
+            (Some("p.csv"), Some(4))
+        );
+        assert_eq!(w["severity"], "warning");
+        let ok: serde_json::Value = serde_json::from_str(&render_json(path, &[], &[])).unwrap();
+        assert_eq!(ok["ok"], true);
+        assert_eq!(ok["diagnostics"].as_array().map(Vec::len), Some(0));
     }
 
     #[test]

@@ -82,6 +82,55 @@ fn one_line(message: &str) -> String {
         .join(" ")
 }
 
+/// How serious a located diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The file is refused (`socer check` exits 2).
+    Error,
+    /// The file is taken, with a consequence worth knowing (exit 0).
+    Warning,
+}
+
+/// One diagnostic located in a file, as `socer check --json` prints it: `file`, 1-based `line`
+/// and `col` (in characters), `severity`, and a one-line `message`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Located {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub severity: Severity,
+    pub message: String,
+}
+
+impl Located {
+    pub fn new(file: &Path, line: usize, col: usize, severity: Severity, message: &str) -> Self {
+        Self {
+            file: file.display().to_string(),
+            line,
+            col,
+            severity,
+            message: one_line(message),
+        }
+    }
+
+    /// Parse a rendered `FILE:LINE:COL: warning: message` line (`None` if it is not one).
+    pub fn parse_warning(rendered: &str) -> Option<Self> {
+        let (at, message) = rendered.split_once(": warning: ")?;
+        let mut parts = at.rsplitn(3, ':');
+        let col = parts.next()?.parse().ok()?;
+        let line = parts.next()?.parse().ok()?;
+        let file = parts.next()?;
+        Some(Self::new(
+            Path::new(file),
+            line,
+            col,
+            Severity::Warning,
+            message,
+        ))
+    }
+}
+
 /// The file as UTF-8 text, or the diagnostic of its first invalid byte (at that byte's line and
 /// column, counted on the valid text before it).
 pub fn utf8_text(bytes: &[u8]) -> Result<&str, Diag> {
@@ -128,6 +177,18 @@ mod tests {
         let out = render(Path::new("s.toml"), t, &[Diag::from_toml(&e)]);
         assert!(out.starts_with("s.toml:3:"), "{out}");
         assert_eq!(out.lines().count(), 1, "{out}");
+    }
+
+    #[test]
+    fn a_rendered_warning_is_parsed_back_into_its_place() {
+        let w = Located::parse_warning("/etc/socer/p:x.csv:12:1: warning: no price\nfor 13:00")
+            .unwrap();
+        assert_eq!(
+            (w.file.as_str(), w.line, w.col, w.severity),
+            ("/etc/socer/p:x.csv", 12, 1, Severity::Warning)
+        );
+        assert_eq!(w.message, "no price for 13:00");
+        assert_eq!(Located::parse_warning("no place: warning: x"), None);
     }
 
     #[test]

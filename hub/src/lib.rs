@@ -13,6 +13,7 @@ pub mod diag;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod metrics;
 pub mod site;
 pub mod solar;
 pub mod tls;

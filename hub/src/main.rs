@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "socer",
     version,
+    propagate_version = true,
     about = "Software of a renewable energy community (CER)"
 )]
 struct Cli {
@@ -37,10 +38,22 @@ enum Command {
     Loadgen(socer::cli::loadgen::Args),
     /// Make the hub's signing key file (0600) and print the public key for the site configs.
     Keygen(socer::cli::keygen::Args),
+    /// Print a shell completion script: `socer completions bash > /etc/bash_completion.d/socer`.
+    Completions(socer::cli::completions::Args),
+    /// The manual pages (roff): socer.1 on stdout, or all of them into --out DIR.
+    Man(socer::cli::completions::ManArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the definition above; no runtime, no logging.
+    let command = match cli.command {
+        Command::Completions(a) => {
+            return exit(socer::cli::completions::run(Cli::command(), a));
+        }
+        Command::Man(a) => return exit(socer::cli::completions::run_man(Cli::command(), a)),
+        other => other,
+    };
     socer::cli::init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,7 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async move {
-        match cli.command {
+        match command {
             Command::Demo(a) => socer::demo::run(a).await,
             Command::Site(a) => socer::site::run(a).await,
             Command::Central(a) => socer::central::run(a).await,
@@ -64,8 +77,13 @@ fn main() -> ExitCode {
             Command::Profiles(a) => socer::cli::profiles::run(a).await,
             Command::Loadgen(a) => socer::cli::loadgen::run(a).await,
             Command::Keygen(a) => socer::cli::keygen::run(a).await,
+            Command::Completions(_) | Command::Man(_) => Ok(ExitCode::SUCCESS), // answered above
         }
     });
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

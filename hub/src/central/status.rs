@@ -4,13 +4,14 @@
 //! In memory only, shared by ingest, store and API; it never blocks on I/O.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::metrics::AtomicLatencies;
 use crate::wire::{MeterStatus, Status};
 
 /// Why an incoming message was refused (the label in `/metrics` and `/api/v1/sites`).
@@ -81,7 +82,7 @@ impl Reject {
 }
 
 /// Counters of the hub (monotonic, read by `/metrics`).
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Metrics {
     pub messages_received: AtomicU64,
     pub batches_accepted: AtomicU64,
@@ -101,10 +102,10 @@ pub struct Metrics {
     pub store_transactions: AtomicU64,
     pub store_errors: AtomicU64,
     pub acks_published: AtomicU64,
-    pub store_latency_us_sum: AtomicU64,
-    pub store_latency_us_max: AtomicU64,
-    pub ingest_latency_us_sum: AtomicU64,
-    pub ingest_latency_count: AtomicU64,
+    /// Time to write and commit a group of batches.
+    pub store_latency: AtomicLatencies,
+    /// Time from a batch's arrival at the hub to its commit.
+    pub ingest_latency: AtomicLatencies,
     pub periods_computed: AtomicU64,
     /// Monthly site summaries published (`site/{site}/summary`).
     pub summaries_published: AtomicU64,
@@ -135,17 +136,18 @@ impl Metrics {
             .collect()
     }
 
+    /// Run `f` on the (site, reason) → count map under its lock (a scrape copies nothing).
+    pub fn with_rejects<R>(&self, f: impl FnOnce(&BTreeMap<(String, Reject), u64>) -> R) -> R {
+        f(&self.rejects.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn observe_store_latency(&self, d: Duration) {
-        let us = d.as_micros() as u64;
-        self.store_latency_us_sum.fetch_add(us, Ordering::Relaxed);
-        self.store_latency_us_max.fetch_max(us, Ordering::Relaxed);
+        self.store_latency.observe(d);
     }
 
     /// Time from a batch's arrival at the hub to its commit.
     pub fn observe_ingest_latency(&self, d: Duration) {
-        self.ingest_latency_us_sum
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.ingest_latency_count.fetch_add(1, Ordering::Relaxed);
+        self.ingest_latency.observe(d);
     }
 }
 
@@ -169,6 +171,7 @@ pub struct SiteView {
 }
 
 /// The live status of every configured site.
+#[derive(Debug)]
 pub struct Sites {
     inner: Mutex<HashMap<String, SiteView>>,
 }
@@ -247,6 +250,14 @@ impl Sites {
             });
             v.name = name.into();
         }
+    }
+
+    /// Run `f` on every site, sorted by id, under the lock (a scrape copies no site).
+    pub fn with_all<R>(&self, f: impl FnOnce(&[&SiteView]) -> R) -> R {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<&SiteView> = g.values().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        f(&v)
     }
 
     pub fn all(&self) -> Vec<SiteView> {

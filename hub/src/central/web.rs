@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -68,6 +67,7 @@ pub fn routes(
     hub: Arc<Hub>,
     http: Arc<crate::http::server::Stats>,
 ) -> impl Filter<Extract = (Resp,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    let registry = Arc::new(metrics_registry(&hub, http));
     let h = move || {
         let hub = hub.clone();
         warp::any().map(move || hub.clone())
@@ -151,14 +151,13 @@ pub fn routes(
                 ),
             }
         });
-    let metrics = get
-        .and(warp::path!("metrics"))
-        .and(h())
-        .map(move |hub: Arc<Hub>| {
-            let mut r = metrics(&hub);
-            r.body_mut().push_str(&http.prometheus("central"));
-            r
-        });
+    let metrics = get.and(warp::path!("metrics")).map(move || {
+        text(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            crate::metrics::render(&registry),
+        )
+    });
     now.or(sites)
         .unify()
         .or(health)
@@ -489,168 +488,169 @@ fn energy(hub: &Hub, w: &query::Window) -> Resp {
     )
 }
 
-fn metrics(hub: &Hub) -> Resp {
-    let m = &hub.metrics;
-    let mut s = String::new();
-    let mut counter = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(
-            s,
-            "# HELP socer_{name} {help}\n# TYPE socer_{name} counter\nsocer_{name} {v}"
-        );
-    };
-    counter(
-        "messages_received_total",
-        "MQTT messages received by the ingest.",
-        m.messages_received.load(Ordering::Relaxed),
-    );
-    counter(
-        "batches_accepted_total",
-        "Authenticated readings batches.",
-        m.batches_accepted.load(Ordering::Relaxed),
-    );
-    counter(
-        "readings_received_total",
-        "Readings in authenticated batches.",
-        m.readings_received.load(Ordering::Relaxed),
-    );
-    counter(
-        "readings_stored_total",
-        "Readings newly stored.",
-        m.readings_stored.load(Ordering::Relaxed),
-    );
-    counter(
-        "dedup_hits_total",
-        "Readings already stored (same site and seq).",
-        m.dedup_hits.load(Ordering::Relaxed),
-    );
-    counter(
-        "readings_lost_by_sites_total",
-        "Readings sites dropped for lack of disk before the hub had them.",
-        m.readings_lost_by_sites.load(Ordering::Relaxed),
-    );
-    counter(
-        "readings_acked_not_held_total",
-        "Readings a site declared acknowledged before that this hub's database does not hold.",
-        m.readings_acked_not_held.load(Ordering::Relaxed),
-    );
-    counter(
-        "resend_hints_total",
-        "Acks that asked a site to re-send from a gap that did not fill.",
-        m.resend_hints.load(Ordering::Relaxed),
-    );
-    counter(
-        "batches_shed_total",
-        "Batches not stored because the store writer was a full queue behind (re-sent on request).",
-        m.batches_shed.load(Ordering::Relaxed),
-    );
-    counter(
-        "readings_shed_total",
-        "Readings in shed batches.",
-        m.readings_shed.load(Ordering::Relaxed),
-    );
-    counter(
-        "store_transactions_total",
-        "Store transactions committed.",
-        m.store_transactions.load(Ordering::Relaxed),
-    );
-    counter(
-        "store_errors_total",
-        "Store transactions that failed.",
-        m.store_errors.load(Ordering::Relaxed),
-    );
-    counter(
-        "acks_published_total",
-        "End-to-end acks published.",
-        m.acks_published.load(Ordering::Relaxed),
-    );
-    counter(
-        "periods_computed_total",
-        "Settlement periods (re)computed.",
-        m.periods_computed.load(Ordering::Relaxed),
-    );
-    counter(
-        "summaries_published_total",
-        "Monthly site summaries published to the sites.",
-        m.summaries_published.load(Ordering::Relaxed),
-    );
-    counter(
-        "retained_restored_total",
-        "Retained messages of the hub republished after another account changed or deleted them.",
-        m.retained_restored.load(Ordering::Relaxed),
-    );
-    let tx = m.store_transactions.load(Ordering::Relaxed);
-    let _ = writeln!(
-        s,
-        "# HELP socer_store_commit_seconds Time to write and commit a group of batches.\n\
-         # TYPE socer_store_commit_seconds summary\n\
-         socer_store_commit_seconds_sum {}\nsocer_store_commit_seconds_count {tx}\n\
-         # TYPE socer_store_commit_seconds_max gauge\nsocer_store_commit_seconds_max {}",
-        m.store_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
-        m.store_latency_us_max.load(Ordering::Relaxed) as f64 / 1e6,
-    );
-    let _ = writeln!(
-        s,
-        "# HELP socer_ingest_to_stored_seconds From a batch's arrival at the hub to its commit.\n\
-         # TYPE socer_ingest_to_stored_seconds summary\n\
-         socer_ingest_to_stored_seconds_sum {}\nsocer_ingest_to_stored_seconds_count {}",
-        m.ingest_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
-        m.ingest_latency_count.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(s, "# HELP socer_rejected_total Messages refused, by site and reason.\n# TYPE socer_rejected_total counter");
-    for ((site, why), n) in m.rejects() {
-        let _ = writeln!(
-            s,
-            "socer_rejected_total{{site=\"{}\",reason=\"{}\"}} {n}",
-            escape(&site),
-            why.label()
-        );
-    }
-    let _ = writeln!(s, "# HELP socer_site_last_seen_timestamp_seconds Last message from the site.\n# TYPE socer_site_last_seen_timestamp_seconds gauge");
-    let sites = hub.sites.all();
-    for v in &sites {
-        if let Some(t) = v.last_seen {
-            let _ = writeln!(
-                s,
-                "socer_site_last_seen_timestamp_seconds{{site=\"{}\"}} {}",
-                escape(&v.id),
-                t.timestamp()
-            );
-        }
-    }
-    let _ = writeln!(s, "# TYPE socer_site_online gauge");
-    for v in &sites {
-        let _ = writeln!(
-            s,
-            "socer_site_online{{site=\"{}\"}} {}",
-            escape(&v.id),
-            u8::from(v.state == "online")
-        );
-    }
-    let _ = writeln!(s, "# TYPE socer_site_backlog gauge");
-    for v in &sites {
-        let _ = writeln!(
-            s,
-            "socer_site_backlog{{site=\"{}\"}} {}",
-            escape(&v.id),
-            v.backlog
-        );
-    }
-    let _ = writeln!(s, "# TYPE socer_site_acked_seq gauge");
-    for v in &sites {
-        let _ = writeln!(
-            s,
-            "socer_site_acked_seq{{site=\"{}\"}} {}",
-            escape(&v.id),
-            v.acked_seq
-        );
-    }
-    text(StatusCode::OK, "text/plain; version=0.0.4", s)
+/// The hub's own `/metrics` families, read from its counters and site table at each scrape.
+#[derive(Debug)]
+pub struct HubMetrics {
+    pub metrics: Arc<super::status::Metrics>,
+    pub sites: Arc<super::status::Sites>,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl prometheus_client::collector::Collector for HubMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::metrics::{counter, family, gauge};
+        use prometheus_client::metrics::MetricType::{Counter, Gauge, Histogram};
+        let m = &self.metrics;
+        let none: [(&str, &str); 0] = [];
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 16] = [
+            ("socer_messages_received", "MQTT messages received by the ingest.", &m.messages_received),
+            ("socer_batches_accepted", "Authenticated readings batches.", &m.batches_accepted),
+            ("socer_readings_received", "Readings in authenticated batches.", &m.readings_received),
+            ("socer_readings_stored", "Readings newly stored.", &m.readings_stored),
+            ("socer_dedup_hits", "Readings already stored (same site and seq).", &m.dedup_hits),
+            (
+                "socer_readings_lost_by_sites",
+                "Readings sites dropped for lack of disk before the hub had them.",
+                &m.readings_lost_by_sites,
+            ),
+            (
+                "socer_readings_acked_not_held",
+                "Readings a site declared acknowledged before that this hub's database does not hold.",
+                &m.readings_acked_not_held,
+            ),
+            (
+                "socer_resend_hints",
+                "Acks that asked a site to re-send from a gap that did not fill.",
+                &m.resend_hints,
+            ),
+            (
+                "socer_batches_shed",
+                "Batches not stored because the store writer was a full queue behind (re-sent on request).",
+                &m.batches_shed,
+            ),
+            ("socer_readings_shed", "Readings in shed batches.", &m.readings_shed),
+            ("socer_store_transactions", "Store transactions committed.", &m.store_transactions),
+            ("socer_store_errors", "Store transactions that failed.", &m.store_errors),
+            ("socer_acks_published", "End-to-end acks published.", &m.acks_published),
+            ("socer_periods_computed", "Settlement periods (re)computed.", &m.periods_computed),
+            (
+                "socer_summaries_published",
+                "Monthly site summaries published to the sites.",
+                &m.summaries_published,
+            ),
+            (
+                "socer_retained_restored",
+                "Retained messages of the hub republished after another account changed or deleted them.",
+                &m.retained_restored,
+            ),
+        ];
+        for (name, help, c) in counters {
+            family(&mut enc, name, help, Counter, |e| {
+                counter(e, &none, c.load(Ordering::Relaxed))
+            })?;
+        }
+        family(
+            &mut enc,
+            "socer_store_commit_seconds",
+            "Time to write and commit a group of batches.",
+            Histogram,
+            |e| m.store_latency.snapshot().encode(e),
+        )?;
+        family(
+            &mut enc,
+            "socer_store_commit_seconds_max",
+            "Longest store commit since the hub started.",
+            Gauge,
+            |e| e.encode_gauge(&m.store_latency.max_s()),
+        )?;
+        family(
+            &mut enc,
+            "socer_ingest_to_stored_seconds",
+            "From a batch's arrival at the hub to its commit.",
+            Histogram,
+            |e| m.ingest_latency.snapshot().encode(e),
+        )?;
+        m.with_rejects(|rejects| {
+            family(
+                &mut enc,
+                "socer_rejected",
+                "Messages refused (and values quarantined), by site and reason.",
+                Counter,
+                |e| {
+                    for ((site, why), n) in rejects {
+                        counter(e, &[("site", site.as_str()), ("reason", why.label())], *n)?;
+                    }
+                    Ok(())
+                },
+            )
+        })?;
+        self.sites.with_all(|sites| {
+            family(
+                &mut enc,
+                "socer_site_last_seen_timestamp_seconds",
+                "Last message from the site (Unix time).",
+                Gauge,
+                |e| {
+                    for v in sites {
+                        if let Some(t) = v.last_seen {
+                            gauge(e, &[("site", v.id.as_str())], t.timestamp())?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            type Of = fn(&SiteView) -> i64;
+            let per_site: [(&str, &str, Of); 3] = [
+                (
+                    "socer_site_online",
+                    "1 while the site is online (its retained status).",
+                    |v| i64::from(v.state == "online"),
+                ),
+                (
+                    "socer_site_backlog",
+                    "Readings the site reports not yet acknowledged.",
+                    |v| i64::try_from(v.backlog).unwrap_or(i64::MAX),
+                ),
+                (
+                    "socer_site_acked_seq",
+                    "Highest contiguous seq of the site stored (its ack).",
+                    |v| i64::try_from(v.acked_seq).unwrap_or(i64::MAX),
+                ),
+            ];
+            for (name, help, of) in per_site {
+                family(&mut enc, name, help, Gauge, |e| {
+                    for v in sites {
+                        gauge(e, &[("site", v.id.as_str())], of(v))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok::<_, std::fmt::Error>(())
+        })?;
+        Ok(())
+    }
+}
+
+/// The hub's `/metrics` registry: build info, [`HubMetrics`] and the HTTP server's counters.
+pub fn metrics_registry(
+    hub: &Hub,
+    http: Arc<crate::http::server::Stats>,
+) -> prometheus_client::registry::Registry {
+    crate::metrics::registry(
+        "central",
+        vec![
+            Box::new(HubMetrics {
+                metrics: hub.metrics.clone(),
+                sites: hub.sites.clone(),
+            }),
+            Box::new(crate::http::server::StatsCollector {
+                server: "central",
+                stats: http,
+            }),
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -39,8 +39,9 @@ pub struct Args {
     /// Measuring window, seconds.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
-    /// Working directory for the generated config and database (default: a new temp dir).
-    #[arg(long)]
+    /// Keep the generated config and database in DIR (default: a new temp dir), like `socer demo
+    /// --data`. (`--dir` is the old spelling, still taken.)
+    #[arg(long = "data", alias = "dir", value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// A site sends again from its last ack when no ack came for this long, seconds (as a real
     /// site does).

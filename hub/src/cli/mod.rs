@@ -1,6 +1,7 @@
 //! One-shot technician commands (`profiles`, `scan`, `read`, `simulate`, `keygen`), the `loadgen` benchmark
-//! tool, and shared CLI plumbing.
+//! tool, the completion scripts and manual pages (`completions`), and shared CLI plumbing.
 
+pub mod completions;
 pub mod keygen;
 pub mod loadgen;
 pub mod profiles;

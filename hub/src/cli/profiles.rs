@@ -14,7 +14,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Also load the `*.toml` profiles of this folder (a same-id file overrides a built-in one).
-    #[arg(long, value_name = "DIR")]
+    /// (`--dir` is the old spelling, still taken.)
+    #[arg(long = "profiles", alias = "dir", value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Print the register map of one profile.
     #[arg(long, value_name = "ID")]

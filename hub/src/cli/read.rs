@@ -138,8 +138,8 @@ pub struct Args {
     /// Print JSON with the canonical field names.
     #[arg(long)]
     pub json: bool,
-    /// A folder of extra profiles (TOML).
-    #[arg(long)]
+    /// A folder of extra profiles (TOML). (`--dir` is the old spelling, still taken.)
+    #[arg(long = "profiles", alias = "dir", value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Per-request timeout.
     #[arg(long, default_value_t = 1000)]

@@ -24,8 +24,9 @@ pub struct Args {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// A folder of extra profiles (TOML) whose `identify` registers are tried too.
-    #[arg(long)]
+    /// A folder of extra profiles (TOML) whose `identify` registers are tried too. (`--dir` is the
+    /// old spelling, still taken.)
+    #[arg(long = "profiles", alias = "dir", value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
 

@@ -75,7 +75,7 @@ pub struct Args {
     #[arg(long = "fault", value_name = "[UNIT:]KIND[=VALUE]")]
     pub faults: Vec<FaultSpec>,
     /// A folder of extra profile files (added to, or overriding, the built-in ones).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub profiles: Option<PathBuf>,
 }
 

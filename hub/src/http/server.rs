@@ -75,31 +75,54 @@ pub struct Stats {
     pub open: AtomicUsize,
 }
 
-impl Stats {
-    /// The counters in Prometheus text, labelled with the daemon's `server` name.
-    pub fn prometheus(&self, server: &str) -> String {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "# HELP socer_http_connections_accepted_total HTTP connections accepted.\n\
-             # TYPE socer_http_connections_accepted_total counter\n\
-             socer_http_connections_accepted_total{{server=\"{server}\"}} {}\n\
-             # HELP socer_http_connections_evicted_total Connections closed to make room under the cap.\n\
-             # TYPE socer_http_connections_evicted_total counter\n\
-             socer_http_connections_evicted_total{{server=\"{server}\"}} {}\n\
-             # HELP socer_http_connections_refused_total Connections refused: the cap was full of requests in flight.\n\
-             # TYPE socer_http_connections_refused_total counter\n\
-             socer_http_connections_refused_total{{server=\"{server}\"}} {}\n\
-             # HELP socer_http_handler_panics_total Handler panics answered with 500.\n\
-             # TYPE socer_http_handler_panics_total counter\n\
-             socer_http_handler_panics_total{{server=\"{server}\"}} {}\n\
-             # HELP socer_http_connections_open HTTP connections open now.\n\
-             # TYPE socer_http_connections_open gauge\n\
-             socer_http_connections_open{{server=\"{server}\"}} {}\n",
-            get(&self.accepted),
-            get(&self.evicted),
-            get(&self.refused),
-            get(&self.panics),
-            self.open.load(Ordering::Relaxed),
+/// The counters of one server for `/metrics`, labelled with the daemon's `server` name.
+#[derive(Debug)]
+pub struct StatsCollector {
+    pub server: &'static str,
+    pub stats: Arc<Stats>,
+}
+
+impl prometheus_client::collector::Collector for StatsCollector {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::metrics::{counter, family, gauge};
+        use prometheus_client::metrics::MetricType::{Counter, Gauge};
+        let labels = [("server", self.server)];
+        let s = &self.stats;
+        for (name, help, c) in [
+            (
+                "socer_http_connections_accepted",
+                "HTTP connections accepted.",
+                &s.accepted,
+            ),
+            (
+                "socer_http_connections_evicted",
+                "Connections closed to make room under the cap.",
+                &s.evicted,
+            ),
+            (
+                "socer_http_connections_refused",
+                "Connections refused: the cap was full of requests in flight.",
+                &s.refused,
+            ),
+            (
+                "socer_http_handler_panics",
+                "Handler panics answered with 500.",
+                &s.panics,
+            ),
+        ] {
+            family(&mut enc, name, help, Counter, |m| {
+                counter(m, &labels, c.load(Ordering::Relaxed))
+            })?;
+        }
+        family(
+            &mut enc,
+            "socer_http_connections_open",
+            "HTTP connections open now.",
+            Gauge,
+            |m| gauge(m, &labels, s.open.load(Ordering::Relaxed) as u64),
         )
     }
 }

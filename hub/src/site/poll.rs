@@ -35,6 +35,9 @@ pub struct MeterHealth {
     pub reads_partial: u64,
     pub latency_ms_last: f64,
     pub latency_ms_sum: f64,
+    /// The distribution of poll durations, for `/metrics` (not in the health JSON).
+    #[serde(skip)]
+    pub latency: crate::metrics::Latencies,
     pub last_ok: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     /// The category of `last_error` (timeout, CRC, exception and its code, refused…).
@@ -97,6 +100,7 @@ pub fn record(health: &HealthMap, r: &Reading, latency: Duration, kind: Option<E
     let ms = latency.as_secs_f64() * 1000.0;
     m.latency_ms_last = ms;
     m.latency_ms_sum += ms;
+    m.latency.observe(latency);
     match r.quality {
         Quality::Good => {
             m.reads_ok += 1;
@@ -249,8 +253,8 @@ async fn run_modbus_bus(
                     .find(|h| h.meter == r.meter)
                     .map(|h| {
                         (
-                            h.last_latency_ms
-                                .map(Duration::from_millis)
+                            h.last_latency_us
+                                .map(Duration::from_micros)
                                 .unwrap_or_default(),
                             h.last_error_kind,
                         )

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -267,95 +266,209 @@ fn health_json(v: &View) -> String {
     serde_json::to_string(&h).unwrap_or_default()
 }
 
-/// Prometheus text exposition.
-pub fn metrics_text(v: &View) -> String {
-    let mut o = String::new();
-    let site = &v.site;
-    let health = v.health.lock().map(|h| h.clone()).unwrap_or_default();
-    let _ = writeln!(o, "# TYPE socer_meter_reads_total counter");
-    for (m, h) in &health {
-        let _ = writeln!(
-            o,
-            "socer_meter_reads_total{{site=\"{site}\",meter=\"{m}\",result=\"ok\"}} {}",
-            h.reads_ok
-        );
-        let _ = writeln!(
-            o,
-            "socer_meter_reads_total{{site=\"{site}\",meter=\"{m}\",result=\"partial\"}} {}",
-            h.reads_partial
-        );
-        let _ = writeln!(
-            o,
-            "socer_meter_reads_total{{site=\"{site}\",meter=\"{m}\",result=\"failed\"}} {}",
-            h.reads_failed
-        );
+/// The site's own `/metrics` families, read from the agent's state at each scrape.
+pub struct SiteMetrics(pub Arc<View>);
+
+impl std::fmt::Debug for SiteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SiteMetrics").field(&self.0.site).finish()
     }
-    let _ = writeln!(o, "# TYPE socer_meter_read_latency_ms gauge");
-    for (m, h) in &health {
-        let _ = writeln!(
-            o,
-            "socer_meter_read_latency_ms{{site=\"{site}\",meter=\"{m}\"}} {}",
-            h.latency_ms_last
-        );
+}
+
+impl prometheus_client::collector::Collector for SiteMetrics {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use crate::metrics::{counter, family, gauge};
+        use prometheus_client::metrics::MetricType::{Counter, Gauge, Histogram};
+        let v = &self.0;
+        let site = v.site.as_str();
+        {
+            // Encoded under the health lock (no copy of the map): a few µs per meter.
+            let health = v.health.lock().unwrap_or_else(|e| e.into_inner());
+            family(
+                &mut enc,
+                "socer_meter_reads",
+                "Polls of a meter by outcome: ok, partial (some quantities missing), failed.",
+                Counter,
+                |m| {
+                    for (meter, h) in health.iter() {
+                        for (result, n) in [
+                            ("ok", h.reads_ok),
+                            ("partial", h.reads_partial),
+                            ("failed", h.reads_failed),
+                        ] {
+                            let l = [
+                                ("site", site),
+                                ("meter", meter.as_str()),
+                                ("result", result),
+                            ];
+                            counter(m, &l, n)?;
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+            family(
+                &mut enc,
+                "socer_meter_read_last_latency_seconds",
+                "Duration of the meter's last poll.",
+                Gauge,
+                |m| {
+                    for (meter, h) in health.iter() {
+                        let l = [("site", site), ("meter", meter.as_str())];
+                        gauge(m, &l, h.latency_ms_last / 1000.0)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            family(
+                &mut enc,
+                "socer_meter_read_latency_seconds",
+                "Duration of a meter's polls.",
+                Histogram,
+                |m| {
+                    for (meter, h) in health.iter() {
+                        let l = [("site", site), ("meter", meter.as_str())];
+                        h.latency.encode(&mut m.encode_family(&l)?)?;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        let s = v.outbox.stats();
+        let (connected, sent, acks_rejected) = v
+            .uplink
+            .lock()
+            .map(|u| (u.connected, u.readings_sent, u.acks_rejected))
+            .unwrap_or_default();
+        let (summaries_refused, broadcasts_refused) = v
+            .signal
+            .lock()
+            .map(|g| (g.summaries_refused, g.broadcasts_refused))
+            .unwrap_or_default();
+        let oldest_age = s
+            .oldest_unacked
+            .zip(v.time.wall_ms())
+            .map(|(t, now)| ((now - t.timestamp_millis()).max(0) as f64) / 1000.0)
+            .unwrap_or(0.0);
+        let l = [("site", site)];
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let seconds: [(&str, &str, f64); 2] = [
+            (
+                "socer_outbox_oldest_unacked_age_seconds",
+                "Age of the oldest reading not yet acknowledged (0 when none).",
+                oldest_age,
+            ),
+            (
+                "socer_uptime_seconds",
+                "Time since the agent started.",
+                v.started.elapsed().as_secs_f64(),
+            ),
+        ];
+        for (name, help, value) in seconds {
+            family(&mut enc, name, help, Gauge, |m| gauge(m, &l, value))?;
+        }
+        let gauges: [(&str, &str, i64); 9] = [
+            (
+                "socer_outbox_backlog",
+                "Readings in the outbox not yet acknowledged by the hub.",
+                int(s.backlog),
+            ),
+            (
+                "socer_outbox_untimed",
+                "Readings held back until the clock is synchronised.",
+                int(s.untimed),
+            ),
+            (
+                "socer_outbox_disk_bytes",
+                "Size of the outbox database on disk.",
+                int(s.disk_bytes),
+            ),
+            (
+                "socer_outbox_budget_bytes",
+                "Disk budget of the outbox: over it the oldest unacknowledged readings are dropped.",
+                int(s.budget_bytes),
+            ),
+            (
+                "socer_outbox_last_seq",
+                "Sequence number of the newest reading kept.",
+                int(s.last_seq),
+            ),
+            (
+                "socer_outbox_acked_seq",
+                "Highest sequence number the hub acknowledged.",
+                int(s.acked),
+            ),
+            (
+                "socer_outbox_write_error",
+                "1 while the last write to the outbox failed (disk full or failing).",
+                i64::from(s.last_error.is_some()),
+            ),
+            (
+                "socer_uplink_connected",
+                "1 while connected to the broker.",
+                i64::from(connected),
+            ),
+            (
+                "socer_clock_synced",
+                "1 while the wall clock is synchronised.",
+                i64::from(v.time.is_synced()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(&mut enc, name, help, Gauge, |m| gauge(m, &l, value))?;
+        }
+        let counters: [(&str, &str, u64); 5] = [
+            (
+                "socer_outbox_dropped",
+                "Readings dropped unacknowledged because the outbox was over its disk budget.",
+                s.dropped,
+            ),
+            (
+                "socer_uplink_readings_sent",
+                "Readings published to the broker (re-sends included).",
+                sent,
+            ),
+            (
+                "socer_uplink_acks_rejected",
+                "Acks from the hub refused (bad signature, wrong site, replay).",
+                acks_rejected,
+            ),
+            (
+                "socer_summaries_refused",
+                "Monthly summaries from the hub refused (bad signature or stale).",
+                summaries_refused,
+            ),
+            (
+                "socer_broadcasts_refused",
+                "Community signal and alert messages refused (bad signature or stale).",
+                broadcasts_refused,
+            ),
+        ];
+        for (name, help, n) in counters {
+            family(&mut enc, name, help, Counter, |m| counter(m, &l, n))?;
+        }
+        Ok(())
     }
-    let _ = writeln!(o, "# TYPE socer_meter_read_latency_ms_sum counter");
-    for (m, h) in &health {
-        let _ = writeln!(
-            o,
-            "socer_meter_read_latency_ms_sum{{site=\"{site}\",meter=\"{m}\"}} {}",
-            h.latency_ms_sum
-        );
-    }
-    let s = v.outbox.stats();
-    let u = v.uplink.lock().map(|u| u.clone()).unwrap_or_default();
-    let oldest_age = s
-        .oldest_unacked
-        .zip(v.time.wall_ms())
-        .map(|(t, now)| ((now - t.timestamp_millis()).max(0) as f64) / 1000.0)
-        .unwrap_or(0.0);
-    let gauges: [(&str, &str, f64); 12] = [
-        ("socer_outbox_backlog", "gauge", s.backlog as f64),
-        ("socer_outbox_untimed", "gauge", s.untimed as f64),
-        (
-            "socer_outbox_oldest_unacked_age_seconds",
-            "gauge",
-            oldest_age,
-        ),
-        ("socer_outbox_disk_bytes", "gauge", s.disk_bytes as f64),
-        ("socer_outbox_budget_bytes", "gauge", s.budget_bytes as f64),
-        ("socer_outbox_dropped_total", "counter", s.dropped as f64),
-        ("socer_outbox_last_seq", "gauge", s.last_seq as f64),
-        ("socer_outbox_acked_seq", "gauge", s.acked as f64),
-        (
-            "socer_outbox_write_error",
-            "gauge",
-            if s.last_error.is_some() { 1.0 } else { 0.0 },
-        ),
-        (
-            "socer_uplink_connected",
-            "gauge",
-            if u.connected { 1.0 } else { 0.0 },
-        ),
-        (
-            "socer_uplink_readings_sent_total",
-            "counter",
-            u.readings_sent as f64,
-        ),
-        (
-            "socer_clock_synced",
-            "gauge",
-            if v.time.is_synced() { 1.0 } else { 0.0 },
-        ),
-    ];
-    for (name, kind, value) in gauges {
-        let _ = writeln!(o, "# TYPE {name} {kind}\n{name}{{site=\"{site}\"}} {value}");
-    }
-    let _ = writeln!(o, "# TYPE socer_uplink_acks_rejected_total counter\nsocer_uplink_acks_rejected_total{{site=\"{site}\"}} {}", u.acks_rejected);
-    let refused = v.signal.lock().map(|s| s.summaries_refused).unwrap_or(0);
-    let _ = writeln!(o, "# TYPE socer_summaries_refused_total counter\nsocer_summaries_refused_total{{site=\"{site}\"}} {refused}");
-    let refused = v.signal.lock().map(|s| s.broadcasts_refused).unwrap_or(0);
-    let _ = writeln!(o, "# TYPE socer_broadcasts_refused_total counter\nsocer_broadcasts_refused_total{{site=\"{site}\"}} {refused}");
-    o
+}
+
+/// The site's `/metrics` registry: build info, [`SiteMetrics`] and the HTTP server's counters.
+pub fn metrics_registry(
+    view: Arc<View>,
+    http: Arc<crate::http::server::Stats>,
+) -> prometheus_client::registry::Registry {
+    crate::metrics::registry(
+        "site",
+        vec![
+            Box::new(SiteMetrics(view)),
+            Box::new(crate::http::server::StatsCollector {
+                server: "site",
+                stats: http,
+            }),
+        ],
+    )
 }
 
 /// What `/api/v1/history` answers: by default the last 24 h in 15-minute steps; steps of whole
@@ -403,17 +516,14 @@ pub async fn serve(
         .and(with_view.clone())
         .map(move |v: Arc<View>| json(health_json(&v)));
     let stats = Arc::new(crate::http::server::Stats::default());
-    let http = stats.clone();
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
-        .and(with_view.clone())
-        .map(move |v: Arc<View>| {
-            warp::reply::with_header(
-                metrics_text(&v) + &http.prometheus("site"),
-                "content-type",
-                "text/plain; version=0.0.4",
-            )
-        });
+    let registry = Arc::new(metrics_registry(view.clone(), stats.clone()));
+    let metrics = warp::path!("metrics").and(warp::get()).map(move || {
+        warp::reply::with_header(
+            crate::metrics::render(&registry),
+            "content-type",
+            crate::metrics::CONTENT_TYPE,
+        )
+    });
     let history = warp::path!("api" / "v1" / "history")
         .and(warp::get())
         .and(crate::http::raw_query())
