@@ -83,11 +83,12 @@ async fn main() {
 
     let outbox = Outbox::start(store, Arc::new(|| None));
     let cfg = UplinkConfig {
-        broker: BrokerUrl {
+        brokers: vec![BrokerUrl {
             tls: false,
             host: "127.0.0.1".into(),
             port,
-        },
+        }],
+        instance: "a1b2c3d4e5f6".into(),
         username: None,
         password: None,
         ca_pem: None,

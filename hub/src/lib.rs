@@ -13,6 +13,8 @@ pub mod diag;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod instance;
+pub mod mqttlink;
 pub mod site;
 pub mod solar;
 pub mod tls;

@@ -61,7 +61,11 @@ pub enum BrokerConfig {
     },
     /// Mosquitto, EMQX or another broker reached by URL.
     External {
+        /// The first of `urls`.
         url: String,
+        /// Every broker (the nodes of a cluster), in order: the hub moves to the next when one
+        /// fails (`[broker] url = "…"` or `urls = ["…", …]`).
+        urls: Vec<String>,
         username: String,
         password: String,
         /// PEM of the CA that signed the broker's certificate (`mqtts://` only); `None` trusts
@@ -394,6 +398,8 @@ struct RawBroker {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     url: Option<S<String>>,
+    #[serde(default)]
+    urls: Option<S<Vec<S<String>>>>,
     #[serde(default)]
     username: Option<String>,
     #[serde(default)]
@@ -1157,13 +1163,19 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
             max_payload_bytes: crate::wire::MAX_ENVELOPE_BYTES,
         };
     };
-    if let Some(url) = &b.url {
-        if !(url.get_ref().starts_with("mqtt://") || url.get_ref().starts_with("mqtts://")) {
-            d.push(Diag::new(
-                sp(url),
-                "url must start with mqtt:// or mqtts://",
-            ));
-        }
+    let url_span = b
+        .url
+        .as_ref()
+        .and_then(sp)
+        .or_else(|| b.urls.as_ref().and_then(sp));
+    if b.url.is_some() || b.urls.is_some() {
+        crate::site::config::check_url_list("broker", b.url.as_ref(), b.urls.as_ref(), false, d);
+        let texts: Vec<String> = b
+            .url
+            .iter()
+            .chain(b.urls.iter().flat_map(|u| u.get_ref().iter()))
+            .map(|u| u.get_ref().clone())
+            .collect();
         if let Some(l) = &b.listen {
             d.push(Diag::new(
                 sp(l),
@@ -1178,12 +1190,13 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
         }
         if b.tls_cert.is_some() || b.tls_key.is_some() {
             d.push(Diag::new(
-                sp(url),
+                url_span,
                 "tls_cert and tls_key are for the embedded broker; to trust an external broker's certificate give ca_file",
             ));
         }
         return BrokerConfig::External {
-            url: url.get_ref().clone(),
+            url: texts.first().cloned().unwrap_or_default(),
+            urls: texts,
             username: b.username.clone().unwrap_or_else(|| "central".into()),
             password: b.password.clone().unwrap_or_default(),
             ca_file: b.ca_file.as_ref().map(|f| base.join(f)),

@@ -255,7 +255,13 @@ fn sites(hub: &Hub) -> Resp {
 fn health(hub: &Hub) -> Resp {
     let broker = hub.broker_connected.load(Ordering::Relaxed);
     let store_ok = hub.reader().contiguous().is_ok();
-    let status = if broker && store_ok {
+    let refused = hub
+        .metrics
+        .refused_filters
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    let status = if broker && store_ok && refused.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -265,6 +271,7 @@ fn health(hub: &Hub) -> Resp {
         &serde_json::json!({
             "status": if status == StatusCode::OK { "ok" } else { "degraded" },
             "broker_connected": broker,
+            "subscriptions_refused": refused,
             "store_ok": store_ok,
             "uptime_s": hub.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
@@ -572,6 +579,16 @@ fn metrics(hub: &Hub) -> Resp {
         "summaries_published_total",
         "Monthly site summaries published to the sites.",
         m.summaries_published.load(Ordering::Relaxed),
+    );
+    counter(
+        "subscriptions_refused_total",
+        "Subscriptions the broker refused (SUBACK failure).",
+        m.subscriptions_refused.load(Ordering::Relaxed),
+    );
+    counter(
+        "broker_connection_failures_total",
+        "Broker connections lost or failed (each moves to the next broker of the list).",
+        m.broker_failures.load(Ordering::Relaxed),
     );
     counter(
         "retained_restored_total",

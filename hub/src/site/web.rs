@@ -202,7 +202,11 @@ fn health_json(v: &View) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    let status = if outbox.last_error.is_some() || outbox.dropped > 0 {
+    // A refused subscription (the ack's, say) stops acks: nothing would ever be released.
+    let status = if outbox.last_error.is_some()
+        || outbox.dropped > 0
+        || !uplink.refused_filters.is_empty()
+    {
         "error"
     } else if !uplink.connected || !v.time.is_synced() || meters.values().any(|m| m.state != "ok") {
         "degraded"
@@ -305,6 +309,8 @@ pub fn metrics_text(v: &View) -> String {
         let _ = writeln!(o, "# TYPE {name} {kind}\n{name}{{site=\"{site}\"}} {value}");
     }
     let _ = writeln!(o, "# TYPE socer_uplink_acks_rejected_total counter\nsocer_uplink_acks_rejected_total{{site=\"{site}\"}} {}", u.acks_rejected);
+    let _ = writeln!(o, "# HELP socer_uplink_subscriptions_refused_total Subscriptions the broker refused (SUBACK failure).\n# TYPE socer_uplink_subscriptions_refused_total counter\nsocer_uplink_subscriptions_refused_total{{site=\"{site}\"}} {}", u.subscriptions_refused);
+    let _ = writeln!(o, "# HELP socer_uplink_subscriptions_refused Filters the broker refuses on the current connection.\n# TYPE socer_uplink_subscriptions_refused gauge\nsocer_uplink_subscriptions_refused{{site=\"{site}\"}} {}", u.refused_filters.len());
     let refused = v.signal.lock().map(|s| s.summaries_refused).unwrap_or(0);
     let _ = writeln!(o, "# TYPE socer_summaries_refused_total counter\nsocer_summaries_refused_total{{site=\"{site}\"}} {refused}");
     let refused = v.signal.lock().map(|s| s.broadcasts_refused).unwrap_or(0);
