@@ -101,6 +101,7 @@ async fn main() {
         status_every: Duration::from_secs(30),
         epoch_file: None,
         inbox: None,
+        subscribe_qos: rumqttc::QoS::AtLeastOnce,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();

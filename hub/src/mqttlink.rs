@@ -19,6 +19,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_millis(2000);
 /// much, not a back-off).
 pub const NEXT_BROKER_WAIT: Duration = Duration::from_millis(100);
 
+/// How often refused subscriptions are tried again.
+pub const SUBSCRIBE_RETRY: Duration = Duration::from_secs(5);
+
 /// Where the next connection goes and how long to wait before it.
 #[derive(Debug)]
 pub struct Failover {
@@ -144,11 +147,20 @@ impl SubTracker {
             })
             .collect();
         for r in &out {
-            if !r.granted && !self.refused.contains(&r.filter) {
+            if r.granted {
+                self.refused.retain(|f| *f != r.filter);
+            } else if !self.refused.contains(&r.filter) {
                 self.refused.push(r.filter.clone());
             }
         }
         out
+    }
+
+    /// The refused filters to subscribe to again, if none is waiting for an answer: a broker
+    /// may refuse for a while and then accept (NATS refuses a QoS 1 subscription while the
+    /// JetStream stream behind it has no leader, after a node died).
+    pub fn retry(&self) -> Option<Vec<String>> {
+        (!self.refused.is_empty() && self.settled()).then(|| self.refused.clone())
     }
 
     /// Filters the broker refused on this connection.
@@ -241,6 +253,20 @@ mod tests {
         assert_eq!(t.refused().len(), 2);
         // An answer to nothing we sent is ignored.
         assert!(t.answered(99, &[SubscribeReasonCode::Failure]).is_empty());
+        // Tried again: the one granted now leaves the list.
+        let again = t.retry().unwrap();
+        assert_eq!(again, ["a/status".to_string(), "signal".to_string()]);
+        t.queued(again);
+        assert_eq!(t.retry(), None, "nothing again while an answer is awaited");
+        t.sent(9);
+        t.answered(
+            9,
+            &[
+                SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                SubscribeReasonCode::Failure,
+            ],
+        );
+        assert_eq!(t.refused(), ["signal".to_string()]);
         t.reset();
         assert!(t.refused().is_empty());
     }

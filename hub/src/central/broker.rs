@@ -150,6 +150,7 @@ pub fn start(cfg: &CentralConfig) -> Result<Endpoint, BrokerError> {
             username,
             password,
             ca_file,
+            ..
         } => {
             let mut ep = Endpoint::from_url(url, username, password)
                 .ok_or_else(|| BrokerError::BadUrl(url.clone()))?;

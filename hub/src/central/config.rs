@@ -71,6 +71,9 @@ pub enum BrokerConfig {
         /// PEM of the CA that signed the broker's certificate (`mqtts://` only); `None` trusts
         /// the system's root certificates.
         ca_file: Option<PathBuf>,
+        /// QoS of the hub's subscriptions: 1, or 0 on a NATS cluster (see the site's
+        /// `[mqtt] subscribe_qos`).
+        subscribe_qos: u8,
     },
 }
 
@@ -400,6 +403,8 @@ struct RawBroker {
     url: Option<S<String>>,
     #[serde(default)]
     urls: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    subscribe_qos: Option<S<u8>>,
     #[serde(default)]
     username: Option<String>,
     #[serde(default)]
@@ -1194,13 +1199,28 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
                 "tls_cert and tls_key are for the embedded broker; to trust an external broker's certificate give ca_file",
             ));
         }
+        let subscribe_qos = match &b.subscribe_qos {
+            None => 1,
+            Some(q) if *q.get_ref() <= 1 => *q.get_ref(),
+            Some(q) => {
+                d.push(Diag::new(sp(q), "subscribe_qos must be 0 or 1"));
+                1
+            }
+        };
         return BrokerConfig::External {
             url: texts.first().cloned().unwrap_or_default(),
             urls: texts,
+            subscribe_qos,
             username: b.username.clone().unwrap_or_else(|| "central".into()),
             password: b.password.clone().unwrap_or_default(),
             ca_file: b.ca_file.as_ref().map(|f| base.join(f)),
         };
+    }
+    if let Some(q) = &b.subscribe_qos {
+        d.push(Diag::new(
+            sp(q),
+            "subscribe_qos is for an external broker (url or urls)",
+        ));
     }
     let listen = match &b.listen {
         None => default_listen,

@@ -327,9 +327,10 @@ impl Ingest {
 /// ones are QoS 0: on NATS each QoS 1 subscription is a JetStream consumer holding up to
 /// `max_ack_pending` of a session's 65,535, which a thousand sites' worth would exceed; a status
 /// comes again within its interval and the acks and summaries are watched only for tampering.
-pub fn subscriptions(topics: &Topics, sites: &[String]) -> Vec<(QoS, Vec<String>)> {
+/// `qos` is the wildcards' (`[broker] subscribe_qos`).
+pub fn subscriptions(topics: &Topics, sites: &[String], qos: QoS) -> Vec<(QoS, Vec<String>)> {
     let mut groups = vec![(
-        QoS::AtLeastOnce,
+        qos,
         vec![
             topics.all_readings(),
             // Also by wildcard: a site added while the hub runs is heard before it is subscribed to.
@@ -357,6 +358,7 @@ pub async fn run_client(
     client: AsyncClient,
     mut events: EventLoop,
     nodes: Vec<MqttOptions>,
+    qos: QoS,
     ingest: Arc<Ingest>,
     connected: impl Fn(bool) + Send + 'static,
 ) {
@@ -366,8 +368,30 @@ pub async fn run_client(
     let mut failover = crate::mqttlink::Failover::new(nodes);
     let mut subs = crate::mqttlink::SubTracker::default();
     let mut up = false;
+    let qos_of: HashMap<String, QoS> = subscriptions(&topics, &sites, qos)
+        .into_iter()
+        .flat_map(|(q, g)| g.into_iter().map(move |t| (t, q)))
+        .collect();
+    let mut retry = tokio::time::interval(crate::mqttlink::SUBSCRIBE_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match events.poll().await {
+        let polled = tokio::select! {
+            ev = events.poll() => ev,
+            _ = retry.tick() => {
+                if let Some(again) = subs.retry().filter(|_| up) {
+                    tracing::info!(filters = ?again, "subscribing again to what the broker refused");
+                    let many = again.iter().map(|t| {
+                        let qos = qos_of.get(t).copied().unwrap_or(QoS::AtLeastOnce);
+                        rumqttc::SubscribeFilter::new(t.clone(), qos)
+                    });
+                    if client.try_subscribe_many(many).is_ok() {
+                        subs.queued(again);
+                    }
+                }
+                continue;
+            }
+        };
+        match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failover.connected();
                 up = true;
@@ -375,7 +399,7 @@ pub async fn run_client(
                 subs.reset();
                 set_refused(&ingest.metrics, &[]);
                 tracing::info!(broker = %failover.address(), "hub connected to the broker");
-                for (qos, group) in subscriptions(&topics, &sites) {
+                for (qos, group) in subscriptions(&topics, &sites, qos) {
                     let filters = group
                         .iter()
                         .map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos));

@@ -249,10 +249,16 @@ pub async fn start(
         .cloned()
         .context("no broker to connect to")?;
     let (client, events) = AsyncClient::new(first, 4096);
+    let sub_qos = match hub.cfg.broker {
+        config::BrokerConfig::External {
+            subscribe_qos: 0, ..
+        } => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    };
     {
         let (client, ingest, hub) = (client.clone(), ingest.clone(), hub.clone());
         tokio::spawn(async move {
-            ingest::run_client(client, events, hub_nodes, ingest, move |up| {
+            ingest::run_client(client, events, hub_nodes, sub_qos, ingest, move |up| {
                 hub.broker_connected.store(up, Ordering::Relaxed)
             })
             .await

@@ -178,8 +178,9 @@ fn hub_account(cfg: &CentralConfig) -> (String, String) {
     }
 }
 
-/// The server file of node `i` of `nodes`: including every account file in `accounts`
-/// (file names relative to the folder), JetStream stored under `store_dir`.
+/// The server file of node `i` of `nodes`: including every account file in `accounts` (names
+/// relative to the node file's folder: nats-server resolves an include from the including
+/// file's folder, even an absolute one), JetStream stored under `store_dir`.
 pub fn node_conf(nodes: &[Node], i: usize, accounts: &[String], store_dir: &Path) -> String {
     let Some(me) = nodes.get(i) else {
         return String::new();
@@ -192,6 +193,11 @@ pub fn node_conf(nodes: &[Node], i: usize, accounts: &[String], store_dir: &Path
         .filter(|(j, _)| *j != i)
         .map(|(_, n)| format!("nats-route://{}:{}", n.host, n.cluster_port))
         .collect();
+    // A node named by a loopback address (tests, one machine) listens there only.
+    let bind = match me.host.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_loopback() => me.host.clone(),
+        _ => "0.0.0.0".to_string(),
+    };
     let includes: String = accounts
         .iter()
         .map(|a| format!("  include {}\n", q(a)))
@@ -205,13 +211,11 @@ pub fn node_conf(nodes: &[Node], i: usize, accounts: &[String], store_dir: &Path
          # NATS clients: loopback only (socer speaks MQTT).\n\
          listen: \"127.0.0.1:{client}\"\n\
          http: \"127.0.0.1:{monitor}\"\n\
-         # MQTT: every interface, the sites and hubs connect here. Batches are up to {max} bytes.\n\
+         # MQTT: the sites and hubs connect here. Batches are up to {max} bytes.\n\
          max_payload: {max}\n\
-         mqtt {{\n  listen: \"0.0.0.0:{mqtt}\"\n  # A QoS 1 message not acknowledged within this is delivered again.\n  ack_wait: \"30s\"\n  max_ack_pending: 1000\n}}\n\
-         # Sessions, retained messages and QoS 1 messages are JetStream streams, replicated on\n\
-         # three nodes when the cluster has three.\n\
+         mqtt {{\n  listen: \"{bind}:{mqtt}\"\n  # A QoS 1 message not acknowledged within this is delivered again.\n  ack_wait: \"30s\"\n  max_ack_pending: 1000\n  # Sessions, retained and QoS 1 messages on {replicas} nodes (set, not guessed: a node that\n  # starts first would otherwise size the streams by the peers it knows yet).\n  stream_replicas: {replicas}\n}}\n\
          jetstream {{\n  store_dir: {store}\n  max_memory_store: 256MB\n  max_file_store: 10GB\n}}\n\
-         cluster {{\n  name: \"socer\"\n  listen: \"0.0.0.0:{cluster}\"\n  routes: {routes}\n}}\n\
+         cluster {{\n  name: \"socer\"\n  listen: \"{bind}:{cluster}\"\n  routes: {routes}\n}}\n\
          accounts {{\n{includes}}}\n",
         file = file_name,
         n = i + 1,
@@ -223,6 +227,7 @@ pub fn node_conf(nodes: &[Node], i: usize, accounts: &[String], store_dir: &Path
         max = crate::wire::MAX_ENVELOPE_BYTES * 2,
         store = q(&store_dir.join(&name).display().to_string()),
         routes = list(&routes),
+        replicas = nodes.len().clamp(1, 3),
     )
 }
 
@@ -256,7 +261,6 @@ pub fn write_nats_files(
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.ends_with(".account.conf"))
-        .map(|n| dir.join(n).display().to_string())
         .collect();
     accounts.sort();
     let mut written = vec![account_path];

@@ -91,6 +91,15 @@ pub struct MqttSection {
     /// Batches published but not yet acknowledged by the central hub, at most.
     #[serde(default = "default_window")]
     pub window: usize,
+    /// QoS of the site's subscriptions (ack, signal, summary…): 1, or 0 on a NATS cluster,
+    /// where a QoS 1 subscription is a JetStream consumer that can stall silently when a node
+    /// dies (nats-server 2.9); the end-to-end ack makes up for a lost message either way.
+    #[serde(default = "default_subscribe_qos")]
+    pub subscribe_qos: u8,
+}
+
+fn default_subscribe_qos() -> u8 {
+    1
 }
 
 fn default_batch() -> usize {
@@ -568,6 +577,15 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
             format!(
                 "[mqtt] batch_readings is {}: it must be in 1..={MAX_BATCH_READINGS}",
                 cfg.mqtt.batch_readings
+            ),
+        ));
+    }
+    if cfg.mqtt.subscribe_qos > 1 {
+        d.push(Diag::new(
+            None,
+            format!(
+                "[mqtt] subscribe_qos is {}: it must be 0 or 1",
+                cfg.mqtt.subscribe_qos
             ),
         ));
     }

@@ -197,6 +197,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ack_timeout: Duration::from_secs(30),
         status_every: Duration::from_secs(30),
         epoch_file: Some(cfg.storage.path.join("uplink-epoch")),
+        subscribe_qos: if cfg.mqtt.subscribe_qos == 0 {
+            rumqttc::QoS::AtMostOnce
+        } else {
+            rumqttc::QoS::AtLeastOnce
+        },
         // The signal listener rides on the uplink's connection: one connection per account.
         inbox: Some(signal::inbox(
             &view.community,

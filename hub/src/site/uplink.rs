@@ -53,6 +53,8 @@ pub struct UplinkConfig {
     pub epoch_file: Option<PathBuf>,
     /// Other subscriptions carried on this connection.
     pub inbox: Option<Inbox>,
+    /// QoS of every subscription (`[mqtt] subscribe_qos`).
+    pub subscribe_qos: QoS,
 }
 
 /// Where an [`Inbox`]'s messages go: (topic, payload).
@@ -323,6 +325,7 @@ impl Link {
         let mut last_asked: Option<Instant> = None;
         let mut subs = crate::mqttlink::SubTracker::default();
         let mut repeated_at: Option<Instant> = None;
+        let mut last_sub_retry = Instant::now();
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
@@ -346,7 +349,7 @@ impl Link {
                         let inbox = self.cfg.inbox.as_ref().map(|i| i.topics.clone()).unwrap_or_default();
                         let filters: Vec<String> = [ack_topic.clone(), status_topic.clone()].into_iter().chain(inbox).collect();
                         subs.reset();
-                        let many = filters.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+                        let many = filters.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), self.cfg.subscribe_qos));
                         match self.client.subscribe_many(many).await {
                             Ok(()) => subs.queued(filters),
                             Err(e) => tracing::warn!("subscribe: {e}"),
@@ -363,6 +366,9 @@ impl Link {
                             .filter(|r| !r.granted)
                             .map(|r| r.filter)
                             .collect();
+                        if !refused.is_empty() {
+                            last_sub_retry = Instant::now();
+                        }
                         for f in &refused {
                             tracing::error!(filter = %f, "the broker refused a subscription: check this site's permissions on the broker (under NATS, $MQTT.sub.> too)");
                         }
@@ -433,6 +439,16 @@ impl Link {
                     durable_alive = res.is_ok();
                 }
                 _ = tick.tick() => {
+                    if connected && last_sub_retry.elapsed() >= crate::mqttlink::SUBSCRIBE_RETRY {
+                        if let Some(again) = subs.retry() {
+                            last_sub_retry = Instant::now();
+                            tracing::info!(filters = ?again, "subscribing again to what the broker refused");
+                            let many = again.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), self.cfg.subscribe_qos));
+                            if self.client.subscribe_many(many).await.is_ok() {
+                                subs.queued(again);
+                            }
+                        }
+                    }
                     if connected && last_status.elapsed() >= self.cfg.status_every {
                         self.publish_status(&status_topic).await;
                         last_status = Instant::now();
@@ -598,6 +614,7 @@ mod tests {
             status_every: Duration::from_secs(30),
             epoch_file: None,
             inbox: None,
+            subscribe_qos: QoS::AtLeastOnce,
         };
         assert_eq!(client_id(&cfg), "domus-1.socer.site.domus-1.a1b2c3d4e5f6");
         let will = last_will(&cfg, 42);
