@@ -323,7 +323,8 @@ impl Ingest {
 
 /// The filters the hub subscribes to, one SUBSCRIBE per group: the readings of every site by
 /// wildcard (never retained), and each configured site's status, ack and summary by exact topic
-/// (retained: some brokers deliver retained messages to exact subscriptions only). The exact
+/// only (retained: some brokers deliver retained messages to exact subscriptions only; never by
+/// wildcard too, or a broker that delivers once per matching subscription doubles each). The exact
 /// ones are QoS 0: on NATS each QoS 1 subscription is a JetStream consumer holding up to
 /// `max_ack_pending` of a session's 65,535, which a thousand sites' worth would exceed; a status
 /// comes again within its interval and the acks and summaries are watched only for tampering.
@@ -333,8 +334,6 @@ pub fn subscriptions(topics: &Topics, sites: &[String], qos: QoS) -> Vec<(QoS, V
         qos,
         vec![
             topics.all_readings(),
-            // Also by wildcard: a site added while the hub runs is heard before it is subscribed to.
-            topics.all_status(),
             // Watched so that the hub restores them if another account changes them.
             topics.signal(),
             topics.balance(),

@@ -141,8 +141,9 @@ pub struct UplinkState {
 /// Least time between two re-sends the hub asks for.
 const RESEND_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// A batch in flight this long when the hub repeats an ack that does not cover it is taken as
-/// lost (the hub answers a batch within milliseconds when it holds it).
-const STALLED_AFTER: Duration = Duration::from_secs(2);
+/// lost (the hub answers a batch within milliseconds when it holds it, and within seconds when
+/// overloaded: longer than that, so that a slow hub is not sent more).
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 pub type SharedUplink = Arc<Mutex<UplinkState>>;
 
