@@ -1538,4 +1538,46 @@ role = "grid"
         };
         assert_eq!(ca_file, Some(PathBuf::from("/etc/socer/tls/ca.crt")));
     }
+
+    #[test]
+    fn the_hub_takes_a_list_of_brokers_and_refuses_a_comma_joined_url_at_its_line() {
+        let joined = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtt://a:1883,b:1884\"\n\n[storage]",
+        );
+        let line = joined.lines().position(|l| l.starts_with("url")).unwrap() + 1;
+        let out = lines(&joined);
+        assert!(
+            out.contains(&format!(":{line}:7: ")) && out.contains("urls = ["),
+            "{out}"
+        );
+        let list = minimal().replace(
+            "[storage]",
+            "[broker]\nurls = [\"mqtt://n1:1883\", \"mqtts://n2:8883\"]\nsubscribe_qos = 0\n\n[storage]",
+        );
+        let c = parse(Path::new("/etc/socer/central.toml"), &list).unwrap();
+        let BrokerConfig::External {
+            url,
+            urls,
+            subscribe_qos,
+            ..
+        } = c.broker
+        else {
+            panic!("expected an external broker");
+        };
+        assert_eq!(
+            (url.as_str(), urls.len(), subscribe_qos),
+            ("mqtt://n1:1883", 2, 0)
+        );
+        let bad_qos = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtt://n1\"\nsubscribe_qos = 2\n\n[storage]",
+        );
+        assert!(lines(&bad_qos).contains("subscribe_qos must be 0 or 1"));
+        let both = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtt://n1\"\nurls = [\"mqtt://n2\"]\n\n[storage]",
+        );
+        assert!(lines(&both).contains("both url and urls"));
+    }
 }
