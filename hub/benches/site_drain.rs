@@ -83,11 +83,12 @@ async fn main() {
 
     let outbox = Outbox::start(store, Arc::new(|| None));
     let cfg = UplinkConfig {
-        broker: BrokerUrl {
+        brokers: vec![BrokerUrl {
             tls: false,
             host: "127.0.0.1".into(),
             port,
-        },
+        }],
+        instance: "a1b2c3d4e5f6".into(),
         username: None,
         password: None,
         ca_pem: None,
@@ -100,6 +101,7 @@ async fn main() {
         status_every: Duration::from_secs(30),
         epoch_file: None,
         inbox: None,
+        subscribe_qos: rumqttc::QoS::AtLeastOnce,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Instant::now();

@@ -14,6 +14,8 @@ pub mod diag;
 pub mod fuzz;
 pub mod http;
 pub mod metrics;
+pub mod instance;
+pub mod mqttlink;
 pub mod site;
 pub mod solar;
 pub mod tls;

@@ -67,6 +67,7 @@ fn home_assistant_discovery_is_retained_fresh_and_announced_again_when_ha_comes_
     let topics = ha::HaTopics::new("homeassistant", "socer", "stps");
     let link = ha::HaLink {
         broker: parse_mqtt_url(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+        client_id: "socer-site-stps.socer.ha.stps.a1b2c3d4e5f6".into(),
         ca_pem: None,
         username: None,
         password: None,
@@ -155,6 +156,7 @@ fn home_assistant_role_total_never_decreases_while_one_meter_misses_its_counter(
     let now = Arc::new(Mutex::new(pv_reading("x", 0, None).ts));
     let link = ha::HaLink {
         broker: parse_mqtt_url(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+        client_id: "socer-site-stps.socer.ha.stps.a1b2c3d4e5f6".into(),
         ca_pem: None,
         username: None,
         password: None,

@@ -59,6 +59,9 @@ pub struct Endpoint {
     /// The embedded broker (client ids `{account}` and `{account}.{suffix}`), or an external one
     /// (client id = username, as Mosquitto's `use_username_as_clientid` makes it).
     pub embedded: bool,
+    /// Further brokers (the other nodes of a cluster), tried in turn after this one: (tls, host,
+    /// port). Empty for the embedded broker and a single `url`.
+    pub others: Vec<(bool, String, u16)>,
 }
 
 /// The hub's two connections: one subscribes (ingest), one publishes (acks, summaries, signal).
@@ -84,18 +87,34 @@ impl Endpoint {
         ep
     }
 
-    /// The client id of one of the hub's connections.
-    pub fn client_id(&self, role: Role) -> String {
-        let account = if self.username.is_empty() {
+    /// The client id of one of the hub's connections: `{account}.{community}.{hub|pub}.{instance}`
+    /// ([`crate::instance::client_id`]), the same on every node of a cluster and every reconnect.
+    /// (Under Mosquitto's `use_username_as_clientid` the broker replaces it by the username.)
+    pub fn client_id(&self, role: Role, community: &str, instance: &str) -> String {
+        let hub_account = if self.username.is_empty() {
             "socer-central"
         } else {
             self.username.as_str()
         };
-        match (role, self.embedded) {
-            (Role::Hub, _) => account.to_string(),
-            (Role::Publisher, true) => format!("{account}.pub"),
-            (Role::Publisher, false) => publisher_account(account),
-        }
+        let (account, role) = match (role, self.embedded) {
+            (Role::Hub, _) => (hub_account.to_string(), crate::instance::Role::Hub),
+            // The embedded broker binds `{account}.…` to the hub's own account.
+            (Role::Publisher, true) => {
+                (hub_account.to_string(), crate::instance::Role::HubPublisher)
+            }
+            (Role::Publisher, false) => (
+                publisher_account(hub_account),
+                crate::instance::Role::HubPublisher,
+            ),
+        };
+        crate::instance::client_id(&account, community, role, None, instance)
+    }
+
+    /// Every broker to try, in order: (tls, host, port).
+    pub fn nodes(&self) -> Vec<(bool, String, u16)> {
+        std::iter::once((self.tls, self.host.clone(), self.port))
+            .chain(self.others.iter().cloned())
+            .collect()
     }
 
     /// Parse `mqtt://host:port` or `mqtts://host:port`.
@@ -118,6 +137,7 @@ impl Endpoint {
             password: password.into(),
             ca_pem: None,
             embedded: false,
+            others: Vec::new(),
         })
     }
 }
@@ -133,13 +153,20 @@ pub fn start_live(cfg: &CentralConfig) -> Result<(Endpoint, Option<Accounts>), B
     match &cfg.broker {
         BrokerConfig::External {
             url,
+            urls,
             username,
             password,
             ca_file,
+            ..
         } => {
             let mut ep = Endpoint::from_url(url, username, password)
                 .ok_or_else(|| BrokerError::BadUrl(url.clone()))?;
-            if ep.tls {
+            for u in urls.iter().skip(1) {
+                let b = crate::site::config::parse_mqtt_url(u)
+                    .map_err(|_| BrokerError::BadUrl(u.clone()))?;
+                ep.others.push((b.tls, b.host, b.port));
+            }
+            if ep.nodes().iter().any(|n| n.0) {
                 ep.ca_pem = ca_file
                     .as_deref()
                     .map(crate::tls::read_pem_file)
@@ -198,6 +225,7 @@ pub fn start_live(cfg: &CentralConfig) -> Result<(Endpoint, Option<Accounts>), B
                     password: hub_password,
                     ca_pem: None,
                     embedded: true,
+                    others: Vec::new(),
                 },
                 Some(accounts),
             ))

@@ -61,12 +61,19 @@ pub enum BrokerConfig {
     },
     /// Mosquitto, EMQX or another broker reached by URL.
     External {
+        /// The first of `urls`.
         url: String,
+        /// Every broker (the nodes of a cluster), in order: the hub moves to the next when one
+        /// fails (`[broker] url = "…"` or `urls = ["…", …]`).
+        urls: Vec<String>,
         username: String,
         password: String,
         /// PEM of the CA that signed the broker's certificate (`mqtts://` only); `None` trusts
         /// the system's root certificates.
         ca_file: Option<PathBuf>,
+        /// QoS of the hub's subscriptions: 1, or 0 on a NATS cluster (see the site's
+        /// `[mqtt] subscribe_qos`).
+        subscribe_qos: u8,
     },
 }
 
@@ -402,6 +409,10 @@ struct RawBroker {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     url: Option<S<String>>,
+    #[serde(default)]
+    urls: Option<S<Vec<S<String>>>>,
+    #[serde(default)]
+    subscribe_qos: Option<S<u8>>,
     #[serde(default)]
     username: Option<String>,
     #[serde(default)]
@@ -1370,13 +1381,19 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
             max_payload_bytes: crate::wire::MAX_ENVELOPE_BYTES,
         };
     };
-    if let Some(url) = &b.url {
-        if !(url.get_ref().starts_with("mqtt://") || url.get_ref().starts_with("mqtts://")) {
-            d.push(Diag::new(
-                sp(url),
-                "url must start with mqtt:// or mqtts://",
-            ));
-        }
+    let url_span = b
+        .url
+        .as_ref()
+        .and_then(sp)
+        .or_else(|| b.urls.as_ref().and_then(sp));
+    if b.url.is_some() || b.urls.is_some() {
+        crate::site::config::check_url_list("broker", b.url.as_ref(), b.urls.as_ref(), false, d);
+        let texts: Vec<String> = b
+            .url
+            .iter()
+            .chain(b.urls.iter().flat_map(|u| u.get_ref().iter()))
+            .map(|u| u.get_ref().clone())
+            .collect();
         if let Some(l) = &b.listen {
             d.push(Diag::new(
                 sp(l),
@@ -1391,16 +1408,32 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
         }
         if b.tls_cert.is_some() || b.tls_key.is_some() {
             d.push(Diag::new(
-                sp(url),
+                url_span,
                 "tls_cert and tls_key are for the embedded broker; to trust an external broker's certificate give ca_file",
             ));
         }
+        let subscribe_qos = match &b.subscribe_qos {
+            None => 1,
+            Some(q) if *q.get_ref() <= 1 => *q.get_ref(),
+            Some(q) => {
+                d.push(Diag::new(sp(q), "subscribe_qos must be 0 or 1"));
+                1
+            }
+        };
         return BrokerConfig::External {
-            url: url.get_ref().clone(),
+            url: texts.first().cloned().unwrap_or_default(),
+            urls: texts,
+            subscribe_qos,
             username: b.username.clone().unwrap_or_else(|| "central".into()),
             password: b.password.clone().unwrap_or_default(),
             ca_file: b.ca_file.as_ref().map(|f| base.join(f)),
         };
+    }
+    if let Some(q) = &b.subscribe_qos {
+        d.push(Diag::new(
+            sp(q),
+            "subscribe_qos is for an external broker (url or urls)",
+        ));
     }
     let listen = match &b.listen {
         None => default_listen,
@@ -1717,5 +1750,47 @@ role = "grid"
             panic!("expected an external broker");
         };
         assert_eq!(ca_file, Some(PathBuf::from("/etc/socer/tls/ca.crt")));
+    }
+
+    #[test]
+    fn the_hub_takes_a_list_of_brokers_and_refuses_a_comma_joined_url_at_its_line() {
+        let joined = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtt://a:1883,b:1884\"\n\n[storage]",
+        );
+        let line = joined.lines().position(|l| l.starts_with("url")).unwrap() + 1;
+        let out = lines(&joined);
+        assert!(
+            out.contains(&format!(":{line}:7: ")) && out.contains("urls = ["),
+            "{out}"
+        );
+        let list = minimal().replace(
+            "[storage]",
+            "[broker]\nurls = [\"mqtt://n1:1883\", \"mqtts://n2:8883\"]\nsubscribe_qos = 0\n\n[storage]",
+        );
+        let c = parse(Path::new("/etc/socer/central.toml"), &list).unwrap();
+        let BrokerConfig::External {
+            url,
+            urls,
+            subscribe_qos,
+            ..
+        } = c.broker
+        else {
+            panic!("expected an external broker");
+        };
+        assert_eq!(
+            (url.as_str(), urls.len(), subscribe_qos),
+            ("mqtt://n1:1883", 2, 0)
+        );
+        let bad_qos = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtt://n1\"\nsubscribe_qos = 2\n\n[storage]",
+        );
+        assert!(lines(&bad_qos).contains("subscribe_qos must be 0 or 1"));
+        let both = minimal().replace(
+            "[storage]",
+            "[broker]\nurl = \"mqtt://n1\"\nurls = [\"mqtt://n2\"]\n\n[storage]",
+        );
+        assert!(lines(&both).contains("both url and urls"));
     }
 }

@@ -183,6 +183,24 @@ fn reject_of(e: &WireError) -> Reject {
     }
 }
 
+/// MQTT options for the hub's client on each broker of `ep`, in order (same for embedded and
+/// external brokers; TLS per broker, by its URL's scheme).
+pub fn mqtt_options_all(ep: &Endpoint, client_id: &str) -> Vec<MqttOptions> {
+    ep.nodes()
+        .into_iter()
+        .map(|(tls, host, port)| {
+            let node = Endpoint {
+                host,
+                port,
+                tls,
+                others: Vec::new(),
+                ..ep.clone()
+            };
+            mqtt_options(&node, client_id)
+        })
+        .collect()
+}
+
 /// MQTT options for the hub's client (same for embedded and external brokers).
 pub fn mqtt_options(ep: &Endpoint, client_id: &str) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, ep.host.clone(), ep.port);
@@ -214,7 +232,23 @@ pub struct Ingest {
     pub store: StoreHandle,
     /// What the hub keeps retained on the broker, restored when another account changes it.
     pub retained: Arc<Retained>,
+    /// Tells the republisher ([`run_republish`]) what to publish again.
+    pub republish: mpsc::UnboundedSender<Republish>,
 }
+
+/// What the hub publishes again, because a broker may have lost its retained messages (a node
+/// that died, RabbitMQ's per-node retained store) or never delivers them to a wildcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Republish {
+    /// The hub (re)subscribed: every ack and summary (a site whose batch went out before the
+    /// hub was subscribed learns the ack, and re-sends what it does not cover).
+    Everything,
+    /// A site came online (a new status epoch): its ack and summary.
+    Site(String),
+}
+
+/// How often the signal is published again even when it did not change.
+pub const SIGNAL_REPUBLISH_EVERY: Duration = Duration::from_secs(60);
 
 impl Ingest {
     /// Handle one publish from the broker.
@@ -253,8 +287,13 @@ impl Ingest {
         });
         match opened {
             Ok(st) => {
+                let before = self.sites.epoch(site);
+                let (epoch, online) = (st.epoch, st.state == "online");
                 if !self.sites.status(site, st, now) {
                     tracing::debug!("site {site}: an older status ignored (replayed?)");
+                } else if online && before != Some(epoch) {
+                    // A new connection of the site: it may have missed its ack and summary.
+                    let _ = self.republish.send(Republish::Site(site.to_string()));
                 }
             }
             Err(e) => {
@@ -312,57 +351,230 @@ impl Ingest {
     }
 }
 
-/// Poll the hub's MQTT connection forever: (re)subscribe on every connection, hand publishes to
-/// the ingest. Reconnects with back-off.
+/// The filters the hub subscribes to, one SUBSCRIBE per group: the readings of every site by
+/// wildcard (never retained), and each configured site's status, ack and summary by exact topic
+/// only (retained: some brokers deliver retained messages to exact subscriptions only; never by
+/// wildcard too, or a broker that delivers once per matching subscription doubles each). The exact
+/// ones are QoS 0: on NATS each QoS 1 subscription is a JetStream consumer holding up to
+/// `max_ack_pending` of a session's 65,535, which a thousand sites' worth would exceed; a status
+/// comes again within its interval and the acks and summaries are watched only for tampering.
+/// `qos` is the wildcards' (`[broker] subscribe_qos`).
+pub fn subscriptions(topics: &Topics, sites: &[String], qos: QoS) -> Vec<(QoS, Vec<String>)> {
+    let mut groups = vec![(
+        qos,
+        vec![
+            topics.all_readings(),
+            // Watched so that the hub restores them if another account changes them.
+            topics.signal(),
+            topics.balance(),
+        ],
+    )];
+    let per_site: Vec<String> = sites
+        .iter()
+        .flat_map(|s| [topics.status(s), topics.ack(s), topics.summary(s)])
+        .collect();
+    // At most 90 filters a packet: well inside any broker's packet limit.
+    for chunk in per_site.chunks(90) {
+        groups.push((QoS::AtMostOnce, chunk.to_vec()));
+    }
+    groups
+}
+
+/// Poll the hub's MQTT connection forever: (re)subscribe on every connection and check each
+/// SUBACK, hand publishes to the ingest, move to the next broker when one fails. `nodes` are the
+/// options of each broker, in order (see [`mqtt_options_all`]).
 pub async fn run_client(
     client: AsyncClient,
     mut events: EventLoop,
+    nodes: Vec<MqttOptions>,
+    qos: QoS,
     ingest: Arc<Ingest>,
     connected: impl Fn(bool) + Send + 'static,
 ) {
     let topics = ingest.gate.topics.clone();
-    let mut backoff = Duration::from_millis(200);
+    let mut sites: Vec<String> = ingest.gate.keys.ids();
+    sites.sort();
+    let mut failover = crate::mqttlink::Failover::new(nodes);
+    let mut subs = crate::mqttlink::SubTracker::default();
+    let mut up = false;
+    let mut qos_of: HashMap<String, QoS> = subscriptions(&topics, &sites, qos)
+        .into_iter()
+        .flat_map(|(q, g)| g.into_iter().map(move |t| (t, q)))
+        .collect();
+    let mut retry = tokio::time::interval(crate::mqttlink::SUBSCRIBE_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match events.poll().await {
+        let polled = tokio::select! {
+            ev = events.poll() => ev,
+            _ = retry.tick() => {
+                // Sites enrolled while the hub runs (`central::sites` reload) get their exact
+                // subscriptions here; a removed site's messages are refused as unknown.
+                let mut now_sites = ingest.gate.keys.ids();
+                now_sites.sort();
+                if up && now_sites != sites {
+                    let added: Vec<String> = now_sites
+                        .iter()
+                        .filter(|s| sites.binary_search(s).is_err())
+                        .cloned()
+                        .collect();
+                    for (q, group) in subscriptions(&topics, &added, qos).into_iter().skip(1) {
+                        for t in &group {
+                            qos_of.insert(t.clone(), q);
+                        }
+                        let filters = group.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), q));
+                        match client.try_subscribe_many(filters) {
+                            Ok(()) => subs.queued(group),
+                            Err(e) => tracing::error!("cannot subscribe: {e}"),
+                        }
+                    }
+                    if !added.is_empty() {
+                        tracing::info!(sites = ?added, "subscribed to the status, ack and summary of sites enrolled since the start");
+                    }
+                    sites = now_sites;
+                }
+                if let Some(again) = subs.retry().filter(|_| up) {
+                    tracing::info!(filters = ?again, "subscribing again to what the broker refused");
+                    let many = again.iter().map(|t| {
+                        let qos = qos_of.get(t).copied().unwrap_or(QoS::AtLeastOnce);
+                        rumqttc::SubscribeFilter::new(t.clone(), qos)
+                    });
+                    if client.try_subscribe_many(many).is_ok() {
+                        subs.queued(again);
+                    }
+                }
+                continue;
+            }
+        };
+        match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(200);
+                failover.connected();
+                up = true;
                 connected(true);
-                tracing::info!("hub connected to the broker");
-                let subs = [
-                    rumqttc::SubscribeFilter::new(topics.all_readings(), QoS::AtLeastOnce),
-                    rumqttc::SubscribeFilter::new(topics.all_status(), QoS::AtLeastOnce),
-                    // Watched so that the hub restores them if another account changes them.
-                    rumqttc::SubscribeFilter::new(topics.all_sites("ack"), QoS::AtLeastOnce),
-                    rumqttc::SubscribeFilter::new(topics.all_sites("summary"), QoS::AtLeastOnce),
-                    rumqttc::SubscribeFilter::new(topics.signal(), QoS::AtLeastOnce),
-                    rumqttc::SubscribeFilter::new(topics.balance(), QoS::AtLeastOnce),
-                ];
-                if let Err(e) = client.try_subscribe_many(subs) {
-                    tracing::error!("cannot subscribe: {e}");
+                subs.reset();
+                set_refused(&ingest.metrics, &[]);
+                tracing::info!(broker = %failover.address(), "hub connected to the broker");
+                for (qos, group) in subscriptions(&topics, &sites, qos) {
+                    let filters = group
+                        .iter()
+                        .map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos));
+                    match client.try_subscribe_many(filters) {
+                        Ok(()) => subs.queued(group),
+                        Err(e) => tracing::error!("cannot subscribe: {e}"),
+                    }
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(pkid))) => subs.sent(pkid),
+            Ok(Event::Incoming(Packet::SubAck(a))) => {
+                let mut refused = 0;
+                for r in subs.answered(a.pkid, &a.return_codes) {
+                    if !r.granted {
+                        refused += 1;
+                        tracing::error!(broker = %failover.address(), filter = %r.filter, "the broker refused the hub's subscription: check the hub's permissions (under NATS, $MQTT.sub.> too)");
+                    }
+                }
+                ingest
+                    .metrics
+                    .subscriptions_refused
+                    .fetch_add(refused, Ordering::Relaxed);
+                set_refused(&ingest.metrics, subs.refused());
+                if subs.settled() {
+                    // Subscribed: what was published while the hub was away (or on a node that
+                    // died) reaches the sites again.
+                    let _ = ingest.republish.send(Republish::Everything);
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => ingest.handle(&p.topic, &p.payload).await,
             Ok(_) => {}
             Err(e) => {
                 connected(false);
-                tracing::warn!("broker connection: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                ingest
+                    .metrics
+                    .broker_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let from = failover.address();
+                let wait = failover.failed(rand::random::<f64>());
+                if let Some(next) = failover.current() {
+                    events.mqtt_options = next.clone();
+                }
+                if up {
+                    tracing::warn!(broker = %from, "broker connection lost: {e}; trying {} in {wait:?}", failover.address());
+                } else {
+                    tracing::warn!(broker = %from, "cannot connect to the broker: {e}; trying {} in {wait:?}", failover.address());
+                }
+                up = false;
+                tokio::time::sleep(wait).await;
             }
         }
     }
 }
 
-/// Poll a publish-only connection forever (rumqttc sends nothing unless its event loop is polled).
-pub async fn drive(mut events: EventLoop) {
-    let mut backoff = Duration::from_millis(200);
+fn set_refused(metrics: &super::status::Metrics, filters: &[String]) {
+    let mut g = metrics
+        .refused_filters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    g.clear();
+    g.extend(filters.iter().cloned());
+}
+
+/// Poll a publish-only connection forever (rumqttc sends nothing unless its event loop is
+/// polled), moving to the next broker when one fails.
+pub async fn drive(mut events: EventLoop, nodes: Vec<MqttOptions>) {
+    let mut failover = crate::mqttlink::Failover::new(nodes);
     loop {
         match events.poll().await {
-            Ok(_) => backoff = Duration::from_millis(200),
+            Ok(Event::Incoming(Packet::ConnAck(_))) => failover.connected(),
+            Ok(_) => {}
             Err(e) => {
-                tracing::warn!("broker connection (publisher): {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let from = failover.address();
+                let wait = failover.failed(rand::random::<f64>());
+                if let Some(next) = failover.current() {
+                    events.mqtt_options = next.clone();
+                }
+                tracing::warn!(broker = %from, "broker connection (publisher): {e}; trying {} in {wait:?}", failover.address());
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Publish again what [`Republish`] asks for, and the signal every [`SIGNAL_REPUBLISH_EVERY`]:
+/// the exact bytes the hub last published on each topic (nothing is made anew here).
+pub async fn run_republish(
+    ingest: Arc<Ingest>,
+    client: AsyncClient,
+    mut asked: mpsc::UnboundedReceiver<Republish>,
+) {
+    let topics = ingest.gate.topics.clone();
+    let signal = topics.signal();
+    let mut tick = tokio::time::interval(SIGNAL_REPUBLISH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let pick: Box<dyn Fn(&str) -> bool + Send> = tokio::select! {
+            a = asked.recv() => match a {
+                None => return,
+                Some(Republish::Everything) => {
+                    // Coalesce a burst (one per SUBACK, several connections).
+                    while asked.try_recv().is_ok() {}
+                    let t = topics.clone();
+                    Box::new(move |topic: &str| {
+                        matches!(t.parse_site_topic(topic), Some((_, "ack" | "summary")))
+                    })
+                }
+                Some(Republish::Site(site)) => {
+                    let (ack, summary) = (topics.ack(&site), topics.summary(&site));
+                    Box::new(move |topic: &str| topic == ack || topic == summary)
+                }
+            },
+            _ = tick.tick() => {
+                let s = signal.clone();
+                Box::new(move |topic: &str| topic == s)
+            }
+        };
+        for (topic, qos, bytes) in ingest.retained.matching(pick) {
+            if let Err(e) = client.publish(topic.clone(), qos, true, bytes).await {
+                tracing::warn!("cannot publish {topic} again: {e}");
             }
         }
     }

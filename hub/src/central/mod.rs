@@ -12,6 +12,7 @@ pub mod energy;
 pub mod enrol;
 pub mod incentive;
 pub mod ingest;
+pub mod nats;
 pub mod plausible;
 pub mod report;
 pub mod retained;
@@ -48,6 +49,22 @@ pub struct Args {
     /// Enrol, remove or re-key a site (docs/enrol.md); without one, run the hub.
     #[command(subcommand)]
     pub command: Option<enrol::Command>,
+    /// Write this community's NATS account and the server files of a NATS cluster into DIR,
+    /// then exit (run once per community into the same DIR to put several on one cluster).
+    #[arg(long, value_name = "DIR")]
+    pub nats_files: Option<PathBuf>,
+    /// A node of the NATS cluster, `HOST[:MQTT[:CLUSTER[:CLIENT[:MONITOR]]]]` (repeat; default
+    /// three nodes nats-1..3 on ports 1883, 6222, 4222, 8222).
+    #[arg(long = "nats-node", value_name = "NODE", requires = "nats_files")]
+    pub nats_nodes: Vec<String>,
+    /// Where each node keeps its JetStream store (a folder per node inside).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/nats",
+        requires = "nats_files"
+    )]
+    pub nats_store: PathBuf,
 }
 
 /// How often live figures are published and dirty closed periods recomputed.
@@ -126,6 +143,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cfg = config::load(&config_path)?;
     if let Some(dir) = args.mosquitto_files {
         for p in broker::write_mosquitto_files(&cfg, &dir)? {
+            println!("{}", p.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(dir) = args.nats_files {
+        let nodes = if args.nats_nodes.is_empty() {
+            nats::default_nodes()
+        } else {
+            args.nats_nodes
+                .iter()
+                .map(|n| nats::parse_node(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--nats-node {e}"))?
+        };
+        for p in nats::write_nats_files(&cfg, &dir, &nodes, &args.nats_store)? {
             println!("{}", p.display());
         }
         return Ok(ExitCode::SUCCESS);
@@ -223,6 +255,7 @@ pub async fn start(
     });
 
     let latest = Arc::new(ingest::Latest::default());
+    let (republish_tx, republish_rx) = tokio::sync::mpsc::unbounded_channel();
     let ingest = Arc::new(ingest::Ingest {
         gate: ingest::Gate::with_keys(&hub.cfg.community, site_keys),
         metrics: metrics.clone(),
@@ -230,15 +263,35 @@ pub async fn start(
         latest: latest.clone(),
         store: store_handle,
         retained: retained.clone(),
+        republish: republish_tx,
     });
-    let (client, events) = AsyncClient::new(
-        ingest::mqtt_options(&endpoint, &endpoint.client_id(broker::Role::Hub)),
-        4096,
+    // One id per install, the same on every broker of the list and every reconnect.
+    let instance_file = {
+        let mut f = hub.cfg.storage_path.clone().into_os_string();
+        f.push(".instance-id");
+        PathBuf::from(f)
+    };
+    let instance = crate::instance::load_or_create(&instance_file)
+        .with_context(|| format!("instance id {}", instance_file.display()))?;
+    let hub_nodes = ingest::mqtt_options_all(
+        &endpoint,
+        &endpoint.client_id(broker::Role::Hub, &hub.cfg.community, &instance),
     );
+    let first = hub_nodes
+        .first()
+        .cloned()
+        .context("no broker to connect to")?;
+    let (client, events) = AsyncClient::new(first, 4096);
+    let sub_qos = match hub.cfg.broker {
+        config::BrokerConfig::External {
+            subscribe_qos: 0, ..
+        } => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    };
     {
         let (client, ingest, hub) = (client.clone(), ingest.clone(), hub.clone());
         tokio::spawn(async move {
-            ingest::run_client(client, events, ingest, move |up| {
+            ingest::run_client(client, events, hub_nodes, sub_qos, ingest, move |up| {
                 hub.broker_connected.store(up, Ordering::Relaxed)
             })
             .await
@@ -260,19 +313,26 @@ pub async fn start(
     }
     // A second connection publishes acks and live figures, so that they never queue behind the
     // ingest when the store applies back-pressure to the subscribing connection.
-    let (publisher, pub_events) = AsyncClient::new(
-        ingest::mqtt_options(
-            &endpoint.publisher(),
-            &endpoint.client_id(broker::Role::Publisher),
-        ),
-        4096,
+    let pub_nodes = ingest::mqtt_options_all(
+        &endpoint.publisher(),
+        &endpoint.client_id(broker::Role::Publisher, &hub.cfg.community, &instance),
     );
-    tokio::spawn(ingest::drive(pub_events));
+    let first = pub_nodes
+        .first()
+        .cloned()
+        .context("no broker to connect to")?;
+    let (publisher, pub_events) = AsyncClient::new(first, 4096);
+    tokio::spawn(ingest::drive(pub_events, pub_nodes));
     // The embedded broker keeps retained messages in memory only: republish every ack at start.
     for (site, seq) in contiguous {
         ingest::publish_ack(&publisher, &ingest, &site, seq).await;
     }
     tokio::spawn(ingest::run_acks(publisher.clone(), ingest.clone(), acks_rx));
+    tokio::spawn(ingest::run_republish(
+        ingest.clone(),
+        publisher.clone(),
+        republish_rx,
+    ));
     tokio::spawn(signal::run(
         hub.clone(),
         publisher.clone(),

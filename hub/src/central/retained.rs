@@ -82,6 +82,16 @@ impl Retained {
         }
     }
 
+    /// What the hub last published on each topic `pred` selects (to publish again to a site
+    /// that came online, or after the hub subscribed again: brokers that lose retained messages).
+    pub fn matching(&self, pred: impl Fn(&str) -> bool) -> Vec<(String, QoS, Vec<u8>)> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.iter()
+            .filter(|(t, _)| pred(t))
+            .map(|(t, e)| (t.clone(), e.qos, e.bytes.clone()))
+            .collect()
+    }
+
     /// The topics to publish again, with their bytes; clears the marks.
     pub fn take_tampered(&self) -> Vec<(String, QoS, Vec<u8>)> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

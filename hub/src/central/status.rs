@@ -1,5 +1,6 @@
 //! What the hub knows about itself and its sites right now: ingest counters, rejects by reason and
-//! site, latencies, each site's status (from its retained status topic and last will).
+//! site, latencies, each site's status (from its retained status topic and last will; a site
+//! silent for about two status intervals is `stale`, whatever the broker says).
 //!
 //! In memory only, shared by ingest, store and API; it never blocks on I/O.
 
@@ -111,6 +112,12 @@ pub struct Metrics {
     pub summaries_published: AtomicU64,
     /// Retained messages of the hub put back after another account changed or deleted them.
     pub retained_restored: AtomicU64,
+    /// Subscriptions the broker refused (SUBACK failure), over the hub's life.
+    pub subscriptions_refused: AtomicU64,
+    /// Filters the broker refused on the hub's current connection (health is degraded while any).
+    pub refused_filters: Mutex<Vec<String>>,
+    /// Connections to a broker lost or failed (each moves to the next broker of the list).
+    pub broker_failures: AtomicU64,
     rejects: Mutex<BTreeMap<(String, Reject), u64>>,
 }
 
@@ -232,6 +239,11 @@ impl Sites {
         });
     }
 
+    /// The epoch of the newest status taken from `site` (each connection of a site is one).
+    pub fn epoch(&self, site: &str) -> Option<u64> {
+        self.with(site, |v| v.status_order.map(|o| o.0)).flatten()
+    }
+
     pub fn acked(&self, site: &str, seq: u64) {
         self.with(site, |v| v.acked_seq = v.acked_seq.max(seq));
     }
@@ -260,11 +272,42 @@ impl Sites {
         f(&v)
     }
 
+    /// Every site as of now, a silent one shown `stale` ([`liveness`]).
     pub fn all(&self) -> Vec<SiteView> {
+        self.all_at(Utc::now())
+    }
+
+    /// Every site as of `now`.
+    pub fn all_at(&self, now: DateTime<Utc>) -> Vec<SiteView> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<SiteView> = g.values().cloned().collect();
+        let mut v: Vec<SiteView> = g
+            .values()
+            .cloned()
+            .map(|mut s| {
+                s.state = liveness(&s.state, s.last_seen, now).to_string();
+                s
+            })
+            .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
+    }
+}
+
+/// How often a site publishes its status (`site::uplink`'s `status_every`).
+pub const STATUS_EVERY: Duration = Duration::from_secs(30);
+/// A site whose last status or batch is older than this is `stale`: about twice the status
+/// interval, so one late status is not an outage.
+pub const STALE_AFTER: Duration = Duration::from_secs(2 * 30 + 5);
+
+/// The state to show (pure): what the site's last status said, except that a site said
+/// `online` and heard from neither by status nor by batch for [`STALE_AFTER`] is `stale`,
+/// whatever the broker (or a last will that died with a broker node) says.
+pub fn liveness(state: &str, last_seen: Option<DateTime<Utc>>, now: DateTime<Utc>) -> &str {
+    let limit = chrono::Duration::from_std(STALE_AFTER).unwrap_or(chrono::Duration::MAX);
+    match (state, last_seen) {
+        ("online", Some(t)) if now.signed_duration_since(t) > limit => "stale",
+        ("online", None) => "stale",
+        (s, _) => s,
     }
 }
 
@@ -280,6 +323,33 @@ mod tests {
             backlog: n,
             ..Status::offline()
         }
+    }
+
+    #[test]
+    fn a_site_silent_for_twice_the_status_interval_is_stale_whatever_the_will_says() {
+        let sites = Sites::new([("iperal", "Iperal"), ("domus", "Domus")].into_iter());
+        let t0 = Utc::now();
+        assert!(sites.status("iperal", status("online", 10, 1), t0));
+        let at = |secs: i64| {
+            sites
+                .all_at(t0 + chrono::Duration::seconds(secs))
+                .into_iter()
+                .map(|v| v.state)
+                .collect::<Vec<_>>()
+        };
+        // `domus` never spoke: unknown, not stale.
+        assert_eq!(at(0), ["unknown", "online"]);
+        assert_eq!(at(40), ["unknown", "online"]);
+        assert_eq!(at(66), ["unknown", "stale"]);
+        // A batch is a sign of life too.
+        sites.seen("iperal", t0 + chrono::Duration::seconds(60));
+        assert_eq!(at(100), ["unknown", "online"]);
+        // An offline status stays offline, however old.
+        assert!(sites.status("iperal", status("offline", 10, Status::END_OF_EPOCH), t0));
+        assert_eq!(at(10_000), ["unknown", "offline"]);
+        assert_eq!(liveness("online", None, t0), "stale");
+        assert_eq!(sites.epoch("iperal"), Some(10));
+        assert_eq!(sites.epoch("domus"), None);
     }
 
     #[test]

@@ -254,7 +254,13 @@ fn sites(hub: &Hub) -> Resp {
 fn health(hub: &Hub) -> Resp {
     let broker = hub.broker_connected.load(Ordering::Relaxed);
     let store_ok = hub.reader().contiguous().is_ok();
-    let status = if broker && store_ok {
+    let refused = hub
+        .metrics
+        .refused_filters
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
+    let status = if broker && store_ok && refused.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -264,6 +270,7 @@ fn health(hub: &Hub) -> Resp {
         &serde_json::json!({
             "status": if status == StatusCode::OK { "ok" } else { "degraded" },
             "broker_connected": broker,
+            "subscriptions_refused": refused,
             "store_ok": store_ok,
             "uptime_s": hub.started.elapsed().as_secs(),
             "version": env!("CARGO_PKG_VERSION"),
@@ -504,7 +511,7 @@ impl prometheus_client::collector::Collector for HubMetrics {
         use prometheus_client::metrics::MetricType::{Counter, Gauge, Histogram};
         let m = &self.metrics;
         let none: [(&str, &str); 0] = [];
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 16] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 18] = [
             ("socer_messages_received", "MQTT messages received by the ingest.", &m.messages_received),
             ("socer_batches_accepted", "Authenticated readings batches.", &m.batches_accepted),
             ("socer_readings_received", "Readings in authenticated batches.", &m.readings_received),
@@ -539,6 +546,16 @@ impl prometheus_client::collector::Collector for HubMetrics {
                 "socer_summaries_published",
                 "Monthly site summaries published to the sites.",
                 &m.summaries_published,
+            ),
+            (
+                "socer_subscriptions_refused",
+                "Subscriptions the broker refused (SUBACK failure).",
+                &m.subscriptions_refused,
+            ),
+            (
+                "socer_broker_connection_failures",
+                "Broker connections lost or failed (each moves to the next broker of the list).",
+                &m.broker_failures,
             ),
             (
                 "socer_retained_restored",
@@ -601,22 +618,24 @@ impl prometheus_client::collector::Collector for HubMetrics {
                     Ok(())
                 },
             )?;
-            type Of = fn(&SiteView) -> i64;
+            let now = chrono::Utc::now();
+            let online = |v: &SiteView| super::status::liveness(&v.state, v.last_seen, now) == "online";
+            type Of<'a> = &'a dyn Fn(&SiteView) -> i64;
             let per_site: [(&str, &str, Of); 3] = [
                 (
                     "socer_site_online",
-                    "1 while the site is online (its retained status).",
-                    |v| i64::from(v.state == "online"),
+                    "1 while the site is online (its status, and heard from within the liveness bound).",
+                    &|v| i64::from(online(v)),
                 ),
                 (
                     "socer_site_backlog",
                     "Readings the site reports not yet acknowledged.",
-                    |v| i64::try_from(v.backlog).unwrap_or(i64::MAX),
+                    &|v| i64::try_from(v.backlog).unwrap_or(i64::MAX),
                 ),
                 (
                     "socer_site_acked_seq",
                     "Highest contiguous seq of the site stored (its ack).",
-                    |v| i64::try_from(v.acked_seq).unwrap_or(i64::MAX),
+                    &|v| i64::try_from(v.acked_seq).unwrap_or(i64::MAX),
                 ),
             ];
             for (name, help, of) in per_site {

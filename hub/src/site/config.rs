@@ -65,8 +65,13 @@ pub enum ClockPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSection {
-    /// `mqtt://host:port` or `mqtts://host:port`.
-    pub url: Spanned<String>,
+    /// `mqtt://host:port` or `mqtts://host:port`: one broker.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// Several brokers (the nodes of a cluster), tried in turn: `["mqtts://a:8883", …]`.
+    /// Exactly one of `url` and `urls` is given.
+    #[serde(default)]
+    pub urls: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -90,6 +95,15 @@ pub struct MqttSection {
     /// Batches published but not yet acknowledged by the central hub, at most.
     #[serde(default = "default_window")]
     pub window: usize,
+    /// QoS of the site's subscriptions (ack, signal, summary…): 1, or 0 on a NATS cluster,
+    /// where a QoS 1 subscription is a JetStream consumer that can stall silently when a node
+    /// dies (nats-server 2.9); the end-to-end ack makes up for a lost message either way.
+    #[serde(default = "default_subscribe_qos")]
+    pub subscribe_qos: u8,
+}
+
+fn default_subscribe_qos() -> u8 {
+    1
 }
 
 fn default_batch() -> usize {
@@ -357,6 +371,75 @@ pub fn parse_role(s: &str) -> Option<Role> {
     }
 }
 
+impl MqttSection {
+    /// The broker URLs as written, in order (`url`, or each of `urls`).
+    pub fn url_list(&self) -> Vec<&Spanned<String>> {
+        match (&self.url, &self.urls) {
+            (Some(u), _) => vec![u],
+            (None, Some(us)) => us.get_ref().iter().collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+/// Most broker URLs in `urls`.
+pub const MAX_BROKER_URLS: usize = 16;
+
+/// The checks of `[mqtt] url`/`urls` (shared with the hub's `[broker]`): exactly one of them, a
+/// non-empty list of at most [`MAX_BROKER_URLS`], each a valid MQTT URL, none repeated.
+pub fn check_url_list(
+    section: &str,
+    url: Option<&Spanned<String>>,
+    urls: Option<&Spanned<Vec<Spanned<String>>>>,
+    required: bool,
+    d: &mut Vec<Diag>,
+) -> Vec<BrokerUrl> {
+    let list: Vec<&Spanned<String>> = match (url, urls) {
+        (Some(_), Some(us)) => {
+            d.push(Diag::new(
+                span(us),
+                format!("[{section}] has both url and urls: give one broker as url = \"mqtt://host:port\" or several as urls = [\"mqtt://a:1883\", \"mqtt://b:1883\"]"),
+            ));
+            return Vec::new();
+        }
+        (Some(u), None) => vec![u],
+        (None, Some(us)) => {
+            if us.get_ref().is_empty() || us.get_ref().len() > MAX_BROKER_URLS {
+                d.push(Diag::new(
+                    span(us),
+                    format!(
+                        "[{section}] urls holds {} URLs: give 1..={MAX_BROKER_URLS}",
+                        us.get_ref().len()
+                    ),
+                ));
+                return Vec::new();
+            }
+            us.get_ref().iter().collect()
+        }
+        (None, None) => {
+            if required {
+                d.push(Diag::new(
+                    None,
+                    format!("[{section}] needs url = \"mqtt://host:port\" (or urls = [\"mqtt://a:1883\", \"mqtt://b:1883\"] for several brokers)"),
+                ));
+            }
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<BrokerUrl> = Vec::new();
+    for u in list {
+        match parse_mqtt_url(u.get_ref()) {
+            Ok(b) if out.contains(&b) => d.push(Diag::new(
+                span(u),
+                format!("{:?} is listed twice", u.get_ref()),
+            )),
+            Ok(b) => out.push(b),
+            Err(e) => d.push(Diag::new(span(u), e)),
+        }
+    }
+    out
+}
+
 /// Broker address from an MQTT URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -382,6 +465,11 @@ pub fn parse_mqtt_url(s: &str) -> Result<BrokerUrl, String> {
             "{s:?}: only scheme, host and port belong in the URL (credentials go in username/password)"
         ));
     }
+    if rest.contains(',') || rest.contains(';') || rest.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} is several addresses in one URL: give each broker its own URL, as urls = [\"mqtt://a:1883\", \"mqtt://b:1884\"]"
+        ));
+    }
     let default_port = if tls { 8883 } else { 1883 };
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
@@ -393,6 +481,23 @@ pub fn parse_mqtt_url(s: &str) -> Result<BrokerUrl, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err(format!("{s:?}: no host"));
+    }
+    let bracketed = rest.starts_with('[');
+    let host_ok = if bracketed {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+    };
+    if !host_ok {
+        return Err(format!(
+            "{s:?}: {host:?} is not a host name, an IPv4 address or a bracketed IPv6 address"
+        ));
     }
     Ok(BrokerUrl {
         tls,
@@ -477,9 +582,13 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
             ),
         ));
     }
-    if let Err(e) = parse_mqtt_url(cfg.mqtt.url.get_ref()) {
-        d.push(Diag::new(span(&cfg.mqtt.url), e));
-    }
+    check_url_list(
+        "mqtt",
+        cfg.mqtt.url.as_ref(),
+        cfg.mqtt.urls.as_ref(),
+        true,
+        &mut d,
+    );
     if let (Some(_), Some(f)) = (&cfg.mqtt.password, &cfg.mqtt.password_file) {
         d.push(Diag::new(
             span(f),
@@ -497,6 +606,15 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
             format!(
                 "[mqtt] batch_readings is {}: it must be in 1..={MAX_BATCH_READINGS}",
                 cfg.mqtt.batch_readings
+            ),
+        ));
+    }
+    if cfg.mqtt.subscribe_qos > 1 {
+        d.push(Diag::new(
+            None,
+            format!(
+                "[mqtt] subscribe_qos is {}: it must be 0 or 1",
+                cfg.mqtt.subscribe_qos
             ),
         ));
     }
@@ -822,7 +940,10 @@ pub enum LoadError {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: SiteConfig,
+    /// The first broker of [`Loaded::brokers`].
     pub broker: BrokerUrl,
+    /// Every broker, in the order given: the uplink moves to the next when one fails.
+    pub brokers: Vec<BrokerUrl>,
     pub key: Vec<u8>,
     /// `[mqtt] hub_public_key`, parsed.
     pub hub_public_key: Option<crate::wire::HubPublicKey>,
@@ -858,7 +979,17 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     if let Some(ca) = &config.mqtt.ca_file {
         config.mqtt.ca_file = Some(base.join(ca));
     }
-    let broker = parse_mqtt_url(config.mqtt.url.get_ref()).map_err(LoadError::Invalid)?;
+    let brokers = config
+        .mqtt
+        .url_list()
+        .into_iter()
+        .map(|u| parse_mqtt_url(u.get_ref()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(LoadError::Invalid)?;
+    let broker = brokers
+        .first()
+        .cloned()
+        .ok_or_else(|| LoadError::Invalid("[mqtt] needs url or urls".into()))?;
     let budget_bytes = parse_size(config.storage.budget.get_ref())
         .ok_or_else(|| LoadError::Invalid("bad disk budget".into()))?;
     let hub_public_key = match &config.mqtt.hub_public_key {
@@ -871,6 +1002,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     Ok(Loaded {
         config,
         broker,
+        brokers,
         key,
         hub_public_key,
         budget_bytes,
@@ -1142,6 +1274,74 @@ role = "consumption"
         );
         assert!(parse_mqtt_url("mqtt://u:p@host").is_err());
         assert!(parse_mqtt_url("mqtt://host:99999").is_err());
+    }
+
+    #[test]
+    fn a_comma_joined_url_is_an_error_at_its_line_and_a_list_goes_in_urls() {
+        let joined = GOOD.replace("mqtt://127.0.0.1:1883", "mqtt://a:1883,b:1884");
+        let out = diags(&joined);
+        let url_line = joined.lines().position(|l| l.starts_with("url")).unwrap() + 1;
+        assert!(
+            out.contains(&format!("s.toml:{url_line}:7: ")) && out.contains("urls = ["),
+            "{out}"
+        );
+        for bad in [
+            "mqtt://a:1883;b",
+            "mqtt://a b:1883",
+            "mqtt://a..b:1883",
+            "mqtt://[zz]:1",
+        ] {
+            assert!(parse_mqtt_url(bad).is_err(), "{bad}");
+        }
+        assert!(parse_mqtt_url("mqtt://[::1]:1883").is_ok());
+        assert!(parse_mqtt_url("mqtt://nats-1.cer.example:1883").is_ok());
+        let list = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "urls = [\"mqtt://n1:1883\", \"mqtts://n2:8883\", \"mqtt://n3\"]",
+        );
+        assert_eq!(diags(&list), "");
+        let cfg: SiteConfig = toml::from_str(&list).unwrap();
+        let mut d = Vec::new();
+        let got = check_url_list(
+            "mqtt",
+            cfg.mqtt.url.as_ref(),
+            cfg.mqtt.urls.as_ref(),
+            true,
+            &mut d,
+        );
+        assert_eq!(
+            got.iter()
+                .map(|b| (b.tls, b.host.as_str(), b.port))
+                .collect::<Vec<_>>(),
+            [(false, "n1", 1883), (true, "n2", 8883), (false, "n3", 1883)]
+        );
+        // One bad entry in the list is pointed at on its own line.
+        let one_bad = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "urls = [\n  \"mqtt://n1:1883\",\n  \"mqtt://n2:1883,n3:1883\",\n]",
+        );
+        let out = diags(&one_bad);
+        let bad_line = one_bad
+            .lines()
+            .position(|l| l.contains("n2:1883,n3"))
+            .unwrap()
+            + 1;
+        assert!(out.contains(&format!("s.toml:{bad_line}:3: ")), "{out}");
+        // Both, neither, an empty list and a repeated URL are refused.
+        let both = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtt://n1:1883\"\nurls = [\"mqtt://n2:1883\"]",
+        );
+        assert!(diags(&both).contains("both url and urls"));
+        let neither = GOOD.replace("url = \"mqtt://127.0.0.1:1883\"\n", "");
+        assert!(diags(&neither).contains("needs url ="));
+        let empty = GOOD.replace("url = \"mqtt://127.0.0.1:1883\"", "urls = []");
+        assert!(diags(&empty).contains("holds 0 URLs"));
+        let twice = GOOD.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "urls = [\"mqtt://n1:1883\", \"mqtt://n1\"]",
+        );
+        assert!(diags(&twice).contains("listed twice"));
     }
 
     #[test]

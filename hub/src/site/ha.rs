@@ -584,6 +584,8 @@ pub fn messages(
 /// What `spawn` needs from the agent.
 pub struct HaLink {
     pub broker: BrokerUrl,
+    /// Its MQTT client id ([`crate::instance::client_id`], role `ha`).
+    pub client_id: String,
     pub ca_pem: Option<Vec<u8>>,
     pub username: Option<String>,
     pub password: Option<String>,
@@ -597,8 +599,11 @@ pub struct HaLink {
 
 /// Announce the building, keep its state fresh, re-announce when Home Assistant comes online.
 pub fn spawn(link: HaLink, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let id = format!("socer-ha-{}-{}", link.topics.site, std::process::id());
-    let mut o = MqttOptions::new(id, link.broker.host.clone(), link.broker.port);
+    let mut o = MqttOptions::new(
+        link.client_id.clone(),
+        link.broker.host.clone(),
+        link.broker.port,
+    );
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(64 * 1024, 64 * 1024);
     if let Some(u) = &link.username {
@@ -639,8 +644,10 @@ pub fn spawn(link: HaLink, mut shutdown: watch::Receiver<bool>) -> tokio::task::
                             tracing::warn!("Home Assistant broker: {e}");
                         }
                         connected = false;
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        // Jittered, and capped like the uplink's: back within seconds.
+                        let jitter = backoff.mul_f64(rand::random::<f64>());
+                        tokio::time::sleep(backoff + jitter).await;
+                        backoff = (backoff * 2).min(crate::mqttlink::MAX_BACKOFF);
                     }
                 },
                 _ = tick.tick() => {

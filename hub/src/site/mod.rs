@@ -171,8 +171,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         })
     };
 
+    // One id per install (kept with the outbox), in every client id this agent uses.
+    let instance_file = cfg.storage.path.join(crate::instance::FILE);
+    let instance = match crate::instance::load_or_create(&instance_file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("socer site: instance id {}: {e}", instance_file.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
     let uplink_cfg = uplink::UplinkConfig {
-        broker: loaded.broker.clone(),
+        brokers: loaded.brokers.clone(),
+        instance: instance.clone(),
         username: cfg.mqtt.username.clone(),
         password: cfg.mqtt.password.clone(),
         ca_pem: match &cfg.mqtt.ca_file {
@@ -193,6 +203,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ack_timeout: Duration::from_secs(30),
         status_every: Duration::from_secs(30),
         epoch_file: Some(cfg.storage.path.join("uplink-epoch")),
+        subscribe_qos: if cfg.mqtt.subscribe_qos == 0 {
+            rumqttc::QoS::AtMostOnce
+        } else {
+            rumqttc::QoS::AtLeastOnce
+        },
         // The signal listener rides on the uplink's connection: one connection per account.
         inbox: Some(signal::inbox(
             &view.community,
@@ -207,7 +222,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             "no [mqtt] hub_public_key: the community's signal and alerts cannot be verified and are not shown"
         );
     }
-    if loaded.broker.tls {
+    if loaded.brokers.iter().any(|b| b.tls) {
         // Refuse to start on a CA file that trusts nothing, rather than retry connects forever.
         if let Err(e) = crate::tls::client_config(uplink_cfg.ca_pem.as_deref()) {
             eprintln!("socer site: [mqtt] {e}");
@@ -228,7 +243,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         stop_rx.clone(),
     );
 
-    let ha_task = match ha_link(&cfg, &loaded.broker, uplink_ca, &view, ha_book) {
+    let ha_task = match ha_link(&cfg, &loaded.broker, uplink_ca, &view, ha_book, &instance) {
         Ok(Some(link)) => Some(ha::spawn(link, stop_rx.clone())),
         Ok(None) => None,
         Err(e) => {
@@ -363,6 +378,7 @@ fn ha_link(
     ca_pem: Option<Vec<u8>>,
     view: &Arc<View>,
     book: Option<Arc<ha::CounterBook>>,
+    instance: &str,
 ) -> Result<Option<ha::HaLink>, String> {
     let (Some(h), Some(book)) = (cfg.homeassistant.as_ref().filter(|h| h.enabled), book) else {
         return Ok(None);
@@ -379,6 +395,18 @@ fn ha_link(
             cfg.mqtt.password.clone(),
         ),
     };
+    // Its own id (role `ha`), bound to its account like the uplink's: never a PID.
+    let account = username
+        .clone()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("socer-site-{}", view.site));
+    let client_id = crate::instance::client_id(
+        &account,
+        &view.community,
+        crate::instance::Role::HomeAssistant,
+        Some(&view.site),
+        instance,
+    );
     let topics = ha::HaTopics::new(&h.discovery_prefix, &view.community, &view.site);
     let state = {
         let (v, t) = (view.clone(), topics.clone());
@@ -395,6 +423,7 @@ fn ha_link(
     };
     Ok(Some(ha::HaLink {
         broker,
+        client_id,
         ca_pem,
         username,
         password,

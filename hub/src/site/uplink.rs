@@ -2,8 +2,9 @@
 //! and lets them go only when the central hub's authenticated ack covers them.
 //!
 //! It must never treat a broker PUBACK as delivery, never skip a seq, and never spin on a broker
-//! that is down (back-off with jitter). After an outage it replays from the last ack, in seq order,
-//! with at most `window` unacknowledged batches in flight.
+//! that is down (back-off with jitter). It holds a list of brokers (the nodes of a cluster) and
+//! moves to the next when one fails ([`crate::mqttlink`]). After an outage it replays from the
+//! last ack at once, in seq order, with at most `window` unacknowledged batches in flight.
 //!
 //! It is the site's only connection to the community broker (under Mosquitto's
 //! `use_username_as_clientid` a second one would take this one's session): it also carries the
@@ -32,7 +33,10 @@ use crate::wire::{self, Ack, Batch, Status, Topics};
 /// Everything the uplink needs to know.
 #[derive(Clone)]
 pub struct UplinkConfig {
-    pub broker: BrokerUrl,
+    /// The brokers, in order (the nodes of a cluster): on a failure the uplink moves to the next.
+    pub brokers: Vec<BrokerUrl>,
+    /// The install's instance id ([`crate::instance`]), part of the client id.
+    pub instance: String,
     pub username: Option<String>,
     pub password: Option<String>,
     /// PEM of the broker's CA, for mqtts.
@@ -49,6 +53,8 @@ pub struct UplinkConfig {
     pub epoch_file: Option<PathBuf>,
     /// Other subscriptions carried on this connection.
     pub inbox: Option<Inbox>,
+    /// QoS of every subscription (`[mqtt] subscribe_qos`).
+    pub subscribe_qos: QoS,
 }
 
 /// Where an [`Inbox`]'s messages go: (topic, payload).
@@ -124,29 +130,51 @@ pub struct UplinkState {
     pub status_restored: u64,
     /// Re-sends started at the hub's request (a gap it saw: [`Ack::resend_from`]).
     pub resends_asked: u64,
+    /// `host:port` of the broker in use (or last tried).
+    pub broker: String,
+    /// Subscriptions the broker refused (SUBACK failure), over the agent's life.
+    pub subscriptions_refused: u64,
+    /// Filters the broker refused on the current connection (health is degraded while any).
+    pub refused_filters: Vec<String>,
 }
 
 /// Least time between two re-sends the hub asks for.
 const RESEND_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+/// A batch in flight this long when the hub repeats an ack that does not cover it is taken as
+/// lost (the hub answers a batch within milliseconds when it holds it, and within seconds when
+/// overloaded: longer than that, so that a slow hub is not sent more).
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 pub type SharedUplink = Arc<Mutex<UplinkState>>;
 
 enum Ev {
-    Connected,
+    /// Connected to the broker at this address.
+    Connected(String),
     Disconnected(String),
     Message(String, Vec<u8>),
+    SubAck(u16, Vec<rumqttc::SubscribeReasonCode>),
+    SubscribeSent(u16),
 }
 
 /// Builds the retained status on demand (the agent knows meters, backlog and clock).
 pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
 
-/// The client id: the account's name (Mosquitto's `use_username_as_clientid` makes it so anyway,
-/// and the embedded broker admits an account only with ids it owns).
+/// The client id: `{account}.{community}.site.{site}.{instance}` ([`crate::instance::client_id`]),
+/// the same on every broker and reconnect, unique across communities and identical images. The
+/// embedded broker admits an account only with ids `{account}` or `{account}.…`; Mosquitto's
+/// `use_username_as_clientid` replaces it by the account's name.
 pub fn client_id(cfg: &UplinkConfig) -> String {
-    match &cfg.username {
+    let account = match &cfg.username {
         Some(u) if !u.is_empty() => u.clone(),
         _ => format!("socer-site-{}", cfg.site),
-    }
+    };
+    crate::instance::client_id(
+        &account,
+        &cfg.community,
+        crate::instance::Role::Site,
+        Some(&cfg.site),
+        &cfg.instance,
+    )
 }
 
 /// The sealed last will closing `epoch`.
@@ -160,8 +188,13 @@ fn last_will(cfg: &UplinkConfig, epoch: u64) -> LastWill {
     LastWill::new(topic, sealed, QoS::AtLeastOnce, true)
 }
 
-fn options(cfg: &UplinkConfig, epoch: u64) -> MqttOptions {
-    let mut o = MqttOptions::new(client_id(cfg), cfg.broker.host.clone(), cfg.broker.port);
+/// The options for each broker, in order (the last will is set per connection).
+fn options_all(cfg: &UplinkConfig) -> Vec<MqttOptions> {
+    cfg.brokers.iter().map(|b| options(cfg, b)).collect()
+}
+
+fn options(cfg: &UplinkConfig, broker: &BrokerUrl) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id(cfg), broker.host.clone(), broker.port);
     o.set_keep_alive(Duration::from_secs(15));
     o.set_clean_session(true);
     o.set_max_packet_size(
@@ -172,8 +205,7 @@ fn options(cfg: &UplinkConfig, epoch: u64) -> MqttOptions {
     if let (Some(u), p) = (&cfg.username, &cfg.password) {
         o.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
-    o.set_last_will(last_will(cfg, epoch));
-    if cfg.broker.tls {
+    if broker.tls {
         o.set_transport(crate::tls::client_transport(cfg.ca_pem.as_deref()));
     }
     o
@@ -189,40 +221,49 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let epochs = Arc::new(Epochs::new(cfg.epoch_file.clone()));
-    let (client, mut eventloop) = AsyncClient::new(options(&cfg, epochs.next()), 256);
+    let mut failover = crate::mqttlink::Failover::new(options_all(&cfg));
+    let mut first = failover
+        .current()
+        .cloned()
+        .unwrap_or_else(|| MqttOptions::new(client_id(&cfg), "127.0.0.1", 1883));
+    first.set_last_will(last_will(&cfg, epochs.next()));
+    let (client, mut eventloop) = AsyncClient::new(first, 256);
     let (ev_tx, ev_rx) = mpsc::channel::<Ev>(1024);
     let (poll_epochs, will_cfg) = (epochs.clone(), cfg.clone());
     let poller = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(250);
         loop {
-            match eventloop.poll().await {
+            let ev = match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(250);
-                    if ev_tx.send(Ev::Connected).await.is_err() {
-                        return;
-                    }
+                    failover.connected();
+                    Ev::Connected(failover.address())
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Ok(Event::Incoming(Packet::Publish(p))) => Ev::Message(p.topic, p.payload.to_vec()),
+                Ok(Event::Incoming(Packet::SubAck(a))) => Ev::SubAck(a.pkid, a.return_codes),
+                Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(pkid))) => Ev::SubscribeSent(pkid),
+                Ok(_) => continue,
+                Err(e) => {
+                    let from = failover.address();
                     if ev_tx
-                        .send(Ev::Message(p.topic, p.payload.to_vec()))
+                        .send(Ev::Disconnected(format!("{from}: {e}")))
                         .await
                         .is_err()
                     {
                         return;
                     }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if ev_tx.send(Ev::Disconnected(e.to_string())).await.is_err() {
-                        return;
+                    // The next broker of the list (after a whole round, a back-off with
+                    // jitter); the next connection is a new epoch, closed by its own will.
+                    let wait = failover.failed(rand::thread_rng().gen::<f64>());
+                    if let Some(next) = failover.current() {
+                        eventloop.mqtt_options = next.clone();
                     }
-                    // The next connection is a new epoch, closed by its own will.
                     let will = last_will(&will_cfg, poll_epochs.next());
                     eventloop.mqtt_options.set_last_will(will);
-                    let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-                    tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
+            };
+            if ev_tx.send(ev).await.is_err() {
+                return;
             }
         }
     });
@@ -283,34 +324,67 @@ impl Link {
         let mut restore_due = false;
         let mut last_restore = Instant::now() - RESTORE_EVERY;
         let mut last_asked: Option<Instant> = None;
+        let mut subs = crate::mqttlink::SubTracker::default();
+        let mut repeated_at: Option<Instant> = None;
+        let mut last_sub_retry = Instant::now();
         loop {
             tokio::select! {
                 ev = events.recv() => match ev {
                     None => return,
-                    Some(Ev::Connected) => {
+                    Some(Ev::Connected(broker)) => {
                         connected = true;
                         last_connect_error = None;
+                        // Everything unacknowledged goes again at once (below), not at the ack
+                        // timeout: what was in flight may have died with the broker.
                         self.inflight.clear();
                         sent_upto = acked;
-                        self.with_state(|s| { s.connected = true; s.last_error = None; s.reconnects += 1; });
-                        tracing::info!(host = %self.cfg.broker.host, port = self.cfg.broker.port, "connected to the broker");
+                        self.with_state(|s| {
+                            s.connected = true;
+                            s.last_error = None;
+                            s.reconnects += 1;
+                            s.broker.clone_from(&broker);
+                            s.refused_filters.clear();
+                        });
+                        tracing::info!(%broker, "connected to the broker");
                         // The status topic too: to see another account replace or delete it.
                         let inbox = self.cfg.inbox.as_ref().map(|i| i.topics.clone()).unwrap_or_default();
-                        for t in [ack_topic.clone(), status_topic.clone()].into_iter().chain(inbox) {
-                            if let Err(e) = self.client.subscribe(&t, QoS::AtLeastOnce).await {
-                                tracing::warn!("subscribe to {t}: {e}");
-                            }
+                        let filters: Vec<String> = [ack_topic.clone(), status_topic.clone()].into_iter().chain(inbox).collect();
+                        subs.reset();
+                        let many = filters.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), self.cfg.subscribe_qos));
+                        match self.client.subscribe_many(many).await {
+                            Ok(()) => subs.queued(filters),
+                            Err(e) => tracing::warn!("subscribe: {e}"),
                         }
                         self.status_n = 0;
                         self.publish_status(&status_topic).await;
                         last_status = Instant::now();
+                    }
+                    Some(Ev::SubscribeSent(pkid)) => subs.sent(pkid),
+                    Some(Ev::SubAck(pkid, codes)) => {
+                        let refused: Vec<String> = subs
+                            .answered(pkid, &codes)
+                            .into_iter()
+                            .filter(|r| !r.granted)
+                            .map(|r| r.filter)
+                            .collect();
+                        if !refused.is_empty() {
+                            last_sub_retry = Instant::now();
+                        }
+                        for f in &refused {
+                            tracing::error!(filter = %f, "the broker refused a subscription: check this site's permissions on the broker (under NATS, $MQTT.sub.> too)");
+                        }
+                        let now_refused = subs.refused().to_vec();
+                        self.with_state(|s| {
+                            s.subscriptions_refused += refused.len() as u64;
+                            s.refused_filters = now_refused;
+                        });
                     }
                     Some(Ev::Disconnected(e)) => {
                         if connected {
                             tracing::warn!("broker connection lost: {e}");
                         } else if last_connect_error.as_ref() != Some(&e) {
                             // Once per distinct cause: a refused certificate must show in the log.
-                            tracing::warn!(host = %self.cfg.broker.host, port = self.cfg.broker.port, "cannot connect to the broker: {e}");
+                            tracing::warn!("cannot connect to the broker: {e}");
                             last_connect_error = Some(e.clone());
                         }
                         connected = false;
@@ -332,6 +406,11 @@ impl Link {
                                 // The hub holds readings above a gap that did not fill: send
                                 // again from it now rather than at the ack timeout.
                                 let asked = a.resend_from.is_some_and(|f| f == acked + 1 && sent_upto >= f);
+                                if a.seq <= acked {
+                                    // The hub says again what it holds (it subscribed anew, or
+                                    // we came online): see the tick below.
+                                    repeated_at = Some(Instant::now());
+                                }
                                 if asked && last_asked.is_none_or(|t| t.elapsed() >= RESEND_AT_MOST_EVERY) {
                                     tracing::info!(from_seq = acked + 1, "the hub saw a gap; re-sending");
                                     last_asked = Some(Instant::now());
@@ -361,6 +440,16 @@ impl Link {
                     durable_alive = res.is_ok();
                 }
                 _ = tick.tick() => {
+                    if connected && last_sub_retry.elapsed() >= crate::mqttlink::SUBSCRIBE_RETRY {
+                        if let Some(again) = subs.retry() {
+                            last_sub_retry = Instant::now();
+                            tracing::info!(filters = ?again, "subscribing again to what the broker refused");
+                            let many = again.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), self.cfg.subscribe_qos));
+                            if self.client.subscribe_many(many).await.is_ok() {
+                                subs.queued(again);
+                            }
+                        }
+                    }
                     if connected && last_status.elapsed() >= self.cfg.status_every {
                         self.publish_status(&status_topic).await;
                         last_status = Instant::now();
@@ -376,6 +465,19 @@ impl Link {
                                 tracing::warn!("status restore failed: {e}");
                             }
                         }
+                    }
+                    // A batch sent before the hub last repeated its ack, and still not covered
+                    // a while later, was lost on the way (a broker node died, or the hub was not
+                    // subscribed yet): send again now rather than at the ack timeout.
+                    let stalled = repeated_at.is_some_and(|rep| {
+                        self.inflight.front().is_some_and(|(_, at)| *at <= rep && at.elapsed() >= STALLED_AFTER)
+                    });
+                    if stalled && last_asked.is_none_or(|t| t.elapsed() >= RESEND_AT_MOST_EVERY) {
+                        tracing::info!(from_seq = acked + 1, "the hub's ack does not cover what was sent before it; re-sending");
+                        repeated_at = None;
+                        last_asked = Some(Instant::now());
+                        self.inflight.clear();
+                        sent_upto = acked;
                     }
                     if self.inflight.front().is_some_and(|(_, at)| at.elapsed() >= self.cfg.ack_timeout) {
                         // The hub did not confirm in time: send again from the last ack.
@@ -495,11 +597,12 @@ mod tests {
     #[test]
     fn the_last_will_is_a_sealed_offline_status_closing_its_epoch() {
         let cfg = UplinkConfig {
-            broker: BrokerUrl {
+            brokers: vec![BrokerUrl {
                 tls: false,
                 host: "127.0.0.1".into(),
                 port: 1883,
-            },
+            }],
+            instance: "a1b2c3d4e5f6".into(),
             username: Some("domus-1".into()),
             password: None,
             ca_pem: None,
@@ -512,8 +615,9 @@ mod tests {
             status_every: Duration::from_secs(30),
             epoch_file: None,
             inbox: None,
+            subscribe_qos: QoS::AtLeastOnce,
         };
-        assert_eq!(client_id(&cfg), "domus-1");
+        assert_eq!(client_id(&cfg), "domus-1.socer.site.domus-1.a1b2c3d4e5f6");
         let will = last_will(&cfg, 42);
         let topic = Topics::new("socer").status("domus-1");
         assert_eq!(will.topic, topic);

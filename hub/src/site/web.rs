@@ -247,7 +247,11 @@ fn health_json(v: &View) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    let status = if outbox.last_error.is_some() || outbox.dropped > 0 {
+    // A refused subscription (the ack's, say) stops acks: nothing would ever be released.
+    let status = if outbox.last_error.is_some()
+        || outbox.dropped > 0
+        || !uplink.refused_filters.is_empty()
+    {
         "error"
     } else if !uplink.connected || !v.time.is_synced() || meters.values().any(|m| m.state != "ok") {
         "degraded"
@@ -338,10 +342,18 @@ impl prometheus_client::collector::Collector for SiteMetrics {
             )?;
         }
         let s = v.outbox.stats();
-        let (connected, sent, acks_rejected) = v
+        let (connected, sent, acks_rejected, subs_refused, filters_refused) = v
             .uplink
             .lock()
-            .map(|u| (u.connected, u.readings_sent, u.acks_rejected))
+            .map(|u| {
+                (
+                    u.connected,
+                    u.readings_sent,
+                    u.acks_rejected,
+                    u.subscriptions_refused,
+                    u.refused_filters.len(),
+                )
+            })
             .unwrap_or_default();
         let (summaries_refused, broadcasts_refused) = v
             .signal
@@ -370,7 +382,12 @@ impl prometheus_client::collector::Collector for SiteMetrics {
         for (name, help, value) in seconds {
             family(&mut enc, name, help, Gauge, |m| gauge(m, &l, value))?;
         }
-        let gauges: [(&str, &str, i64); 9] = [
+        let gauges: [(&str, &str, i64); 10] = [
+            (
+                "socer_uplink_refused_filters",
+                "Filters the broker refuses on the current connection.",
+                i64::try_from(filters_refused).unwrap_or(i64::MAX),
+            ),
             (
                 "socer_outbox_backlog",
                 "Readings in the outbox not yet acknowledged by the hub.",
@@ -420,7 +437,12 @@ impl prometheus_client::collector::Collector for SiteMetrics {
         for (name, help, value) in gauges {
             family(&mut enc, name, help, Gauge, |m| gauge(m, &l, value))?;
         }
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "socer_uplink_subscriptions_refused",
+                "Subscriptions the broker refused (SUBACK failure).",
+                subs_refused,
+            ),
             (
                 "socer_outbox_dropped",
                 "Readings dropped unacknowledged because the outbox was over its disk budget.",
