@@ -1017,7 +1017,7 @@ impl Outbox {
         }
     }
 
-    /// Queue a reading; it is committed within about a second.
+    /// Queue a reading; it is committed and synced within [`SYNC_EVERY`].
     pub fn push(&self, inc: Incoming) -> Result<(), OutboxError> {
         self.tx
             .send(Cmd::Insert(Box::new(inc)))
