@@ -29,20 +29,23 @@ async fn readings_survive_repeated_kill_9_with_no_gap_and_nothing_twice() {
     let cfg = spec.write(dir.path());
     let log = dir.path().join("agent.log");
 
-    // Killed at moments that fall while writing, while syncing and while publishing.
-    for ms in [700u64, 2300, 450, 1900, 1150, 2600, 300] {
+    // Killed at moments that fall while writing, while syncing and while publishing: the outbox
+    // commits and syncs every 2 s (outbox::SYNC_EVERY), so each run but one outlives a commit.
+    for ms in [2700u64, 4300, 2450, 3900, 3150, 4600, 1300] {
         let mut a = Agent::start(&cfg, spec.web_port, &log);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         a.kill9();
     }
     let mut a = Agent::start(&cfg, spec.web_port, &log);
     a.wait_web();
+    let mut last_seen = 0;
     let caught_up = eventually(Duration::from_secs(20), || {
         let h = a.health();
         let last = h
             .as_ref()
             .and_then(|h| h["outbox"]["last_seq"].as_u64())
             .unwrap_or(u64::MAX);
+        last_seen = last;
         acker.contiguous() + 100 >= last
     })
     .await;
@@ -87,14 +90,16 @@ async fn readings_survive_repeated_kill_9_with_no_gap_and_nothing_twice() {
             r.ts
         );
     }
+    // What SIGTERM flushed last (up to a commit interval of readings) need not be acked yet: it
+    // is kept (checked above). What was durable at the catch-up was acknowledged.
     assert!(
-        seen.contiguous + 100 >= n,
-        "contiguous {} of {n}",
+        seen.contiguous + 100 >= last_seen,
+        "contiguous {} of {last_seen}",
         seen.contiguous
     );
     assert!(
         n > 500,
-        "only {n} readings in about 13 s of 8 meters at 20 Hz"
+        "only {n} readings in about 25 s of 8 meters at 20 Hz"
     );
 }
 
@@ -108,11 +113,18 @@ async fn a_long_broker_outage_drains_completely_in_order() {
     let cfg = spec.write(dir.path());
     let a = Agent::start(&cfg, spec.web_port, &dir.path().join("agent.log"));
     a.wait_web();
-    // About 800 readings a second while the broker is down.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // About 800 readings a second while the broker is down, stored every 2 s.
+    let mut queued = 0;
+    eventually(Duration::from_secs(30), || {
+        queued = a
+            .health()
+            .and_then(|h| h["outbox"]["last_seq"].as_u64())
+            .unwrap_or(0);
+        queued >= 2000
+    })
+    .await;
     let h = a.health().expect("health answers during the outage");
     assert_eq!(h["uplink"]["connected"], false);
-    let queued = h["outbox"]["last_seq"].as_u64().unwrap_or(0);
     assert!(queued >= 2000, "only {queued} readings queued");
     assert_eq!(h["outbox"]["acked"], 0);
 
@@ -372,9 +384,15 @@ async fn a_forged_ack_is_refused_and_nothing_leaves_the_outbox() {
     .await;
     assert!(refused, "the forged ack was not counted as refused");
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Readings are committed every 2 s: wait until some are kept, none of them acknowledged.
+    let kept = eventually(Duration::from_secs(20), || {
+        a.health()
+            .is_some_and(|h| h["outbox"]["backlog"].as_u64().unwrap_or(0) > 0)
+    })
+    .await;
     let h = a.health().expect("health");
+    assert!(kept, "nothing kept in the outbox: {h}");
     assert_eq!(h["outbox"]["acked"], 0, "{h}");
-    assert!(h["outbox"]["backlog"].as_u64().unwrap_or(0) > 0, "{h}");
 
     // The real hub acknowledges: only now do readings leave. If the site's window filled while
     // nobody acknowledged (a slow machine), its next batch goes out at the 30 s ack timeout.

@@ -10,10 +10,12 @@ use std::time::Duration;
 use crate::link::{Link, LinkError};
 use crate::profile::Function;
 
+pub mod rs485;
 pub mod rtu;
 pub mod rtu_tcp;
 pub mod tcp;
 
+pub use rs485::Rs485Settings;
 pub use rtu::{RtuLink, SerialSettings};
 pub use rtu_tcp::RtuOverTcpLink;
 pub use tcp::TcpLink;

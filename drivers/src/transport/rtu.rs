@@ -24,6 +24,7 @@ use crate::plan::rtu_silence;
 use crate::profile::Function;
 
 use super::check_count;
+use super::rs485::{self, Rs485Settings};
 
 /// How to open a serial port.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +33,9 @@ pub struct SerialSettings {
     pub baud: u32,
     pub parity: Parity,
     pub stop_bits: StopBits,
+    /// Put the port in RS-485 mode after opening it (a UART behind a transceiver; never a USB
+    /// adapter). `None`: leave the port as the driver has it.
+    pub rs485: Option<Rs485Settings>,
 }
 
 impl SerialSettings {
@@ -42,6 +46,7 @@ impl SerialSettings {
             baud,
             parity: Parity::None,
             stop_bits: StopBits::One,
+            rs485: None,
         }
     }
 
@@ -57,12 +62,22 @@ impl SerialSettings {
     }
 
     fn open(&self) -> Result<SerialStream, LinkError> {
-        tokio_serial::new(&self.path, self.baud)
+        let rs485_error = |e: rs485::Rs485Error| LinkError::Transport(format!("RS-485 mode: {e}"));
+        if let Some(r) = &self.rs485 {
+            // Refused before the port is touched: a USB adapter is never opened in RS-485 mode.
+            rs485::check(&self.path, r).map_err(rs485_error)?;
+        }
+        let port = tokio_serial::new(&self.path, self.baud)
             .data_bits(DataBits::Eight)
             .parity(self.parity)
             .stop_bits(self.stop_bits)
             .open_native_async()
-            .map_err(|e| LinkError::Transport(format!("cannot open {}: {e}", self.path)))
+            .map_err(|e| LinkError::Transport(format!("cannot open {}: {e}", self.path)))?;
+        if let Some(r) = &self.rs485 {
+            use std::os::unix::io::AsRawFd;
+            rs485::apply(port.as_raw_fd(), &self.path, r).map_err(rs485_error)?;
+        }
+        Ok(port)
     }
 }
 

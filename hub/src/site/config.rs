@@ -198,6 +198,37 @@ pub struct BusConfig {
     pub dead_units: Vec<i64>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Serial bus only, opt-in: put the port in RS-485 mode (`TIOCSRS485`), for a UART behind a
+    /// transceiver (a Raspberry Pi HAT); refused for USB adapters.
+    #[serde(default)]
+    pub rs485: Option<Spanned<Rs485Config>>,
+}
+
+/// `rs485 = { rts_on_send = true, delay_before_send_ms = 0, delay_after_send_ms = 0 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rs485Config {
+    /// RTS (the transceiver's DE pin) active while sending; false inverts it.
+    #[serde(default = "default_rts_on_send")]
+    pub rts_on_send: bool,
+    #[serde(default)]
+    pub delay_before_send_ms: u32,
+    #[serde(default)]
+    pub delay_after_send_ms: u32,
+}
+
+impl Rs485Config {
+    pub fn settings(&self) -> socer_drivers::transport::Rs485Settings {
+        socer_drivers::transport::Rs485Settings {
+            rts_on_send: self.rts_on_send,
+            delay_before_send_ms: self.delay_before_send_ms,
+            delay_after_send_ms: self.delay_after_send_ms,
+        }
+    }
+}
+
+fn default_rts_on_send() -> bool {
+    true
 }
 
 fn default_baud() -> u32 {
@@ -739,6 +770,22 @@ pub fn validate(cfg: &SiteConfig, models: &[String]) -> Vec<Diag> {
                     b.timeout_ms
                 ),
             ));
+        }
+        if let Some(r) = &b.rs485 {
+            match &b.serial {
+                None => d.push(Diag::new(
+                    span(r),
+                    format!("bus {name:?}: rs485 is only for a serial bus"),
+                )),
+                Some(port) => {
+                    if let Err(e) = socer_drivers::transport::rs485::check(
+                        port.get_ref(),
+                        &r.get_ref().settings(),
+                    ) {
+                        d.push(Diag::new(span(r), format!("bus {name:?}: rs485: {e}")));
+                    }
+                }
+            }
         }
         if let Some(u) = b.dead_units.iter().find(|u| !(1..=247).contains(*u)) {
             d.push(Diag::new(

@@ -320,6 +320,7 @@ async fn modbus_bus(
             } else {
                 tokio_serial::StopBits::One
             },
+            rs485: bus.rs485.as_ref().map(|r| r.get_ref().settings()),
         })
     } else {
         return Err(format!("bus {name}: neither serial nor tcp"));
