@@ -159,6 +159,18 @@ impl CostModel {
         }
     }
 
+    /// The least line time of one transaction that moved `request_bytes` out and `response_bytes`
+    /// back: the bytes, plus on RTU the silence before the request and the silence the device
+    /// must leave before answering (plus a round trip on TCP). What a bus's efficiency is
+    /// measured against.
+    pub fn wire_time(&self, request_bytes: u64, response_bytes: u64) -> Duration {
+        let bytes = self.bytes_time(request_bytes + response_bytes);
+        match *self {
+            CostModel::Rtu { .. } => bytes + self.inter_frame_silence() * 2,
+            CostModel::Tcp { round_trip, .. } => bytes + round_trip,
+        }
+    }
+
     /// Cost of each register read.
     pub fn register_cost(&self) -> Duration {
         self.bytes_time(2)
@@ -343,6 +355,7 @@ pub struct Intervals {
 
 impl Schedule {
     pub fn new(profile: &Profile, overrides: Intervals) -> Self {
+        let floor = Duration::from_secs(u64::from(profile.defaults.min_interval_s));
         let entries = profile
             .quantities
             .iter()
@@ -365,11 +378,27 @@ impl Schedule {
                 };
                 // The device's own limit wins over any override: some devices (a Chain 2 reader)
                 // stop answering when polled faster.
-                let floor = Duration::from_secs(u64::from(profile.defaults.min_interval_s));
                 (interval.max(floor).max(Duration::from_millis(10)), None)
             })
             .collect();
         Schedule { entries }
+    }
+
+    /// When the meter should next be polled: when its quantities of the shortest interval fall
+    /// due. A slower quantity (an energy counter) that falls due in between waits for that poll
+    /// (at most one short interval late) instead of costing a poll of its own, so polls of a
+    /// meter are never closer than its shortest interval, nor than the device's
+    /// `min_interval_s`. Never read: ZERO.
+    pub fn poll_due(&self) -> Duration {
+        let Some(shortest) = self.entries.iter().map(|(i, _)| *i).min() else {
+            return Duration::MAX;
+        };
+        self.entries
+            .iter()
+            .filter(|(i, _)| *i == shortest)
+            .map(|(_, n)| n.unwrap_or(Duration::ZERO))
+            .min()
+            .unwrap_or(Duration::MAX)
     }
 
     /// Indices (into the profile's quantities) of the quantities due at `now`.
@@ -384,16 +413,13 @@ impl Schedule {
 
     /// Record that the quantities `polled` were polled at `now` (read or not: a failure waits for
     /// the next interval like a success, so a broken register cannot monopolise the bus).
-    /// The cadence is kept (next = previous due + interval) unless the meter fell a whole interval
-    /// behind, when it restarts from `now` rather than bursting to catch up.
+    /// Each is next due one interval after this poll: its own period from when it was last read,
+    /// not a slot kept from an earlier cycle. A late poll moves the next one later instead of
+    /// bursting to catch up.
     pub fn mark_polled(&mut self, polled: &[usize], now: Duration) {
         for &i in polled {
             if let Some((interval, next)) = self.entries.get_mut(i) {
-                let base = match *next {
-                    Some(n) if n + *interval > now => n,
-                    _ => now,
-                };
-                *next = Some(base + *interval);
+                *next = Some(now.saturating_add(*interval));
             }
         }
     }
