@@ -161,9 +161,12 @@ where
             first_byte_at + line.response_time(request.len(), frame.len()) + reply.latency,
         )
         .await;
+        // Stamped before the write: a stall after it must not look like a master that did not
+        // wait (the master cannot see the answer before it is written).
+        let writing_at = tokio::time::Instant::now();
         port.write_all(&frame).await?;
         port.flush().await?;
-        answered_at = Some(tokio::time::Instant::now());
+        answered_at = Some(writing_at);
     }
 }
 
