@@ -728,6 +728,9 @@ mod tests {
         // Two requests planned (0..3 and 300..302 are far apart at 9600 baud); only the first sent.
         assert_eq!(link.calls, vec![(0, 3)]);
         assert_eq!(out.link_failures, 1);
+        // On the line: one request and no answer.
+        assert_eq!((out.requests_sent, out.timeouts), (1, 1));
+        assert_eq!(out.wire, CostModel::rtu(9600).wire_time(8, 0));
         assert_eq!(out.last_error_kind, Some(ErrorKind::Timeout));
         let r = out.reading;
         assert_eq!(r.quality, Quality::Failed);
@@ -767,6 +770,10 @@ mod tests {
         let c = clock();
         c.advance(Duration::from_millis(1234));
         let out = read_once(&mut link, "north", &meter(), &CostModel::rtu(9600), &c).await;
+        // Both requests answered: 3 and 2 registers, each answer 5 bytes besides its data.
+        assert_eq!((out.requests_sent, out.timeouts), (2, 0));
+        let cost = CostModel::rtu(9600);
+        assert_eq!(out.wire, cost.wire_time(8, 11) + cost.wire_time(8, 9));
         let r = out.reading;
         assert_eq!(r.values.p_w, Some(-2500.0));
         assert_eq!(r.values.e_imp_wh, Some(7.0));

@@ -474,6 +474,26 @@ mod tests {
     }
 
     #[test]
+    fn wire_time_is_the_bytes_and_two_silences_per_request() {
+        // 8E1 at 9600 baud: 11 bits a character, 1.1458 ms; the silence is 3.5 characters.
+        let c = CostModel::Rtu {
+            baud: 9600,
+            bits_per_char: 11,
+            turnaround: Duration::from_millis(5),
+        };
+        // An SDM630 read of 12 registers: 8 bytes out, 5 + 24 back.
+        let us = c.wire_time(8, 29).as_micros();
+        assert!((50_410..=50_420).contains(&us), "{us}");
+        assert_eq!(
+            c.wire_time(8, 0),
+            c.bytes_time(8) + c.inter_frame_silence() * 2
+        );
+        // TCP: the bytes and a round trip.
+        let t = CostModel::tcp();
+        assert_eq!(t.wire_time(12, 9), Duration::from_micros(2021));
+    }
+
+    #[test]
     fn small_gap_is_merged_on_rtu_but_large_gap_is_not() {
         let c = CostModel::rtu(9600);
         // Request cost ≈ 13 bytes + a silence + 5 ms ≈ 22.2 ms ≈ 10.6 registers.
