@@ -73,7 +73,7 @@ impl Link for PacedLine {
 }
 
 /// Run eight SDM630 (units 1–8) polled every `interval` for `run` of virtual time; every
-/// transaction the line carried, in order.
+/// transaction the line carried, in order. Checks the bus's own line counters against them.
 async fn run_line(interval: Duration, dead: Option<u8>, run: Duration) -> Vec<Transaction> {
     let profiles = ProfileSet::builtin().expect("built-in profiles");
     let profile = Arc::new(
@@ -117,6 +117,30 @@ async fn run_line(interval: Duration, dead: Option<u8>, run: Duration) -> Vec<Tr
     handle.task.await.expect("bus task");
     drain.await.expect("drain");
     let log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let line = handle.health.snapshot().line;
+    // The poll under way at the stop is not counted (at most its two requests).
+    let counted = usize::try_from(line.requests).expect("count");
+    assert!(
+        counted <= log.len() && log.len() - counted <= 2,
+        "{line:?}, {} on the line",
+        log.len()
+    );
+    let log_counted = &log[..counted];
+    let timeouts = log_counted.iter().filter(|t| Some(t.unit) == dead).count() as u64;
+    assert_eq!(line.timeouts, timeouts);
+    // Wire time counted per request; the line was busy at least that long.
+    let on_line: f64 = log_counted
+        .iter()
+        .map(|t| (t.end - t.start).as_secs_f64() * 1000.0)
+        .sum();
+    assert!(
+        line.wire_ms > 0.0 && line.wire_ms <= on_line + 1e-6,
+        "{line:?}"
+    );
+    assert!(
+        line.busy_ms + 1e-6 >= on_line,
+        "{line:?} against {on_line} ms"
+    );
     log
 }
 
