@@ -465,6 +465,52 @@ mod tests {
         assert!(polls.len() >= 29, "{}", polls.len());
     }
 
+    proptest::proptest! {
+        /// Any mix of meters (intervals 10 ms – 3 s, polls 5–200 ms, perhaps one dead): the line
+        /// never idles while a meter is due; no live meter is polled sooner than its interval,
+        /// nor waits longer than its interval, the poll under way when it fell due and one poll
+        /// of every other meter (no starvation: a meter polled after another fell due is next
+        /// due later than that one).
+        #[test]
+        fn the_line_never_idles_while_due_and_no_meter_starves(
+            meters in proptest::collection::vec((10u64..3000, 5u64..200), 1..10),
+            dead in proptest::option::of(0usize..10),
+        ) {
+            let mut queue = BusQueue::new(
+                meters
+                    .iter()
+                    .map(|&(interval, _)| schedule(ms(interval), Duration::from_secs(60)))
+                    .collect(),
+                backoff(),
+            );
+            let probe = ms(344);
+            let cost = |m: usize, _: bool| {
+                if Some(m) == dead { (probe, true) } else { (ms(meters[m].1), false) }
+            };
+            let (polls, idle) = simulate(&mut queue, Duration::from_secs(60), cost);
+            proptest::prop_assert_eq!(idle, Duration::ZERO);
+            let round: Duration = (0..meters.len())
+                .map(|m| if Some(m) == dead { probe } else { ms(meters[m].1) })
+                .sum();
+            let longest = probe.max(meters.iter().map(|&(_, c)| ms(c)).max().unwrap_or_default());
+            for (m, &(interval, _)) in meters.iter().enumerate() {
+                if Some(m) == dead {
+                    continue;
+                }
+                let starts: Vec<Duration> =
+                    polls.iter().filter(|p| p.meter == m).map(|p| p.start).collect();
+                proptest::prop_assert!(!starts.is_empty());
+                for w in starts.windows(2) {
+                    proptest::prop_assert!(w[1] - w[0] >= ms(interval), "meter {}: {:?}", m, w);
+                    proptest::prop_assert!(
+                        w[1] - w[0] <= ms(interval) + round + longest,
+                        "meter {} waited {:?} (interval {} ms, round {:?})", m, w[1] - w[0], interval, round
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn an_empty_bus_waits_and_never_overflows() {
         let queue = BusQueue::new(vec![], backoff());
