@@ -2,7 +2,8 @@
 //! the quantities of each meter when they are due, and emits one [`Reading`] per meter per poll.
 //!
 //! It never reports a value it did not read in this poll, and a dead meter never costs the bus
-//! more than one timeout per back-off period.
+//! more than one timeout per back-off period. Which meter goes next is `crate::schedule`'s
+//! (work-conserving: the line never waits while a meter is due).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,9 +16,13 @@ use tokio::time::{sleep_until, Instant};
 use crate::clock::Clock;
 use crate::decode::{apply_scale_factor, decode, plausible, DecodeError};
 use crate::link::{ErrorKind, Link, LinkError};
-use crate::plan::{needs_of, plan, CostModel, Intervals, Limits, Need, Request, Schedule};
+use crate::plan::{
+    needs_of, plan, CostModel, Intervals, Limits, Need, Request, Schedule, RTU_REQUEST_BYTES,
+    RTU_RESPONSE_OVERHEAD_BYTES,
+};
 use crate::profile::{Function, Profile, QuantityMap};
 use crate::reading::{Missing, Quality, Quantity, Reading, Values};
+use crate::schedule::{BusQueue, Next};
 use crate::transport::{AnyLink, Backoff, RtuLink, RtuOverTcpLink, SerialSettings, TcpLink};
 
 /// One meter on a bus.
@@ -139,6 +144,21 @@ pub struct MeterHealth {
 pub struct BusHealth {
     pub bus: String,
     pub meters: Vec<MeterHealth>,
+    /// What the line carried since the bus started.
+    pub line: LineUse,
+}
+
+/// How a bus used its line since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LineUse {
+    /// Requests put on the line.
+    pub requests: u64,
+    /// Requests that got no answer in time.
+    pub timeouts: u64,
+    /// The wire-time minimum of every request and answer ([`CostModel::wire_time`]), ms.
+    pub wire_ms: f64,
+    /// Time spent polling (from a poll's first request to its end), ms.
+    pub busy_ms: f64,
 }
 
 /// A cheap shared view of a bus's health; cloning shares it.
@@ -182,16 +202,10 @@ pub fn spawn<L: Link + 'static>(
                 ..MeterHealth::default()
             })
             .collect(),
+        line: LineUse::default(),
     })));
     let task = tokio::spawn(run(config, link, clock, tx, shutdown, health.clone()));
     BusHandle { health, task }
-}
-
-struct MeterState {
-    schedule: Schedule,
-    consecutive_failures: u32,
-    /// Offset from the bus origin before which the meter is not polled.
-    backed_off_until: Duration,
 }
 
 async fn run<L: Link>(
@@ -203,15 +217,14 @@ async fn run<L: Link>(
     health: Health,
 ) {
     let origin = Instant::now();
-    let mut states: Vec<MeterState> = config
-        .meters
-        .iter()
-        .map(|m| MeterState {
-            schedule: Schedule::new(&m.profile, m.intervals),
-            consecutive_failures: 0,
-            backed_off_until: Duration::ZERO,
-        })
-        .collect();
+    let mut queue = BusQueue::new(
+        config
+            .meters
+            .iter()
+            .map(|m| Schedule::new(&m.profile, m.intervals))
+            .collect(),
+        config.backoff,
+    );
     tracing::info!(bus = %config.name, meters = config.meters.len(), "bus started");
     let stop = async {
         // Either the flag turned true or its sender is gone: stop both ways.
@@ -219,89 +232,93 @@ async fn run<L: Link>(
     };
     tokio::pin!(stop);
     loop {
-        let cycle = async {
-            for (i, meter) in config.meters.iter().enumerate() {
-                let now = origin.elapsed();
-                let state = &mut states[i];
-                if state.backed_off_until > now {
-                    continue;
-                }
-                let due = state.schedule.due(now);
-                if due.is_empty() {
-                    continue;
-                }
-                let started = Instant::now();
-                let outcome = poll(
-                    &mut link,
-                    &config.name,
-                    meter,
-                    &due,
-                    &config.cost,
-                    clock.as_ref(),
-                )
-                .await;
-                let done = origin.elapsed();
-                state.schedule.mark_polled(&due, now);
-                let failed =
-                    outcome.reading.quality == Quality::Failed && outcome.link_failures > 0;
-                if failed {
-                    state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                    let wait = config.backoff.delay(state.consecutive_failures);
-                    state.backed_off_until = done + wait;
-                    tracing::warn!(bus = %config.name, unit = meter.unit, meter = %meter.name,
-                        backoff_ms = wait.as_millis() as u64, "nothing could be read from the meter; backing off");
-                } else {
-                    state.consecutive_failures = 0;
-                    state.backed_off_until = Duration::ZERO;
-                }
-                let latency = started.elapsed();
-                let backed_off_until = failed.then(|| {
-                    let wait = state.backed_off_until.saturating_sub(done);
-                    clock.now_utc() + chrono::Duration::from_std(wait).unwrap_or_default()
-                });
-                let consecutive = state.consecutive_failures;
-                health.update(|h| {
-                    if let Some(m) = h.meters.get_mut(i) {
-                        m.polls += 1;
-                        m.reads_ok += outcome.reads_ok;
-                        m.reads_failed += outcome.link_failures;
-                        m.last_latency_ms = Some(latency.as_millis() as u64);
-                        m.last_latency_us =
-                            Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-                        if let Some(e) = &outcome.last_error {
-                            m.last_error = Some(e.clone());
-                            m.last_error_kind = outcome.last_error_kind;
-                        }
-                        m.consecutive_failures = consecutive;
-                        m.backed_off_until = backed_off_until;
-                    }
-                });
-                if tx.send(outcome.reading).await.is_err() {
-                    return false;
+        // Work-conserving: the line goes to the meter due earliest as soon as the last
+        // transaction (and its silence, which the link keeps) is over; it waits only when
+        // nothing is due.
+        let now = origin.elapsed();
+        let (i, due) = match queue.next(now) {
+            Next::Poll { meter, quantities } => (meter, quantities),
+            Next::WaitUntil(at) => {
+                tokio::select! {
+                    _ = sleep_until(origin + at) => continue,
+                    _ = &mut stop => break,
                 }
             }
-            true
         };
-        let keep_going = tokio::select! {
-            k = cycle => k,
+        let Some(meter) = config.meters.get(i) else {
+            break;
+        };
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            o = poll(&mut link, &config.name, meter, &due, &config.cost, clock.as_ref()) => o,
+            _ = &mut stop => break,
+        };
+        let done = origin.elapsed();
+        line_use(&config.name, meter, &due, now, done, &outcome);
+        let failed = outcome.reading.quality == Quality::Failed && outcome.link_failures > 0;
+        let backoff = queue.polled(i, &due, now, done, failed);
+        if let Some(wait) = backoff {
+            tracing::warn!(bus = %config.name, unit = meter.unit, meter = %meter.name,
+                backoff_ms = wait.as_millis() as u64, "nothing could be read from the meter; backing off");
+        }
+        let latency = started.elapsed();
+        let backed_off_until = backoff
+            .map(|wait| clock.now_utc() + chrono::Duration::from_std(wait).unwrap_or_default());
+        let consecutive = queue.consecutive_failures(i);
+        health.update(|h| {
+            if let Some(m) = h.meters.get_mut(i) {
+                m.polls += 1;
+                m.reads_ok += outcome.reads_ok;
+                m.reads_failed += outcome.link_failures;
+                m.last_latency_ms = Some(latency.as_millis() as u64);
+                m.last_latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+                if let Some(e) = &outcome.last_error {
+                    m.last_error = Some(e.clone());
+                    m.last_error_kind = outcome.last_error_kind;
+                }
+                m.consecutive_failures = consecutive;
+                m.backed_off_until = backed_off_until;
+            }
+            h.line.requests += outcome.requests_sent;
+            h.line.timeouts += outcome.timeouts;
+            h.line.wire_ms += outcome.wire.as_secs_f64() * 1000.0;
+            h.line.busy_ms += (done.saturating_sub(now)).as_secs_f64() * 1000.0;
+        });
+        let sent = tokio::select! {
+            r = tx.send(outcome.reading) => r.is_ok(),
             _ = &mut stop => false,
         };
-        if !keep_going {
+        if !sent {
             break;
-        }
-        let wake = states
-            .iter()
-            .map(|s| s.schedule.next_due().max(s.backed_off_until))
-            .min()
-            .unwrap_or(Duration::MAX)
-            // A meter with nothing to read (or no meters) must not make the wake-up overflow.
-            .min(origin.elapsed() + Duration::from_secs(60));
-        tokio::select! {
-            _ = sleep_until(origin + wake) => {}
-            _ = &mut stop => break,
         }
     }
     tracing::info!(bus = %config.name, "bus stopped");
+}
+
+/// One debug line per poll, with what `tools/bus-efficiency` needs to set each cycle against the
+/// wire-time minimum: when the poll started and ended (µs since the bus started), how many
+/// quantities it read, and the least line time of its requests and answers.
+fn line_use(
+    bus: &str,
+    meter: &MeterConfig,
+    due: &[usize],
+    started: Duration,
+    done: Duration,
+    outcome: &PollOutcome,
+) {
+    tracing::debug!(
+        bus,
+        meter = %meter.name,
+        unit = meter.unit,
+        start_us = started.as_micros() as u64,
+        end_us = done.as_micros() as u64,
+        quantities = due.len(),
+        of = meter.profile.quantities.len(),
+        requests = outcome.requests_sent,
+        timeouts = outcome.timeouts,
+        wire_us = outcome.wire.as_micros() as u64,
+        "line use"
+    );
 }
 
 /// What one poll of one meter produced.
@@ -316,6 +333,13 @@ pub struct PollOutcome {
     /// The category of the last failure of this poll: of the link, else of a value (not
     /// available, implausible).
     pub last_error_kind: Option<ErrorKind>,
+    /// Requests put on the line (skipped ones are not).
+    pub requests_sent: u64,
+    /// Requests that got no answer in time.
+    pub timeouts: u64,
+    /// The least line time of what this poll moved ([`CostModel::wire_time`] of every request
+    /// sent and of the answer received, if any): what a bus's efficiency is measured against.
+    pub wire: Duration,
 }
 
 /// Read every quantity of a meter once (what `socer read` does).
@@ -395,16 +419,30 @@ pub async fn poll<L: Link>(
     let mut last_error = None;
     let mut last_error_kind = None;
     let mut gave_up: Option<String> = None;
+    let (mut requests_sent, mut timeouts, mut wire) = (0u64, 0u64, Duration::ZERO);
+    let answer_bytes = |count: u16| RTU_RESPONSE_OVERHEAD_BYTES + 2 * u64::from(count);
     for req in &planned.requests {
         if let Some(why) = &gave_up {
             results.push((*req, Err(Failure::Skipped(why.clone()))));
             continue;
         }
         let where_ = locate(bus, meter.unit, req.function, req.start);
-        match link
+        let answer = link
             .read_registers(meter.unit, req.function, req.start, req.count)
-            .await
-        {
+            .await;
+        let received = match &answer {
+            Ok(_) | Err(LinkError::Frame(_)) => Some(answer_bytes(req.count)),
+            Err(LinkError::Exception { .. }) => Some(RTU_RESPONSE_OVERHEAD_BYTES),
+            Err(LinkError::Timeout { .. }) => Some(0),
+            // Nothing reached the line (a port that would not open, a refused count).
+            Err(_) => None,
+        };
+        if let Some(bytes) = received {
+            requests_sent += 1;
+            wire += cost.wire_time(RTU_REQUEST_BYTES, bytes);
+        }
+        timeouts += u64::from(matches!(answer, Err(LinkError::Timeout { .. })));
+        match answer {
             Ok(words) => {
                 reads_ok += 1;
                 results.push((*req, Ok(words)));
@@ -570,6 +608,9 @@ pub async fn poll<L: Link>(
         link_failures,
         last_error,
         last_error_kind: last_error_kind.or(value_kind),
+        requests_sent,
+        timeouts,
+        wire,
     }
 }
 
@@ -690,6 +731,9 @@ mod tests {
         // Two requests planned (0..3 and 300..302 are far apart at 9600 baud); only the first sent.
         assert_eq!(link.calls, vec![(0, 3)]);
         assert_eq!(out.link_failures, 1);
+        // On the line: one request and no answer.
+        assert_eq!((out.requests_sent, out.timeouts), (1, 1));
+        assert_eq!(out.wire, CostModel::rtu(9600).wire_time(8, 0));
         assert_eq!(out.last_error_kind, Some(ErrorKind::Timeout));
         let r = out.reading;
         assert_eq!(r.quality, Quality::Failed);
@@ -729,6 +773,10 @@ mod tests {
         let c = clock();
         c.advance(Duration::from_millis(1234));
         let out = read_once(&mut link, "north", &meter(), &CostModel::rtu(9600), &c).await;
+        // Both requests answered: 3 and 2 registers, each answer 5 bytes besides its data.
+        assert_eq!((out.requests_sent, out.timeouts), (2, 0));
+        let cost = CostModel::rtu(9600);
+        assert_eq!(out.wire, cost.wire_time(8, 11) + cost.wire_time(8, 9));
         let r = out.reading;
         assert_eq!(r.values.p_w, Some(-2500.0));
         assert_eq!(r.values.e_imp_wh, Some(7.0));

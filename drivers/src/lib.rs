@@ -14,6 +14,7 @@ pub mod plan;
 pub mod profile;
 pub mod reading;
 pub mod scan;
+pub mod schedule;
 pub mod sim;
 pub mod sunspec;
 pub mod transport;

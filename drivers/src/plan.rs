@@ -159,6 +159,18 @@ impl CostModel {
         }
     }
 
+    /// The least line time of one transaction that moved `request_bytes` out and `response_bytes`
+    /// back: the bytes, plus on RTU the silence before the request and the silence the device
+    /// must leave before answering (plus a round trip on TCP). What a bus's efficiency is
+    /// measured against.
+    pub fn wire_time(&self, request_bytes: u64, response_bytes: u64) -> Duration {
+        let bytes = self.bytes_time(request_bytes + response_bytes);
+        match *self {
+            CostModel::Rtu { .. } => bytes + self.inter_frame_silence() * 2,
+            CostModel::Tcp { round_trip, .. } => bytes + round_trip,
+        }
+    }
+
     /// Cost of each register read.
     pub fn register_cost(&self) -> Duration {
         self.bytes_time(2)
@@ -343,6 +355,7 @@ pub struct Intervals {
 
 impl Schedule {
     pub fn new(profile: &Profile, overrides: Intervals) -> Self {
+        let floor = Duration::from_secs(u64::from(profile.defaults.min_interval_s));
         let entries = profile
             .quantities
             .iter()
@@ -365,11 +378,27 @@ impl Schedule {
                 };
                 // The device's own limit wins over any override: some devices (a Chain 2 reader)
                 // stop answering when polled faster.
-                let floor = Duration::from_secs(u64::from(profile.defaults.min_interval_s));
                 (interval.max(floor).max(Duration::from_millis(10)), None)
             })
             .collect();
         Schedule { entries }
+    }
+
+    /// When the meter should next be polled: when its quantities of the shortest interval fall
+    /// due. A slower quantity (an energy counter) that falls due in between waits for that poll
+    /// (at most one short interval late) instead of costing a poll of its own, so polls of a
+    /// meter are never closer than its shortest interval, nor than the device's
+    /// `min_interval_s`. Never read: ZERO.
+    pub fn poll_due(&self) -> Duration {
+        let Some(shortest) = self.entries.iter().map(|(i, _)| *i).min() else {
+            return Duration::MAX;
+        };
+        self.entries
+            .iter()
+            .filter(|(i, _)| *i == shortest)
+            .map(|(_, n)| n.unwrap_or(Duration::ZERO))
+            .min()
+            .unwrap_or(Duration::MAX)
     }
 
     /// Indices (into the profile's quantities) of the quantities due at `now`.
@@ -384,16 +413,13 @@ impl Schedule {
 
     /// Record that the quantities `polled` were polled at `now` (read or not: a failure waits for
     /// the next interval like a success, so a broken register cannot monopolise the bus).
-    /// The cadence is kept (next = previous due + interval) unless the meter fell a whole interval
-    /// behind, when it restarts from `now` rather than bursting to catch up.
+    /// Each is next due one interval after this poll: its own period from when it was last read,
+    /// not a slot kept from an earlier cycle. A late poll moves the next one later instead of
+    /// bursting to catch up.
     pub fn mark_polled(&mut self, polled: &[usize], now: Duration) {
         for &i in polled {
             if let Some((interval, next)) = self.entries.get_mut(i) {
-                let base = match *next {
-                    Some(n) if n + *interval > now => n,
-                    _ => now,
-                };
-                *next = Some(base + *interval);
+                *next = Some(now.saturating_add(*interval));
             }
         }
     }
@@ -445,6 +471,26 @@ mod tests {
         assert!((22_900..=22_950).contains(&us), "{us}");
         assert_eq!(c.register_cost().as_micros(), 2083);
         assert_eq!(rtu_silence(38_400, 10), Duration::from_micros(1750));
+    }
+
+    #[test]
+    fn wire_time_is_the_bytes_and_two_silences_per_request() {
+        // 8E1 at 9600 baud: 11 bits a character, 1.1458 ms; the silence is 3.5 characters.
+        let c = CostModel::Rtu {
+            baud: 9600,
+            bits_per_char: 11,
+            turnaround: Duration::from_millis(5),
+        };
+        // An SDM630 read of 12 registers: 8 bytes out, 5 + 24 back.
+        let us = c.wire_time(8, 29).as_micros();
+        assert!((50_410..=50_420).contains(&us), "{us}");
+        assert_eq!(
+            c.wire_time(8, 0),
+            c.bytes_time(8) + c.inter_frame_silence() * 2
+        );
+        // TCP: the bytes and a round trip.
+        let t = CostModel::tcp();
+        assert_eq!(t.wire_time(12, 9), Duration::from_micros(2021));
     }
 
     #[test]

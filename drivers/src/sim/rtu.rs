@@ -1,5 +1,8 @@
 //! Modbus RTU for the simulator: frames delimited by line silence, CRC-16, and the timing of an
-//! RS-485 line at the configured baud rate (a response comes no sooner than the bytes take).
+//! RS-485 line at the configured baud rate: a response is handed over when its last byte would
+//! be on the wire (both frames at 1 start + 8 data + parity + stop bits per byte, and the
+//! device's turnaround, never shorter than the 3.5-character silence that ends the request), and
+//! a master that starts a request inside the silence after an answer is reported.
 //!
 //! Garbage on the line is dropped at the next silence; the server never exits on a bad frame and
 //! stays silent for unit ids it does not serve, as a real device on a shared bus does.
@@ -74,9 +77,10 @@ impl LineConfig {
     }
 
     /// When the response's last byte is on the line, counted from the request's first byte
-    /// reaching us: both frames' line time plus the turnaround.
+    /// reaching us: both frames' line time plus the turnaround, which is at least the silence a
+    /// device needs to see that the request has ended.
     pub fn response_time(&self, request_bytes: usize, response_bytes: usize) -> Duration {
-        self.char_time(request_bytes + response_bytes) + self.turnaround
+        self.char_time(request_bytes + response_bytes) + self.turnaround.max(self.frame_gap())
     }
 }
 
@@ -95,6 +99,8 @@ where
 {
     let mut buf: Vec<u8> = Vec::with_capacity(MAX_FRAME);
     let mut chunk = [0u8; MAX_FRAME];
+    // When our last answer's last byte left: the line must then stay silent for a frame gap.
+    let mut answered_at: Option<tokio::time::Instant> = None;
     loop {
         buf.clear();
         let n = port.read(&mut chunk).await?;
@@ -102,6 +108,16 @@ where
             return Ok(());
         }
         let first_byte_at = tokio::time::Instant::now();
+        if let Some(at) = answered_at.take() {
+            let quiet = first_byte_at.saturating_duration_since(at);
+            if quiet < line.frame_gap() {
+                tracing::warn!(
+                    quiet_us = quiet.as_micros() as u64,
+                    gap_us = line.frame_gap().as_micros() as u64,
+                    "simulator rtu: a request began inside the 3.5-character silence after an answer"
+                );
+            }
+        }
         buf.extend_from_slice(&chunk[..n]);
         // Gather until the line has been silent for a frame gap.
         loop {
@@ -145,8 +161,12 @@ where
             first_byte_at + line.response_time(request.len(), frame.len()) + reply.latency,
         )
         .await;
+        // Stamped before the write: a stall after it must not look like a master that did not
+        // wait (the master cannot see the answer before it is written).
+        let writing_at = tokio::time::Instant::now();
         port.write_all(&frame).await?;
         port.flush().await?;
+        answered_at = Some(writing_at);
     }
 }
 
@@ -189,6 +209,29 @@ mod tests {
         assert_eq!(
             LineConfig { baud: 115_200, ..l }.frame_gap(),
             Duration::from_micros(1750)
+        );
+    }
+
+    #[test]
+    fn a_device_never_answers_inside_the_silence_that_ends_the_request() {
+        let quick = LineConfig {
+            baud: 9600,
+            parity: Parity::Even,
+            turnaround: Duration::ZERO,
+            ..LineConfig::default()
+        };
+        // 8 + 9 characters of 11 bits at 9600 baud, then 3.5 characters of silence.
+        assert_eq!(
+            quick.response_time(8, 9),
+            quick.char_time(17) + quick.char_time(7) / 2
+        );
+        let slow = LineConfig {
+            turnaround: Duration::from_millis(20),
+            ..quick
+        };
+        assert_eq!(
+            slow.response_time(8, 9),
+            slow.char_time(17) + Duration::from_millis(20)
         );
     }
 
