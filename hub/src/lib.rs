@@ -13,8 +13,10 @@ pub mod diag;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod logging;
 pub mod site;
 pub mod solar;
+pub mod systemd;
 pub mod tls;
 pub mod webui;
 pub mod wire;

@@ -41,7 +41,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    socer::cli::init_tracing();
+    socer::logging::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -719,11 +719,18 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         return Err(LoadError::Invalid(crate::diag::render(path, text, &diags)));
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let key_path = base.join(config.mqtt.key_file.get_ref());
+    // `credential:NAME` (key_file, ca_file, password): a systemd credential (crate::systemd).
+    let key_path = crate::systemd::config_path(base, config.mqtt.key_file.get_ref());
     let key = read_key(&key_path)?;
     config.storage.path = base.join(&config.storage.path);
     if let Some(ca) = &config.mqtt.ca_file {
-        config.mqtt.ca_file = Some(base.join(ca));
+        config.mqtt.ca_file = Some(crate::systemd::config_path(base, ca));
+    }
+    if let Some(p) = &config.mqtt.password {
+        config.mqtt.password = Some(
+            crate::systemd::secret(p)
+                .map_err(|e| LoadError::Invalid(format!("[mqtt] password: {e}")))?,
+        );
     }
     let broker = parse_mqtt_url(config.mqtt.url.get_ref()).map_err(LoadError::Invalid)?;
     let budget_bytes = parse_size(config.storage.budget.get_ref())
