@@ -95,7 +95,8 @@ where
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
         let prefix = format!("<{}>", priority(event.metadata().level()));
-        let body = line.strip_suffix('\n').unwrap_or(&line);
+        // The level is padded to five columns ("<6> INFO"): the prefix takes the padding's place.
+        let body = line.strip_suffix('\n').unwrap_or(&line).trim_start();
         for part in body.split('\n') {
             writeln!(writer, "{prefix}{part}")?;
         }
@@ -213,10 +214,8 @@ mod tests {
         );
         assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "{lines:#?}");
         // journald stamps the time: the line starts with its level, not a date.
-        assert!(
-            lines[0].starts_with("<3>ERROR") || lines[0].starts_with("<3> ERROR"),
-            "{lines:#?}"
-        );
+        assert!(lines[0].starts_with("<3>ERROR"), "{lines:#?}");
+        assert!(lines[2].starts_with("<6>INFO"), "{lines:#?}");
     }
 
     #[test]
