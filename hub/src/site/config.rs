@@ -732,6 +732,13 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
                 .map_err(|e| LoadError::Invalid(format!("[mqtt] password: {e}")))?,
         );
     }
+    if let Some(h) = config.homeassistant.as_mut() {
+        if let Some(p) = &h.password {
+            let p = crate::systemd::secret(p)
+                .map_err(|e| LoadError::Invalid(format!("[homeassistant] password: {e}")))?;
+            h.password = Some(p);
+        }
+    }
     let broker = parse_mqtt_url(config.mqtt.url.get_ref()).map_err(LoadError::Invalid)?;
     let budget_bytes = parse_size(config.storage.budget.get_ref())
         .ok_or_else(|| LoadError::Invalid("bad disk budget".into()))?;
