@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Command::Man(a) => return exit(socer::cli::completions::run_man(Cli::command(), a)),
         other => other,
     };
-    socer::cli::init_tracing();
+    socer::logging::init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

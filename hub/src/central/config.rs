@@ -1043,7 +1043,7 @@ fn parse(path: &Path, text: &str) -> Result<CentralConfig, Vec<Diag>> {
 
     let signing_key = raw.keys.as_ref().and_then(|k| {
         read_signing_key(
-            &base.join(k.signing_key_file.get_ref()),
+            &crate::systemd::config_path(base, k.signing_key_file.get_ref()),
             &k.signing_key_file,
             &mut d,
         )
@@ -1239,7 +1239,7 @@ fn site_entry(
     let key = match (&s.key, &s.key_file) {
         (Some(k), None) => inline_key(k, "key", d),
         (None, Some(f)) => {
-            let p = base.join(f.get_ref());
+            let p = crate::systemd::config_path(base, f.get_ref());
             match std::fs::read_to_string(&p) {
                 Ok(t) => match hex::decode(t.trim()) {
                     Ok(k) if k.len() >= MIN_KEY_BYTES => k,
@@ -1425,8 +1425,11 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
             urls: texts,
             subscribe_qos,
             username: b.username.clone().unwrap_or_else(|| "central".into()),
-            password: b.password.clone().unwrap_or_default(),
-            ca_file: b.ca_file.as_ref().map(|f| base.join(f)),
+            password: broker_password(b, d),
+            ca_file: b
+                .ca_file
+                .as_ref()
+                .map(|f| crate::systemd::config_path(base, f)),
         };
     }
     if let Some(q) = &b.subscribe_qos {
@@ -1465,8 +1468,8 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
     let tls = match (&b.tls_cert, &b.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles {
             listen: tls_listen,
-            cert: base.join(cert),
-            key: base.join(key),
+            cert: crate::systemd::config_path(base, cert),
+            key: crate::systemd::config_path(base, key),
         }),
         (None, None) => {
             if let Some(l) = &b.tls_listen {
@@ -1497,8 +1500,20 @@ fn parse_broker(b: Option<&RawBroker>, base: &Path, d: &mut Vec<Diag>) -> Broker
         listen,
         tls,
         hub_user: b.username.clone().unwrap_or_else(|| "central".into()),
-        hub_password: b.password.clone().unwrap_or_default(),
+        hub_password: broker_password(b, d),
         max_payload_bytes,
+    }
+}
+
+/// `[broker] password`: the literal password, or `credential:NAME` (a systemd credential).
+fn broker_password(b: &RawBroker, d: &mut Vec<Diag>) -> String {
+    match b.password.as_deref().map(crate::systemd::secret) {
+        None => String::new(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            d.push(Diag::new(None, format!("[broker] password: {e}")));
+            String::new()
+        }
     }
 }
 

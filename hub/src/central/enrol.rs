@@ -223,7 +223,7 @@ pub fn site_toml(
 ) -> anyhow::Result<String> {
     // The password goes in its own file (0600), on the example's password line.
     let example = SITE_EXAMPLE.replacen(
-        "\npassword = \"change-me\"\n",
+        "\npassword = \"credential:mqtt-password\"\n",
         &format!("\npassword_file = {}\n", q(&format!("{id}.password"))),
         1,
     );

@@ -131,6 +131,8 @@ pub struct Running {
     pub hub: Arc<Hub>,
     pub web_addr: SocketAddr,
     pub client: AsyncClient,
+    /// The store's writer thread (the watchdog pings only while it runs).
+    pub store_writer: Arc<std::thread::JoinHandle<()>>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -170,13 +172,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     tracing::info!("central hub up: http://{}/", running.web_addr);
     // Sites added to, removed from or re-keyed in the config or its sites.d are picked up live.
     tokio::spawn(sites::watch(running.hub.live(config_path), started));
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    crate::systemd::notify_ready();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Ping only while the store writer runs and the store answers a read.
+    let watchdog = {
+        let (hub, writer) = (running.hub.clone(), running.store_writer.clone());
+        crate::systemd::spawn_watchdog(
+            move || {
+                let (hub, writer) = (hub.clone(), writer.clone());
+                async move {
+                    !writer.is_finished()
+                        && tokio::task::spawn_blocking(move || hub.reader().contiguous().is_ok())
+                            .await
+                            .unwrap_or(false)
+                }
+            },
+            stop_rx,
+        )
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     tracing::info!("central hub stopping");
+    crate::systemd::notify_stopping();
+    let _ = stop_tx.send(true);
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     let _ = running.client.disconnect().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -203,7 +227,7 @@ pub async fn start(
         seconds: cfg.period_seconds(),
     };
     let (acks_tx, acks_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (store_handle, _writer) = store::spawn_writer(
+    let (store_handle, store_writer) = store::spawn_writer(
         &cfg.storage_path,
         periods,
         cfg.raw_retention_days,
@@ -353,6 +377,7 @@ pub async fn start(
         hub,
         web_addr,
         client,
+        store_writer: Arc::new(store_writer),
     })
 }
 

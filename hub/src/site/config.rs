@@ -1012,7 +1012,8 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         return Err(LoadError::Invalid(crate::diag::render(path, text, &diags)));
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let key_path = base.join(config.mqtt.key_file.get_ref());
+    // `credential:NAME` (key_file, ca_file, password): a systemd credential (crate::systemd).
+    let key_path = crate::systemd::config_path(base, config.mqtt.key_file.get_ref());
     let key = read_key(&key_path)?;
     if let Some(f) = &config.mqtt.password_file {
         let p = base.join(f.get_ref());
@@ -1024,7 +1025,20 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     }
     config.storage.path = base.join(&config.storage.path);
     if let Some(ca) = &config.mqtt.ca_file {
-        config.mqtt.ca_file = Some(base.join(ca));
+        config.mqtt.ca_file = Some(crate::systemd::config_path(base, ca));
+    }
+    if let Some(p) = &config.mqtt.password {
+        config.mqtt.password = Some(
+            crate::systemd::secret(p)
+                .map_err(|e| LoadError::Invalid(format!("[mqtt] password: {e}")))?,
+        );
+    }
+    if let Some(h) = config.homeassistant.as_mut() {
+        if let Some(p) = &h.password {
+            let p = crate::systemd::secret(p)
+                .map_err(|e| LoadError::Invalid(format!("[homeassistant] password: {e}")))?;
+            h.password = Some(p);
+        }
     }
     let brokers = config
         .mqtt

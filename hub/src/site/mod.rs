@@ -259,30 +259,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }))
     };
 
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let watchdog = sd_notify::watchdog_enabled().map(|period| {
-        let (outbox, mut stop) = (outbox.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => return,
-                }
-                // Ping only while the outbox writer answers: a stuck writer gets us restarted.
-                if tokio::time::timeout(period / 4, outbox.flush())
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-                {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            }
-        })
-    });
+    crate::systemd::notify_ready();
+    // Ping only while the outbox writer answers: a stuck writer gets us restarted.
+    let watchdog = {
+        let outbox = outbox.clone();
+        crate::systemd::spawn_watchdog(
+            move || {
+                let outbox = outbox.clone();
+                async move { outbox.flush().await.is_ok() }
+            },
+            stop_rx.clone(),
+        )
+    };
 
     stop_signals.wait().await;
     tracing::info!("stopping: flushing the outbox");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    crate::systemd::notify_stopping();
     let _ = stop_tx.send(true);
     for p in pollers {
         let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
