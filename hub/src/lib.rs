@@ -13,10 +13,10 @@ pub mod diag;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
-pub mod metrics;
 pub mod instance;
-pub mod mqttlink;
 pub mod logging;
+pub mod metrics;
+pub mod mqttlink;
 pub mod site;
 pub mod solar;
 pub mod systemd;
