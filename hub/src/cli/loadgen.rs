@@ -54,12 +54,22 @@ pub struct Args {
     /// not its own): the hub must refuse and count every one (`bad_mac`) and store none.
     #[arg(long, default_value_t = 0)]
     pub forged: u32,
+    /// Run the load through a 3-node NATS cluster (JetStream + MQTT) that loadgen starts on
+    /// loopback instead of the hub's embedded broker: the NATS files come from the writer of
+    /// `socer central --nats-files`, the hub takes the three nodes as its `[broker] urls`
+    /// (`subscribe_qos = 0`) and the sites are spread round-robin over the nodes. Needs
+    /// `nats-server` on PATH or at /usr/sbin/nats-server.
+    #[arg(long)]
+    pub nats_cluster: bool,
 }
 
 const COMMUNITY: &str = "loadgen";
 
 struct SiteSim {
     id: String,
+    /// The broker user it logs in as (the site id on the embedded broker, `{site}@{community}`
+    /// on NATS).
+    user: String,
     key: Vec<u8>,
     password: String,
 }
@@ -100,28 +110,49 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             tmp.clone()
         }
     };
-    let broker_port = free_port()?;
+    let nats_server = if args.nats_cluster {
+        Some(find_nats_server().context(
+            "--nats-cluster needs nats-server (on PATH or /usr/sbin/nats-server; Debian: apt-get install nats-server)",
+        )?)
+    } else {
+        None
+    };
+    let nodes = if args.nats_cluster {
+        Some(loopback_nodes()?)
+    } else {
+        None
+    };
+    let broker = match &nodes {
+        Some(nodes) => Broker::Nats(nodes.iter().map(|n| n.mqtt_port).collect()),
+        None => Broker::Embedded(free_port()?),
+    };
     let web_port = free_port()?;
     let sites: Vec<SiteSim> = (0..args.sites)
-        .map(|i| SiteSim {
-            id: format!("site-{i:04}"),
-            key: random_bytes(32),
-            password: hex::encode(random_bytes(8)),
+        .map(|i| {
+            let id = format!("site-{i:04}");
+            SiteSim {
+                user: match broker {
+                    Broker::Embedded(_) => id.clone(),
+                    Broker::Nats(_) => crate::central::nats::site_user(COMMUNITY, &id),
+                },
+                id,
+                key: random_bytes(32),
+                password: hex::encode(random_bytes(8)),
+            }
         })
         .collect();
     let hub_password = hex::encode(random_bytes(8));
+    let hub_user = broker.hub_user();
     let config = dir.join("central.toml");
     std::fs::write(
         &config,
-        config_text(
-            &dir,
-            broker_port,
-            web_port,
-            &hub_password,
-            &sites,
-            args.meters,
-        ),
+        config_text(&dir, &broker, web_port, &hub_password, &sites, args.meters),
     )?;
+    // The cluster (stopped when `_cluster` drops: at the end and on every early return).
+    let _cluster = match (&nodes, &nats_server) {
+        (Some(nodes), Some(bin)) => Some(start_cluster(bin, &config, &dir, nodes).await?),
+        _ => None,
+    };
 
     let exe = std::env::current_exe().context("cannot find the socer binary")?;
     let mut hub = std::process::Command::new(exe)
@@ -142,11 +173,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     .await;
     if !up {
         let _ = hub.kill();
+        let _ = hub.wait();
         anyhow::bail!("the hub did not come up (health) within 20 s");
     }
+    if let Broker::Nats(_) = broker {
+        // An external broker: the hub answers health before it is connected.
+        let connected = wait_for(Duration::from_secs(30), || {
+            http_get(web, "/api/v1/health")
+                .is_some_and(|(_, b)| b.contains("\"broker_connected\":true"))
+        })
+        .await;
+        if !connected {
+            let _ = hub.kill();
+            let _ = hub.wait();
+            anyhow::bail!("the hub did not connect to the NATS cluster within 30 s");
+        }
+    }
     eprintln!(
-        "hub pid {hub_pid} up: broker 127.0.0.1:{broker_port}, web {web}; {} sites × {} meters, batch every {} s",
-        args.sites, args.meters, args.batch_seconds
+        "hub pid {hub_pid} up: {}, web {web}; {} sites × {} meters, batch every {} s",
+        broker.describe(),
+        args.sites,
+        args.meters,
+        args.batch_seconds
     );
 
     let stats = Arc::new(Stats {
@@ -172,7 +220,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ack_tx.insert(s.id.clone(), tx);
         ack_rx.insert(s.id.clone(), rx);
     }
-    observe_acks(broker_port, &hub_password, keys, ack_tx, stats.clone()).await;
+    observe_acks(
+        broker.port(0),
+        &hub_user,
+        &hub_password,
+        broker.subscribe_qos(),
+        keys,
+        ack_tx,
+        stats.clone(),
+    )
+    .await;
 
     let t0 = Instant::now();
     let n = sites.len();
@@ -183,7 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         tokio::spawn(site_task(
             s,
-            broker_port,
+            broker.port(i),
             SiteLoad {
                 meters: args.meters,
                 batch_seconds: args.batch_seconds,
@@ -327,6 +384,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let _ = hub.kill();
     let _ = hub.wait();
+    drop(_cluster);
     if args.dir.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -368,7 +426,7 @@ async fn site_task(
     } = load;
     let wrong_key = random_bytes(32);
     let mut o = MqttOptions::new(s.id.clone(), "127.0.0.1", port);
-    o.set_credentials(s.id.clone(), s.password.clone());
+    o.set_credentials(s.user.clone(), s.password.clone());
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(
         wire::MAX_ENVELOPE_BYTES + 4096,
@@ -511,13 +569,15 @@ async fn site_task(
 /// Subscribe to every site's ack as the hub's user; verify each and record latencies.
 async fn observe_acks(
     port: u16,
+    hub_user: &str,
     hub_password: &str,
+    qos: QoS,
     keys: HashMap<String, Vec<u8>>,
     sites: HashMap<String, tokio::sync::watch::Sender<Ack>>,
     stats: Arc<Stats>,
 ) {
     let mut o = MqttOptions::new("central.lg-observer", "127.0.0.1", port);
-    o.set_credentials("central", hub_password);
+    o.set_credentials(hub_user, hub_password);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(64 * 1024, 64 * 1024);
     let (client, mut events) = AsyncClient::new(o, 64);
@@ -527,7 +587,7 @@ async fn observe_acks(
         loop {
             match events.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                    let _ = client.try_subscribe(filter.clone(), qos);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let Some((site, "ack")) = topics.parse_site_topic(&p.topic) else {
@@ -577,9 +637,72 @@ async fn observe_acks(
     });
 }
 
+/// The broker the load goes through.
+enum Broker {
+    /// The hub's embedded broker, on this port.
+    Embedded(u16),
+    /// A NATS cluster: the MQTT port of each node (on loopback).
+    Nats(Vec<u16>),
+}
+
+impl Broker {
+    /// The MQTT port the `i`-th client connects to (round-robin over the nodes).
+    fn port(&self, i: usize) -> u16 {
+        match self {
+            Broker::Embedded(p) => *p,
+            Broker::Nats(ports) => ports[i % ports.len()],
+        }
+    }
+
+    fn hub_user(&self) -> String {
+        match self {
+            Broker::Embedded(_) => "central".into(),
+            Broker::Nats(_) => format!("central@{COMMUNITY}"),
+        }
+    }
+
+    /// As the hub subscribes (`subscribe_qos = 0` on NATS, docs/cluster.md).
+    fn subscribe_qos(&self) -> QoS {
+        match self {
+            Broker::Embedded(_) => QoS::AtLeastOnce,
+            Broker::Nats(_) => QoS::AtMostOnce,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Broker::Embedded(p) => format!("broker 127.0.0.1:{p}"),
+            Broker::Nats(ports) => {
+                let l: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+                format!("NATS cluster MQTT {}", l.join(", "))
+            }
+        }
+    }
+
+    /// The `[broker]` section of the hub's config.
+    fn section(&self, hub_password: &str) -> String {
+        match self {
+            Broker::Embedded(p) => format!(
+                "[broker]\nlisten = \"127.0.0.1:{p}\"\nusername = \"central\"\npassword = \"{hub_password}\"\n"
+            ),
+            Broker::Nats(ports) => {
+                let urls: Vec<String> = ports
+                    .iter()
+                    .map(|p| format!("\"mqtt://127.0.0.1:{p}\""))
+                    .collect();
+                format!(
+                    "[broker]\nurls = [{}]\nusername = \"{}\"\npassword = \"{hub_password}\"\nsubscribe_qos = 0\n",
+                    urls.join(", "),
+                    self.hub_user()
+                )
+            }
+        }
+    }
+}
+
 fn config_text(
     dir: &Path,
-    broker_port: u16,
+    broker: &Broker,
     web_port: u16,
     hub_password: &str,
     sites: &[SiteSim],
@@ -587,9 +710,10 @@ fn config_text(
 ) -> String {
     let mut s = format!(
         "[central]\ncommunity = \"{COMMUNITY}\"\nname = \"socer loadgen\"\nlatitude = 46.17\nlongitude = 9.87\nraw_retention_days = 2\n\n\
-         [broker]\nlisten = \"127.0.0.1:{broker_port}\"\nusername = \"central\"\npassword = \"{hub_password}\"\n\n\
+         {}\n\
          [web]\nlisten = \"127.0.0.1:{web_port}\"\n\n[storage]\npath = \"{}\"\n\n\
          [[substation]]\nid = \"S1\"\nname = \"loadgen\"\n",
+        broker.section(hub_password),
         dir.join("central.db").display()
     );
     for site in sites {
@@ -706,5 +830,184 @@ fn clock_ticks() -> f64 {
         t as f64
     } else {
         100.0
+    }
+}
+
+/// `nats-server` on PATH, else the Debian package's /usr/sbin/nats-server.
+fn find_nats_server() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exe = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("nats-server"))
+        .chain(std::iter::once(PathBuf::from("/usr/sbin/nats-server")))
+        .find(|p| is_exe(p))
+        .ok_or_else(|| anyhow::anyhow!("nats-server not found"))
+}
+
+/// Three nodes on loopback, each with four distinct free ports (MQTT, cluster, client, monitor).
+fn loopback_nodes() -> anyhow::Result<Vec<crate::central::nats::Node>> {
+    let mut ports = std::collections::BTreeSet::new();
+    let mut tries = 0;
+    while ports.len() < 12 {
+        tries += 1;
+        anyhow::ensure!(tries < 1000, "cannot find 12 free loopback ports");
+        ports.insert(free_port()?);
+    }
+    let ports: Vec<u16> = ports.into_iter().collect();
+    Ok(ports
+        .chunks(4)
+        .map(|c| crate::central::nats::Node {
+            host: "127.0.0.1".into(),
+            mqtt_port: c[0],
+            cluster_port: c[1],
+            client_port: c[2],
+            monitor_port: c[3],
+        })
+        .collect())
+}
+
+/// The nats-server processes loadgen started: killed and reaped when dropped.
+struct Cluster(Vec<std::process::Child>);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Write the NATS files for the hub's config (the writer of `socer central --nats-files`) under
+/// `dir/nats`, JetStream under `dir/js`, start the nodes and wait until each is healthy.
+async fn start_cluster(
+    bin: &Path,
+    config: &Path,
+    dir: &Path,
+    nodes: &[crate::central::nats::Node],
+) -> anyhow::Result<Cluster> {
+    let cfg = crate::central::config::load(config)?;
+    let files = dir.join("nats");
+    crate::central::nats::write_nats_files(&cfg, &files, nodes, &dir.join("js"))?;
+    let mut cluster = Cluster(Vec::new());
+    for i in 0..nodes.len() {
+        let log_path = dir.join(format!("nats-{}.log", i + 1));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(files.join(format!("nats-{}.conf", i + 1)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        cluster.0.push(child);
+    }
+    // `/healthz` answers 200 once JetStream is up and current on the node.
+    let healthy = wait_for(Duration::from_secs(60), || {
+        nodes.iter().all(|n| {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], n.monitor_port));
+            http_get(addr, "/healthz").is_some_and(|(s, _)| s == 200)
+        })
+    })
+    .await;
+    anyhow::ensure!(
+        healthy,
+        "the NATS cluster did not become healthy within 60 s (logs: {}/nats-*.log)",
+        dir.display()
+    );
+    eprintln!(
+        "NATS cluster up: {} nodes ({}), files in {}",
+        nodes.len(),
+        bin.display(),
+        files.display()
+    );
+    Ok(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sims(broker: &Broker) -> Vec<SiteSim> {
+        (0..2)
+            .map(|i| {
+                let id = format!("site-{i:04}");
+                SiteSim {
+                    user: match broker {
+                        Broker::Embedded(_) => id.clone(),
+                        Broker::Nats(_) => crate::central::nats::site_user(COMMUNITY, &id),
+                    },
+                    id,
+                    key: vec![7; 32],
+                    password: format!("pw{i}"),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_nats_config_names_the_three_nodes_and_its_files_let_each_site_and_the_hub_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::Nats(vec![11001, 11002, 11003]);
+        let sites = sims(&broker);
+        let text = config_text(dir.path(), &broker, 12000, "hubpw", &sites, 2);
+        assert!(text.contains(
+            "urls = [\"mqtt://127.0.0.1:11001\", \"mqtt://127.0.0.1:11002\", \"mqtt://127.0.0.1:11003\"]"
+        ), "{text}");
+        assert!(text.contains("subscribe_qos = 0") && !text.contains("listen = \"127.0.0.1:1100"));
+        let path = dir.path().join("central.toml");
+        std::fs::write(&path, &text).unwrap();
+        let cfg = crate::central::config::load(&path).unwrap();
+        let nodes: Vec<crate::central::nats::Node> = (0..3)
+            .map(|i| crate::central::nats::Node {
+                host: "127.0.0.1".into(),
+                mqtt_port: 11001 + i,
+                cluster_port: 11101 + i,
+                client_port: 11201 + i,
+                monitor_port: 11301 + i,
+            })
+            .collect();
+        crate::central::nats::write_nats_files(&cfg, &dir.path().join("nats"), &nodes, dir.path())
+            .unwrap();
+        let account =
+            std::fs::read_to_string(dir.path().join(format!("nats/{COMMUNITY}.account.conf")))
+                .unwrap();
+        for s in &sites {
+            assert!(
+                account.contains(&format!(
+                    "user: \"{}\", password: \"{}\"",
+                    s.user, s.password
+                )),
+                "{account}"
+            );
+        }
+        assert!(account.contains(&format!(
+            "user: \"{}\", password: \"hubpw\"",
+            broker.hub_user()
+        )));
+        let node = std::fs::read_to_string(dir.path().join("nats/nats-2.conf")).unwrap();
+        assert!(node.contains("listen: \"127.0.0.1:11002\""), "{node}");
+        // Round-robin over the nodes.
+        assert_eq!(
+            (0..4).map(|i| broker.port(i)).collect::<Vec<_>>(),
+            [11001, 11002, 11003, 11001]
+        );
+    }
+
+    #[test]
+    fn the_embedded_config_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::Embedded(11883);
+        let sites = sims(&broker);
+        let text = config_text(dir.path(), &broker, 12000, "hubpw", &sites, 1);
+        assert!(text.contains(
+            "[broker]\nlisten = \"127.0.0.1:11883\"\nusername = \"central\"\npassword = \"hubpw\"\n\n[web]"
+        ), "{text}");
+        assert_eq!(sites[0].user, "site-0000");
+        assert_eq!(broker.port(5), 11883);
     }
 }
