@@ -259,7 +259,7 @@ async fn run<L: Link>(
         let backoff = queue.polled(i, &due, now, done, failed);
         if let Some(wait) = backoff {
             tracing::warn!(bus = %config.name, unit = meter.unit, meter = %meter.name,
-                backoff_ms = wait.as_millis() as u64, "nothing could be read from the meter; backing off");
+                backoff_ms = crate::clock::saturating_ms(wait), "nothing could be read from the meter; backing off");
         }
         let latency = started.elapsed();
         let backed_off_until = backoff
@@ -270,8 +270,8 @@ async fn run<L: Link>(
                 m.polls += 1;
                 m.reads_ok += outcome.reads_ok;
                 m.reads_failed += outcome.link_failures;
-                m.last_latency_ms = Some(latency.as_millis() as u64);
-                m.last_latency_us = Some(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+                m.last_latency_ms = Some(crate::clock::saturating_ms(latency));
+                m.last_latency_us = Some(crate::clock::saturating_us(latency));
                 if let Some(e) = &outcome.last_error {
                     m.last_error = Some(e.clone());
                     m.last_error_kind = outcome.last_error_kind;
@@ -310,13 +310,13 @@ fn line_use(
         bus,
         meter = %meter.name,
         unit = meter.unit,
-        start_us = started.as_micros() as u64,
-        end_us = done.as_micros() as u64,
+        start_us = crate::clock::saturating_us(started),
+        end_us = crate::clock::saturating_us(done),
         quantities = due.len(),
         of = meter.profile.quantities.len(),
         requests = outcome.requests_sent,
         timeouts = outcome.timeouts,
-        wire_us = outcome.wire.as_micros() as u64,
+        wire_us = crate::clock::saturating_us(outcome.wire),
         "line use"
     );
 }
@@ -404,7 +404,7 @@ pub async fn poll<L: Link>(
 ) -> PollOutcome {
     let profile = meter.profile.as_ref();
     let ts = clock.now_utc();
-    let mono_ms = clock.mono().as_millis() as u64;
+    let mono_ms = crate::clock::saturating_ms(clock.mono());
     let maps: Vec<&QuantityMap> = due
         .iter()
         .filter_map(|&i| profile.quantities.get(i))

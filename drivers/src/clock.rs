@@ -100,3 +100,26 @@ mod tests {
         assert_eq!(c.now_utc().timestamp(), 0);
     }
 }
+
+/// Whole milliseconds of `d`, saturating (a `Duration` holds more than a `u64` of them).
+pub fn saturating_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whole microseconds of `d`, saturating.
+pub fn saturating_us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod saturating_tests {
+    use super::*;
+
+    #[test]
+    fn durations_beyond_u64_saturate_instead_of_wrapping() {
+        assert_eq!(saturating_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(saturating_us(Duration::from_micros(7)), 7);
+        assert_eq!(saturating_ms(Duration::MAX), u64::MAX);
+        assert_eq!(saturating_us(Duration::MAX), u64::MAX);
+    }
+}

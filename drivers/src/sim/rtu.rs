@@ -112,8 +112,8 @@ where
             let quiet = first_byte_at.saturating_duration_since(at);
             if quiet < line.frame_gap() {
                 tracing::warn!(
-                    quiet_us = quiet.as_micros() as u64,
-                    gap_us = line.frame_gap().as_micros() as u64,
+                    quiet_us = crate::clock::saturating_us(quiet),
+                    gap_us = crate::clock::saturating_us(line.frame_gap()),
                     "simulator rtu: a request began inside the 3.5-character silence after an answer"
                 );
             }

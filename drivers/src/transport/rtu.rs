@@ -395,7 +395,7 @@ impl RtuLink {
                         ))
                     } else {
                         LinkError::Timeout {
-                            timeout_ms: self.timeout.as_millis() as u64,
+                            timeout_ms: crate::clock::saturating_ms(self.timeout),
                         }
                     });
                 }

@@ -57,7 +57,7 @@ impl TcpLink {
 
     fn timeout_error(&self) -> LinkError {
         LinkError::Timeout {
-            timeout_ms: self.timeout.as_millis() as u64,
+            timeout_ms: crate::clock::saturating_ms(self.timeout),
         }
     }
 
@@ -67,7 +67,7 @@ impl TcpLink {
         let wait = self.backoff.delay(self.failures);
         self.retry_at = Some(Instant::now() + wait);
         self.last_error = msg.clone();
-        tracing::warn!(addr = %self.addr, failures = self.failures, retry_in_ms = wait.as_millis() as u64, error = %msg, "modbus tcp connection failed");
+        tracing::warn!(addr = %self.addr, failures = self.failures, retry_in_ms = crate::clock::saturating_ms(wait), error = %msg, "modbus tcp connection failed");
         LinkError::Transport(msg)
     }
 

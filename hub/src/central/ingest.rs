@@ -397,10 +397,8 @@ pub async fn run_client(
     let mut failover = crate::mqttlink::Failover::new(nodes);
     let mut subs = crate::mqttlink::SubTracker::default();
     let mut up = false;
-    let mut qos_of: HashMap<String, QoS> = subscriptions(&topics, &sites, qos)
-        .into_iter()
-        .flat_map(|(q, g)| g.into_iter().map(move |t| (t, q)))
-        .collect();
+    // The QoS each filter was subscribed with (for a retry), filled by `subscribe_group`.
+    let mut qos_of: HashMap<String, QoS> = HashMap::new();
     let mut retry = tokio::time::interval(crate::mqttlink::SUBSCRIBE_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -418,14 +416,7 @@ pub async fn run_client(
                         .cloned()
                         .collect();
                     for (q, group) in subscriptions(&topics, &added, qos).into_iter().skip(1) {
-                        for t in &group {
-                            qos_of.insert(t.clone(), q);
-                        }
-                        let filters = group.iter().map(|t| rumqttc::SubscribeFilter::new(t.clone(), q));
-                        match client.try_subscribe_many(filters) {
-                            Ok(()) => subs.queued(group),
-                            Err(e) => tracing::error!("cannot subscribe: {e}"),
-                        }
+                        subscribe_group(&client, q, group, &mut subs, &mut qos_of);
                     }
                     if !added.is_empty() {
                         tracing::info!(sites = ?added, "subscribed to the status, ack and summary of sites enrolled since the start");
@@ -453,14 +444,8 @@ pub async fn run_client(
                 subs.reset();
                 set_refused(&ingest.metrics, &[]);
                 tracing::info!(broker = %failover.address(), "hub connected to the broker");
-                for (qos, group) in subscriptions(&topics, &sites, qos) {
-                    let filters = group
-                        .iter()
-                        .map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos));
-                    match client.try_subscribe_many(filters) {
-                        Ok(()) => subs.queued(group),
-                        Err(e) => tracing::error!("cannot subscribe: {e}"),
-                    }
+                for (q, group) in subscriptions(&topics, &sites, qos) {
+                    subscribe_group(&client, q, group, &mut subs, &mut qos_of);
                 }
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Subscribe(pkid))) => subs.sent(pkid),
@@ -505,6 +490,26 @@ pub async fn run_client(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+/// Subscribe to one group of filters at `qos` and track its SUBACK (and the QoS a retry uses).
+fn subscribe_group(
+    client: &AsyncClient,
+    qos: QoS,
+    group: Vec<String>,
+    subs: &mut crate::mqttlink::SubTracker,
+    qos_of: &mut HashMap<String, QoS>,
+) {
+    for t in &group {
+        qos_of.insert(t.clone(), qos);
+    }
+    let filters = group
+        .iter()
+        .map(|t| rumqttc::SubscribeFilter::new(t.clone(), qos));
+    match client.try_subscribe_many(filters) {
+        Ok(()) => subs.queued(group),
+        Err(e) => tracing::error!("cannot subscribe: {e}"),
     }
 }
 

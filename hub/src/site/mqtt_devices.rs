@@ -643,7 +643,7 @@ fn reading_of(
             let mut r = Reading {
                 meter: name,
                 ts,
-                mono_ms: mono.as_millis() as u64,
+                mono_ms: socer_drivers::clock::saturating_ms(mono),
                 values,
                 quality,
                 missing,
@@ -666,7 +666,7 @@ fn reading_of(
             let r = Reading {
                 meter: name,
                 ts: clock.now_utc(),
-                mono_ms: clock.mono().as_millis() as u64,
+                mono_ms: socer_drivers::clock::saturating_ms(clock.mono()),
                 values: Values::default(),
                 quality: Quality::Failed,
                 missing: vec![Missing {

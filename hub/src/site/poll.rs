@@ -446,7 +446,7 @@ fn failed(m: &MeterConfig, clock: &Arc<dyn Clock>, reason: String) -> Reading {
     Reading {
         meter: m.name().to_string(),
         ts: clock.now_utc(),
-        mono_ms: clock.mono().as_millis() as u64,
+        mono_ms: socer_drivers::clock::saturating_ms(clock.mono()),
         values: Values::default(),
         quality: Quality::Failed,
         missing: vec![Missing {
@@ -528,7 +528,7 @@ async fn simulated_meter(
             Reading {
                 meter: m.name().to_string(),
                 ts,
-                mono_ms: clock.mono().as_millis() as u64,
+                mono_ms: socer_drivers::clock::saturating_ms(clock.mono()),
                 values: simulated_values(
                     m.role(),
                     *m.unit.get_ref(),

@@ -155,7 +155,7 @@ mod tests {
         Reading {
             meter: "grid".into(),
             ts: clock.now_utc(),
-            mono_ms: clock.mono().as_millis() as u64,
+            mono_ms: socer_drivers::clock::saturating_ms(clock.mono()),
             values: Values {
                 p_w: Some(1.0),
                 ..Values::default()

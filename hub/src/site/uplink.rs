@@ -95,7 +95,7 @@ impl Epochs {
     fn next(&self) -> u64 {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+            .map_or(0, socer_drivers::clock::saturating_ms);
         let e = now_ms.max(self.current.load(Ordering::Relaxed).saturating_add(1));
         self.current.store(e, Ordering::Relaxed);
         if let Some(f) = &self.file {
