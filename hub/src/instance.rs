@@ -25,9 +25,17 @@ fn well_formed(s: &str) -> bool {
 /// The instance id kept in the file `path`, made (and written, before it is used) on first
 /// start. A file that does not hold a well-formed id is replaced, with a warning.
 pub fn load_or_create(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(t) if well_formed(t.trim()) => return Ok(t.trim().to_string()),
-        Ok(_) => tracing::warn!("{}: not an instance id; making a new one", path.display()),
+    // At most a few bytes are read: a huge, binary or not-UTF-8 file is damaged, never fatal.
+    let read = std::fs::File::open(path).and_then(|f| {
+        let mut head = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, 4 * LEN as u64), &mut head)?;
+        Ok(head)
+    });
+    match read {
+        Ok(head) => match std::str::from_utf8(&head).map(str::trim) {
+            Ok(t) if well_formed(t) => return Ok(t.to_string()),
+            _ => tracing::warn!("{}: not an instance id; making a new one", path.display()),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -106,6 +114,16 @@ mod tests {
         let b = load_or_create(&file).unwrap();
         assert!(well_formed(&b) && b != "garbage");
         assert_eq!(load_or_create(&file).unwrap(), b);
+        // Not UTF-8, or huge with a valid id in front: replaced too, never an error.
+        for hostile in [
+            vec![0xff, 0xfe, 0x00, 0x80],
+            format!("{b}{}", "x".repeat(1 << 20)).into_bytes(),
+        ] {
+            std::fs::write(&file, &hostile).unwrap();
+            let c = load_or_create(&file).unwrap();
+            assert!(well_formed(&c));
+            assert_eq!(load_or_create(&file).unwrap(), c);
+        }
     }
 
     #[test]
