@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 /// Largest file `socer check` reads, bytes (a config of a thousand sites is far smaller).
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub use crate::diag::MAX_FILE_BYTES;
 
 /// What a TOML file is, from its top-level tables (a price file is told by its `.csv` name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,18 +190,13 @@ pub fn render_json(path: &Path, found: &[Finding], warnings: &[String]) -> Strin
 
 /// Read a file for checking: at most [`MAX_FILE_BYTES`].
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "larger than {MAX_FILE_BYTES} bytes: not a file socer reads"
-        ));
-    }
-    Ok(bytes)
+    crate::diag::read_bounded(path, MAX_FILE_BYTES).map_err(|e| {
+        if e.starts_with("larger than") {
+            format!("{e}: not a file socer reads")
+        } else {
+            format!("cannot read: {e}")
+        }
+    })
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -1134,14 +1134,10 @@ fn read_sites_dir(dir: &Path) -> (Vec<DirSite>, Vec<Diag>) {
     paths.sort();
     for path in paths {
         let problem = |m: String| Diag::new(None, format!("{}: {m}", path.display()));
-        let bytes = match std::fs::read(&path) {
-            Ok(b) if b.len() as u64 <= crate::check::MAX_FILE_BYTES => b,
-            Ok(_) => {
-                problems.push(problem("too large for a site file".into()));
-                continue;
-            }
+        let bytes = match crate::diag::read_bounded(&path, crate::diag::MAX_FILE_BYTES) {
+            Ok(b) => b,
             Err(e) => {
-                problems.push(problem(format!("cannot read: {e}")));
+                problems.push(problem(format!("cannot read as a site file: {e}")));
                 continue;
             }
         };
@@ -1807,5 +1803,22 @@ role = "grid"
             "[broker]\nurl = \"mqtt://n1\"\nurls = [\"mqtt://n2\"]\n\n[storage]",
         );
         assert!(lines(&both).contains("both url and urls"));
+    }
+
+    #[test]
+    fn a_hostile_sites_d_file_is_a_problem_naming_it_never_read_whole_or_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        // Huge (read only up to the bound), not UTF-8, and a TOML that is no site.
+        let huge = std::fs::File::create(dir.path().join("huge.toml")).unwrap();
+        huge.set_len(crate::diag::MAX_FILE_BYTES * 4).unwrap();
+        std::fs::write(dir.path().join("binary.toml"), [0xff, 0xfe, 0x00, 0x80]).unwrap();
+        std::fs::write(dir.path().join("other.toml"), "x = 1e999999\n").unwrap();
+        let (sites, problems) = read_sites_dir(dir.path());
+        assert!(sites.is_empty());
+        let text: Vec<String> = problems.iter().map(|d| d.message.clone()).collect();
+        for name in ["huge.toml", "binary.toml", "other.toml"] {
+            assert!(text.iter().any(|m| m.contains(name)), "{name}: {text:?}");
+        }
+        assert!(text.iter().any(|m| m.contains("larger than")), "{text:?}");
     }
 }

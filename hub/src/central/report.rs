@@ -79,19 +79,7 @@ pub fn prices(cfg: &CentralConfig) -> Result<Prices, ReportError> {
         .ok_or(ReportError::NoPrices)
 }
 
-/// A file's bytes, refused beyond `max` bytes.
-pub fn read_bounded(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
-    }
-    Ok(bytes)
-}
+pub use crate::diag::read_bounded;
 
 /// Read and parse a price file as the hub will: `Err` with `FILE:LINE:COL: message` (or
 /// `cannot read FILE: …`) when it would be refused.
