@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::decode::{apply_scale_factor, decode, plausible, DecodeError};
@@ -240,7 +240,7 @@ async fn run<L: Link>(
             Next::Poll { meter, quantities } => (meter, quantities),
             Next::WaitUntil(at) => {
                 tokio::select! {
-                    _ = sleep_until(origin + at) => continue,
+                    _ = crate::clock::sleep_until_precise(origin + at) => continue,
                     _ = &mut stop => break,
                 }
             }

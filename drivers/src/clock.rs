@@ -111,6 +111,58 @@ pub fn saturating_us(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Sleep until `deadline` to within tens of microseconds rather than tokio's millisecond tick.
+///
+/// tokio's timer rounds a deadline up to the next millisecond and wakes on the tick after it, so a
+/// 4.01 ms RTU silence costs 5–6 ms on the line. Here the bulk of the wait is a tokio sleep that
+/// ends about [`PRECISE_SLACK`] early, and the rest a `nanosleep` on the blocking pool (hrtimer
+/// precision). Under tokio's paused test clock the last step is a tokio sleep again, so virtual
+/// time still reaches the deadline.
+pub async fn sleep_until_precise(deadline: tokio::time::Instant) {
+    let now = tokio::time::Instant::now();
+    if deadline <= now {
+        return;
+    }
+    if deadline - now > PRECISE_SLACK {
+        tokio::time::sleep_until(deadline - PRECISE_SLACK).await;
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if !left.is_zero() {
+        // A pool that refuses the task (runtime shutting down) leaves the tokio sleep below.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(left)).await;
+    }
+    if tokio::time::Instant::now() < deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// How early [`sleep_until_precise`] hands over from tokio's timer to `nanosleep`: the timer's
+/// tick plus a wake-up.
+pub const PRECISE_SLACK: Duration = Duration::from_millis(2);
+
+#[cfg(test)]
+mod precise_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_precise_sleep_never_ends_before_its_deadline() {
+        for micros in [0u64, 150, 1_900, 4_010, 7_300] {
+            let start = tokio::time::Instant::now();
+            let deadline = start + Duration::from_micros(micros);
+            sleep_until_precise(deadline).await;
+            assert!(tokio::time::Instant::now() >= deadline, "{micros} us");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_the_paused_test_clock_it_reaches_the_deadline_in_virtual_time() {
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(30);
+        sleep_until_precise(deadline).await;
+        assert!(tokio::time::Instant::now() >= deadline);
+    }
+}
+
 #[cfg(test)]
 mod saturating_tests {
     use super::*;

@@ -157,7 +157,7 @@ where
             Some(Corruption::Truncated) => frame.truncate(frame.len() / 2),
             None => {}
         }
-        tokio::time::sleep_until(
+        crate::clock::sleep_until_precise(
             first_byte_at + line.response_time(request.len(), frame.len()) + reply.latency,
         )
         .await;

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 use tokio_serial::{DataBits, Parity, SerialPortBuilderExt, SerialStream, StopBits};
 
 use crate::link::{Link, LinkError};
@@ -321,7 +321,7 @@ impl RtuLink {
                     hex(&discarded)
                 )));
             }
-            sleep(quiet_until - now).await;
+            crate::clock::sleep_until_precise(quiet_until).await;
         }
         if !discarded.is_empty() {
             tracing::debug!(bytes = discarded.len(), data = %hex(&discarded), "discarded stray bytes before a request");
