@@ -210,8 +210,11 @@ pub fn profile_file(data: &[u8]) {
     }
 }
 
+/// A fuzz target: its name and the function that takes the fuzzer's bytes.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target, by name (for the harness and the tests).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("rtu_frame", rtu_frame),
     ("meter_answers", meter_answers),
     ("register_words", register_words),

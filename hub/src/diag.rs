@@ -156,6 +156,23 @@ pub fn render_bytes(path: &Path, bytes: &[u8], diags: &[Diag]) -> String {
     render(path, text, diags)
 }
 
+/// Largest file `socer check` and the daemons read as a config, profile, scenario or site file.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A file's bytes, refused beyond `max` bytes (never more than `max + 1` read).
+pub fn read_bounded(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,21 +236,4 @@ mod tests {
             let _ = render_bytes(Path::new("f"), &bytes, &d);
         }
     }
-}
-
-/// Largest file `socer check` and the daemons read as a config, profile, scenario or site file.
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// A file's bytes, refused beyond `max` bytes (never more than `max + 1` read).
-pub fn read_bounded(path: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    f.take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
-    }
-    Ok(bytes)
 }

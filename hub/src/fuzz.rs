@@ -199,8 +199,11 @@ pub fn device_payload(data: &[u8]) {
     }
 }
 
+/// A fuzz target: its name and the function that takes the fuzzer's bytes.
+pub type Target = (&'static str, fn(&[u8]));
+
 /// Every target, by name (for the harness and the tests).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[Target] = &[
     ("wire_message", wire_message),
     ("wire_body", wire_body),
     ("config_file", config_file),
