@@ -131,6 +131,56 @@ fn raw(words: &[u16], enc: &Encoding) -> Result<(f64, Option<i64>), DecodeError>
     })
 }
 
+/// The raw integer of an integer register in its signed and its unsigned view (`0xFFFF` and
+/// `-1` alike), compared exactly: through `f64` a 64-bit value would lose its low bits. `None`
+/// for a float type or the wrong number of words.
+pub fn raw_integer(
+    words: &[u16],
+    value_type: ValueType,
+    defaults: &Defaults,
+) -> Option<(i64, i64)> {
+    if words.len() != usize::from(value_type.words()) {
+        return None;
+    }
+    let enc = Encoding {
+        value_type,
+        word_order: defaults.word_order,
+        byte_order: defaults.byte_order,
+        scale: 1.0,
+    };
+    let bits = join(&normalise(words, &enc));
+    let width: u32 = match value_type {
+        ValueType::U16 | ValueType::I16 => 16,
+        ValueType::U32 | ValueType::I32 => 32,
+        ValueType::U64 | ValueType::I64 => 64,
+        ValueType::F32 | ValueType::F64 => return None,
+    };
+    let signed = if width == 64 {
+        bits as i64
+    } else {
+        let shift = 64 - width;
+        ((bits << shift) as i64) >> shift
+    };
+    Some((signed, bits as i64))
+}
+
+/// The words an integer register of `value_type` holds for the raw `value` (the inverse of
+/// [`raw_integer`]), in the defaults' word and byte order.
+pub fn encode_raw_integer(value: i64, value_type: ValueType, defaults: &Defaults) -> Vec<u16> {
+    let n = usize::from(value_type.words());
+    let bits = value as u64;
+    let mut words: Vec<u16> = (0..n).rev().map(|i| (bits >> (16 * i)) as u16).collect();
+    if defaults.word_order == WordOrder::LowFirst {
+        words.reverse();
+    }
+    if defaults.byte_order == ByteOrder::Little {
+        for w in &mut words {
+            *w = w.swap_bytes();
+        }
+    }
+    words
+}
+
 /// Decode the words of one quantity into its canonical value (scale applied, not the scale
 /// register: see [`apply_scale_factor`]).
 pub fn decode(words: &[u16], map: &QuantityMap, defaults: &Defaults) -> Result<f64, DecodeError> {

@@ -254,16 +254,113 @@ fn default_max_regs() -> u16 {
     125
 }
 
-/// A register read by `socer scan` to recognise the model, and the values that identify it.
+/// Registers read by `socer scan` to recognise the model: an integer register and the raw values
+/// that identify it (`type` and `values`), or ASCII text the registers begin with (`text`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Identify {
     pub function: Function,
     pub address: u16,
-    #[serde(rename = "type")]
-    pub value_type: ValueType,
-    /// Raw values that identify this model.
+    /// The register's integer type, with `values`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<ValueType>,
+    /// Raw values that identify this model (signed or unsigned view, compared exactly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<i64>,
+    /// ASCII text the registers begin with: two characters a register, the first in the high
+    /// byte, as Modbus devices store model names (`"SUN2000"`, `"SPEM-003"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// Longest identify text: 32 registers.
+pub const MAX_IDENTIFY_TEXT: usize = 64;
+
+impl Identify {
+    /// An integer register and the values that identify the model.
+    pub fn integer(
+        function: Function,
+        address: u16,
+        value_type: ValueType,
+        values: Vec<i64>,
+    ) -> Self {
+        Identify {
+            function,
+            address,
+            value_type: Some(value_type),
+            values,
+            text: None,
+        }
+    }
+
+    /// How many registers the check reads.
+    pub fn words(&self) -> u16 {
+        match (&self.text, self.value_type) {
+            (Some(t), _) => u16::try_from(t.len().div_ceil(2)).unwrap_or(u16::MAX),
+            (None, Some(t)) => t.words(),
+            (None, None) => 1,
+        }
+    }
+
+    /// Whether `words` (as read from [`Identify::address`], [`Identify::words`] long) identify
+    /// the model, with what was read in words for the evidence: `Ok(evidence)` on a match,
+    /// `Err(what was read)` otherwise.
+    pub fn check(&self, words: &[u16], defaults: &Defaults) -> Result<String, String> {
+        if let Some(text) = &self.text {
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+            let shown: String = bytes
+                .iter()
+                .take_while(|&&b| b != 0)
+                .map(|&b| {
+                    if b.is_ascii_graphic() || b == b' ' {
+                        b as char
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            return if bytes.starts_with(text.as_bytes()) {
+                Ok(format!("\"{shown}\""))
+            } else {
+                Err(format!("\"{shown}\""))
+            };
+        }
+        let Some(value_type) = self.value_type else {
+            return Err("no type".into());
+        };
+        let Some((signed, unsigned)) = crate::decode::raw_integer(words, value_type, defaults)
+        else {
+            return Err(format!("{} words", words.len()));
+        };
+        let shown = match value_type {
+            ValueType::I16 | ValueType::I32 | ValueType::I64 => signed.to_string(),
+            _ => (unsigned as u64).to_string(),
+        };
+        if self.values.iter().any(|&v| v == signed || v == unsigned) {
+            Ok(shown)
+        } else {
+            Err(shown)
+        }
+    }
+
+    /// The words a device identifying as this model holds (the first value, or the text
+    /// zero-padded): what the simulator serves.
+    pub fn example_words(&self, defaults: &Defaults) -> Vec<u16> {
+        if let Some(text) = &self.text {
+            let mut bytes = text.as_bytes().to_vec();
+            if bytes.len() % 2 == 1 {
+                bytes.push(0);
+            }
+            return bytes
+                .chunks(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
+        }
+        match (self.value_type, self.values.first()) {
+            (Some(t), Some(&v)) => crate::decode::encode_raw_integer(v, t, defaults),
+            _ => vec![],
+        }
+    }
 }
 
 /// A device model's register map.
@@ -369,6 +466,7 @@ struct LocatedAddress {
     #[serde(rename = "type")]
     value_type: Option<Spanned<toml::Value>>,
     values: Option<Spanned<toml::Value>>,
+    text: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -514,41 +612,69 @@ impl Profile {
             }
         }
         for (i, a) in self.identify.iter().zip(&at.identify) {
-            if i.address.checked_add(i.value_type.words() - 1).is_none() {
+            if i.address.checked_add(i.words().saturating_sub(1)).is_none() {
                 out.push((
                     span_of(&a.address),
                     format!(
                         "identify register {} + {} words overflows address 65535",
                         i.address,
-                        i.value_type.words()
+                        i.words()
                     ),
                 ));
             }
-            match raw_range(i.value_type) {
-                None => out.push((
-                    span_of(&a.value_type),
-                    format!(
-                        "identify compares raw integers: {} is not an integer type",
-                        i.value_type.name()
-                    ),
+            match (&i.text, i.value_type) {
+                (Some(_), Some(_)) => out.push((
+                    span_of(&a.text),
+                    "identify has both text and type: one or the other".into(),
                 )),
-                Some((lo, hi)) => {
-                    if let Some(v) = i.values.iter().find(|v| !(lo..=hi).contains(*v)) {
+                (Some(t), None) => {
+                    if !i.values.is_empty() {
+                        out.push((span_of(&a.values), "identify text takes no values".into()));
+                    }
+                    if t.is_empty() || t.len() > MAX_IDENTIFY_TEXT {
                         out.push((
-                            span_of(&a.values),
-                            format!(
-                                "identify value {v} does not fit a {} register",
-                                i.value_type.name()
-                            ),
+                            span_of(&a.text),
+                            format!("identify text must be 1 to {MAX_IDENTIFY_TEXT} characters"),
+                        ));
+                    } else if !t.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                        out.push((
+                            span_of(&a.text),
+                            "identify text must be printable ASCII".into(),
                         ));
                     }
                 }
-            }
-            if i.values.is_empty() {
-                out.push((
-                    span_of(&a.values),
-                    "identify has no values to compare with".into(),
-                ));
+                (None, None) => out.push((
+                    span_of(&a.address),
+                    "identify needs type and values, or text".into(),
+                )),
+                (None, Some(t)) => {
+                    match raw_range(t) {
+                        None => out.push((
+                            span_of(&a.value_type),
+                            format!(
+                                "identify compares raw integers: {} is not an integer type",
+                                t.name()
+                            ),
+                        )),
+                        Some((lo, hi)) => {
+                            if let Some(v) = i.values.iter().find(|v| !(lo..=hi).contains(*v)) {
+                                out.push((
+                                    span_of(&a.values),
+                                    format!(
+                                        "identify value {v} does not fit a {} register",
+                                        t.name()
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                    if i.values.is_empty() {
+                        out.push((
+                            span_of(&a.values),
+                            "identify has no values to compare with".into(),
+                        ));
+                    }
+                }
             }
         }
         let mut seen: Vec<(Quantity, Option<u8>)> = Vec::new();

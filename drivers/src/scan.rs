@@ -6,10 +6,8 @@
 
 use serde::Serialize;
 
-use crate::decode::decode;
 use crate::link::{exception_name, Link, LinkError};
-use crate::profile::{Function, Identify, Profile, ProfileSet, QuantityMap};
-use crate::reading::Quantity;
+use crate::profile::{Function, ProfileSet};
 use crate::sunspec::{self, ModelSet, SunSpecError};
 
 /// The first request sent to each unit: the SunSpec marker's place, which any device answers with
@@ -117,28 +115,33 @@ pub async fn probe<L: Link>(
         Err(e) => evidence.push(format!("SunSpec: {e}")),
     }
 
-    let mut cache: Vec<(Identify, Result<f64, String>)> = Vec::new();
+    // Several profiles read the same registers (two sides of one inverter): read each once.
+    let mut cache: Vec<(RegisterSpan, Result<Vec<u16>, String>)> = Vec::new();
     for profile in profiles.profiles.iter().filter(|p| !p.identify.is_empty()) {
         let mut matched = Vec::new();
         for id in &profile.identify {
-            let value = match cache.iter().find(|(k, _)| same_register(k, id)) {
+            let key = (id.function, id.address, id.words());
+            let words = match cache.iter().find(|(k, _)| *k == key) {
                 Some((_, v)) => v.clone(),
                 None => {
-                    let v = match read_identify(link, unit, profile, id).await {
-                        Ok(x) => Ok(x),
+                    let v = match link
+                        .read_registers(unit, id.function, id.address, id.words())
+                        .await
+                    {
+                        Ok(w) => Ok(w),
                         Err(e @ LinkError::Transport(_)) => {
                             return Err(ScanError { unit, error: e })
                         }
                         Err(e) => Err(e.to_string()),
                     };
-                    cache.push((id.clone(), v.clone()));
+                    cache.push((key, v.clone()));
                     v
                 }
             };
-            match value {
-                Ok(v) if id.values.iter().any(|&x| x as f64 == v) => {
+            match words.map(|w| id.check(&w, &profile.defaults)) {
+                Ok(Ok(seen)) => {
                     matched.push(format!(
-                        "{} {} = {v}",
+                        "{} {} = {seen}",
                         function_name(id.function),
                         id.address
                     ));
@@ -162,42 +165,12 @@ pub async fn probe<L: Link>(
     }))
 }
 
-fn same_register(a: &Identify, b: &Identify) -> bool {
-    a.function == b.function && a.address == b.address && a.value_type == b.value_type
-}
+/// Registers read for identification: function, first address, count.
+type RegisterSpan = (Function, u16, u16);
 
 fn function_name(f: Function) -> &'static str {
     match f {
         Function::Holding => "holding",
         Function::Input => "input",
     }
-}
-
-/// Read one identify register and decode it with the profile's word and byte order, unscaled.
-async fn read_identify<L: Link>(
-    link: &mut L,
-    unit: u8,
-    profile: &Profile,
-    id: &Identify,
-) -> Result<f64, LinkError> {
-    let words = link
-        .read_registers(unit, id.function, id.address, id.value_type.words())
-        .await?;
-    let map = QuantityMap {
-        name: Quantity::PW,
-        phase: None,
-        function: Some(id.function),
-        address: id.address,
-        value_type: id.value_type,
-        word_order: None,
-        byte_order: None,
-        scale: 1.0,
-        scale_register: None,
-        unit: None,
-        sentinels: vec![],
-        interval_s: None,
-        plus: vec![],
-        minus: vec![],
-    };
-    decode(&words, &map, &profile.defaults).map_err(|e| LinkError::Frame(e.to_string()))
 }

@@ -3,7 +3,8 @@
 
 use socer_drivers::decode::{decode, decode_checked, encode, DecodeError};
 use socer_drivers::profile::{
-    ByteOrder, Function, Profile, ProfileError, ProfileSet, QuantityMap, ValueType, WordOrder,
+    ByteOrder, Defaults, Function, Identify, Profile, ProfileError, ProfileSet, QuantityMap,
+    ValueType, WordOrder,
 };
 use socer_drivers::Quantity;
 
@@ -203,7 +204,7 @@ fn carlo_gavazzi_addresses_match_the_protocol_documents() {
         let ident = set.get(id).map(|p| p.identify.clone()).unwrap_or_default();
         assert_eq!(
             (ident[0].address, ident[0].value_type),
-            (0x000B, ValueType::U16),
+            (0x000B, Some(ValueType::U16)),
             "{id}"
         );
     }
@@ -798,6 +799,88 @@ fn an_identify_value_that_cannot_fit_its_register_is_located() {
         "\n[[identify]]\nfunction = \"holding\"\naddress = 11\ntype = \"f32\"\nvalues = [1]\n",
     );
     assert_error_at(&float, 20, 8, "not an integer type");
+}
+
+#[test]
+fn identify_text_is_checked_where_it_is_written() {
+    let both = variant(
+        &[],
+        "\n[[identify]]\nfunction = \"input\"\naddress = 6\ntype = \"u16\"\nvalues = [1]\ntext = \"SPEM\"\n",
+    );
+    assert_error_at(&both, 22, 8, "both text and type");
+    let not_ascii = variant(
+        &[],
+        "\n[[identify]]\nfunction = \"input\"\naddress = 6\ntext = \"SPÉM\"\n",
+    );
+    assert_error_at(&not_ascii, 20, 8, "printable ASCII");
+    let empty = variant(
+        &[],
+        "\n[[identify]]\nfunction = \"input\"\naddress = 6\ntext = \"\"\n",
+    );
+    assert_error_at(&empty, 20, 8, "1 to 64 characters");
+    let neither = variant(&[], "\n[[identify]]\nfunction = \"input\"\naddress = 6\n");
+    assert_error_at(&neither, 19, 11, "type and values, or text");
+    let overflow = variant(
+        &[],
+        "\n[[identify]]\nfunction = \"input\"\naddress = 65534\ntext = \"SUN2000-\"\n",
+    );
+    assert_error_at(&overflow, 19, 11, "overflows address 65535");
+}
+
+#[test]
+fn identify_compares_text_and_wide_integers_exactly() {
+    let d = |order: WordOrder| Defaults {
+        function: Function::Holding,
+        word_order: order,
+        byte_order: ByteOrder::Big,
+        fast_interval_s: 5,
+        counter_interval_s: 60,
+        max_registers: 125,
+        min_interval_s: 0,
+        unit_id: None,
+    };
+    let text = Identify {
+        function: Function::Input,
+        address: 6,
+        value_type: None,
+        values: vec![],
+        text: Some("SPEM-003".into()),
+    };
+    assert_eq!(text.words(), 4);
+    // "SPEM-003CEBEU", high byte first.
+    let words = [0x5350, 0x454D, 0x2D30, 0x3033];
+    assert_eq!(
+        text.check(&words, &d(WordOrder::LowFirst)),
+        Ok("\"SPEM-003\"".into())
+    );
+    assert!(text
+        .check(&[0x5350, 0x454D, 0x2D30, 0x3032], &d(WordOrder::HighFirst))
+        .is_err());
+    assert_eq!(text.example_words(&d(WordOrder::HighFirst)), words);
+    // Two u64 values one bit apart are told apart (through f64 they would be equal).
+    let wide = Identify::integer(
+        Function::Holding,
+        30000,
+        ValueType::U64,
+        vec![0x5355_4E32_3030_302D],
+    );
+    let hf = d(WordOrder::HighFirst);
+    assert!(wide.check(&[0x5355, 0x4E32, 0x3030, 0x302D], &hf).is_ok());
+    assert!(wide.check(&[0x5355, 0x4E32, 0x3030, 0x302C], &hf).is_err());
+    assert_eq!(
+        wide.example_words(&hf),
+        vec![0x5355, 0x4E32, 0x3030, 0x302D]
+    );
+    // A low-first device: the words come reversed, and the encoder writes them so.
+    let lf = d(WordOrder::LowFirst);
+    let code = Identify::integer(Function::Input, 4999, ValueType::U32, vec![0x0001_0E03]);
+    assert_eq!(code.example_words(&lf), vec![0x0E03, 0x0001]);
+    assert!(code.check(&[0x0E03, 0x0001], &lf).is_ok());
+    // Signed and unsigned views of a negative value are the same register.
+    let neg = Identify::integer(Function::Input, 1, ValueType::I16, vec![-1]);
+    assert!(neg.check(&[0xFFFF], &hf).is_ok());
+    let unsigned = Identify::integer(Function::Input, 1, ValueType::U16, vec![0xFFFF]);
+    assert!(unsigned.check(&[0xFFFF], &hf).is_ok());
 }
 
 // ---- device limits, storage and split values (issue 13) ----

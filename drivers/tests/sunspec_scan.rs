@@ -72,12 +72,7 @@ fn meter_profile(id: &str, identify: Vec<Identify>) -> Profile {
 }
 
 fn ident(address: u16, value_type: ValueType, values: Vec<i64>) -> Identify {
-    Identify {
-        function: Function::Input,
-        address,
-        value_type,
-        values,
-    }
+    Identify::integer(Function::Input, address, value_type, values)
 }
 
 /// A meter whose input register 28 holds its model code 0x0070 and 30..31 a u32 0x00010002.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::decode::encode;
-use crate::profile::{Defaults, Function, Profile, QuantityMap, Unreadable, ValueType};
+use crate::profile::{Defaults, Function, Profile, QuantityMap, Unreadable};
 use crate::reading::Values;
 
 /// Modbus exception codes the image answers with.
@@ -52,14 +52,11 @@ impl RegisterImage {
     pub fn from_profile(profile: &Profile) -> Self {
         let mut image = RegisterImage::new(profile.defaults.clone());
         for id in &profile.identify {
-            if let Some(&value) = id.values.first() {
-                let map = raw_map(id.value_type, id.address);
-                image.add_static(
-                    id.function,
-                    id.address,
-                    &encode(value as f64, &map, &profile.defaults),
-                );
-            }
+            image.add_static(
+                id.function,
+                id.address,
+                &id.example_words(&profile.defaults),
+            );
         }
         for q in &profile.quantities {
             image.add_live(q.clone());
@@ -179,26 +176,5 @@ impl RegisterImage {
             }
         }
         Ok(words)
-    }
-}
-
-/// An unscaled map of one raw value in the profile's word order (identification registers hold raw
-/// values, decoded by `scan` with the same defaults).
-fn raw_map(value_type: ValueType, address: u16) -> QuantityMap {
-    QuantityMap {
-        name: crate::reading::Quantity::PW,
-        phase: None,
-        function: None,
-        address,
-        value_type,
-        word_order: None,
-        byte_order: None,
-        scale: 1.0,
-        scale_register: None,
-        unit: None,
-        sentinels: vec![],
-        interval_s: None,
-        plus: vec![],
-        minus: vec![],
     }
 }

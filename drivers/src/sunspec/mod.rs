@@ -352,12 +352,12 @@ fn profile_of(device: &Device, header: &ModelHeader, def: &ModelDef) -> Profile 
             unit_id: None,
         },
         unreadable: vec![],
-        identify: vec![Identify {
-            function: Function::Holding,
-            address: device.base,
-            value_type: ValueType::U32,
-            values: vec![0x5375_6E53],
-        }],
+        identify: vec![Identify::integer(
+            Function::Holding,
+            device.base,
+            ValueType::U32,
+            vec![0x5375_6E53],
+        )],
         quantities,
     }
 }

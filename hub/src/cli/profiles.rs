@@ -209,15 +209,20 @@ pub fn register_table(p: &Profile) -> String {
         },
     );
     for i in &p.identify {
-        let values: Vec<String> = i.values.iter().map(|v| format!("{v:#x}")).collect();
+        let what = match (&i.text, i.value_type) {
+            (Some(text), _) => format!("text starting \"{text}\""),
+            (None, Some(t)) => {
+                let values: Vec<String> = i.values.iter().map(|v| format!("{v:#x}")).collect();
+                format!("{} in [{}]", t.name(), values.join(", "))
+            }
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "identify: {} {} ({:#06x}) {} in [{}]",
+            "identify: {} {} ({:#06x}) {what}",
             i.function.name(),
             i.address,
             i.address,
-            i.value_type.name(),
-            values.join(", ")
         );
     }
     for u in &p.unreadable {
