@@ -1,16 +1,17 @@
 //! `socer central`: the community hub — broker, authenticated ingest, store, period energy, live
 //! balance, API.
 //!
-//! This module only wires the parts together; the energy rules (`energy`, `balance`, `incentive`)
-//! are pure and the I/O lives in `broker`, `ingest`, `store` and `web`.
+//! This module only wires the parts together; the energy rules (`energy`, `balance`, `tariff`,
+//! `incentive`) are the pure `socer-rules` crate and the I/O lives in `broker`, `ingest`, `store`
+//! and `web`.
 
-pub mod balance;
+// The CER rules live in their own pure crate; re-exported so the daemon reads `central::energy`.
+pub use socer_rules::{balance, energy, incentive, tariff};
+
 pub mod broker;
 pub mod compute;
 pub mod config;
-pub mod energy;
 pub mod enrol;
-pub mod incentive;
 pub mod ingest;
 pub mod nats;
 pub mod plausible;
@@ -21,7 +22,6 @@ pub mod sites;
 pub mod status;
 pub mod store;
 pub mod summary;
-pub mod tariff;
 pub mod web;
 
 use std::net::SocketAddr;

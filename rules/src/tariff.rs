@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 
-use super::energy::Period;
+use crate::energy::Period;
 
 /// Errors of the tariff inputs, naming what is wrong and where.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -77,9 +77,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 
-use super::balance::{apportion, Balance};
-use super::energy::{Flags, Range};
-use super::tariff::{tip_eur_per_mwh, PlantTariff, PriceSource, Prices, TariffError};
+use crate::balance::{apportion, Balance};
+use crate::energy::{Flags, Range};
+use crate::tariff::{tip_eur_per_mwh, PlantTariff, PriceSource, Prices, TariffError};
 
 /// Errors of the incentive computation, naming the plant or hour.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -1083,8 +1083,8 @@ fn csv_cell(s: &str) -> String {
 mod tests {
     use super::*;
 
-    use crate::central::balance::{community_balance, PodPeriod, PodSeries};
-    use crate::central::tariff::{Region, Technology};
+    use crate::balance::{community_balance, PodPeriod, PodSeries};
+    use crate::tariff::{Region, Technology};
     use proptest::prelude::*;
 
     fn one_pod(eligible: bool) -> Balance {

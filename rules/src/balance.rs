@@ -7,7 +7,7 @@
 //! # API (called by the central hub)
 //! 1. [`pod_periods`]`(meters, range, step, period) -> Result<Vec<PodPeriod>, BalanceError>`: for
 //!    one POD, from its meters' energy per `step` (each from
-//!    [`energy::meter_periods`](super::energy::meter_periods) over the same `range` with period
+//!    [`energy::meter_periods`](crate::energy::meter_periods) over the same `range` with period
 //!    `step`), the POD's injection, withdrawal, production and consumption per settlement
 //!    `period`. `step` must divide `period`; it is the netting granularity for a POD without a
 //!    grid meter (use the reading interval, e.g. [`Period::MINUTE`]). A POD with a grid meter can
@@ -45,7 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::energy::{EnergyError, Flags, Period, PeriodEnergy, Range};
+use crate::energy::{EnergyError, Flags, Period, PeriodEnergy, Range};
 
 /// Errors of the balance: caller mistakes, named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
