@@ -123,6 +123,16 @@ pub fn counter(
         .encode_counter::<NoLabelSet, _, u64>(&v, None)
 }
 
+/// One sample of a counter of seconds (or another fractional unit) with labels.
+pub fn counter_f64(
+    m: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    m.encode_family(labels)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
 /// One sample of a gauge with labels.
 pub fn gauge(
     m: &mut MetricEncoder,

@@ -311,6 +311,33 @@ fn both_daemons_metrics_pass_promtool_and_carry_the_tcp_read_latency_in_seconds(
         &format!("socer_meter_reads_total{{site=\"{SITE}\",meter=\"m1\",result=\"ok\"}}"),
     );
     assert!(ok >= 5.0, "{site_text}");
+    // The bus's line: at least one request per good poll, none timed out, wire and busy time
+    // counted (on TCP the wire time is a nominal round trip, not a bound on the busy time).
+    let bus = format!("{{site=\"{SITE}\",bus=\"sim\"}}");
+    let requests = value(
+        &s["socer_bus_requests_total"],
+        &format!("socer_bus_requests_total{bus}"),
+    );
+    assert!(
+        requests >= ok,
+        "{requests} requests for {ok} good polls\n{site_text}"
+    );
+    assert_eq!(
+        value(
+            &s["socer_bus_timeouts_total"],
+            &format!("socer_bus_timeouts_total{bus}")
+        ),
+        0.0
+    );
+    let wire = value(
+        &s["socer_bus_wire_seconds_total"],
+        &format!("socer_bus_wire_seconds_total{bus}"),
+    );
+    let busy = value(
+        &s["socer_bus_busy_seconds_total"],
+        &format!("socer_bus_busy_seconds_total{bus}"),
+    );
+    assert!(wire > 0.0 && busy > 0.0, "wire {wire} s, busy {busy} s");
     assert_eq!(
         value(
             &s["socer_uplink_connected"],

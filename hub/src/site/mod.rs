@@ -135,6 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
         latest: Mutex::new(BTreeMap::new()),
         health: Arc::default(),
+        lines: Arc::default(),
         outbox: outbox.clone(),
         uplink: Arc::default(),
         time: time.clone(),
@@ -145,7 +146,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (tx, rx) = mpsc::channel::<poll::Polled>(4096);
-    let pollers = poll::spawn_all(&cfg, clock.clone(), tx, stop_rx.clone());
+    let pollers = poll::spawn_all(&cfg, clock.clone(), tx, view.lines.clone(), stop_rx.clone());
     // Home Assistant's counters see every reading (a poll's reading may hold no counter).
     let ha_book = cfg.homeassistant.as_ref().filter(|h| h.enabled).map(|_| {
         Arc::new(ha::CounterBook::load(Some(

@@ -62,6 +62,10 @@ impl MeterHealth {
 
 pub type HealthMap = Arc<Mutex<BTreeMap<String, MeterHealth>>>;
 
+/// What each Modbus bus's line carried since it started (requests, timeouts, wire and busy time),
+/// by bus name: the drivers' own counters, copied at each reading, for `/metrics`.
+pub type LineMap = Arc<Mutex<BTreeMap<String, socer_drivers::bus::LineUse>>>;
+
 /// A meter not heard from for longer than this many poll intervals is "not answering".
 pub const SILENT_AFTER_INTERVALS: f64 = 3.0;
 
@@ -148,6 +152,7 @@ pub fn spawn_all(
     cfg: &SiteConfig,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Polled>,
+    lines: LineMap,
     stop: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -200,10 +205,15 @@ pub fn spawn_all(
         }
         let (bus, known): (BusConfig, Vec<MeterConfig>) =
             (bus.clone(), known.into_iter().cloned().collect());
-        let (profiles, clock, stop, tx) =
-            (profiles.clone(), clock.clone(), stop.clone(), tx.clone());
+        let (profiles, clock, stop, tx, lines) = (
+            profiles.clone(),
+            clock.clone(),
+            stop.clone(),
+            tx.clone(),
+            lines.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            run_modbus_bus(bus, known, profiles, clock, tx, stop).await;
+            run_modbus_bus(bus, known, profiles, clock, tx, lines, stop).await;
         }));
     }
     tasks
@@ -234,8 +244,10 @@ async fn run_modbus_bus(
     profiles: ProfileSet,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Polled>,
+    lines: LineMap,
     stop: watch::Receiver<bool>,
 ) {
+    let bus_name = bus.name.get_ref().clone();
     match modbus_bus(&bus, &meters, &profiles, clock.clone(), stop.clone()).await {
         Ok((handle, failed_meters, mut rx)) => {
             let fails = tokio::spawn(unavailable_each(
@@ -245,9 +257,11 @@ async fn run_modbus_bus(
                 stop.clone(),
             ));
             while let Some(r) = rx.recv().await {
-                let (latency, kind) = handle
-                    .health
-                    .snapshot()
+                let snapshot = handle.health.snapshot();
+                if let Ok(mut l) = lines.lock() {
+                    l.insert(bus_name.clone(), snapshot.line.clone());
+                }
+                let (latency, kind) = snapshot
                     .meters
                     .iter()
                     .find(|h| h.meter == r.meter)

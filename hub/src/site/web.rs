@@ -51,6 +51,8 @@ pub struct View {
     pub meters: Vec<MeterInfo>,
     pub latest: Mutex<BTreeMap<String, Reading>>,
     pub health: HealthMap,
+    /// Each Modbus bus's line use (requests, timeouts, wire and busy time).
+    pub lines: super::poll::LineMap,
     pub outbox: Outbox,
     pub uplink: SharedUplink,
     pub time: Arc<TimeKeeper>,
@@ -284,7 +286,7 @@ impl prometheus_client::collector::Collector for SiteMetrics {
         &self,
         mut enc: prometheus_client::encoding::DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        use crate::metrics::{counter, family, gauge};
+        use crate::metrics::{counter, counter_f64, family, gauge};
         use prometheus_client::metrics::MetricType::{Counter, Gauge, Histogram};
         let v = &self.0;
         let site = v.site.as_str();
@@ -336,6 +338,61 @@ impl prometheus_client::collector::Collector for SiteMetrics {
                     for (meter, h) in health.iter() {
                         let l = [("site", site), ("meter", meter.as_str())];
                         h.latency.encode(&mut m.encode_family(&l)?)?;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        {
+            let lines = v.lines.lock().unwrap_or_else(|e| e.into_inner());
+            family(
+                &mut enc,
+                "socer_bus_requests",
+                "Requests a Modbus bus put on its line.",
+                Counter,
+                |m| {
+                    for (bus, l) in lines.iter() {
+                        counter(m, &[("site", site), ("bus", bus.as_str())], l.requests)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            family(
+                &mut enc,
+                "socer_bus_timeouts",
+                "Requests on a Modbus bus that got no answer in time.",
+                Counter,
+                |m| {
+                    for (bus, l) in lines.iter() {
+                        counter(m, &[("site", site), ("bus", bus.as_str())], l.timeouts)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            family(
+                &mut enc,
+                "socer_bus_wire_seconds",
+                "The wire-time minimum of every request and answer on a Modbus bus: what the line \
+                 must carry at its baud rate, silences included.",
+                Counter,
+                |m| {
+                    for (bus, l) in lines.iter() {
+                        let labels = [("site", site), ("bus", bus.as_str())];
+                        counter_f64(m, &labels, l.wire_ms / 1000.0)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            family(
+                &mut enc,
+                "socer_bus_busy_seconds",
+                "Time a Modbus bus spent polling (a poll's first request to its end); against \
+                 wall time, the line's load; against the wire time, its overhead.",
+                Counter,
+                |m| {
+                    for (bus, l) in lines.iter() {
+                        let labels = [("site", site), ("bus", bus.as_str())];
+                        counter_f64(m, &labels, l.busy_ms / 1000.0)?;
                     }
                     Ok(())
                 },
