@@ -325,42 +325,8 @@ CREATE TABLE IF NOT EXISTS agg(
     meter INTEGER NOT NULL, step INTEGER NOT NULL, start INTEGER NOT NULL,
     n INTEGER NOT NULL, p_sum REAL, p_min REAL, p_max REAL,
     imp_min REAL, imp_max REAL, exp_min REAL, exp_max REAL,
-    PRIMARY KEY(step, start, meter)) WITHOUT ROWID;
+    PRIMARY KEY(meter, step, start)) WITHOUT ROWID;
 ";
-
-/// The aggregates were keyed (meter, step, start) before: each meter's new minute landed in
-/// another leaf, so a compaction dirtied a page per meter. Keyed (step, start, meter), a minute's
-/// rows are appended together, and the page's queries (a step and a time range) read one run.
-/// Rewritten once, in one transaction, when an outbox of the old layout is opened.
-fn migrate_agg_key(conn: &Connection) -> rusqlite::Result<bool> {
-    let sql: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'agg'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if !sql.is_some_and(|s| s.replace(' ', "").contains("PRIMARYKEY(meter,step,start)")) {
-        return Ok(false);
-    }
-    conn.execute_batch(
-        "BEGIN IMMEDIATE;
-         CREATE TABLE agg_by_time(
-             meter INTEGER NOT NULL, step INTEGER NOT NULL, start INTEGER NOT NULL,
-             n INTEGER NOT NULL, p_sum REAL, p_min REAL, p_max REAL,
-             imp_min REAL, imp_max REAL, exp_min REAL, exp_max REAL,
-             PRIMARY KEY(step, start, meter)) WITHOUT ROWID;
-         INSERT INTO agg_by_time SELECT meter, step, start, n, p_sum, p_min, p_max,
-             imp_min, imp_max, exp_min, exp_max FROM agg;
-         DROP TABLE agg;
-         ALTER TABLE agg_by_time RENAME TO agg;
-         COMMIT;",
-    )
-    .inspect_err(|_| {
-        let _ = conn.execute_batch("ROLLBACK");
-    })?;
-    Ok(true)
-}
 
 impl Store {
     /// Open (or create) the outbox in `dir`, registering this process as a new run.
@@ -400,9 +366,6 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
-        if migrate_agg_key(&conn).map_err(open_err)? {
-            tracing::info!(path = %path.display(), "outbox aggregates re-keyed by time (one-off)");
-        }
         conn.execute(
             "INSERT INTO runs(boot, origin_ms) VALUES (?1, ?2)",
             params![run.boot, run.origin_ms],
@@ -739,7 +702,7 @@ impl Store {
                             min(e_imp), max(e_imp), min(e_exp), max(e_exp)
                      FROM readings WHERE seq > ?1 AND seq <= ?2 AND ts_ms IS NOT NULL
                      GROUP BY meter, st
-                     ON CONFLICT(step, start, meter) DO UPDATE SET
+                     ON CONFLICT(meter, step, start) DO UPDATE SET
                         n = n + excluded.n, p_sum = coalesce(p_sum, 0) + coalesce(excluded.p_sum, 0),
                         p_min = min(coalesce(p_min, excluded.p_min), coalesce(excluded.p_min, p_min)),
                         p_max = max(coalesce(p_max, excluded.p_max), coalesce(excluded.p_max, p_max)),
@@ -1461,29 +1424,9 @@ mod tests {
             .unwrap();
         let n: Vec<_> = h.iter().map(|r| (r.meter.as_str(), r.samples)).collect();
         assert_eq!(n, vec![("grid", 60), ("pv", 60), ("grid", 1)]);
-        // The aggregates were re-keyed by time on the first open, and stay so.
-        let key = |s: &Store| -> String {
-            s.conn
-                .query_row(
-                    "SELECT sql FROM sqlite_master WHERE name = 'agg'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap()
-        };
-        assert!(
-            key(&s).contains("PRIMARY KEY(step, start, meter)"),
-            "{}",
-            key(&s)
-        );
         drop(s);
         let s = Store::open(dir.path(), 1 << 30, &run()).unwrap();
         assert_eq!((s.last_seq(), s.acked()), (361, 361));
-        assert!(key(&s).contains("PRIMARY KEY(step, start, meter)"));
-        let h = s
-            .history(ms_to_utc(t0), ms_to_utc(t0 + 240_000), 60)
-            .unwrap();
-        assert_eq!(h.len(), 7, "{h:?}");
     }
 
     #[test]
