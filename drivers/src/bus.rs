@@ -675,16 +675,7 @@ mod tests {
             phases: 1,
             source: "test".into(),
             verified: None,
-            defaults: Defaults {
-                function: Function::Input,
-                word_order: WordOrder::HighFirst,
-                byte_order: ByteOrder::Big,
-                fast_interval_s: 5,
-                counter_interval_s: 60,
-                max_registers: 125,
-                min_interval_s: 0,
-                unit_id: None,
-            },
+            defaults: Defaults::of(Function::Input),
             unreadable: vec![],
             identify: vec![],
             quantities: vec![

@@ -262,16 +262,7 @@ mod tests {
     use crate::profile::Function;
 
     fn defaults() -> Defaults {
-        Defaults {
-            function: Function::Input,
-            word_order: WordOrder::HighFirst,
-            byte_order: ByteOrder::Big,
-            fast_interval_s: 5,
-            counter_interval_s: 60,
-            max_registers: 125,
-            min_interval_s: 0,
-            unit_id: None,
-        }
+        Defaults::of(Function::Input)
     }
 
     fn map(t: ValueType, scale: f64) -> QuantityMap {

@@ -244,6 +244,24 @@ pub struct Defaults {
     pub unit_id: Option<u8>,
 }
 
+impl Defaults {
+    /// The documented defaults (high word first, big-endian bytes, 5 s and 60 s, 125 registers,
+    /// no minimum interval, no unit id) for registers read with `function`: what a profile
+    /// that gives only `function` gets.
+    pub fn of(function: Function) -> Self {
+        Defaults {
+            function,
+            word_order: WordOrder::default(),
+            byte_order: ByteOrder::default(),
+            fast_interval_s: default_fast_s(),
+            counter_interval_s: default_counter_s(),
+            max_registers: default_max_regs(),
+            min_interval_s: 0,
+            unit_id: None,
+        }
+    }
+}
+
 fn default_fast_s() -> u32 {
     5
 }

@@ -830,14 +830,8 @@ fn identify_text_is_checked_where_it_is_written() {
 #[test]
 fn identify_compares_text_and_wide_integers_exactly() {
     let d = |order: WordOrder| Defaults {
-        function: Function::Holding,
         word_order: order,
-        byte_order: ByteOrder::Big,
-        fast_interval_s: 5,
-        counter_interval_s: 60,
-        max_registers: 125,
-        min_interval_s: 0,
-        unit_id: None,
+        ..Defaults::of(Function::Holding)
     };
     let text = Identify {
         function: Function::Input,

@@ -11,9 +11,7 @@ pub use image::{image, ImageSpec, SunSpecImage};
 pub use models::{ModelDef, ModelKind, ModelSet, ModelsError, Point, PointType};
 
 use crate::link::{Link, LinkError};
-use crate::profile::{
-    ByteOrder, Defaults, DeviceKind, Function, Identify, Profile, QuantityMap, ValueType, WordOrder,
-};
+use crate::profile::{Defaults, DeviceKind, Function, Identify, Profile, QuantityMap, ValueType};
 
 /// The profile id a site config uses for any SunSpec device.
 pub const PROFILE_ID: &str = "sunspec";
@@ -341,16 +339,7 @@ fn profile_of(device: &Device, header: &ModelHeader, def: &ModelDef) -> Profile 
             def.id, device.unit, header.address, device.base
         ),
         verified: None,
-        defaults: Defaults {
-            function: Function::Holding,
-            word_order: WordOrder::HighFirst,
-            byte_order: ByteOrder::Big,
-            fast_interval_s: 5,
-            counter_interval_s: 60,
-            max_registers: 125,
-            min_interval_s: 0,
-            unit_id: None,
-        },
+        defaults: Defaults::of(Function::Holding),
         unreadable: vec![],
         identify: vec![Identify::integer(
             Function::Holding,

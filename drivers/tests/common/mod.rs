@@ -45,16 +45,7 @@ pub fn test_profile() -> Profile {
         phases: 3,
         source: "test fixture".into(),
         verified: None,
-        defaults: Defaults {
-            function: Function::Input,
-            word_order: WordOrder::HighFirst,
-            byte_order: ByteOrder::Big,
-            fast_interval_s: 5,
-            counter_interval_s: 60,
-            max_registers: 125,
-            min_interval_s: 0,
-            unit_id: None,
-        },
+        defaults: Defaults::of(Function::Input),
         unreadable: vec![],
         identify: vec![],
         quantities: vec![
