@@ -345,58 +345,51 @@ impl prometheus_client::collector::Collector for SiteMetrics {
         }
         {
             let lines = v.lines.lock().unwrap_or_else(|e| e.into_inner());
-            family(
-                &mut enc,
-                "socer_bus_requests",
-                "Requests a Modbus bus put on its line.",
-                Counter,
-                |m| {
+            type Count = fn(&socer_drivers::bus::LineUse) -> u64;
+            let counts: [(&str, &str, Count); 2] = [
+                (
+                    "socer_bus_requests",
+                    "Requests a Modbus bus put on its line.",
+                    |l| l.requests,
+                ),
+                (
+                    "socer_bus_timeouts",
+                    "Requests on a Modbus bus that got no answer in time.",
+                    |l| l.timeouts,
+                ),
+            ];
+            for (name, help, value) in counts {
+                family(&mut enc, name, help, Counter, |m| {
                     for (bus, l) in lines.iter() {
-                        counter(m, &[("site", site), ("bus", bus.as_str())], l.requests)?;
+                        counter(m, &[("site", site), ("bus", bus.as_str())], value(l))?;
                     }
                     Ok(())
-                },
-            )?;
-            family(
-                &mut enc,
-                "socer_bus_timeouts",
-                "Requests on a Modbus bus that got no answer in time.",
-                Counter,
-                |m| {
-                    for (bus, l) in lines.iter() {
-                        counter(m, &[("site", site), ("bus", bus.as_str())], l.timeouts)?;
-                    }
-                    Ok(())
-                },
-            )?;
-            family(
-                &mut enc,
-                "socer_bus_wire_seconds",
-                "The wire-time minimum of every request and answer on a Modbus bus: what the line \
-                 must carry at its baud rate, silences included.",
-                Counter,
-                |m| {
-                    for (bus, l) in lines.iter() {
-                        let labels = [("site", site), ("bus", bus.as_str())];
-                        counter_f64(m, &labels, l.wire_ms / 1000.0)?;
-                    }
-                    Ok(())
-                },
-            )?;
-            family(
-                &mut enc,
-                "socer_bus_busy_seconds",
-                "Time a Modbus bus spent polling (a poll's first request to its end); against \
-                 wall time, the line's load; against the wire time, its overhead.",
-                Counter,
-                |m| {
+                })?;
+            }
+            type Millis = fn(&socer_drivers::bus::LineUse) -> f64;
+            let times: [(&str, &str, Millis); 2] = [
+                (
+                    "socer_bus_wire_seconds",
+                    "The wire-time minimum of every request and answer on a Modbus bus: what the \
+                     line must carry at its baud rate, silences included.",
+                    |l| l.wire_ms,
+                ),
+                (
+                    "socer_bus_busy_seconds",
+                    "Time a Modbus bus spent polling (a poll's first request to its end); against \
+                     wall time, the line's load; against the wire time, its overhead.",
+                    |l| l.busy_ms,
+                ),
+            ];
+            for (name, help, ms) in times {
+                family(&mut enc, name, help, Counter, |m| {
                     for (bus, l) in lines.iter() {
                         let labels = [("site", site), ("bus", bus.as_str())];
-                        counter_f64(m, &labels, l.busy_ms / 1000.0)?;
+                        counter_f64(m, &labels, ms(l) / 1000.0)?;
                     }
                     Ok(())
-                },
-            )?;
+                })?;
+            }
         }
         let s = v.outbox.stats();
         let (connected, sent, acks_rejected, subs_refused, filters_refused) = v
