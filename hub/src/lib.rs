@@ -10,6 +10,7 @@ pub mod cli;
 pub mod days;
 pub mod demo;
 pub mod diag;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

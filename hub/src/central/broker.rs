@@ -16,6 +16,7 @@ use sha2::Sha512;
 
 use super::config::{BrokerConfig, CentralConfig};
 pub use super::sites::Accounts;
+use crate::files::random_hex;
 use crate::wire::Topics;
 
 /// Per-topic in-memory log of the embedded broker: a subscriber that falls further behind than
@@ -195,12 +196,7 @@ pub fn start_live(cfg: &CentralConfig) -> Result<(Endpoint, Option<Accounts>), B
             } else {
                 hub_password.clone()
             };
-            let mut users: HashMap<String, String> = cfg
-                .sites
-                .iter()
-                .filter(|s| !s.password.is_empty())
-                .map(|s| (s.id.clone(), s.password.clone()))
-                .collect();
+            let mut users = site_accounts(cfg);
             if users.contains_key(hub_user) {
                 return Err(BrokerError::AccountClash(hub_user.clone()));
             }
@@ -231,6 +227,15 @@ pub fn start_live(cfg: &CentralConfig) -> Result<(Endpoint, Option<Accounts>), B
             ))
         }
     }
+}
+
+/// The broker account of every site that has a password: its id and password.
+pub fn site_accounts(cfg: &CentralConfig) -> HashMap<String, String> {
+    cfg.sites
+        .iter()
+        .filter(|s| !s.password.is_empty())
+        .map(|s| (s.id.clone(), s.password.clone()))
+        .collect()
 }
 
 /// The account that owns a client id: the longest account name `a` with `client_id == a` or
@@ -425,12 +430,6 @@ pub fn start_tls_front(
     Ok(bound)
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 // ---- files for an external Mosquitto ----
 
 /// Mosquitto's `$7$` password hash: PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt, 64-byte key,
@@ -532,7 +531,6 @@ fn listener_port(cfg: &CentralConfig) -> u16 {
 /// config works as written (`mosquitto -c DIR/socer.conf`): a listener on every interface,
 /// absolute paths, client ids bound to usernames, packets large enough for a batch.
 pub fn write_mosquitto_files(cfg: &CentralConfig, dir: &Path) -> Result<Vec<PathBuf>, BrokerError> {
-    use std::os::unix::fs::PermissionsExt;
     let (hub_user, hub_password, tls) = match &cfg.broker {
         BrokerConfig::External {
             username,
@@ -608,13 +606,7 @@ pub fn write_mosquitto_files(cfg: &CentralConfig, dir: &Path) -> Result<Vec<Path
     let mut written = Vec::new();
     for (name, text, mode) in files {
         let path = dir.join(name);
-        // Created private, then opened up to the mode wanted: never briefly world-readable.
-        std::fs::write(&path, "").map_err(write_err(&path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(write_err(&path))?;
-        std::fs::write(&path, text).map_err(write_err(&path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(write_err(&path))?;
+        crate::files::replace(&path, text.as_bytes(), mode, |_| {}).map_err(write_err(&path))?;
         written.push(path);
     }
     Ok(written)

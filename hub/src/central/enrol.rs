@@ -6,15 +6,14 @@
 //! technician to copy to the Raspberry Pi. Keys and passwords come from the operating system's
 //! random source. Nothing here ever overwrites a key or deletes a stored reading.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use rand::RngCore;
 
 use super::config::{self, BrokerConfig, CentralConfig};
+use crate::files::random_hex;
 
 /// Where the hub's config is when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/socer/central.toml";
@@ -255,44 +254,18 @@ pub fn site_toml(
 
 // ---- files ----
 
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    hex::encode(b)
-}
-
 /// Write a new file with `mode` from the start (never briefly readable by others); refuses to
 /// replace one.
 fn write_new(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    // The umask may have taken bits off: set exactly the mode wanted.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("{}: cannot set its mode", path.display()))?;
-    Ok(())
+    crate::files::create_new(path, text.as_bytes(), mode)
+        .with_context(|| format!("{}: cannot create", path.display()))
 }
 
 /// Replace `path` with `text` atomically (a hidden temporary file renamed over it, which the
 /// hub's loader ignores), with `mode` and, when run as root, the owner of `like`.
 fn write_replace(path: &Path, text: &str, mode: u32, like: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("a file name")?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    write_new(&tmp, text, mode)?;
-    same_owner(&tmp, like);
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+    crate::files::replace(path, text.as_bytes(), mode, |tmp| same_owner(tmp, like))
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// When run as root, give `path` the owner and group of `like` (the hub's config), so that the

@@ -239,7 +239,6 @@ pub fn write_nats_files(
     nodes: &[Node],
     store_dir: &Path,
 ) -> Result<Vec<PathBuf>, BrokerError> {
-    use std::os::unix::fs::PermissionsExt;
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BrokerError::Write { path, source }
@@ -249,12 +248,8 @@ pub fn write_nats_files(
     let account_file = format!("{}.account.conf", cfg.community);
     let account_path = dir.join(&account_file);
     let text = account_conf(cfg)?;
-    // Created private, then opened to the server's group: never briefly world-readable.
-    std::fs::write(&account_path, "").map_err(write_err(&account_path))?;
-    std::fs::set_permissions(&account_path, std::fs::Permissions::from_mode(0o600))
-        .map_err(write_err(&account_path))?;
-    std::fs::write(&account_path, text).map_err(write_err(&account_path))?;
-    std::fs::set_permissions(&account_path, std::fs::Permissions::from_mode(0o640))
+    // Readable by the server's group only, never briefly by others.
+    crate::files::replace(&account_path, text.as_bytes(), 0o640, |_| {})
         .map_err(write_err(&account_path))?;
     let mut accounts: Vec<String> = std::fs::read_dir(&dir)
         .map_err(write_err(&dir))?

@@ -277,12 +277,7 @@ impl Live {
         self.sites
             .retain_and_add(cfg.sites.iter().map(|s| (s.id.as_str(), s.name.as_str())));
         if let Some(accounts) = &self.accounts {
-            let mut users: HashMap<String, String> = cfg
-                .sites
-                .iter()
-                .filter(|s| !s.password.is_empty())
-                .map(|s| (s.id.clone(), s.password.clone()))
-                .collect();
+            let mut users = super::broker::site_accounts(cfg);
             if let Some((user, password)) = &self.hub_account {
                 if users.contains_key(user) {
                     tracing::error!(

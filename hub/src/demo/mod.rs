@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rand::RngCore;
 use serde::Serialize;
 
+use crate::files::random_hex;
 use socer_drivers::sunspec::ModelSet;
 use socer_drivers::{Clock, ProfileSet, SystemClock};
 
@@ -121,12 +121,6 @@ pub fn parse_span(s: &str) -> Option<chrono::Duration> {
 fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("no free port on 127.0.0.1")?;
     Ok(l.local_addr()?.port())
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut b);
-    hex::encode(b)
 }
 
 /// The hub's signing key for the demo, made like `socer keygen` does (kept in the data folder, so
