@@ -259,7 +259,12 @@ async fn run_modbus_bus(
             while let Some(r) = rx.recv().await {
                 let snapshot = handle.health.snapshot();
                 if let Ok(mut l) = lines.lock() {
-                    l.insert(bus_name.clone(), snapshot.line.clone());
+                    match l.get_mut(&bus_name) {
+                        Some(line) => *line = snapshot.line.clone(),
+                        None => {
+                            l.insert(bus_name.clone(), snapshot.line.clone());
+                        }
+                    }
                 }
                 let (latency, kind) = snapshot
                     .meters
